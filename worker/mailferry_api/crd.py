@@ -1,0 +1,224 @@
+"""Renders the three CRDs from the pydantic models: the models are the one source of truth.
+
+`python -m mailferry_api.crd [outdir]` rewrites crds/*.yaml; a unit test fails when the
+committed files differ from what the models give, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .common import API_GROUP, API_VERSION
+from .dnscutover import DnsCutoverSpec, DnsCutoverStatus
+from .mailboxsync import MailboxSyncSpec, MailboxSyncStatus
+from .mailmigration import MailMigrationSpec, MailMigrationStatus
+
+CATEGORY = "mailferry"
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: str
+    plural: str
+    short_names: tuple[str, ...]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    columns: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{API_GROUP}"
+
+
+def _ready_column() -> dict[str, Any]:
+    return {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
+
+
+_AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        kind="MailMigration",
+        plural="mailmigrations",
+        short_names=("mm",),
+        spec=MailMigrationSpec,
+        status=MailMigrationStatus,
+        columns=(
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            _ready_column(),
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+            {"name": "Mailboxes", "type": "integer", "jsonPath": ".status.mailboxes.total"},
+            {"name": "Lag", "type": "integer", "jsonPath": ".status.lag.maxSeconds", "description": "seconds"},
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="MailboxSync",
+        plural="mailboxsyncs",
+        short_names=("mbs",),
+        spec=MailboxSyncSpec,
+        status=MailboxSyncStatus,
+        columns=(
+            {"name": "Source", "type": "string", "jsonPath": ".spec.source.username"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            _ready_column(),
+            {"name": "Copied", "type": "integer", "jsonPath": ".status.totals.copied"},
+            {"name": "Messages", "type": "integer", "jsonPath": ".status.totals.messages"},
+            {"name": "Lag", "type": "integer", "jsonPath": ".status.lag.seconds", "description": "seconds"},
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="DnsCutover",
+        plural="dnscutovers",
+        short_names=("dnsc",),
+        spec=DnsCutoverSpec,
+        status=DnsCutoverStatus,
+        columns=(
+            {"name": "Domain", "type": "string", "jsonPath": ".spec.domain"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Target", "type": "string", "jsonPath": ".spec.targetPhase"},
+            _ready_column(),
+            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider.type", "priority": 1},
+            _AGE,
+        ),
+    ),
+)
+
+# JSON-schema keywords the Kubernetes structural schema does not accept.
+_DROP = {"title", "$defs", "discriminator", "const", "examples"}
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Resolve $ref, collapse Optional (anyOf with null), drop what CRDs reject."""
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _inline({**target, **extra}, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
+            merged = _inline(options[0], defs)
+            merged.update(_inline(rest, defs))
+            if node.get("default") is not None:
+                merged["default"] = node["default"]
+            return merged
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _inline(prop, defs) for name, prop in value.items()}
+        else:
+            out[key] = _inline(value, defs)
+    if out.get("format") == "date-time":
+        out["format"] = "date-time"
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+        out["type"] = "object"
+    # A default of [] or {} adds noise to every object; Kubernetes omits empty anyway.
+    if out.get("default") in ([], {}):
+        del out["default"]
+    # Defaults of nested objects are applied field by field by the API server.
+    if out.get("type") == "object" and isinstance(out.get("default"), dict):
+        del out["default"]
+    return out
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _inline(raw, raw.get("$defs", {}))
+
+
+def render(resource: Resource) -> dict[str, Any]:
+    spec_schema = openapi_schema(resource.spec)
+    status_schema = openapi_schema(resource.status)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": resource.crd_name,
+            "labels": {"app.kubernetes.io/part-of": "mailferry"},
+        },
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": resource.kind,
+                "listKind": f"{resource.kind}List",
+                "plural": resource.plural,
+                "singular": resource.kind.lower(),
+                "shortNames": list(resource.short_names),
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(resource.columns),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (resource.spec.__doc__ or "").strip() or None,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _strip_none(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_none(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_strip_none(v) for v in node]
+    return node
+
+
+def dump(resource: Resource) -> str:
+    header = "# Generated from mailferry_api models by `python -m mailferry_api.crd`; do not edit.\n"
+    return header + yaml.safe_dump(_strip_none(render(resource)), sort_keys=False, width=120, allow_unicode=True)
+
+
+def write_all(outdir: Path) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for resource in RESOURCES:
+        path = outdir / f"{resource.crd_name}.yaml"
+        path.write_text(dump(resource))
+        written.append(path)
+    return written
+
+
+def main() -> None:
+    outdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "crds"
+    for path in write_all(outdir):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

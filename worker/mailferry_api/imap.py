@@ -1,0 +1,96 @@
+"""IMAP endpoint, credentials and folder selection: what both MailMigration and MailboxSync carry."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import HOST_PATTERN, ApiModel, SecretKey, SecretRef
+
+Security = Literal["tls", "starttls", "none"]
+AuthMethod = Literal["password", "xoauth2", "master-user"]
+OAuth2Provider = Literal["static", "google", "microsoft"]
+FolderStrategy = Literal["all", "standard", "inboxOnly"]
+
+
+class OAuth2(ApiModel):
+    """Where XOAUTH2 access tokens come from. Secret keys name entries of auth.secretRef."""
+
+    provider: OAuth2Provider = "static"
+    token_key: SecretKey = "token"
+    service_account_key: SecretKey = "service-account.json"
+    client_id: str | None = Field(default=None, max_length=256)
+    tenant_id: str | None = Field(default=None, max_length=256)
+    client_secret_key: SecretKey = "client-secret"
+    scope: str | None = Field(default=None, max_length=1024)
+    token_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+
+
+class ImapAuth(ApiModel):
+    """How to log in. Passwords live in `secretRef`; per mailbox under its secretKey.
+
+    password:    key = mailbox secretKey (default: its address with '@' as '_')
+    master-user: `masterUserKey`/`masterPasswordKey` hold the master login; logs in as user*master
+    xoauth2:     see `oauth2`
+    """
+
+    method: AuthMethod = "password"
+    secret_ref: SecretRef
+    master_user_key: SecretKey = "master-username"
+    master_password_key: SecretKey = "master-password"
+    master_separator: str = Field(default="*", min_length=1, max_length=4)
+    oauth2: OAuth2 | None = None
+
+
+class ImapEndpoint(ApiModel):
+    host: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=HOST_PATTERN,
+        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "host is immutable"}]},
+    )
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Security = "tls"
+    tls_verify: bool = True
+    auth: ImapAuth
+    connect_timeout_seconds: int = Field(default=30, ge=1, le=600)
+    read_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.auth.method != 'xoauth2' || has(self.auth.oauth2)",
+                    "message": "auth.oauth2 is required when auth.method is xoauth2",
+                    "fieldPath": ".auth.oauth2",
+                },
+            ]
+        }
+    }
+
+
+class FolderMapping(ApiModel):
+    """Rename source folders: Python `re` pattern and replacement (\\1 groups), first match wins."""
+
+    from_: str = Field(alias="from", min_length=1, max_length=1024)
+    to: str = Field(max_length=1024)
+
+
+class FolderSelection(ApiModel):
+    strategy: FolderStrategy = "all"
+    include: Annotated[list[str], Field(max_length=256)] = []
+    exclude: Annotated[list[str], Field(max_length=256)] = []
+    mappings: Annotated[list[FolderMapping], Field(max_length=256)] = []
+    special_use_automap: bool = True
+
+
+class SyncOptions(ApiModel):
+    """What to copy; shared by MailMigration (defaults for every mailbox) and MailboxSync."""
+
+    folders: FolderSelection = FolderSelection()
+    import_since: date | None = None
+    skip_duplicates: bool = False
+    max_message_bytes: int | None = Field(default=None, ge=1)
+    connections_per_mailbox: int = Field(default=2, ge=1, le=16)
