@@ -125,6 +125,11 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _inline(value, defs)
     if out.get("format") == "date-time":
         out["format"] = "date-time"
+    # `additionalProperties: true` (pydantic's dict[str, Any]) is not a structural schema: the API
+    # server prunes (or, with strict field validation, rejects) every key under it. Free-form objects
+    # are declared with x-kubernetes-preserve-unknown-fields instead.
+    if out.get("additionalProperties") is True:
+        del out["additionalProperties"]
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:

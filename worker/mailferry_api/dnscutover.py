@@ -27,7 +27,10 @@ ProviderType = Literal["rfc2136", "powerdns", "cloudflare", "route53"]
 GateType = Literal["syncLag", "dnsRecord", "ttlElapsed", "prometheus", "minDuration", "manualApproval"]
 GateResult = Literal["Pending", "Passed", "Failed", "Inconclusive"]
 DmarcPolicy = Literal["none", "quarantine", "reject"]
-HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9*]([-A-Za-z0-9.]*[A-Za-z0-9])?\.?$")]
+# DNS owner names and targets: underscores are legal in DNS (`_dmarc`, `_domainkey`, `_mta-sts`).
+HostName = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9*_]([-A-Za-z0-9._]*[A-Za-z0-9])?\.?$")
+]
 
 
 class Rfc2136Provider(ApiModel):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from .common import (
     MAX_ERRORS,
+    QUANTITY_PATTERN,
     ApiModel,
     Conditions,
     Duration,
@@ -53,13 +54,31 @@ class Approval(ApiModel):
     approved: bool = False
 
 
+# A Kubernetes resource.Quantity: `100m`, `512Mi` or a bare number.
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+        }
+    ),
+]
+
+
+class ResourceRequirements(ApiModel):
+    """corev1.ResourceRequirements for the worker container (cpu, memory, ephemeral-storage)."""
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=8)] = {}
+    limits: Annotated[dict[str, Quantity], Field(max_length=8)] = {}
+
+
 class WorkerSpec(ApiModel):
     image: str = Field(default="ghcr.io/mailferry/mailferry:0.1.0", min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     service_account_name: K8sName = "mailferry-worker"
-    resources: dict[str, Any] | None = Field(
-        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
-    )
+    resources: ResourceRequirements | None = None
     mailbox_concurrency: int = Field(default=4, ge=1, le=64)
     active_deadline_seconds: int = Field(default=21600, ge=60)
     backoff_limit: int = Field(default=2, ge=0, le=20)
