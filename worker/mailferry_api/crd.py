@@ -55,7 +55,12 @@ RESOURCES: tuple[Resource, ...] = (
             _ready_column(),
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
             {"name": "Mailboxes", "type": "integer", "jsonPath": ".status.mailboxes.total"},
-            {"name": "Lag", "type": "integer", "jsonPath": ".status.lag.maxSeconds", "description": "seconds"},
+            {
+                "name": "Lag",
+                "type": "integer",
+                "jsonPath": ".status.lag.maxSeconds",
+                "description": "seconds",
+            },
             _AGE,
         ),
     ),
@@ -206,7 +211,9 @@ def _strip_none(node: Any) -> Any:
 
 def dump(resource: Resource) -> str:
     header = "# Generated from mailferry_api models by `python -m mailferry_api.crd`; do not edit.\n"
-    return header + yaml.safe_dump(_strip_none(render(resource)), sort_keys=False, width=120, allow_unicode=True)
+    return header + yaml.safe_dump(
+        _strip_none(render(resource)), sort_keys=False, width=120, allow_unicode=True
+    )
 
 
 def write_all(outdir: Path) -> list[Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, JsonValue
 
 from .common import (
     DOMAIN_PATTERN,
@@ -61,6 +61,23 @@ class Route53Provider(ApiModel):
     secret_access_key_key: SecretKey = "aws-secret-access-key"
 
 
+_PROVIDER_RULES: list[JsonValue] = [
+    {
+        "rule": f"self.type != '{t}' || has(self.{t})",
+        "message": f"provider.{t} is required when type is {t}",
+        "fieldPath": f".{t}",
+    }
+    for t in ("rfc2136", "powerdns", "route53")
+]
+_PROVIDER_RULES.append(
+    {
+        "rule": "self.type == 'rfc2136' || has(self.secretRef)",
+        "message": "provider.secretRef is required for this provider type",
+        "fieldPath": ".secretRef",
+    }
+)
+
+
 class DnsProvider(ApiModel):
     type: ProviderType
     secret_ref: SecretRef | None = None
@@ -70,21 +87,7 @@ class DnsProvider(ApiModel):
     cloudflare: CloudflareProvider | None = None
     route53: Route53Provider | None = None
 
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {"rule": f"self.type != '{t}' || has(self.{t})", "message": f"provider.{t} is required when type is {t}"}
-                for t in ("rfc2136", "powerdns", "route53")
-            ]
-            + [
-                {
-                    "rule": "self.type == 'rfc2136' || has(self.secretRef)",
-                    "message": "provider.secretRef is required for this provider type",
-                    "fieldPath": ".secretRef",
-                }
-            ]
-        }
-    }
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _PROVIDER_RULES})
 
 
 class MxRecord(ApiModel):
@@ -108,8 +111,16 @@ class DkimSelector(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                {"rule": "self.source != 'cname' || has(self.cnameTarget)", "message": "cnameTarget is required for source cname"},
-                {"rule": "self.source != 'txt' || has(self.publicKey)", "message": "publicKey is required for source txt"},
+                {
+                    "rule": "self.source != 'cname' || has(self.cnameTarget)",
+                    "message": "cnameTarget is required for source cname",
+                    "fieldPath": ".cnameTarget",
+                },
+                {
+                    "rule": "self.source != 'txt' || has(self.publicKey)",
+                    "message": "publicKey is required for source txt",
+                    "fieldPath": ".publicKey",
+                },
             ]
         }
     }
@@ -138,7 +149,10 @@ class Dmarc(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.stages.map(s, s.policy == 'none' ? 0 : (s.policy == 'quarantine' ? 1 : 2)).isSorted()",
+                    "rule": (
+                        "self.stages.map(s, s.policy == 'none' ? 0 : (s.policy == 'quarantine' ? 1 : 2))"
+                        ".isSorted()"
+                    ),
                     "message": "DMARC stages must not weaken: none, then quarantine, then reject",
                     "fieldPath": ".stages",
                 }
@@ -153,7 +167,9 @@ class MtaSts(ApiModel):
     enforced_max_age_seconds: int = Field(default=604800, ge=86400, le=31557600)
     mx: Annotated[list[str], Field(max_length=16)] = []
     policy_config_map: K8sName | None = None
-    policy_url: str | None = Field(default=None, pattern=r"^https?://", description="override for the gate's fetch")
+    policy_url: str | None = Field(
+        default=None, pattern=r"^https?://", description="override for the gate's fetch"
+    )
 
 
 class TlsRpt(ApiModel):
@@ -173,6 +189,18 @@ class Ttls(ApiModel):
     lowered: int = Field(default=300, ge=30, le=86400)
     normal: int = Field(default=3600, ge=60, le=604800)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.lowered <= self.normal",
+                    "message": "ttl.lowered must not exceed ttl.normal",
+                    "fieldPath": ".lowered",
+                }
+            ]
+        }
+    )
+
 
 class ThresholdRange(ApiModel):
     min: float | None = None
@@ -185,7 +213,9 @@ class SyncLagGate(ApiModel):
 
 
 class DnsRecordGate(ApiModel):
-    name: HostName | None = Field(default=None, description="relative or absolute; default: every record of the phase")
+    name: HostName | None = Field(
+        default=None, description="relative or absolute; default: every record of the phase"
+    )
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = None
     value: str | None = Field(default=None, max_length=4096)
     nameservers: Annotated[list[str], Field(max_length=16)] = Field(
@@ -215,8 +245,16 @@ class Gate(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                {"rule": "self.type != 'prometheus' || has(self.prometheus)", "message": "prometheus is required for a prometheus gate"},
-                {"rule": "self.type != 'minDuration' || has(self.duration)", "message": "duration is required for a minDuration gate"},
+                {
+                    "rule": "self.type != 'prometheus' || has(self.prometheus)",
+                    "message": "prometheus is required for a prometheus gate",
+                    "fieldPath": ".prometheus",
+                },
+                {
+                    "rule": "self.type != 'minDuration' || has(self.duration)",
+                    "message": "duration is required for a minDuration gate",
+                    "fieldPath": ".duration",
+                },
             ]
         }
     }
@@ -239,13 +277,17 @@ class DnsCutoverSpec(ApiModel):
         min_length=3,
         max_length=253,
         pattern=DOMAIN_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "domain is immutable"}]},
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "domain is immutable"}]
+        },
     )
     provider: DnsProvider
     migration_ref: LocalObjectRef | None = None
     target_phase: DnsPhase = "Planned"
     dry_run: bool = False
-    approved_phase: DnsPhase | None = Field(default=None, description="manualApproval gates pass up to this phase")
+    approved_phase: DnsPhase | None = Field(
+        default=None, description="manualApproval gates pass up to this phase"
+    )
     records: TargetRecords
     ttl: Ttls = Ttls()
     gates: PhaseGates = PhaseGates()

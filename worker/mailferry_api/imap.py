@@ -49,7 +49,9 @@ class ImapEndpoint(ApiModel):
         min_length=1,
         max_length=253,
         pattern=HOST_PATTERN,
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "host is immutable"}]},
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "host is immutable"}]
+        },
     )
     port: int = Field(default=993, ge=1, le=65535)
     security: Security = "tls"

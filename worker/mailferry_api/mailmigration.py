@@ -37,12 +37,17 @@ RoundKind = Literal["bulk", "delta", "final"]
 
 class MailboxEntry(ApiModel):
     source: str = Field(min_length=3, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$|^[^\s@]+$")
-    destination: str | None = Field(default=None, min_length=3, max_length=320, pattern=r"^[^\s@]+(@[^\s@]+)?$")
+    destination: str | None = Field(
+        default=None, min_length=3, max_length=320, pattern=r"^[^\s@]+(@[^\s@]+)?$"
+    )
     secret_key: SecretKey | None = None
 
 
 class InventoryRef(ApiModel):
-    """A ConfigMap with CSV (`source,destination[,secretKey]`) or JSON ([{source, destination, secretKey}])."""
+    """A ConfigMap key holding the mailboxes.
+
+    CSV: `source,destination[,secretKey]` per line; JSON: `[{source, destination, secretKey}]`.
+    """
 
     name: K8sName
     key: SecretKey = "mailboxes"
