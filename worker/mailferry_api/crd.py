@@ -101,6 +101,14 @@ RESOURCES: tuple[Resource, ...] = (
 _DROP = {"title", "$defs", "discriminator", "const", "examples"}
 
 
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in ([], {}, None)}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value]
+    return value
+
+
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
     """Resolve $ref, collapse Optional (anyOf with null), drop what CRDs reject."""
     if isinstance(node, list):
@@ -142,9 +150,12 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     # A default of [] or {} adds noise to every object; Kubernetes omits empty anyway.
     if out.get("default") in ([], {}):
         del out["default"]
-    # Defaults of nested objects are applied field by field by the API server.
+    # An object field whose model default is an instance (worker: WorkerSpec = WorkerSpec()) gets that
+    # instance as its default (empty lists dropped), so the API server stores the same object the model
+    # fills in. (`default: {}` would be shorter, but the API server checks CEL rules against the literal
+    # default before nested defaults apply, and rules like `self.lowered <= self.normal` then fail.)
     if out.get("type") == "object" and isinstance(out.get("default"), dict):
-        del out["default"]
+        out["default"] = _drop_empty(out["default"])
     return out
 
 

@@ -8,6 +8,7 @@ and the schema has no property the models lack.
 
 from __future__ import annotations
 
+import copy
 import re
 import types
 import typing
@@ -155,7 +156,32 @@ def _check_model(model: type[BaseModel], node: dict[str, Any], path: str) -> int
             assert sub.get("default") == default, f"{where}: default {sub.get('default')!r} != {default!r}"
         elif default is None:
             assert "default" not in sub, f"{where}: unexpected default"
+        elif isinstance(default, BaseModel):
+            # The API server fills the object in as pydantic does (its default + the fields' defaults).
+            expected = _drop_empty(default.model_dump(mode="json", by_alias=True, exclude_none=True))
+            assert _drop_empty(_apply_defaults(sub, None)) == expected, f"{where}: server default differs"
     return checked
+
+
+def _apply_defaults(node: dict[str, Any], value: Any) -> Any:
+    """Structural-schema defaulting as the API server does it (absent field with a default gets it)."""
+    if value is None:
+        value = copy.deepcopy(node.get("default"))
+    if isinstance(value, dict) and "properties" in node:
+        for name, prop in node["properties"].items():
+            if name in value or "default" in prop:
+                value[name] = _apply_defaults(prop, value.get(name))
+    elif isinstance(value, list) and "items" in node:
+        value = [_apply_defaults(node["items"], item) for item in value]
+    return value
+
+
+def _drop_empty(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_empty(v) for k, v in value.items() if v not in ([], {})}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value]
+    return value
 
 
 @pytest.mark.parametrize("resource", crd.RESOURCES, ids=lambda r: r.kind)
