@@ -1,0 +1,602 @@
+"""MailMigration -> MailboxSyncs -> worker Jobs, in rounds, with validation, approval and status.
+
+One Kopf daemon per MailMigration runs a reconcile loop. Each pass reads the world (the live
+MailMigration body, MailboxSyncs and worker Jobs from in-memory Kopf indexes), asks the pure state
+machine in `mailferry_operator.migration.reconcile` what to do, creates the Jobs it names
+(deterministic names: a restart or a repeated pass never doubles a Job), then writes status, Events
+and metrics. Watch events on MailboxSyncs, Jobs and the MailMigration wake the loop early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from mailferry_api.common import API_GROUP, API_VERSION, MAX_ERRORS
+from mailferry_api.conditions import get_condition, set_condition
+from mailferry_api.mailmigration import (
+    MailboxEntry,
+    MailboxError,
+    MailMigrationSpec,
+    MailMigrationStatus,
+    ScanStatus,
+)
+
+from .. import metrics
+from ..kube import client as kube
+from ..migration import inventory as inv
+from ..migration.naming import mailbox_sync_name
+from ..migration.probe import ProbeResult, ProbeTask, decode_secret_data, probe_all
+from ..migration.reconcile import Plan, Snapshot, decide
+from ..migration.resources import job_body, mailbox_sync_body, spec_hash
+from ..migration.views import (
+    ANNOTATION_APPROVED,
+    ANNOTATION_RETRY_FAILED,
+    LABEL_APP,
+    LABEL_MIGRATION,
+    WORKER_APP,
+    JobView,
+    MailboxView,
+    job_view,
+    mailbox_view,
+)
+
+log = logging.getLogger("mailferry.migration")
+
+PLURAL = "mailmigrations"
+MAILBOXSYNCS = "mailboxsyncs"
+CREATE_CONCURRENCY = int(os.environ.get("MAILFERRY_CREATE_CONCURRENCY", "48"))
+PROBE_CONCURRENCY = int(os.environ.get("MAILFERRY_PROBE_CONCURRENCY", "32"))
+INVENTORY_RECHECK_SECONDS = 60.0
+VALIDATION_RETRY_SECONDS = 30.0
+MIN_PASS_INTERVAL = 0.5
+PHASES = (
+    "Validating",
+    "AwaitingApproval",
+    "Syncing",
+    "InSync",
+    "Completing",
+    "Completed",
+    "Failed",
+    "Suspended",
+)
+
+_wakeups: dict[tuple[str, str], asyncio.Event] = {}
+
+
+def _wake(namespace: str | None, name: str | None) -> None:
+    event = _wakeups.get((namespace or "", name or ""))
+    if event is not None:
+        event.set()
+
+
+# ------------------------------------------------------------------------------------------ indexes
+@kopf.index(API_GROUP, API_VERSION, MAILBOXSYNCS, labels={LABEL_MIGRATION: kopf.PRESENT})
+def mailboxsyncs_by_migration(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], MailboxView]:
+    """(namespace, migration) -> small summaries of its MailboxSyncs; a change wakes the migration."""
+    migration = labels[LABEL_MIGRATION]
+    _wake(namespace, migration)
+    return {(namespace or "", migration): mailbox_view(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_APP: WORKER_APP, LABEL_MIGRATION: kopf.PRESENT})
+def worker_jobs_by_migration(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], JobView]:
+    migration = labels[LABEL_MIGRATION]
+    _wake(namespace, migration)
+    return {(namespace or "", migration): job_view(body)}
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def wake_on_migration_change(namespace: str | None, name: str | None, **_: Any) -> None:
+    _wake(namespace, name)
+
+
+# ------------------------------------------------------------------------------------ runtime state
+@dataclass
+class Runtime:
+    """What one daemon remembers between passes (all of it can be rebuilt from the API)."""
+
+    inventory_key: tuple[Any, ...] | None = None
+    inventory_checked: float = 0.0
+    entries: list[MailboxEntry] = field(default_factory=list)
+    names: dict[str, MailboxEntry] = field(default_factory=dict)  # MailboxSync name -> entry
+    inventory_status: Any = None
+    inventory_problem: tuple[str, str] | None = None  # (reason, message) when the inventory is unreadable
+    ensured_key: tuple[Any, ...] | None = None
+    next_validation: float = 0.0
+    created_jobs: dict[str, tuple[float, JobView]] = field(default_factory=dict)
+    last_status: dict[str, Any] | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _store_values(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any]:
+    try:
+        return list(index.get(key, []))
+    except Exception:  # a Store can change while being read by a concurrent watch event
+        return []
+
+
+# ------------------------------------------------------------------------------------ inventory
+async def _load_inventory(
+    rt: Runtime, body: kopf.Body, namespace: str, name: str, generation: int, spec: MailMigrationSpec
+) -> None:
+    now = time.monotonic()
+    if spec.mailboxes is not None:
+        key: tuple[Any, ...] = ("inline", generation)
+        if key == rt.inventory_key:
+            return
+        parsed = inv.from_entries(spec.mailboxes)
+        rt.inventory_problem = None
+    else:
+        ref = spec.inventory_ref
+        assert ref is not None  # the CRD requires one of mailboxes / inventoryRef
+        if (
+            rt.inventory_key is not None
+            and rt.inventory_key[1] == generation
+            and (now - rt.inventory_checked < INVENTORY_RECHECK_SECONDS)
+        ):
+            return
+        rt.inventory_checked = now
+        data = await kube.read_configmap(namespace, ref.name)
+        if data is None or ref.key not in data:
+            problem = (
+                f"ConfigMap {ref.name} not found"
+                if data is None
+                else f"ConfigMap {ref.name} has no key {ref.key}"
+            )
+            rt.inventory_problem = ("InventoryNotFound", problem)
+            rt.inventory_key = None
+            return
+        text = data[ref.key]
+        key = ("configmap", generation, hash(text))
+        rt.inventory_problem = None
+        if key == rt.inventory_key:
+            return
+        parsed = inv.parse_text(text, ref.format)
+    rt.inventory_key = key
+    rt.entries = parsed.entries
+    rt.names = {mailbox_sync_name(name, e.source): e for e in parsed.entries}
+    rt.inventory_status = parsed.status()
+    if parsed.error_count:
+        kopf_event_safe(
+            body,
+            "Warning",
+            "InventoryErrors",
+            f"{parsed.error_count} inventory row(s) skipped; see status.inventory",
+        )
+
+
+async def _ensure_mailboxsyncs(
+    rt: Runtime,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    spec: MailMigrationSpec,
+    existing: Mapping[str, MailboxView],
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Create missing MailboxSyncs and update drifted specs, `CREATE_CONCURRENCY` calls at a time."""
+    key = (rt.inventory_key, spec_hash(spec.to_api()))
+    if key == rt.ensured_key:
+        return
+    sem = asyncio.Semaphore(CREATE_CONCURRENCY)
+    created = updated = 0
+
+    async def one(sync_name: str, entry: MailboxEntry) -> None:
+        nonlocal created, updated
+        wanted = mailbox_sync_body(name, uid, namespace, spec, entry)
+        want = wanted["metadata"]["annotations"]
+        have = existing.get(sync_name)
+        if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:
+            return
+        async with sem:
+            if have is None and await kube.create_custom(namespace, MAILBOXSYNCS, wanted):
+                created += 1
+                return
+            await kube.patch_custom(
+                namespace,
+                MAILBOXSYNCS,
+                sync_name,
+                {"metadata": {"annotations": want}, "spec": wanted["spec"]},
+            )
+            updated += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(n, e) for n, e in rt.names.items()))
+    rt.ensured_key = key
+    if created or updated:
+        logger.info(
+            "MailboxSyncs: %d created, %d updated, %d total in %.1fs",
+            created,
+            updated,
+            len(rt.names),
+            time.monotonic() - started,
+        )
+        kopf_event_safe(
+            body, "Normal", "MailboxSyncsReady", f"{len(rt.names)} MailboxSyncs ({created} created)"
+        )
+
+
+# ------------------------------------------------------------------------------------ validation
+async def _validate(
+    namespace: str,
+    spec: MailMigrationSpec,
+    entries: Iterable[MailboxEntry],
+    status: MailMigrationStatus,
+    generation: int,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Connection + credential test of every mailbox on both sides, and a scan of the source."""
+    entries = list(entries)
+    secrets: dict[str, dict[str, str]] = {}
+    for side, endpoint in (("source", spec.source), ("destination", spec.destination)):
+        raw = await kube.read_secret_data(namespace, endpoint.auth.secret_ref.name)
+        if raw is None:
+            status.conditions = set_condition(
+                status.conditions,
+                "Validated",
+                "False",
+                "SecretNotFound",
+                f"{side} Secret {endpoint.auth.secret_ref.name} not found",
+                generation,
+            )
+            return
+        secrets[side] = decode_secret_data(raw)
+    tasks: list[ProbeTask] = []
+    for e in entries:
+        key = e.secret_key or inv.default_secret_key(e.source)
+        tasks.append(ProbeTask(e.source, "source", spec.source, e.source, key, True))
+        tasks.append(
+            ProbeTask(e.source, "destination", spec.destination, e.destination or e.source, key, False)
+        )
+    started = time.monotonic()
+    results = await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY)
+    del secrets
+    scan = ScanStatus(mailboxes=len(entries), completed_at=_now())
+    problems: dict[str, list[tuple[str, ProbeResult]]] = {}
+    error_count = 0
+    for task, result in results:
+        if result.ok:
+            scan.folders += result.folders
+            scan.messages += result.messages
+            scan.bytes += result.bytes
+        else:
+            problems.setdefault(task.mailbox, []).append((task.side, result))
+    for mailbox, sides in problems.items():
+        error_count += 1
+        if len(scan.errors) < MAX_ERRORS:
+            side = sides[0][0] if len(sides) == 1 else "both"
+            first = sides[0][1]
+            scan.errors.append(
+                MailboxError(
+                    mailbox=mailbox, side=side, reason=first.reason[:128], message=first.message[:1024]
+                )
+            )
+    scan.reachable = len(entries) - error_count
+    status.scan = scan
+    logger.info(
+        "validated %d mailboxes in %.1fs: %d reachable, %d folders, %d messages",
+        len(entries),
+        time.monotonic() - started,
+        scan.reachable,
+        scan.folders,
+        scan.messages,
+    )
+    if not entries:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "False",
+            "NoMailboxes",
+            "the inventory has no valid mailbox",
+            generation,
+        )
+    elif scan.reachable == 0:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "False",
+            "NoMailboxReachable",
+            f"none of {len(entries)} mailboxes passed the connection test; see status.scan.errors",
+            generation,
+        )
+    elif error_count:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "True",
+            "SomeMailboxesUnreachable",
+            f"{error_count} of {len(entries)} mailboxes failed the connection test (see status.scan.errors); "
+            "they are still attempted and fail with a reason if the problem stays",
+            generation,
+        )
+    else:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "True",
+            "AllMailboxesReachable",
+            f"{len(entries)} mailboxes: {scan.folders} folders, {scan.messages} messages, {scan.bytes} bytes",
+            generation,
+        )
+
+
+# ------------------------------------------------------------------------------------ events, metrics
+def kopf_event_safe(body: kopf.Body, type_: str, reason: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+
+def update_metrics(namespace: str, name: str, status: MailMigrationStatus) -> None:
+    labels = (namespace, name)
+    for phase in PHASES:
+        metrics.migration_phase.labels(*labels, phase).set(1 if status.phase == phase else 0)
+    t = status.totals
+    if t is not None:
+        for state, value in (
+            ("expected", t.expected_messages),
+            ("copied", t.copied_messages),
+            ("skipped", t.skipped_messages),
+            ("failed", t.failed_messages),
+        ):
+            metrics.migration_messages.labels(*labels, state).set(value)
+        metrics.migration_bytes.labels(*labels, "expected").set(t.expected_bytes)
+        metrics.migration_bytes.labels(*labels, "copied").set(t.copied_bytes)
+    if status.lag is not None:
+        metrics.migration_lag_seconds.labels(*labels).set(status.lag.max_seconds)
+        metrics.migration_pending_messages.labels(*labels).set(status.lag.pending_messages)
+    if status.jobs is not None:
+        for state in ("active", "succeeded", "failed"):
+            metrics.migration_jobs.labels(*labels, state).set(getattr(status.jobs, state))
+    if status.mailboxes is not None:
+        for state in ("total", "synced", "syncing", "pending", "failed"):
+            metrics.migration_mailboxes.labels(*labels, state).set(getattr(status.mailboxes, state))
+    for cond in status.conditions:
+        metrics.migration_condition.labels(*labels, cond.type).set(1 if cond.status == "True" else 0)
+
+
+def forget_metrics(namespace: str, name: str) -> None:
+    for gauge in (
+        metrics.migration_phase,
+        metrics.migration_messages,
+        metrics.migration_bytes,
+        metrics.migration_lag_seconds,
+        metrics.migration_pending_messages,
+        metrics.migration_jobs,
+        metrics.migration_mailboxes,
+        metrics.migration_condition,
+    ):
+        for labelvalues in list(gauge._metrics):
+            if labelvalues[:2] == (namespace, name):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labelvalues)
+
+
+# ------------------------------------------------------------------------------------ one pass
+def _worker_defaults(spec: MailMigrationSpec) -> MailMigrationSpec:
+    """The chart tells the operator which worker image and ServiceAccount to use unless the spec says."""
+    worker = spec.worker
+    image = os.environ.get("MAILFERRY_WORKER_IMAGE")
+    account = os.environ.get("MAILFERRY_WORKER_SERVICE_ACCOUNT")
+    changes: dict[str, Any] = {}
+    if image and "image" not in worker.model_fields_set:
+        changes["image"] = image
+    if account and "service_account_name" not in worker.model_fields_set:
+        changes["service_account_name"] = account
+    if not changes:
+        return spec
+    return spec.model_copy(update={"worker": worker.model_copy(update=changes)})
+
+
+def _status_dict(status: MailMigrationStatus) -> dict[str, Any]:
+    data = status.to_api()
+    data.pop("kopf", None)
+    return data
+
+
+async def reconcile_once(
+    rt: Runtime,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    mailboxsyncs: kopf.Index[Any, Any],
+    jobs_index: kopf.Index[Any, Any],
+) -> float:
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    try:
+        spec = _worker_defaults(MailMigrationSpec.model_validate(dict(body.get("spec") or {})))
+    except ValidationError as exc:
+        logger.error("invalid spec: %s", exc.errors(include_input=False)[:3])
+        status = MailMigrationStatus.model_validate(dict(body.get("status") or {}))
+        status.conditions = set_condition(
+            status.conditions, "Ready", "False", "InvalidSpec", "spec is invalid", generation
+        )
+        status.phase = "Failed"
+        await kube.patch_custom_status(namespace, PLURAL, name, _status_dict(status))
+        return 60.0
+    status = MailMigrationStatus.model_validate(dict(body.get("status") or {}))
+    if rt.last_status is None:
+        rt.last_status = _status_dict(status)
+
+    await _load_inventory(rt, body, namespace, name, generation, spec)
+    if rt.inventory_status is not None:
+        status.inventory = rt.inventory_status
+    existing: dict[str, MailboxView] = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}
+    if rt.inventory_problem is not None:
+        reason, message = rt.inventory_problem
+        status.conditions = set_condition(
+            status.conditions, "Validated", "False", reason, message, generation
+        )
+    elif rt.inventory_key is not None:
+        await _ensure_mailboxsyncs(rt, body, namespace, name, uid, spec, existing, logger)
+        existing = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}
+
+    validated = get_condition(status.conditions, "Validated")
+    needs_validation = (
+        rt.inventory_problem is None
+        and rt.inventory_key is not None
+        and (validated is None or (validated.status != "True" and time.monotonic() >= rt.next_validation))
+    )
+    if needs_validation:
+        if status.phase != "Validating":
+            status.phase = "Validating"
+            await kube.patch_custom_status(namespace, PLURAL, name, {"phase": "Validating"})
+        kopf_event_safe(
+            body, "Normal", "Validating", f"testing {len(rt.entries)} mailboxes on source and destination"
+        )
+        await _validate(namespace, spec, rt.entries, status, generation, logger)
+        validated = get_condition(status.conditions, "Validated")
+        if validated is not None and validated.status != "True":
+            rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
+            kopf_event_safe(body, "Warning", validated.reason, validated.message)
+        elif validated is not None:
+            kopf_event_safe(body, "Normal", "Validated", validated.message)
+
+    # the inventory's MailboxSyncs, as the index sees them (a just-created one may lag a moment)
+    views: dict[str, MailboxView] = {}
+    for sync_name, entry in rt.names.items():
+        views[sync_name] = existing.get(sync_name) or MailboxView(
+            name=sync_name, source=entry.source, destination=entry.destination or entry.source
+        )
+
+    job_views = _store_values(jobs_index, (namespace, name))
+    seen = {j.name for j in job_views}
+    mono = time.monotonic()
+    for job_name_, (at, view) in list(rt.created_jobs.items()):
+        if job_name_ in seen or mono - at > 120:
+            rt.created_jobs.pop(job_name_, None)
+        else:
+            job_views.append(view)
+
+    created_at = None
+    with contextlib.suppress(Exception):
+        created_at = datetime.fromisoformat(str(body["metadata"]["creationTimestamp"]).replace("Z", "+00:00"))
+    snap = Snapshot(
+        name=name,
+        generation=generation,
+        spec=spec,
+        status=status,
+        mailboxes=views,
+        jobs=job_views,
+        now=_now(),
+        approved_annotation=str(annotations.get(ANNOTATION_APPROVED, "")).lower() == "true",
+        retry_annotation=annotations.get(ANNOTATION_RETRY_FAILED),
+        created_at=created_at,
+    )
+    plan: Plan = decide(snap)
+
+    for job in plan.create_jobs:
+        made = await kube.create_job(namespace, job_body(name, uid, namespace, spec, job))
+        rt.created_jobs[job.name] = (
+            time.monotonic(),
+            JobView(job.name, job.round, job.batch, job.attempt, job.mailboxes, active=True),
+        )
+        if made:
+            logger.info(
+                "created Job %s (round %d, batch %d, attempt %d, %d mailboxes)",
+                job.name,
+                job.round,
+                job.batch,
+                job.attempt,
+                len(job.mailboxes),
+            )
+            kopf_event_safe(
+                body,
+                "Normal",
+                "JobCreated",
+                f"Job {job.name}: round {job.round}, batch {job.batch}, {len(job.mailboxes)} mailboxes",
+            )
+
+    new_status = _status_dict(plan.status)
+    if new_status != rt.last_status:
+        await kube.patch_custom_status(namespace, PLURAL, name, new_status)
+        rt.last_status = new_status
+    for event in plan.events:
+        kopf_event_safe(body, event.type, event.reason, event.message)
+    update_metrics(namespace, name, plan.status)
+    return plan.requeue_after
+
+
+# ------------------------------------------------------------------------------------ the daemon
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)
+async def migration_daemon(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **kwargs: Any,
+) -> None:
+    # Kopf passes every index as a kwarg named like its function.
+    mailboxsyncs_by_migration: kopf.Index[Any, Any] = kwargs["mailboxsyncs_by_migration"]
+    worker_jobs_by_migration: kopf.Index[Any, Any] = kwargs["worker_jobs_by_migration"]
+    rt = Runtime()
+    namespace = namespace or ""
+    key = (namespace, name)
+    wake = asyncio.Event()
+    _wakeups[key] = wake
+    backoff = 1.0
+    try:
+        while not stopped:
+            wake.clear()
+            try:
+                delay = await reconcile_once(
+                    rt,
+                    body,
+                    namespace,
+                    name,
+                    uid,
+                    logger,
+                    mailboxsyncs_by_migration,
+                    worker_jobs_by_migration,
+                )
+                backoff = 1.0
+            except ApiException as exc:
+                metrics.reconcile_errors.labels("MailMigration").inc()
+                if exc.status == 404:
+                    logger.info("MailMigration is gone")
+                    break
+                logger.warning("API error %s %s; retrying in %.0fs", exc.status, exc.reason, backoff)
+                delay, backoff = backoff, min(backoff * 2, 60.0)
+            except (TimeoutError, OSError) as exc:
+                metrics.reconcile_errors.labels("MailMigration").inc()
+                logger.warning("%s; retrying in %.0fs", type(exc).__name__, backoff)
+                delay, backoff = backoff, min(backoff * 2, 60.0)
+            except Exception:
+                metrics.reconcile_errors.labels("MailMigration").inc()
+                logger.exception("reconcile failed; retrying in %.0fs", backoff)
+                delay, backoff = backoff, min(backoff * 2, 60.0)
+            waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+            _done, pending = await asyncio.wait(
+                waiters, timeout=max(delay, MIN_PASS_INTERVAL), return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+            if not stopped:
+                await asyncio.sleep(MIN_PASS_INTERVAL)  # let a burst of watch events settle
+    finally:
+        _wakeups.pop(key, None)
+        forget_metrics(namespace, name)

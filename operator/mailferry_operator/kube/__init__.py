@@ -1,0 +1,1 @@
+"""Small async Kubernetes helpers (kubernetes_asyncio) used by the handlers."""

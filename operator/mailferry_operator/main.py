@@ -1,0 +1,134 @@
+"""`mailferry-operator`: run the Kopf operator with mailferry's handlers.
+
+    mailferry-operator [--namespace NS ... | --all-namespaces]
+                       [--peering NAME [--priority N] | --standalone]
+                       [--metrics-port 8080] [--liveness-port 8081]
+                       [--log-level info] [--log-format text|json]
+
+Namespaces also come from MAILFERRY_WATCH_NAMESPACES (comma-separated). Kopf keeps its handler
+progress in annotations (`mailferry.io/...`), never in status; owner references clean up MailboxSyncs
+and Jobs, so the only finalizer is the one Kopf needs to stop a MailMigration's daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from . import metrics
+from .handlers import mailmigration  # noqa: F401 - registers the handlers
+
+try:  # owned by the DnsCutover engineer; import unconditionally once it exists
+    importlib.import_module("mailferry_operator.handlers.dnscutover")
+except ModuleNotFoundError as exc:  # pragma: no cover - only while the module is being written
+    if exc.name != "mailferry_operator.handlers.dnscutover":
+        raise
+
+log = logging.getLogger("mailferry")
+
+ANNOTATION_PREFIX = "mailferry.io"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 256
+
+
+def _namespaces(args: argparse.Namespace) -> list[str]:
+    found: list[str] = []
+    for value in [*(args.namespace or []), os.environ.get("MAILFERRY_WATCH_NAMESPACES", "")]:
+        found += [ns.strip() for ns in value.split(",") if ns.strip()]
+    return sorted(set(found))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mailferry-operator", description=__doc__.splitlines()[0])
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", help="namespace to watch (repeat or comma-separate)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch the whole cluster")
+    peer = p.add_mutually_exclusive_group()
+    peer.add_argument(
+        "--peering", metavar="NAME", help="coordinate with other operators via this KopfPeering"
+    )
+    peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
+    p.add_argument("--priority", type=int, default=0, help="peering priority")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MAILFERRY_METRICS_PORT", "8080")),
+        help="serve Prometheus /metrics here (0: off)",
+    )
+    p.add_argument("--metrics-address", default="0.0.0.0")
+    p.add_argument(
+        "--liveness-port",
+        type=int,
+        default=int(os.environ.get("MAILFERRY_LIVENESS_PORT", "8081")),
+        help="serve Kopf's liveness probe at /healthz here (0: off)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("MAILFERRY_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    p.add_argument(
+        "--log-format", default=os.environ.get("MAILFERRY_LOG_FORMAT", "text"), choices=["text", "json"]
+    )
+    args = p.parse_args(argv)
+    if not args.all_namespaces and not _namespaces(args):
+        p.error("give --namespace NS (or MAILFERRY_WATCH_NAMESPACES) or --all-namespaces")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    kopf.configure(
+        debug=args.log_level == "debug",
+        verbose=args.log_level in ("debug", "info"),
+        quiet=args.log_level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(args.log_level.upper())
+    # The Kubernetes client logs request bodies at debug level: keep it quiet (Secrets are read).
+    for noisy in ("kubernetes_asyncio", "urllib3", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.metrics_address)
+    liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
+    namespaces = [] if args.all_namespaces else _namespaces(args)
+    log.info(
+        "mailferry-operator starting: %s, %s, metrics :%s",
+        "all namespaces" if args.all_namespaces else f"namespaces {','.join(namespaces)}",
+        f"peering {args.peering}" if args.peering else "standalone",
+        args.metrics_port or "off",
+    )
+    kopf.run(
+        clusterwide=bool(args.all_namespaces),
+        namespaces=namespaces,
+        standalone=not args.peering,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=liveness,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

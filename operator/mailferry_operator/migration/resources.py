@@ -1,0 +1,166 @@
+"""The bodies of the objects a MailMigration owns: MailboxSyncs and worker Jobs (pure builders)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from mailferry_api.common import GROUP_VERSION, LocalObjectRef
+from mailferry_api.mailboxsync import MailboxSide, MailboxSyncSpec
+from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+
+from .inventory import default_secret_key
+from .naming import mailbox_sync_name
+from .reconcile import JobPlan
+from .views import (
+    ANNOTATION_SPEC_HASH,
+    LABEL_APP,
+    LABEL_ATTEMPT,
+    LABEL_BATCH,
+    LABEL_MIGRATION,
+    LABEL_ROUND,
+    WORKER_APP,
+)
+
+SECRETS_DIR = "/var/run/mailferry/secrets"
+FIELD_MANAGER = "mailferry-operator"
+
+
+def owner_reference(kind: str, name: str, uid: str, api_version: str = GROUP_VERSION) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def mailbox_sync_spec(migration: str, spec: MailMigrationSpec, entry: MailboxEntry) -> dict[str, Any]:
+    destination = entry.destination or entry.source
+    body = MailboxSyncSpec(
+        source=MailboxSide(endpoint=spec.source, username=entry.source),
+        destination=MailboxSide(endpoint=spec.destination, username=destination),
+        secret_key=entry.secret_key or default_secret_key(entry.source),
+        migration_ref=LocalObjectRef(name=migration),
+        folders=spec.folders,
+        import_since=spec.import_since,
+        skip_duplicates=spec.skip_duplicates,
+        max_message_bytes=spec.max_message_bytes,
+        connections_per_mailbox=spec.connections_per_mailbox,
+    )
+    return body.to_api()
+
+
+def mailbox_sync_body(
+    migration: str, uid: str, namespace: str, spec: MailMigrationSpec, entry: MailboxEntry
+) -> dict[str, Any]:
+    sync_spec = mailbox_sync_spec(migration, spec, entry)
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "MailboxSync",
+        "metadata": {
+            "name": mailbox_sync_name(migration, entry.source),
+            "namespace": namespace,
+            "labels": {LABEL_MIGRATION: migration, "app.kubernetes.io/managed-by": "mailferry"},
+            "annotations": {ANNOTATION_SPEC_HASH: spec_hash(sync_spec)},
+            "ownerReferences": [owner_reference("MailMigration", migration, uid)],
+        },
+        "spec": sync_spec,
+    }
+
+
+def job_body(
+    migration: str, uid: str, namespace: str, spec: MailMigrationSpec, job: JobPlan
+) -> dict[str, Any]:
+    """A batch/v1 Job per CONTRACTS.md: restricted pod security, Secret volumes, no credential literals."""
+    worker = spec.worker
+    labels = {
+        LABEL_APP: WORKER_APP,
+        "app.kubernetes.io/managed-by": "mailferry",
+        LABEL_MIGRATION: migration,
+        LABEL_ROUND: str(job.round),
+        LABEL_BATCH: str(job.batch),
+        LABEL_ATTEMPT: str(job.attempt),
+    }
+    env = {
+        "MAILFERRY_NAMESPACE": namespace,
+        "MAILFERRY_MAILBOXSYNCS": ",".join(job.mailboxes),
+        "MAILFERRY_ROUND": str(job.round),
+        "MAILFERRY_JOB_NAME": job.name,
+        "MAILFERRY_MAILBOX_CONCURRENCY": str(worker.mailbox_concurrency),
+        "MAILFERRY_SECRETS_DIR": SECRETS_DIR,
+        "MAILFERRY_LOG_FORMAT": "json",
+    }
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": worker.image,
+        "imagePullPolicy": worker.image_pull_policy,
+        "command": ["mailferry-worker", "sync"],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [
+            {"name": "source-secret", "mountPath": f"{SECRETS_DIR}/source", "readOnly": True},
+            {"name": "destination-secret", "mountPath": f"{SECRETS_DIR}/destination", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if worker.resources:
+        container["resources"] = worker.resources
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job.name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference("MailMigration", migration, uid)],
+        },
+        "spec": {
+            "backoffLimit": worker.backoff_limit,
+            "activeDeadlineSeconds": worker.active_deadline_seconds,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": worker.service_account_name,
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 65532,
+                        "runAsGroup": 65532,
+                        "fsGroup": 65532,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "source-secret",
+                            "secret": {"secretName": spec.source.auth.secret_ref.name, "defaultMode": 0o400},
+                        },
+                        {
+                            "name": "destination-secret",
+                            "secret": {
+                                "secretName": spec.destination.auth.secret_ref.name,
+                                "defaultMode": 0o400,
+                            },
+                        },
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
