@@ -1,0 +1,334 @@
+"""`make bench`: time mailferry against mbsync and doveadm backup (imapc) on one generated corpus.
+
+    python tests/bench/run.py [--users 10] [--messages 1000] [--concurrency 4] [--tools ...]
+
+Bench is measurement, not a test: it exits 0 on a missed target (prints MISS); it exits
+non-zero only when the harness itself cannot run. A tool whose copy is incomplete gets no
+timing (shown as INCOMPLETE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.corpus import CorpusParams, load_or_generate
+from tests.bench.harness import BenchServers, PhaseResult, ProcResult, run_parallel
+from tests.bench.mailferry_runner import MailferryRunner, mailferry_available
+from tests.bench.peers import PEERS, doveadm_version, mbsync_version
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_TOOLS = ("doveadm-backup", "mbsync", "mailferry")
+RSS_TARGET_MB = 150.0
+
+
+def aggregate(runs: Sequence[PhaseResult]) -> PhaseResult:
+    """One row per tool and phase: the median wall time of the repeats; incomplete if any run was."""
+    first = runs[0]
+    secs = sorted(r.seconds for r in runs)
+    agg = PhaseResult(first.tool, first.phase, statistics.median(secs), first.messages, first.bytes)
+    agg.procs = [p for r in runs for p in r.procs]
+    agg.problems = [p for r in runs for p in r.problems]
+    agg.peak_rss_kb = max(r.peak_rss_kb for r in runs)
+    agg.runs = [r.seconds for r in runs]
+    return agg
+
+
+def _phase_result(
+    servers: BenchServers, tool: str, phase: str, seconds: float, procs: list[ProcResult]
+) -> PhaseResult:
+    problems = [f"{Path(p.argv[0]).name} exited {p.returncode} (log {p.log})" for p in procs if not p.ok]
+    problems += servers.verify()
+    r = PhaseResult(tool, phase, seconds, servers.corpus_messages, servers.corpus_bytes, procs, problems)
+    r.peak_rss_kb = max((max(p.max_rss_kb, p.tree_peak_rss_kb) for p in procs), default=0)
+    _print_phase(r)
+    return r
+
+
+def run_peer(
+    servers: BenchServers, name: str, workdir: Path, concurrency: int, repeats: int
+) -> list[PhaseResult]:
+    peer = PEERS[name](servers, workdir / name)
+    runs: dict[str, list[PhaseResult]] = {"bulk": [], "delta": []}
+    for rep in range(repeats):
+        servers.wipe_destination()
+        peer.reset()
+        for phase in ("bulk", "delta"):
+            jobs = [(u, peer.job(u, phase)) for u in servers.users]
+            print(
+                f"bench: {name} {phase} #{rep + 1} ({len(jobs)} mailboxes, {concurrency} at once) ...",
+                flush=True,
+            )
+            seconds, procs = run_parallel(jobs, concurrency)
+            runs[phase].append(_phase_result(servers, name, phase, seconds, procs))
+    return [aggregate(runs["bulk"]), aggregate(runs["delta"])]
+
+
+def run_mailferry(servers: BenchServers, workdir: Path, concurrency: int, repeats: int) -> list[PhaseResult]:
+    runs: dict[str, list[PhaseResult]] = {"bulk": [], "delta": []}
+    with MailferryRunner(servers, workdir / "mailferry", concurrency) as runner:
+        for rep in range(repeats):
+            servers.wipe_destination()
+            runner.reset()  # fresh MailboxSync objects: no checkpoints
+            for phase in ("bulk", "delta"):
+                print(
+                    f"bench: mailferry {phase} #{rep + 1} ({len(servers.users)} mailboxes, "
+                    f"{concurrency} at once) ...",
+                    flush=True,
+                )
+                proc = runner.sync(phase)
+                runs[phase].append(_phase_result(servers, "mailferry", phase, proc.seconds, [proc]))
+    return [aggregate(runs["bulk"]), aggregate(runs["delta"])]
+
+
+def _print_phase(r: PhaseResult) -> None:
+    state = "complete" if r.complete else "INCOMPLETE: " + "; ".join(r.problems[:5])
+    print(f"bench:   {r.tool} {r.phase}: {r.seconds:.2f}s, {r.msgs_per_s:.0f} msg/s, {state}", flush=True)
+
+
+# ------------------------------------------------------------------ reporting
+def _find(results: Sequence[PhaseResult], tool: str, phase: str) -> PhaseResult | None:
+    for r in results:
+        if r.tool == tool and r.phase == phase and r.complete:
+            return r
+    return None
+
+
+def table(results: Sequence[PhaseResult]) -> str:
+    rows = [
+        (
+            "tool",
+            "phase",
+            "seconds (median)",
+            "runs",
+            "messages/s",
+            "MB/s",
+            "speedup mailferry vs tool",
+            "peak RSS MB",
+        )
+    ]
+    for r in results:
+        mf = _find(results, "mailferry", r.phase)
+        if r.complete:
+            secs, rate = f"{r.seconds:.2f}", f"{r.msgs_per_s:.0f}"
+            mbs = f"{r.bytes / 1e6 / r.seconds:.1f}" if r.phase == "bulk" else "-"
+        else:
+            secs, rate, mbs = "INCOMPLETE", "-", "-"
+        runs = " ".join(f"{x:.2f}" for x in r.runs)
+        if r.tool == "mailferry" or not r.complete or mf is None:
+            ratio = "-"
+        else:
+            ratio = f"{r.seconds / mf.seconds:.2f}x"
+        rows.append((r.tool, r.phase, secs, runs, rate, mbs, ratio, f"{r.peak_rss_kb / 1024:.0f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def targets(results: Sequence[PhaseResult]) -> list[tuple[str, str, str]]:
+    """(target, PASS/MISS/N/A, detail)."""
+    out: list[tuple[str, str, str]] = []
+    mf_bulk, mf_delta = _find(results, "mailferry", "bulk"), _find(results, "mailferry", "delta")
+    dv_bulk, mb_delta = _find(results, "doveadm-backup", "bulk"), _find(results, "mbsync", "delta")
+    if mf_bulk and dv_bulk:
+        ratio = dv_bulk.seconds / mf_bulk.seconds
+        out.append(("bulk >= 1.0x doveadm backup", "PASS" if ratio >= 1.0 else "MISS", f"{ratio:.2f}x"))
+    else:
+        out.append(("bulk >= 1.0x doveadm backup", "N/A", "missing or incomplete run"))
+    if mf_delta and mb_delta:
+        ratio = mb_delta.seconds / mf_delta.seconds
+        out.append(("no-op delta no slower than mbsync", "PASS" if ratio >= 1.0 else "MISS", f"{ratio:.2f}x"))
+    else:
+        out.append(("no-op delta no slower than mbsync", "N/A", "missing or incomplete run"))
+    mf = [r for r in results if r.tool == "mailferry" and r.procs]
+    if mf:
+        peak = max(r.peak_rss_kb for r in mf) / 1024
+        out.append(
+            (
+                f"peak RSS <= {RSS_TARGET_MB:.0f} MB",
+                "PASS" if peak <= RSS_TARGET_MB else "MISS",
+                f"{peak:.0f} MB",
+            )
+        )
+    else:
+        out.append((f"peak RSS <= {RSS_TARGET_MB:.0f} MB", "N/A", "mailferry did not run"))
+    return out
+
+
+def machine() -> str:
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    ram = mem_kb / 1024 / 1024
+    return f"nproc {os.cpu_count()}, RAM {ram:.1f} GiB, {cpu}, {platform.system()} {platform.release()}"
+
+
+def write_doc(
+    path: Path,
+    results: Sequence[PhaseResult],
+    params: CorpusParams,
+    corpus_mb: float,
+    messages: int,
+    concurrency: int,
+    command: str,
+    notes: Sequence[str],
+) -> None:
+    software = (
+        f"Dovecot {doveadm_version()}, isync {'.'.join(map(str, mbsync_version()))}, "
+        f"Python {platform.python_version()}"
+    )
+    tgt = "\n".join(f"| {t} | {s} | {d} |" for t, s, d in targets(results))
+    text = (
+        f"""# Benchmarks
+
+`make bench` (tests/bench/) generates a deterministic corpus, seeds it straight into a source
+Dovecot 2.3 (maildir files, no IMAP), and times, in the same run and against a fresh destination
+Dovecot each time, **mailferry**, **mbsync** (Debian isync) and **doveadm backup** over imapc (the
+dsync engine): a bulk copy, then a no-op delta (the same sync again with nothing changed).
+{concurrency} mailboxes are synced at once. A timing is accepted only after the destination holds
+the source's message count in every folder (`doveadm mailbox status`).
+"speedup" is peer seconds / mailferry seconds (> 1 means mailferry is faster).
+
+## Last run
+
+- date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+- machine: {machine()}
+- software: {software}
+- corpus: seed {params.seed}, {params.users} users x {params.messages} messages = {messages} messages,
+  {corpus_mb:.0f} MB (70% 2-20 KB, 25% 20-200 KB, 5% 200 KB-3 MB base64 attachments; six folders
+  plus an empty parent; \\Seen \\Answered \\Flagged \\Draft and keywords)
+- command: `{command}`
+
+{table(results)}
+
+| target | result | measured |
+|---|---|---|
+{tgt}
+
+"""
+        + ("\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+        + """
+## Method
+
+- Both Dovecot servers are tests/fixtures/dovecot.py instances on loopback (plain IMAP, maildir,
+  `mail_fsync` default). Source indexes are built and every message file is read once before the
+  first tool runs, so no tool pays the first scan or cold disk reads.
+- mbsync: one `mbsync -a` per mailbox, `Sync Pull`, `Create Near`, `Patterns *`,
+  `CopyArrivalDate yes`; the delta reuses mbsync's sync state from the bulk run.
+- doveadm backup: `doveadm -c <destination conf> -o imapc_host=... -o imapc_port=... -o imapc_user=...
+  -o imapc_password=... -o imapc_features="rfc822.size fetch-headers" -o mail_prefetch_count=20
+  backup -R -u <user> imapc:` per mailbox: it reads the source over IMAP and writes the
+  destination's maildir directly (no IMAP on the destination side).
+- mailferry: one `mailferry-worker sync` process with MAILFERRY_MAILBOXSYNCS naming all mailboxes and
+  MAILFERRY_MAILBOX_CONCURRENCY={concurrency}, reading MailboxSync objects from a real kube-apiserver.
+  Peak RSS is the larger of wait4() ru_maxrss and the sampled RSS of its process tree.
+- Seconds are wall time for all mailboxes (first start to last exit).
+"""
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=10)
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=CorpusParams.seed)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument(
+        "--tools", default=",".join(DEFAULT_TOOLS), help="comma-separated: " + ", ".join(DEFAULT_TOOLS)
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per tool (fresh destination each); median shown"
+    )
+    ap.add_argument("--workdir", type=Path, default=None, help="keep configs and logs here")
+    ap.add_argument(
+        "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="write results here ('' to skip)"
+    )
+    args = ap.parse_args(argv)
+    command = "python tests/bench/run.py " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
+
+    params = CorpusParams(seed=args.seed, users=args.users, messages=args.messages)
+    t0 = time.perf_counter()
+    corpus = load_or_generate(params)
+    print(
+        f"bench: corpus {corpus.path.name}: {corpus.messages} messages, {corpus.bytes / 1e6:.0f} MB "
+        f"({time.perf_counter() - t0:.1f}s)",
+        flush=True,
+    )
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    notes: list[str] = []
+    results: list[PhaseResult] = []
+    workdir = args.workdir
+    servers = BenchServers(corpus, params.user_names(), workdir)
+    try:
+        t0 = time.perf_counter()
+        servers.start()
+        print(
+            f"bench: source {servers.source!r} seeded, destination {servers.destination!r} "
+            f"({time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
+        logs = servers.workdir / "tools"
+        for tool in tools:
+            if tool == "mailferry":
+                ok, why = mailferry_available()
+                if not ok:
+                    print(f"bench: mailferry SKIPPED: {why}", flush=True)
+                    notes.append(f"mailferry was not run: {why}")
+                    continue
+                results += run_mailferry(servers, logs, args.concurrency, args.repeat)
+            elif tool in PEERS:
+                results += run_peer(servers, tool, logs, args.concurrency, args.repeat)
+            else:
+                ap.error(f"unknown tool {tool!r}")
+            diffs = servers.flag_differences()
+            msg = f"{tool}: flags/keywords per folder {'identical to the source' if not diffs else 'DIFFER'}"
+            if diffs:
+                msg += f" ({len(diffs)} folder/flag-set counts differ, e.g. {'; '.join(diffs[:3])})"
+            print(f"bench: {msg}", flush=True)
+            notes.append(msg)
+    finally:
+        servers.stop()  # keeps --workdir (configs, logs); always deletes the maildirs
+    print()
+    print(table(results))
+    print()
+    for t, s, d in targets(results):
+        print(f"{s:5} {t} ({d})")
+    if args.doc:
+        write_doc(
+            Path(args.doc),
+            results,
+            params,
+            corpus.bytes / 1e6,
+            corpus.messages,
+            args.concurrency,
+            command,
+            notes,
+        )
+        print(f"bench: results written to {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
