@@ -1,0 +1,106 @@
+# mailferry developer entry points.
+#
+#   make test    install what is missing (Debian packages, .venv, k8s binaries), lint, run pytest
+#   make lint    ruff + mypy only
+#   make deps    just the installs (apt packages, .venv, k8s binaries)
+#
+# Works on a fresh Debian 12 as root with Go (>= 1.24) and Python >= 3.11; warm runs skip
+# every install step. Tests start their own servers on loopback (see tests/fixtures/).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+K8S_BUILD := tests/tools/build-k8s-binaries.sh
+
+# Debian packages the tests run for real (plus isync for benchmarks, sqlite3 for poking at DBs).
+APT_PACKAGES := dovecot-core dovecot-imapd pdns-server pdns-backend-sqlite3 prometheus isync sqlite3
+# Their system services: we never use them (tests run private instances), so keep them stopped.
+APT_SERVICES := dovecot pdns prometheus
+
+.PHONY: help test lint deps apt-deps venv k8s-bin unit integration e2e clean
+
+help:
+	@grep -E '^#   make ' $(MAKEFILE_LIST) | sed 's/^#   //'
+
+# ---------------------------------------------------------------------------- installs
+
+apt-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing+=" $$p"; \
+	done; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then missing+=" python3-venv"; fi; \
+	if [[ -z "$$missing" ]]; then exit 0; fi; \
+	echo "make: installing Debian packages:$$missing"; \
+	sudo=""; [[ $$(id -u) -eq 0 ]] || sudo="sudo"; \
+	created_policy=""; \
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then \
+	  printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null; \
+	  $$sudo chmod 755 /usr/sbin/policy-rc.d; created_policy=1; \
+	fi; \
+	trap '[[ -n "$$created_policy" ]] && $$sudo rm -f /usr/sbin/policy-rc.d' EXIT; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	for s in $(APT_SERVICES); do \
+	  if [[ -d /run/systemd/system ]]; then $$sudo systemctl disable --now "$$s" >/dev/null 2>&1 || true; \
+	  elif [[ -x "/etc/init.d/$$s" ]]; then $$sudo "/etc/init.d/$$s" stop >/dev/null 2>&1 || true; fi; \
+	done
+
+# .venv is reinstalled only when pyproject.toml's content changes (hash in the stamp file).
+venv:
+	@want="$$(sha256sum pyproject.toml | cut -d' ' -f1) $$($(PYTHON) -c 'import sys; print(sys.version.split()[0])')"; \
+	if [[ -x $(PY) && -f $(VENV)/.mailferry-stamp && "$$(cat $(VENV)/.mailferry-stamp)" == "$$want" ]]; then exit 0; fi; \
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mailferry needs Python >= 3.11")'; \
+	echo "make: installing .venv (pip install -e '.[test]')"; \
+	[[ -x $(PY) ]] || $(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip; \
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'; \
+	echo "$$want" > $(VENV)/.mailferry-stamp
+
+# kube-apiserver, etcd, kubectl, helm built from Go modules into ~/.cache/mailferry (honours
+# KUBEBUILDER_ASSETS); a no-op when they are there already.
+k8s-bin:
+	@command -v go >/dev/null || { echo "make: the Go toolchain (>= 1.24) is required to build kube-apiserver/etcd/kubectl/helm" >&2; exit 1; }
+	@bash $(K8S_BUILD) >/dev/null
+
+deps: apt-deps venv k8s-bin
+
+# ---------------------------------------------------------------------------- checks
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests/fixtures tests/conftest.py
+
+# Lint and pytest both run (a lint failure still fails the target, after the tests).
+# MAILFERRY_K8S_BIN tells tests/fixtures/kubeapi.py where the binaries are.
+test: deps
+	@lint=0; $(MAKE) --no-print-directory lint || lint=$$?; \
+	bin="$$(bash $(K8S_BUILD))"; \
+	echo "make: pytest (k8s binaries: $$bin)"; \
+	tests=0; MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(VENV)/bin/pytest -ra $(PYTEST_ARGS) || tests=$$?; \
+	if [[ $$lint -ne 0 ]]; then echo "make: lint FAILED (ruff/mypy output above)" >&2; fi; \
+	if [[ $$tests -ne 0 ]]; then echo "make: pytest FAILED (exit $$tests)" >&2; exit $$tests; fi; \
+	exit $$lint
+
+unit: venv
+	$(VENV)/bin/pytest -ra tests/unit $(PYTEST_ARGS)
+
+integration: deps
+	@bin="$$(bash $(K8S_BUILD))"; MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(VENV)/bin/pytest -ra tests/integration $(PYTEST_ARGS)
+
+e2e: deps
+	@bin="$$(bash $(K8S_BUILD))"; MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(VENV)/bin/pytest -ra tests/e2e $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# ---------------------------------------------------------------------------- other targets
+# demo:  runs a whole migration locally (issue 4)     -- added by its owner below
+# bench: benchmarks against doveadm/imapsync/mbsync  -- added by its owner below
+# chaos: fault-injection scenarios                     -- added by its owner below
