@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import re
+
+from mailferry_operator.migration.batching import plan_batches
+from mailferry_operator.migration.durations import parse_duration
+from mailferry_operator.migration.naming import job_name, mailbox_sync_name
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def test_mailbox_sync_names_are_deterministic_valid_and_distinct() -> None:
+    a = mailbox_sync_name("acme", "Alice.Smith@Example.COM")
+    assert a == mailbox_sync_name("acme", "alice.smith@example.com")
+    assert a.startswith("alice-smith-example-com-") and DNS_LABEL.match(a)
+    assert a != mailbox_sync_name("other", "alice.smith@example.com")
+    assert mailbox_sync_name("acme", "a_b@x.test") != mailbox_sync_name("acme", "a-b@x.test")
+    long = mailbox_sync_name("acme", "x" * 300 + "@example.com")
+    assert len(long) <= 63 and DNS_LABEL.match(long)
+
+
+def test_job_names() -> None:
+    assert job_name("acme", 1, 0) == "acme-r1-b0"
+    assert job_name("acme", 2, 3, 1) == "acme-r2-b3-a1"
+    long = job_name("m" * 80, 12, 345, 2)
+    assert len(long) <= 63 and long.endswith("-r12-b345-a2") and DNS_LABEL.match(long)
+    assert long == job_name("m" * 80, 12, 345, 2)
+    assert job_name("m" * 80, 1, 0) != job_name("m" * 79 + "n", 1, 0)
+
+
+def test_batches_are_sorted_chunks() -> None:
+    assert plan_batches(["c", "a", "b", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert plan_batches([], 3) == []
+
+
+def test_durations() -> None:
+    assert parse_duration("15m") == 900
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("2d") == 172800
+    for bad in ("", "5", "5x", "m5"):
+        try:
+            parse_duration(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
