@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailferry_api.common import MAX_ERRORS, SECRET_KEY_PATTERN
+from mailferry_api.imap import default_secret_key
 from mailferry_api.mailmigration import InventoryError, InventoryStatus, MailboxEntry
+
+__all__ = ["Inventory", "default_secret_key", "from_entries", "parse_csv", "parse_json", "parse_text"]
 
 MAX_ROWS = 10_000
 _ADDRESS = re.compile(r"^[^\s@,;\"<>]+@[^\s@,;\"<>]+\.[^\s@,;\"<>]+$|^[^\s@,;\"<>]+$")
@@ -39,16 +42,6 @@ class Inventory:
         return InventoryStatus(
             total=self.total, valid=len(self.entries), invalid=self.error_count, errors=list(self.errors)
         )
-
-
-def default_secret_key(address: str) -> str:
-    """The Secret key holding a mailbox's password when none is given: the address with '@' as '_'."""
-    try:  # the shared model owns the rule once it exists there
-        from mailferry_api.imap import default_secret_key as shared  # type: ignore[attr-defined]
-
-        return str(shared(address))
-    except ImportError:
-        return address.replace("@", "_")
 
 
 def _check(source: str, destination: str | None, secret_key: str | None) -> str | None:
