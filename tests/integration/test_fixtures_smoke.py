@@ -248,3 +248,20 @@ def test_prometheus_serves_test_data(prometheus: Prometheus) -> None:
     assert ratio is not None and abs(ratio - 0.01) < 1e-9
     prometheus.remove("smoke_bounce_ratio")
     assert prometheus.wait_for("smoke_bounce_ratio", lambda v: v is None) is None
+
+
+# ----------------------------------------------------------------- kind marker
+
+
+def test_kind_marker_reason_names_docker() -> None:
+    from fixtures.markers import docker_unavailable_reason
+
+    reason = docker_unavailable_reason()
+    assert reason is None or "Docker engine" in reason
+
+
+@pytest.mark.kind
+def test_kind_marker_runs_only_with_docker() -> None:
+    from fixtures.markers import docker_unavailable_reason
+
+    assert docker_unavailable_reason() is None
