@@ -96,3 +96,8 @@ class SyncOptions(ApiModel):
     skip_duplicates: bool = False
     max_message_bytes: int | None = Field(default=None, ge=1)
     connections_per_mailbox: int = Field(default=2, ge=1, le=16)
+
+
+def default_secret_key(username: str) -> str:
+    """The Secret key that holds a mailbox's password when `secretKey` is unset: its login with '@' as '_'."""
+    return username.replace("@", "_")

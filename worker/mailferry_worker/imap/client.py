@@ -30,7 +30,17 @@ from .errors import (
     TLSError,
     classify_text,
 )
-from .parser import Literal, Response, ResponseReader, Spool, as_bytes, as_str, pairs, parse_status_text, tokenize
+from .parser import (
+    Literal,
+    Response,
+    ResponseReader,
+    Spool,
+    as_bytes,
+    as_str,
+    pairs,
+    parse_status_text,
+    tokenize,
+)
 
 STREAM_LIMIT = 64 * 1024 * 1024  # longest line without literals (e.g. SEARCH results)
 WRITE_CHUNK = 256 * 1024
@@ -198,7 +208,9 @@ class ImapClient:
         except ssl.SSLError as exc:
             raise TLSError(f"TLS handshake with {host}:{port} failed: {exc.reason or exc}") from exc
         except TimeoutError as exc:
-            raise ConnectionFailed(f"connecting to {host}:{port} timed out after {connect_timeout:.0f}s") from exc
+            raise ConnectionFailed(
+                f"connecting to {host}:{port} timed out after {connect_timeout:.0f}s"
+            ) from exc
         except OSError as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
         client = cls(reader, writer, read_timeout, host)
@@ -402,7 +414,9 @@ class ImapClient:
             throttled = classify_text(done.text, done.code)
             if throttled:
                 raise throttled
-            raise CommandFailed(f"{done.status} [{done.code or ''}] {done.text[:300]}", done.status, done.code)
+            raise CommandFailed(
+                f"{done.status} [{done.code or ''}] {done.text[:300]}", done.status, done.code
+            )
         return done
 
     # ------------------------------------------------------------------- auth
@@ -426,7 +440,9 @@ class ImapClient:
             else:
                 done = await self._auth_exchange([b"AUTHENTICATE", mechanism.encode()], b64)
         except CommandFailed as exc:
-            raise AuthenticationFailed(f"{mechanism} authentication rejected: {exc.code or exc.status}") from None
+            raise AuthenticationFailed(
+                f"{mechanism} authentication rejected: {exc.code or exc.status}"
+            ) from None
         if done.status != "OK":
             throttled = classify_text(done.text, done.code)
             if throttled or done.code == "UNAVAILABLE":
@@ -609,7 +625,9 @@ class ImapClient:
             return True
 
         try:
-            await self.execute(b"UID FETCH", compress_uids(uids).encode(), b"(UID BODY.PEEK[])", on_untagged=handle)
+            await self.execute(
+                b"UID FETCH", compress_uids(uids).encode(), b"(UID BODY.PEEK[])", on_untagged=handle
+            )
         except BaseException:
             for v in out.values():
                 if isinstance(v, Spool):
@@ -707,7 +725,12 @@ def _expand_uids(uidset: str) -> list[int]:
 
 def _vanished_or(exc: CommandFailed, mailbox: str) -> ImapError:
     text = exc.message.lower()
-    if exc.code == "NONEXISTENT" or "doesn't exist" in text or "does not exist" in text or "unknown mailbox" in text:
+    if (
+        exc.code == "NONEXISTENT"
+        or "doesn't exist" in text
+        or "does not exist" in text
+        or "unknown mailbox" in text
+    ):
         return FolderVanished(f"folder {mailbox!r} does not exist (any more)")
     return exc
 

@@ -143,7 +143,7 @@ class ResponseReader:
         return Response(b"".join(parts), literals)
 
 
-_DELIMS = b" ()\"\x00"
+_DELIMS = b' ()"\x00'
 
 
 def tokenize(data: bytes, literals: list[Literal] | None = None) -> list[Any]:
@@ -207,9 +207,7 @@ def tokenize(data: bytes, literals: list[Literal] | None = None) -> list[Any]:
                     depth += 1
                 elif ch == 0x5D:  # ]
                     depth = max(0, depth - 1)
-                elif depth == 0 and ch in _DELIMS:
-                    break
-                elif depth > 0 and ch == 0x00:
+                elif (depth == 0 and ch in _DELIMS) or (depth > 0 and ch == 0x00):
                     break
                 j += 1
             stack[-1].append(data[i:j])

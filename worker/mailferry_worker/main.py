@@ -1,0 +1,108 @@
+"""`mailferry-worker`: the Job entrypoint.
+
+    mailferry-worker sync                      # in a Job: everything from the env (see CONTRACTS.md)
+    mailferry-worker sync --mailboxsync NAME [--mailboxsync NAME2 ...] --namespace NS --secrets-dir DIR
+        [--kubeconfig FILE] [--round N] [--concurrency N] [--connections N]
+
+Exit codes: 0 every mailbox finished or failed permanently (reason in its status); 1 a transient
+failure (retry helps); 2 configuration error (MailboxSync unreadable, API unreachable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
+from .credentials import DirSecrets
+from .kube import KubeApi, KubeError
+from .logs import log
+from .sync.batch import EXIT_CONFIG, run_batch
+from .sync.engine import RunSettings
+
+
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return 0.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailferry-worker", description="mailferry IMAP sync worker")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sync", help="sync a batch of MailboxSyncs")
+    s.add_argument("--mailboxsync", action="append", default=[], help="MailboxSync name (repeatable, or a,b,c)")
+    s.add_argument("--namespace", default=os.environ.get("MAILFERRY_NAMESPACE"))
+    s.add_argument("--secrets-dir", default=os.environ.get("MAILFERRY_SECRETS_DIR", "/var/run/mailferry/secrets"))
+    s.add_argument("--kubeconfig", default=None)
+    s.add_argument("--status-dir", default=None, help="development: MailboxSyncs as JSON files here, no API")
+    s.add_argument("--round", type=int, default=int(os.environ.get("MAILFERRY_ROUND", "0") or 0))
+    s.add_argument(
+        "--concurrency", type=int, default=int(os.environ.get("MAILFERRY_MAILBOX_CONCURRENCY", "4") or 4)
+    )
+    s.add_argument("--connections", type=int, default=None, help="override spec.connectionsPerMailbox")
+    s.add_argument("--job-name", default=os.environ.get("MAILFERRY_JOB_NAME"))
+    return p
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    names = [n.strip() for arg in args.mailboxsync for n in arg.split(",") if n.strip()]
+    if not names:
+        names = [n.strip() for n in os.environ.get("MAILFERRY_MAILBOXSYNCS", "").split(",") if n.strip()]
+    if not names:
+        log("config_error", "error", error="no MailboxSync names (MAILFERRY_MAILBOXSYNCS or --mailboxsync)")
+        return EXIT_CONFIG
+    api: KubeApi | None = None
+    store: StatusStore
+    if args.status_dir:
+        store = FileStatusStore(Path(args.status_dir))
+    else:
+        if not args.namespace:
+            log("config_error", "error", error="no namespace (MAILFERRY_NAMESPACE or --namespace)")
+            return EXIT_CONFIG
+        try:
+            api = KubeApi.from_env(args.kubeconfig)
+        except (KubeError, OSError, ValueError, KeyError) as exc:
+            log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
+            return EXIT_CONFIG
+        store = KubeStatusStore(api, args.namespace)
+    settings = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
+    start = time.monotonic()
+    log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)
+    try:
+        code, results = await run_batch(names, store, DirSecrets(Path(args.secrets_dir)), settings, args.concurrency)
+    finally:
+        if api is not None:
+            await api.close()
+    elapsed = time.monotonic() - start
+    copied = sum(r.copied for r in results)
+    log(
+        "batch_finished",
+        exit_code=code,
+        seconds=round(elapsed, 3),
+        copied=copied,
+        bytes=sum(r.bytes for r in results),
+        messages_per_second=round(copied / elapsed, 1) if elapsed > 0 else 0,
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        outcomes={r.name: r.outcome for r in results},
+    )
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sync":
+        return asyncio.run(_sync(args))
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Pure planning logic of a sync (no I/O): folder mapping, what to copy, chunks, identities, flags."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from mailferry_api.imap import FolderSelection, SyncOptions
+from mailferry_api.mailboxsync import FolderCheckpoint
+
+from .imap.client import FolderInfo, MessageMeta, parse_internaldate
+
+SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
+CANONICAL = {
+    "\\Sent": "Sent",
+    "\\Drafts": "Drafts",
+    "\\Trash": "Trash",
+    "\\Junk": "Junk",
+    "\\Archive": "Archive",
+}
+# Well-known names per special use (lower case, last path component or the full path), for servers without RFC 6154.
+WELL_KNOWN = {
+    "\\Sent": {
+        "sent",
+        "sent items",
+        "sent messages",
+        "sent mail",
+        "[gmail]/sent mail",
+        "gesendet",
+        "gesendete objekte",
+        "gesendete elemente",
+        "envoyés",
+        "éléments envoyés",
+        "enviados",
+        "inviata",
+    },
+    "\\Drafts": {"drafts", "draft", "[gmail]/drafts", "entwürfe", "brouillons", "borradores", "bozze"},
+    "\\Trash": {
+        "trash",
+        "deleted items",
+        "deleted messages",
+        "bin",
+        "[gmail]/trash",
+        "[gmail]/bin",
+        "papierkorb",
+        "gelöschte elemente",
+        "gelöschte objekte",
+        "corbeille",
+        "papelera",
+        "cestino",
+    },
+    "\\Junk": {
+        "junk",
+        "spam",
+        "junk e-mail",
+        "junk email",
+        "bulk mail",
+        "[gmail]/spam",
+        "spam-verdacht",
+        "junk-e-mail",
+        "courrier indésirable",
+        "indésirables",
+    },
+    "\\Archive": {"archive", "archives", "archiv", "[gmail]/all mail"},
+}
+SKIP_TOO_LARGE = "MessageTooLarge"
+SKIP_BEFORE_IMPORT_SINCE = "BeforeImportSince"
+SKIP_DUPLICATE = "Duplicate"
+NEVER_APPEND = {"\\recent"}
+
+# ----------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    source: str  # decoded source name, as the server lists it
+    destination: str  # decoded destination name
+    special_use: str | None = None
+
+
+def detect_special_use(folder: FolderInfo, prefix: str = "") -> str | None:
+    su = folder.special_use
+    if su in SPECIAL_USES:
+        return su
+    logical = _strip_prefix(folder.name, prefix).lower()
+    last = logical.rsplit(folder.delimiter, 1)[-1] if folder.delimiter else logical
+    normalised = logical.replace(folder.delimiter, "/") if folder.delimiter else logical
+    for use, names in WELL_KNOWN.items():
+        if normalised in names or (last in names and "/" not in normalised):
+            return use
+    return None
+
+
+def _strip_prefix(name: str, prefix: str) -> str:
+    if prefix and name.startswith(prefix) and name.upper() != "INBOX":
+        return name[len(prefix) :]
+    return name
+
+
+def logical_parts(name: str, delimiter: str | None, prefix: str = "") -> list[str]:
+    """Source name -> path components without the namespace prefix (INBOX normalised to upper case)."""
+    rest = _strip_prefix(name, prefix)
+    parts = rest.split(delimiter) if delimiter else [rest]
+    parts = [p for p in parts if p != ""] or [rest]
+    if parts[0].upper() == "INBOX":
+        parts[0] = "INBOX"
+    return parts
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, p) or (path == "INBOX" and p.upper() == "INBOX") for p in patterns)
+
+
+def select_folder(path: str, special_use: str | None, selection: FolderSelection) -> bool:
+    """Whether a folder (logical path joined with '/') is copied at all."""
+    if selection.strategy == "inboxOnly" and path != "INBOX":
+        return False
+    if selection.strategy == "standard" and path != "INBOX" and special_use not in SPECIAL_USES:
+        return False
+    if selection.include and not _matches(path, selection.include):
+        return False
+    return not (selection.exclude and _matches(path, selection.exclude))
+
+
+def destination_name(parts: Sequence[str], delimiter: str, prefix: str) -> str:
+    """Logical components -> destination name with its separator and namespace prefix."""
+    if list(parts) == ["INBOX"]:
+        return "INBOX"
+    safe = [p.replace(delimiter, "_") if delimiter else p for p in parts]
+    return prefix + delimiter.join(safe)
+
+
+def plan_folders(
+    source: Sequence[FolderInfo],
+    destination: Sequence[FolderInfo],
+    selection: FolderSelection,
+    *,
+    source_prefix: str = "",
+    dest_prefix: str = "",
+    dest_delimiter: str | None = None,
+) -> list[FolderPlan]:
+    """Which source folders to copy, and the destination name of each."""
+    ddelim = dest_delimiter or next((f.delimiter for f in destination if f.delimiter), None) or "/"
+    dest_special: dict[str, str] = {}
+    for f in destination:
+        su = f.special_use
+        if su in SPECIAL_USES and su not in dest_special:
+            dest_special[su] = f.name
+    plans: list[FolderPlan] = []
+    for f in source:
+        if not f.selectable:
+            continue
+        su = detect_special_use(f, source_prefix)
+        parts = logical_parts(f.name, f.delimiter, source_prefix)
+        path = "/".join(parts)
+        if not select_folder(path, su, selection):
+            continue
+        mapped: str | None = None
+        for m in selection.mappings:
+            if re.search(m.from_, path):
+                mapped = re.sub(m.from_, m.to, path, count=1)
+                break
+        if mapped is not None:
+            dest = destination_name(logical_parts(mapped, "/"), ddelim, dest_prefix)
+        elif selection.special_use_automap and su in SPECIAL_USES and len(parts) == 1:
+            dest = dest_special.get(su) or destination_name([CANONICAL[su]], ddelim, dest_prefix)
+        else:
+            dest = destination_name(parts, ddelim, dest_prefix)
+        plans.append(FolderPlan(f.name, dest, su))
+    return plans
+
+
+# ------------------------------------------------------------------------ per folder
+
+
+def folder_unchanged(ckpt: FolderCheckpoint | None, status: dict[str, int]) -> bool:
+    """True when STATUS proves nothing changed since the checkpoint (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ)."""
+    if ckpt is None or ckpt.uid_validity is None or ckpt.uid_next is None or ckpt.last_sync_time is None:
+        return False
+    if status.get("UIDVALIDITY") != ckpt.uid_validity or status.get("UIDNEXT") != ckpt.uid_next:
+        return False
+    hms = status.get("HIGHESTMODSEQ")
+    return hms is None or hms == ckpt.highest_mod_seq
+
+
+Identity = tuple[str, ...]
+
+
+def identity(meta: MessageMeta, hashes: dict[int, str] | None = None) -> Identity:
+    """Dedup identity: Message-ID + size, or a content hash for messages without Message-ID."""
+    if meta.message_id:
+        return ("m", meta.message_id.strip(), str(meta.size))
+    if hashes and meta.uid in hashes:
+        return ("h", hashes[meta.uid])
+    return ("u", str(meta.size), meta.internaldate)
+
+
+def needs_hash(source: Sequence[MessageMeta], dest: Sequence[MessageMeta]) -> tuple[list[int], list[int]]:
+    """UIDs (source, destination) of Message-ID-less messages whose size also occurs on the other side."""
+    s_sizes = {m.size for m in source if not m.message_id}
+    d_sizes = {m.size for m in dest if not m.message_id}
+    both = s_sizes & d_sizes
+    return (
+        [m.uid for m in source if not m.message_id and m.size in both],
+        [m.uid for m in dest if not m.message_id and m.size in both],
+    )
+
+
+@dataclass
+class Decision:
+    copy: list[MessageMeta] = field(default_factory=list)
+    present: list[tuple[MessageMeta, MessageMeta]] = field(default_factory=list)  # (source, destination)
+    skipped: list[tuple[MessageMeta, str]] = field(default_factory=list)
+
+
+def skip_reason(meta: MessageMeta, options: SyncOptions) -> str | None:
+    if options.max_message_bytes is not None and meta.size > options.max_message_bytes:
+        return SKIP_TOO_LARGE
+    if options.import_since is not None and meta.internaldate:
+        try:
+            if parse_internaldate(meta.internaldate).date() < options.import_since:
+                return SKIP_BEFORE_IMPORT_SINCE
+        except ValueError:
+            pass
+    return None
+
+
+def decide(
+    source: Sequence[MessageMeta],
+    dest: Sequence[MessageMeta] | None,
+    options: SyncOptions,
+    *,
+    source_hashes: dict[int, str] | None = None,
+    dest_hashes: dict[int, str] | None = None,
+) -> Decision:
+    """What to do with each source message (in UID order).
+
+    ``dest`` None: no destination lookup (a clean delta above the checkpoint): everything not skipped is copied.
+    Otherwise messages are paired with destination messages of the same identity as a multiset, so a source
+    folder holding the same message twice ends with it twice on the destination, and a message an interrupted
+    run already appended is not appended again.
+    """
+    out = Decision()
+    pool: dict[Identity, list[MessageMeta]] = defaultdict(list)
+    by_msgid: dict[str, list[MessageMeta]] = defaultdict(list)
+    if dest is not None:
+        for d in sorted(dest, key=lambda m: m.uid, reverse=True):
+            pool[identity(d, dest_hashes)].append(d)
+            if d.message_id:
+                by_msgid[d.message_id.strip()].append(d)
+    seen_ids: set[str] = set()
+    for m in sorted(source, key=lambda m: m.uid):
+        reason = skip_reason(m, options)
+        if reason:
+            out.skipped.append((m, reason))
+            continue
+        key = identity(m, source_hashes)
+        if pool.get(key):
+            match = pool[key].pop()
+            out.present.append((m, match))
+            if m.message_id:
+                seen_ids.add(m.message_id.strip())
+            continue
+        if options.skip_duplicates and m.message_id:
+            mid = m.message_id.strip()
+            if mid in seen_ids:
+                out.skipped.append((m, SKIP_DUPLICATE))
+                continue
+            if by_msgid.get(mid):
+                out.present.append((m, by_msgid[mid][-1]))
+                seen_ids.add(mid)
+                continue
+            seen_ids.add(mid)
+        out.copy.append(m)
+    return out
+
+
+def chunks(
+    messages: Sequence[MessageMeta], max_count: int = 100, max_bytes: int = 16 << 20
+) -> list[list[MessageMeta]]:
+    """Consecutive batches (UID order kept) bounded by count and bytes; an oversized message goes alone."""
+    out: list[list[MessageMeta]] = []
+    cur: list[MessageMeta] = []
+    size = 0
+    for m in messages:
+        if cur and (len(cur) >= max_count or size + m.size > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(m)
+        size += m.size
+    if cur:
+        out.append(cur)
+    return out
+
+
+def appendable_flags(flags: Iterable[str], permanent: set[str]) -> tuple[list[str], list[str]]:
+    """(flags the destination keeps, flags it rejects). Empty ``permanent`` means "unknown: try all"."""
+    keep: list[str] = []
+    rejected: list[str] = []
+    perm_low = {p.lower() for p in permanent}
+    any_keyword = "\\*" in permanent
+    for f in flags:
+        low = f.lower()
+        if low in NEVER_APPEND:
+            continue
+        if not permanent or low in perm_low or (any_keyword and not f.startswith("\\")):
+            keep.append(f)
+        else:
+            rejected.append(f)
+    return keep, rejected
+
+
+def normal_flags(flags: Iterable[str]) -> frozenset[str]:
+    """Flags as compared between servers: without \\Recent, system flags case-folded."""
+    return frozenset(f.lower() if f.startswith("\\") else f for f in flags if f.lower() not in NEVER_APPEND)
+
+
+def flag_updates(
+    pairs: Iterable[tuple[MessageMeta, MessageMeta]], permanent: set[str]
+) -> dict[tuple[str, ...], list[int]]:
+    """Destination UIDs to set (replace) per flag set, where the source flags differ from the destination's."""
+    out: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for src, dst in pairs:
+        if normal_flags(src.flags) != normal_flags(dst.flags):
+            keep, _ = appendable_flags(src.flags, permanent)
+            if normal_flags(keep) != normal_flags(dst.flags):
+                out[tuple(sorted(keep))].append(dst.uid)
+    return dict(out)
+
+
+def since_date(d: date | None) -> str | None:
+    return d.strftime("%d-%b-%Y") if d else None

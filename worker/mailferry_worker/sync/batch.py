@@ -1,0 +1,39 @@
+"""Run a batch of MailboxSyncs with bounded concurrency; map outcomes to the Job exit code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from ..checkpoint import StatusStore
+from ..credentials import SecretSource
+from .engine import MailboxResult, MailboxRunner, RunSettings
+
+EXIT_OK = 0
+EXIT_RETRY = 1
+EXIT_CONFIG = 2
+
+
+async def run_batch(
+    names: Sequence[str],
+    store: StatusStore,
+    secrets: SecretSource,
+    settings: RunSettings,
+    concurrency: int,
+) -> tuple[int, list[MailboxResult]]:
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(name: str) -> MailboxResult:
+        async with sem:
+            return await MailboxRunner(name, store, secrets, settings).run()
+
+    results = await asyncio.gather(*(one(n) for n in names))
+    return exit_code(results), list(results)
+
+
+def exit_code(results: Sequence[MailboxResult]) -> int:
+    if any(r.outcome == "config" for r in results):
+        return EXIT_CONFIG
+    if any(r.outcome == "transient" for r in results):
+        return EXIT_RETRY
+    return EXIT_OK

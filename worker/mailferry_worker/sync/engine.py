@@ -1,0 +1,441 @@
+"""Sync one MailboxSync (several folders over several connections), keep its status, classify the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from mailferry_api.common import ErrorInfo
+from mailferry_api.conditions import set_condition
+from mailferry_api.mailboxsync import (
+    FolderCheckpoint,
+    MailboxLag,
+    MailboxSyncSpec,
+    MailboxSyncStatus,
+    SyncTotals,
+    Throttle,
+)
+
+from ..checkpoint import StatusStore
+from ..credentials import Connector, SecretSource, connectors
+from ..imap.client import ImapClient
+from ..imap.errors import (
+    AuthenticationFailed,
+    CommandFailed,
+    FolderVanished,
+    ImapError,
+    Throttled,
+    TLSError,
+)
+from ..kube import KubeError
+from ..logs import log
+from ..plan import FolderPlan, plan_folders
+from .folder import FolderSync
+
+Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class MailboxResult:
+    name: str
+    outcome: Outcome
+    reason: str | None = None
+    copied: int = 0
+    bytes: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RunSettings:
+    round: int = 0
+    job_name: str | None = None
+    max_retries: int = 4
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    connections: int | None = None  # overrides spec.connectionsPerMailbox
+    ca_file: str | None = None
+
+    @classmethod
+    def from_env(cls, **kw: Any) -> RunSettings:
+        s = cls(**kw)
+        if "MAILFERRY_MAX_RETRIES" in os.environ:
+            s.max_retries = int(os.environ["MAILFERRY_MAX_RETRIES"])
+        if "MAILFERRY_BACKOFF_BASE" in os.environ:
+            s.backoff_base = float(os.environ["MAILFERRY_BACKOFF_BASE"])
+        if os.environ.get("MAILFERRY_CA_FILE"):
+            s.ca_file = os.environ["MAILFERRY_CA_FILE"]
+        return s
+
+
+class _GiveUp(Exception):
+    def __init__(self, error: ImapError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def backoff(attempt: int, base: float, cap: float, hint: float | None = None) -> float:
+    """Exponential backoff with full jitter; a server's suggested delay is a floor."""
+    delay = random.uniform(base, min(cap, base * (2**attempt)))
+    return min(cap, max(delay, hint or 0.0))
+
+
+class MailboxRunner:
+    def __init__(self, name: str, store: StatusStore, secrets: SecretSource, settings: RunSettings) -> None:
+        self.name = name
+        self.store = store
+        self.secrets = secrets
+        self.settings = settings
+        self.status = MailboxSyncStatus()
+        self.spec: MailboxSyncSpec | None = None
+        self.ckpts: dict[str, FolderCheckpoint] = {}
+        self.skips: Counter[str] = Counter()
+        self.folder_errors: list[ErrorInfo] = []
+        self.copied = 0
+        self.bytes = 0
+        self.flag_errors = 0
+        self._dest_names: set[str] = set()
+        self._save_lock = asyncio.Lock()
+        self._stop = False
+
+    def log(self, event: str, level: str = "info", **fields: Any) -> None:
+        log(event, level, mailboxsync=self.name, **fields)
+
+    # ----------------------------------------------------------------- status
+    def _refresh_totals(self) -> None:
+        st = self.status
+        folders = list(self.ckpts.values())
+        st.folders = folders
+        st.totals = SyncTotals(
+            messages=sum(f.messages for f in folders),
+            copied=sum(f.copied for f in folders),
+            skipped=sum(f.skipped for f in folders),
+            failed=sum(f.failed for f in folders),
+            bytes=sum(f.bytes for f in folders),
+            expected_bytes=sum(f.bytes for f in folders),
+        )
+        pending = sum(f.pending for f in folders)
+        lag_s = int((now() - st.last_sync_time).total_seconds()) if st.last_sync_time else 0
+        st.lag = MailboxLag(seconds=max(0, lag_s), pending_messages=pending)
+
+    async def save(self) -> None:
+        async with self._save_lock:
+            self._refresh_totals()
+            await self.store.save(self.name, self.status)
+
+    # -------------------------------------------------------------------- run
+    async def run(self) -> MailboxResult:
+        try:
+            spec, status, generation = await self.store.load(self.name)
+        except (KubeError, OSError, ValueError) as exc:
+            self.log("mailboxsync_unreadable", "error", error=str(exc)[:300])
+            return MailboxResult(self.name, "config", "MailboxSyncUnreadable")
+        self.spec, self.status = spec, status
+        if spec.suspend:
+            self.log("suspended")
+            return MailboxResult(self.name, "suspended")
+        self.ckpts = {f.name: f for f in status.folders}
+        self.skips = Counter(status.skip_reasons)
+        started = now()
+        clean = status.phase == "Synced"
+        status.phase = "Syncing"
+        status.attempts += 1
+        status.observed_generation = generation
+        status.job_name = self.settings.job_name
+        status.conditions = set_condition(
+            status.conditions, "Synced", "False", "Syncing", "a sync is running"
+        )
+        try:
+            await self.save()
+        except (KubeError, OSError) as exc:
+            self.log("status_write_failed", "error", error=str(exc)[:300])
+            return MailboxResult(self.name, "config", "StatusWriteFailed")
+        self.log("sync_started", clean_previous=clean, attempt=status.attempts)
+        try:
+            result = await self._sync(spec, clean)
+        except KubeError as exc:
+            self.log("status_write_failed", "error", error=str(exc)[:300])
+            return MailboxResult(self.name, "transient", "StatusWriteFailed")
+        if result.outcome == "synced":
+            status.phase = "Synced"
+            status.last_sync_time = started
+            status.round = self.settings.round
+            status.throttle = None
+            status.last_error = self.folder_errors[-1] if self.folder_errors else None
+            if self.skips.get("MessageTooLarge") and status.last_error is None:
+                status.last_error = ErrorInfo(
+                    reason="MessageTooLarge",
+                    message=f"{self.skips['MessageTooLarge']} message(s) over maxMessageBytes were skipped",
+                    time=now(),
+                )
+            msg = f"copied {result.copied} message(s) in this run"
+            status.conditions = set_condition(status.conditions, "Ready", "True", "Synced", msg)
+            status.conditions = set_condition(status.conditions, "Synced", "True", "Synced", msg)
+            status.conditions = set_condition(status.conditions, "Stalled", "False", "Synced")
+            status.conditions = set_condition(status.conditions, "Throttled", "False", "Synced")
+        status.skip_reasons = dict(self.skips)
+        status.flag_errors = status.flag_errors + self.flag_errors
+        try:
+            await self.save()
+        except KubeError as exc:
+            self.log("status_write_failed", "error", error=str(exc)[:300])
+            return MailboxResult(self.name, "transient", "StatusWriteFailed")
+        self.log(
+            "sync_finished",
+            outcome=result.outcome,
+            reason=result.reason,
+            copied=result.copied,
+            bytes=result.bytes,
+            skipped=result.skipped,
+        )
+        return result
+
+    def _fail(self, exc: ImapError, outcome: Outcome) -> MailboxResult:
+        st = self.status
+        reason = "AuthenticationFailed" if isinstance(exc, AuthenticationFailed) else exc.reason
+        st.last_error = ErrorInfo(reason=reason, message=exc.message[:1000], time=now())
+        if isinstance(exc, Throttled):
+            st.phase = "Throttled"
+            count = (st.throttle.count if st.throttle else 0) + 1
+            until = now() + timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            st.throttle = Throttle(reason=exc.message[:256], until=until, count=count)
+            st.conditions = set_condition(st.conditions, "Throttled", "True", "Throttled", exc.message[:300])
+            st.conditions = set_condition(st.conditions, "Ready", "False", "Throttled", exc.message[:300])
+        else:
+            st.phase = "Failed"
+            st.conditions = set_condition(st.conditions, "Ready", "False", reason, exc.message[:300])
+            st.conditions = set_condition(
+                st.conditions,
+                "Stalled",
+                "True" if outcome == "permanent" else "False",
+                reason,
+                exc.message[:300],
+            )
+        st.conditions = set_condition(st.conditions, "Synced", "False", reason, exc.message[:300])
+        self.log("sync_failed", "error", reason=reason, error=exc.message[:300], outcome=outcome)
+        return MailboxResult(self.name, outcome, reason, self.copied, self.bytes, dict(self.skips))
+
+    async def _open(self, c: Connector) -> ImapClient:
+        attempt = 0
+        while True:
+            try:
+                return await c.open()
+            except ImapError as exc:
+                if not exc.transient or attempt >= self.settings.max_retries:
+                    raise
+                delay = backoff(
+                    attempt,
+                    self.settings.backoff_base,
+                    self.settings.backoff_cap,
+                    getattr(exc, "retry_after", None),
+                )
+                self.log(
+                    "connect_retry", side=c.side, reason=exc.reason, delay=round(delay, 2), attempt=attempt
+                )
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def _sync(self, spec: MailboxSyncSpec, clean: bool) -> MailboxResult:
+        src_c, dst_c = connectors(spec.source, spec.destination, self.secrets, spec.secret_key)
+        src_c.ca_file = dst_c.ca_file = self.settings.ca_file
+        src: ImapClient | None = None
+        dst: ImapClient | None = None
+        try:
+            src = await self._open(src_c)
+            dst = await self._open(dst_c)
+            src_folders = await src.list_folders()
+            sprefix, _ = await src.namespace()
+            dst_folders = await dst.list_folders()
+            dprefix, ddelim = await dst.namespace()
+        except ImapError as exc:
+            for c in (src, dst):
+                if c is not None:
+                    await c.close()
+            permanent = isinstance(exc, AuthenticationFailed | TLSError) or not exc.transient
+            return self._fail(exc, "permanent" if permanent else "transient")
+        assert src is not None and dst is not None
+        plans = plan_folders(
+            src_folders,
+            dst_folders,
+            spec.folders,
+            source_prefix=sprefix,
+            dest_prefix=dprefix,
+            dest_delimiter=ddelim,
+        )
+        self._dest_names = {f.name for f in dst_folders if f.selectable}
+        self.log("folders_planned", count=len(plans))
+        queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
+        for p in plans:
+            queue.put_nowait(p)
+        n = max(1, min(self.settings.connections or spec.connections_per_mailbox, len(plans) or 1))
+        first: list[tuple[ImapClient | None, ImapClient | None]] = [(src, dst)] + [(None, None)] * (n - 1)
+        tasks = [
+            asyncio.create_task(self._worker(queue, conns, src_c, dst_c, clean, spec)) for conns in first
+        ]
+        errors: list[BaseException] = []
+        try:
+            for t in asyncio.as_completed(tasks):
+                try:
+                    await t
+                except _GiveUp as g:
+                    errors.append(g)
+                    self._stop = True
+                except ImapError as exc:  # permanent mailbox-level (auth during a reconnect)
+                    errors.append(exc)
+                    self._stop = True
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+        for e in errors:
+            if isinstance(e, ImapError) and not e.transient:
+                return self._fail(e, "permanent")
+        for e in errors:
+            if isinstance(e, _GiveUp):
+                return self._fail(e.error, "transient")
+        return MailboxResult(self.name, "synced", None, self.copied, self.bytes, dict(self.skips))
+
+    async def _worker(
+        self,
+        queue: asyncio.Queue[FolderPlan],
+        conns: tuple[ImapClient | None, ImapClient | None],
+        src_c: Connector,
+        dst_c: Connector,
+        clean: bool,
+        spec: MailboxSyncSpec,
+    ) -> None:
+        src, dst = conns
+        try:
+            while not self._stop:
+                try:
+                    plan = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                attempt = 0
+                full = not clean
+                while True:
+                    try:
+                        if src is None:
+                            src = await self._open(src_c)
+                        if dst is None:
+                            dst = await self._open(dst_c)
+                        await self._folder(src, dst, plan, spec, full)
+                        break
+                    except FolderVanished as exc:
+                        self.folder_errors.append(
+                            ErrorInfo(reason="FolderVanished", message=exc.message, time=now())
+                        )
+                        self.log("folder_vanished", "warning", folder=plan.source, error=exc.message)
+                        src = await _reset(src) if not (src and not src.closed) else src
+                        break
+                    except CommandFailed as exc:
+                        self.folder_errors.append(
+                            ErrorInfo(
+                                reason="FolderFailed",
+                                message=f"{plan.source}: {exc.message[:300]}",
+                                time=now(),
+                            )
+                        )
+                        self.log("folder_failed", "error", folder=plan.source, error=exc.message[:300])
+                        break
+                    except ImapError as exc:
+                        if not exc.transient:
+                            raise
+                        src = await _reset(src)
+                        dst = await _reset(dst)
+                        full = True  # an APPEND in flight may have landed: look before re-sending
+                        if attempt >= self.settings.max_retries:
+                            raise _GiveUp(exc) from None
+                        delay = backoff(
+                            attempt,
+                            self.settings.backoff_base,
+                            self.settings.backoff_cap,
+                            getattr(exc, "retry_after", None),
+                        )
+                        attempt += 1
+                        self.log(
+                            "folder_retry",
+                            "warning",
+                            folder=plan.source,
+                            reason=exc.reason,
+                            error=exc.message[:200],
+                            delay=round(delay, 2),
+                            attempt=attempt,
+                        )
+                        if isinstance(exc, Throttled):
+                            st = self.status
+                            st.phase = "Throttled"
+                            st.throttle = Throttle(
+                                reason=exc.message[:256],
+                                until=now() + timedelta(seconds=delay),
+                                count=(st.throttle.count if st.throttle else 0) + 1,
+                            )
+                            st.conditions = set_condition(
+                                st.conditions, "Throttled", "True", "Throttled", exc.message[:300]
+                            )
+                            await self.save()
+                        await asyncio.sleep(delay)
+                        if self.status.phase == "Throttled":
+                            self.status.phase = "Syncing"
+        finally:
+            for c in (src, dst):
+                if c is not None:
+                    await c.close()
+
+    async def _folder(
+        self, src: ImapClient, dst: ImapClient, plan: FolderPlan, spec: MailboxSyncSpec, full: bool
+    ) -> None:
+        ck = self.ckpts.get(plan.source)
+        if ck is None:
+            ck = FolderCheckpoint(name=plan.source, destination=plan.destination)
+            self.ckpts[plan.source] = ck
+        fs = FolderSync(
+            src,
+            dst,
+            plan,
+            ck,
+            spec,
+            full_match=full,
+            checkpoint=self.save,
+            dest_exists=lambda n: n in self._dest_names,
+            dest_created=self._dest_names.add,
+            log=lambda ev, **kw: self.log(ev, **kw),
+        )
+        try:
+            stats = await fs.run()
+        finally:
+            self.skips.update(fs.stats.skipped)
+            self.copied += fs.stats.copied
+            self.bytes += fs.stats.bytes
+            self.flag_errors += fs.stats.flag_errors
+            fs.stats.skipped.clear()
+            fs.stats.flag_errors = 0
+        if not stats.unchanged:
+            self.log(
+                "folder_synced",
+                folder=plan.source,
+                destination=plan.destination,
+                copied=stats.copied,
+                present=stats.present,
+                full_match=stats.full_match,
+                flags_updated=stats.flags_updated,
+            )
+
+
+async def _reset(c: ImapClient | None) -> None:
+    if c is not None:
+        with contextlib.suppress(Exception):
+            await c.close()
+    return None

@@ -1,0 +1,323 @@
+"""Copy one source folder to its destination folder: bulk, then delta, crash-safe, with checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from mailferry_api.imap import SyncOptions
+from mailferry_api.mailboxsync import FolderCheckpoint
+
+from ..imap.client import AppendItem, ImapClient, MessageMeta, compress_uids
+from ..imap.errors import CommandFailed, FolderVanished
+from ..imap.parser import Literal, Spool
+from ..plan import FolderPlan, appendable_flags, chunks, decide, flag_updates, folder_unchanged, needs_hash
+
+CHUNK_MESSAGES = 100
+CHUNK_BYTES = 8 << 20
+META_RANGE = 20000  # metadata is fetched in UID windows of this many UIDs
+
+
+@dataclass
+class FolderStats:
+    """What happened to one folder in this run (the checkpoint keeps the cumulative numbers)."""
+
+    copied: int = 0
+    bytes: int = 0
+    present: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    failed: int = 0
+    flag_errors: int = 0
+    flags_updated: int = 0
+    unchanged: bool = False
+    full_match: bool = False
+
+
+def _hash_literal(lit: Literal) -> str:
+    h = hashlib.sha256()
+    if isinstance(lit, Spool):
+        lit.file.seek(0)
+        while chunk := lit.file.read(1 << 20):
+            h.update(chunk)
+    else:
+        h.update(lit)
+    return h.hexdigest()
+
+
+async def content_hashes(client: ImapClient, uids: Sequence[int]) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for i in range(0, len(uids), 50):
+        bodies = await client.fetch_bodies(uids[i : i + 50])
+        for uid, lit in bodies.items():
+            out[uid] = _hash_literal(lit)
+            if isinstance(lit, Spool):
+                lit.close()
+    return out
+
+
+async def fetch_all_meta(
+    client: ImapClient, exists: int, uidnext: int | None, low: int = 1
+) -> list[MessageMeta]:
+    """Metadata of every message with UID >= low, in UID windows (bounded response sizes)."""
+    if exists == 0:
+        return []
+    top = uidnext - 1 if uidnext else None
+    if top is None:
+        return [m for m in await client.fetch_meta(f"{low}:*") if m.uid >= low]
+    out: list[MessageMeta] = []
+    start = low
+    while start <= top:
+        end = start + META_RANGE - 1
+        rng = f"{start}:{end}" if end < top else f"{start}:*"
+        out += [m for m in await client.fetch_meta(rng) if m.uid >= start]
+        if end >= top:
+            break
+        start = end + 1
+    return out
+
+
+class FolderSync:
+    def __init__(
+        self,
+        src: ImapClient,
+        dst: ImapClient,
+        plan: FolderPlan,
+        ckpt: FolderCheckpoint,
+        options: SyncOptions,
+        *,
+        full_match: bool,
+        checkpoint: Callable[[], Awaitable[None]],
+        dest_exists: Callable[[str], bool],
+        dest_created: Callable[[str], None],
+        log: Callable[..., None],
+    ) -> None:
+        self.src = src
+        self.dst = dst
+        self.plan = plan
+        self.ckpt = ckpt
+        self.options = options
+        self.full_match = full_match
+        self.checkpoint = checkpoint
+        self.dest_exists = dest_exists
+        self.dest_created = dest_created
+        self.log = log
+        self.stats = FolderStats()
+
+    async def run(self) -> FolderStats:
+        ck = self.ckpt
+        st = await self.src.status(self.plan.source)
+        if not self.full_match and folder_unchanged(ck, st):
+            self.stats.unchanged = True
+            ck.pending = 0
+            return self.stats
+        sel = await self.src.select(self.plan.source, readonly=True)
+        await self._ensure_destination()
+        dsel = await self.dst.select(self.plan.destination)
+        uv_changed = ck.uid_validity is not None and ck.uid_validity != sel.uidvalidity
+        first = ck.uid_validity is None
+        full = self.full_match or first or uv_changed or self.options.skip_duplicates
+        self.stats.full_match = full
+        base = 0 if (first or uv_changed) else ck.last_uid
+        if uv_changed:
+            self.log("uidvalidity_changed", folder=self.plan.source, old=ck.uid_validity, new=sel.uidvalidity)
+            ck.copied = ck.skipped = ck.failed = ck.bytes = 0
+        if first or uv_changed:
+            ck.last_uid = 0
+            ck.highest_mod_seq = None
+        ck.destination = self.plan.destination
+
+        if full:
+            smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
+            dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
+            s_need, d_need = needs_hash(smeta, dmeta)
+            s_hash = await content_hashes(self.src, s_need) if s_need else {}
+            d_hash = await content_hashes(self.dst, d_need) if d_need else {}
+            dec = decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
+            await self._apply_flags(dec.present, dsel.permanentflags)
+            new_present = [s for s, _ in dec.present if s.uid > base]
+            self.stats.present = len(new_present)
+            ck.copied += len(new_present)
+            ck.bytes += sum(s.size for s in new_present)
+        else:
+            smeta = []
+            if sel.exists and (sel.uidnext is None or sel.uidnext > base + 1):
+                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, low=base + 1)
+            dec = decide(smeta, None, self.options)
+            await self._delta_flags(sel.highestmodseq, base, dsel.permanentflags, dsel.exists, dsel.uidnext)
+
+        for m, reason in dec.skipped:
+            if m.uid > base:
+                self.stats.skipped[reason] += 1
+                ck.skipped += 1
+        max_uid = max([base, *(m.uid for m in smeta)])
+        copy = dec.copy
+        ck.uid_validity = sel.uidvalidity
+        ck.pending = len(copy)
+        ck.messages = sel.exists
+        if copy:
+            await self._copy(copy, dsel.permanentflags, max_uid)
+        ck.last_uid = max_uid
+        ck.uid_next = sel.uidnext
+        ck.highest_mod_seq = sel.highestmodseq
+        ck.pending = 0
+        ck.last_sync_time = datetime.now(UTC).replace(microsecond=0)
+        await self.checkpoint()
+        return self.stats
+
+    async def _ensure_destination(self) -> None:
+        name = self.plan.destination
+        if name.upper() == "INBOX" or self.dest_exists(name):
+            return
+        await self.dst.create(name)
+        await self.dst.subscribe(name)
+        self.dest_created(name)
+
+    async def _apply_flags(
+        self, pairs: Sequence[tuple[MessageMeta, MessageMeta]], permanent: set[str]
+    ) -> None:
+        for flags, uids in flag_updates(pairs, permanent).items():
+            for i in range(0, len(uids), 500):
+                try:
+                    await self.dst.store_flags(uids[i : i + 500], flags)
+                    self.stats.flags_updated += len(uids[i : i + 500])
+                except CommandFailed:
+                    self.stats.flag_errors += len(uids[i : i + 500])
+
+    async def _delta_flags(
+        self, modseq: int | None, base: int, permanent: set[str], dexists: int, duidnext: int | None
+    ) -> None:
+        """Propagate flag changes of messages already copied (UID <= base)."""
+        ck = self.ckpt
+        if base == 0:
+            return
+        if modseq is not None and ck.highest_mod_seq is not None:
+            if modseq == ck.highest_mod_seq:
+                return
+            changed = [
+                m
+                for m in await self.src.fetch_meta(f"1:{base}", changedsince=ck.highest_mod_seq)
+                if m.uid <= base
+            ]
+        else:
+            changed = [m for m in await self.src.fetch_meta(f"1:{base}") if m.uid <= base]
+        if not changed:
+            return
+        dmeta = await fetch_all_meta(self.dst, dexists, duidnext)
+        s_need, d_need = needs_hash(changed, dmeta)
+        s_hash = await content_hashes(self.src, s_need) if s_need else {}
+        d_hash = await content_hashes(self.dst, d_need) if d_need else {}
+        dec = decide(changed, dmeta, SyncOptions(), source_hashes=s_hash, dest_hashes=d_hash)
+        await self._apply_flags(dec.present, permanent)
+
+    async def _copy(self, copy: list[MessageMeta], permanent: set[str], max_uid: int) -> None:
+        """Fetch chunk k+1 from the source while chunk k is appended; checkpoint after each chunk."""
+        batches = chunks(copy, CHUNK_MESSAGES, CHUNK_BYTES)
+        queue: asyncio.Queue[tuple[list[MessageMeta], dict[int, Literal]] | None] = asyncio.Queue(maxsize=1)
+
+        async def produce() -> None:
+            for batch in batches:
+                bodies = await self.src.fetch_bodies([m.uid for m in batch])
+                await queue.put((batch, bodies))
+            await queue.put(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            idx = 0
+            while True:
+                get = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({get, producer}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    producer.result()  # raises the producer's error
+                    continue
+                item = get.result()
+                if item is None:
+                    break
+                batch, bodies = item
+                try:
+                    await self._append_batch(batch, bodies, permanent)
+                finally:
+                    for lit in bodies.values():
+                        if isinstance(lit, Spool):
+                            lit.close()
+                idx += 1
+                nxt = batches[idx][0].uid - 1 if idx < len(batches) else max_uid
+                self.ckpt.last_uid = max(self.ckpt.last_uid, nxt)
+                self.ckpt.pending = max(0, self.ckpt.pending - len(batch))
+                await self.checkpoint()
+        finally:
+            if not producer.done():
+                producer.cancel()
+                with contextlib.suppress(BaseException):
+                    await producer
+            while not queue.empty():
+                leftover = queue.get_nowait()
+                if leftover:
+                    for lit in leftover[1].values():
+                        if isinstance(lit, Spool):
+                            lit.close()
+
+    async def _append_batch(
+        self, batch: list[MessageMeta], bodies: dict[int, Literal], permanent: set[str]
+    ) -> None:
+        items: list[tuple[MessageMeta, AppendItem]] = []
+        for m in batch:
+            body = bodies.get(m.uid)
+            if body is None:  # expunged on the source since the metadata fetch
+                continue
+            keep, rejected = appendable_flags(m.flags, permanent)
+            self.stats.flag_errors += len(rejected)
+            items.append((m, AppendItem(body, keep, m.internaldate or None)))
+        if not items:
+            return
+        try:
+            await self.dst.append(self.plan.destination, [it for _, it in items])
+            self._count(items)
+            return
+        except CommandFailed as exc:
+            if len(items) == 1:
+                await self._append_one_fallback(items[0], exc)
+                return
+            self.log("multiappend_rejected", folder=self.plan.source, error=exc.message[:200])
+        # MULTIAPPEND is atomic: nothing was stored. Isolate the message the server refuses.
+        for pair in items:
+            try:
+                await self.dst.append(self.plan.destination, [pair[1]])
+                self._count([pair])
+            except CommandFailed as exc:
+                await self._append_one_fallback(pair, exc)
+
+    async def _append_one_fallback(self, pair: tuple[MessageMeta, AppendItem], exc: CommandFailed) -> None:
+        m, item = pair
+        if item.flags:
+            try:  # the server may refuse a flag/keyword: store the message without them
+                await self.dst.append(self.plan.destination, [AppendItem(item.data, (), item.internaldate)])
+                self.stats.flag_errors += len(item.flags)
+                self._count([pair])
+                return
+            except CommandFailed as exc2:
+                exc = exc2
+        self.stats.failed += 1
+        self.ckpt.failed += 1
+        self.stats.skipped["AppendRejected"] += 1
+        self.log("append_rejected", folder=self.plan.source, uid=m.uid, size=m.size, error=exc.message[:200])
+
+    def _count(self, items: Sequence[tuple[MessageMeta, AppendItem]]) -> None:
+        n = len(items)
+        size = sum(m.size for m, _ in items)
+        self.stats.copied += n
+        self.stats.bytes += size
+        self.ckpt.copied += n
+        self.ckpt.bytes += size
+
+
+def vanished(exc: BaseException) -> bool:
+    return isinstance(exc, FolderVanished)
+
+
+__all__ = ["FolderStats", "FolderSync", "compress_uids", "content_hashes", "fetch_all_meta", "vanished"]
