@@ -1,0 +1,60 @@
+"""DMARC TXT values (RFC 9989 / DMARCbis): stages none → quarantine t=y → quarantine → reject.
+
+`pct` is kept only as a legacy knob when a stage asks for it; `t=y` is the test mode."""
+
+from __future__ import annotations
+
+from mailferry_api.dnscutover import DmarcStage
+
+STRENGTH = {"none": 0, "quarantine": 1, "reject": 2}
+
+
+def parse(value: str | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if not value:
+        return tags
+    for part in value.split(";"):
+        if "=" in part:
+            k, _, v = part.partition("=")
+            tags[k.strip().lower()] = v.strip()
+    return tags
+
+
+def _mailto(uri: str) -> str:
+    return uri if ":" in uri else f"mailto:{uri}"
+
+
+def render(existing: str | None, stage: DmarcStage, rua: list[str]) -> str:
+    """The DMARC record for `stage`, keeping the existing record's other tags (ruf, adkim, ...)
+    and the union of its rua with `rua`."""
+    tags = parse(existing)
+    tags.pop("v", None)
+    uris: list[str] = []
+    for u in [*(x.strip() for x in tags.pop("rua", "").split(",") if x.strip()), *map(_mailto, rua)]:
+        if u.lower() not in (x.lower() for x in uris):
+            uris.append(u)
+    tags.pop("p", None)
+    tags.pop("pct", None)
+    tags.pop("t", None)
+    out = ["v=DMARC1", f"p={stage.policy}"]
+    if stage.testing:
+        out.append("t=y")
+    if stage.pct is not None and stage.pct != 100:
+        out.append(f"pct={stage.pct}")
+    if uris:
+        out.append("rua=" + ",".join(uris))
+    out.extend(f"{k}={v}" for k, v in tags.items())
+    return "; ".join(out)
+
+
+def staged(existing: str | None, rua: list[str]) -> str:
+    """Staged: p=none with rua, but never weaker than a policy already published."""
+    current = parse(existing).get("p", "none").lower()
+    if STRENGTH.get(current, 0) > 0:
+        testing = parse(existing).get("t", "n").lower() == "y"
+        return render(existing, DmarcStage(policy=current, testing=testing), rua)
+    return render(existing, DmarcStage(policy="none"), rua)
+
+
+def is_dmarc(value: str) -> bool:
+    return value.replace(" ", "").lower().startswith("v=dmarc1")

@@ -1,0 +1,36 @@
+"""Shared HTTP error mapping for the REST providers (httpx)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from .base import ProviderError
+
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+async def request(kind: str, send: Callable[[], Awaitable[httpx.Response]], what: str) -> httpx.Response:
+    """Send once; map transport errors and error statuses to ProviderError (never echoing headers)."""
+    try:
+        resp = await send()
+    except httpx.TimeoutException as exc:
+        raise ProviderError("ProviderTimeout", f"{kind}: {what} timed out", transient=True) from exc
+    except httpx.TransportError as exc:
+        raise ProviderError(
+            "ProviderUnreachable", f"{kind}: {what}: {type(exc).__name__}", transient=True
+        ) from exc
+    if resp.status_code in TRANSIENT_STATUS:
+        raise ProviderError("ProviderError", f"{kind}: {what} -> HTTP {resp.status_code}", transient=True)
+    if resp.status_code in (401, 403):
+        raise ProviderError(
+            "ProviderAuthFailed", f"{kind}: {what} -> HTTP {resp.status_code}: check the credentials"
+        )
+    return resp
+
+
+def brief(body: Any, limit: int = 300) -> str:
+    text = body if isinstance(body, str) else str(body)
+    return text[:limit]

@@ -1,0 +1,184 @@
+"""RFC 2136 dynamic updates with dnspython and TSIG.
+
+One UPDATE message per RRset: a prerequisite that the RRset is exactly what was read (RFC 2136
+§2.4.2 value-dependent "RRset exists", or §2.4.3 "RRset does not exist"), then delete + add.
+The server applies the whole message or none of it, so an RRset is never half-replaced and a
+concurrent change makes the prerequisite fail instead of being overwritten (we re-read and retry).
+"""
+
+from __future__ import annotations
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdataset
+import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
+import dns.update
+
+from mailferry_api.dnscutover import RRset
+
+from ..rrset import fqdn, parse_record
+from .base import ProviderError, RetryPolicy, with_retries
+
+TRANSIENT_RCODES = {
+    dns.rcode.REFUSED,
+    dns.rcode.SERVFAIL,
+    dns.rcode.NXRRSET,
+    dns.rcode.YXRRSET,
+    dns.rcode.NXDOMAIN,
+    dns.rcode.YXDOMAIN,
+}
+
+
+class Rfc2136Provider:
+    kind = "rfc2136"
+
+    def __init__(
+        self,
+        server: str,
+        port: int,
+        zone: str,
+        tsig_name: str | None = None,
+        tsig_secret: str | None = None,
+        tsig_algorithm: str = "hmac-sha256",
+        timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.server = server
+        self.port = port
+        self.zone = fqdn(zone)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._keyring = None
+        self._keyname: dns.name.Name | None = None
+        self._alg = dns.name.from_text(tsig_algorithm)
+        if tsig_name and tsig_secret:
+            self._keyname = dns.name.from_text(tsig_name)
+            self._keyring = dns.tsigkeyring.from_text({tsig_name: (tsig_algorithm, tsig_secret)})
+
+    async def aclose(self) -> None:
+        return None
+
+    async def _query(self, name: str, rtype: str) -> dns.message.Message:
+        q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
+        q.flags &= ~dns.flags.RD
+        try:
+            return await dns.asyncquery.tcp(q, self.server, port=self.port, timeout=self.timeout)
+        except dns.exception.Timeout as exc:
+            raise ProviderError(
+                "ProviderTimeout", f"rfc2136: query {name} {rtype} timed out", transient=True
+            ) from exc
+        except OSError as exc:
+            raise ProviderError(
+                "ProviderUnreachable",
+                f"rfc2136: {self.server}:{self.port}: {exc.strerror or exc}",
+                transient=True,
+            ) from exc
+
+    async def check_zone(self) -> None:
+        async def once() -> None:
+            resp = await self._query(self.zone, "SOA")
+            rc = resp.rcode()
+            if rc == dns.rcode.SERVFAIL:
+                raise ProviderError("ProviderError", f"rfc2136: SOA {self.zone}: SERVFAIL", transient=True)
+            if rc != dns.rcode.NOERROR or not (resp.flags & dns.flags.AA) or not resp.answer:
+                raise ProviderError(
+                    "ZoneNotFound",
+                    f"rfc2136: {self.server}:{self.port} is not authoritative for "
+                    f"{self.zone} ({dns.rcode.to_text(rc)})",
+                )
+
+        await with_retries(self.kind, "SOA", once, self.retry)
+
+    async def _read(self, name: str, rtype: str) -> dns.rdataset.Rdataset | None:
+        resp = await self._query(name, rtype)
+        rc = resp.rcode()
+        if rc in (dns.rcode.REFUSED, dns.rcode.SERVFAIL):
+            raise ProviderError(
+                "ProviderError", f"rfc2136: query {name} {rtype}: {dns.rcode.to_text(rc)}", transient=True
+            )
+        want = dns.rdatatype.from_text(rtype)
+        for rrs in resp.answer:
+            if rrs.name == dns.name.from_text(name) and rrs.rdtype == want:
+                return dns.rdataset.Rdataset(rrs.rdclass, rrs.rdtype, ttl=rrs.ttl) | rrs  # copy
+        return None
+
+    async def get(self, name: str, rtype: str) -> RRset | None:
+        name, rtype = fqdn(name), rtype.upper()
+
+        async def once() -> RRset | None:
+            rds = await self._read(name, rtype)
+            if rds is None or len(rds) == 0:
+                return None
+            return RRset(name=name, type=rtype, ttl=rds.ttl, records=[rd.to_text() for rd in rds])
+
+        return await with_retries(self.kind, f"query {name} {rtype}", once, self.retry)
+
+    async def replace(self, rrset: RRset) -> None:
+        name, rtype = fqdn(rrset.name), rrset.type.upper()
+        rdtype = dns.rdatatype.from_text(rtype)
+        wanted = [parse_record(rtype, r) for r in rrset.records]
+
+        async def once() -> None:
+            current = await self._read(name, rtype)
+            if (
+                current is not None
+                and len(current)
+                and rrset.records
+                and current.ttl == rrset.ttl
+                and ({rd.to_digestable() for rd in current} == {rd.to_digestable() for rd in wanted})
+            ):
+                return  # a previous attempt went through
+            if current is None and not rrset.records:
+                return
+            upd = dns.update.UpdateMessage(
+                self.zone, keyring=self._keyring, keyname=self._keyname, keyalgorithm=self._alg
+            )
+            if current is not None and len(current):
+                upd.present(name, current)
+            else:
+                upd.absent(name, rdtype)
+            if wanted:
+                upd.replace(name, rrset.ttl, *wanted)
+            else:
+                upd.delete(name, rdtype)
+            try:
+                resp = await dns.asyncquery.tcp(upd, self.server, port=self.port, timeout=self.timeout)
+            except dns.exception.Timeout as exc:
+                raise ProviderError(
+                    "ProviderTimeout", f"rfc2136: UPDATE {name} {rtype} timed out", transient=True
+                ) from exc
+            except OSError as exc:
+                raise ProviderError(
+                    "ProviderUnreachable",
+                    f"rfc2136: UPDATE {name} {rtype}: {exc.strerror or exc}",
+                    transient=True,
+                ) from exc
+            except dns.tsig.PeerError as exc:
+                raise ProviderError(
+                    "ProviderAuthFailed", f"rfc2136: TSIG rejected by the server: {type(exc).__name__}"
+                ) from exc
+            rc = resp.rcode()
+            if rc == dns.rcode.NOERROR:
+                return
+            text = dns.rcode.to_text(rc)
+            if rc in TRANSIENT_RCODES:
+                raise ProviderError(
+                    "ProviderError", f"rfc2136: UPDATE {name} {rtype}: {text}", transient=True
+                )
+            if rc == dns.rcode.NOTAUTH:
+                raise ProviderError(
+                    "ProviderAuthFailed",
+                    f"rfc2136: UPDATE {name} {rtype}: NOTAUTH (check TSIG key and the zone's update policy)",
+                )
+            if rc == dns.rcode.NOTZONE:
+                raise ProviderError("ZoneNotFound", f"rfc2136: {name} is not in zone {self.zone}")
+            raise ProviderError("ProviderRejected", f"rfc2136: UPDATE {name} {rtype}: {text}")
+
+        await with_retries(self.kind, f"UPDATE {name} {rtype}", once, self.retry, write=True)

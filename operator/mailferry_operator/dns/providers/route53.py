@@ -1,0 +1,178 @@
+"""Amazon Route 53 REST API (2013-04-01) over httpx, requests signed with botocore's SigV4 signer.
+
+A change batch is transactional, so one UPSERT (or one DELETE naming the current values)
+replaces an RRset atomically."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape
+
+import httpx
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from mailferry_api.dnscutover import RRset
+
+from ..rrset import canonical_record, fqdn, rrset_equal
+from .base import ProviderError, RetryPolicy, with_retries
+from .http import request
+
+NS = "https://route53.amazonaws.com/doc/2013-04-01/"
+TRANSIENT_CODES = {"Throttling", "ThrottlingException", "PriorRequestNotComplete", "ServiceUnavailable"}
+
+
+def _unescape_name(name: str) -> str:
+    """Route 53 returns octal escapes for some characters (e.g. \\052 for '*')."""
+    return re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), name)
+
+
+def _find(el: ET.Element, path: str) -> ET.Element | None:
+    return el.find(path.replace("{ns}", "{" + NS + "}"))
+
+
+def _findall(el: ET.Element, path: str) -> list[ET.Element]:
+    return el.findall(path.replace("{ns}", "{" + NS + "}"))
+
+
+def change_batch_xml(action: str, rrset: RRset) -> bytes:
+    records = "".join(
+        f"<ResourceRecord><Value>{escape(canonical_record(rrset.type, r))}</Value></ResourceRecord>"
+        for r in rrset.records
+    )
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<ChangeResourceRecordSetsRequest xmlns="{NS}"><ChangeBatch>'
+        "<Comment>mailferry</Comment><Changes><Change>"
+        f"<Action>{action}</Action><ResourceRecordSet><Name>{escape(rrset.name)}</Name><Type>{rrset.type}</Type>"
+        f"<TTL>{rrset.ttl}</TTL><ResourceRecords>{records}</ResourceRecords></ResourceRecordSet>"
+        "</Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"
+    ).encode()
+
+
+class Route53Provider:
+    kind = "route53"
+
+    def __init__(
+        self,
+        access_key_id: str,
+        secret_access_key: str,
+        zone: str,
+        hosted_zone_id: str,
+        region: str = "us-east-1",
+        endpoint: str | None = None,
+        session_token: str | None = None,
+        timeout: float = 15.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.zone = fqdn(zone)
+        self.hosted_zone_id = hosted_zone_id.split("/")[-1]
+        self.region = region
+        self.endpoint = (endpoint or "https://route53.amazonaws.com").rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._creds = Credentials(access_key_id, secret_access_key, session_token)
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _signed(self, method: str, url: str, body: bytes | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/xml"} if body else {}
+        req = AWSRequest(method=method, url=url, data=body or b"", headers=headers)
+        SigV4Auth(self._creds, "route53", self.region).add_auth(req)
+        return {k: str(v) for k, v in req.headers.items()}
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        attempts: int | None = None,
+        write: bool = False,
+    ) -> ET.Element:
+        url = f"{self.endpoint}{path}" + (f"?{urlencode(params)}" if params else "")
+
+        async def once() -> ET.Element:
+            headers = self._signed(method, url, body)
+            resp = await request(
+                self.kind, lambda: self._http.request(method, url, content=body, headers=headers), what
+            )
+            try:
+                root = ET.fromstring(resp.content) if resp.content else ET.Element("empty")
+            except ET.ParseError:
+                root = ET.Element("unparsable")
+            if resp.status_code >= 400:
+                code_el = _find(root, ".//{ns}Code")
+                msg_el = _find(root, ".//{ns}Message")
+                code = code_el.text if code_el is not None and code_el.text else str(resp.status_code)
+                msg = msg_el.text if msg_el is not None and msg_el.text else ""
+                if code in TRANSIENT_CODES:
+                    raise ProviderError("ProviderThrottled", f"route53: {what}: {code}", transient=True)
+                if code in ("NoSuchHostedZone",) or resp.status_code == 404:
+                    raise ProviderError(
+                        "ZoneNotFound", f"route53: hosted zone {self.hosted_zone_id} not found"
+                    )
+                raise ProviderError("ProviderRejected", f"route53: {what}: {code}: {msg[:300]}")
+            return root
+
+        policy = self.retry if attempts is None else RetryPolicy(attempts=attempts)
+        return await with_retries(self.kind, what, once, policy, write=write)
+
+    async def check_zone(self) -> None:
+        root = await self._call("GET", f"/2013-04-01/hostedzone/{self.hosted_zone_id}", "GetHostedZone")
+        name_el = _find(root, ".//{ns}HostedZone/{ns}Name")
+        if name_el is not None and name_el.text and fqdn(_unescape_name(name_el.text)) != self.zone:
+            raise ProviderError(
+                "ZoneNotFound",
+                f"route53: hosted zone {self.hosted_zone_id} is {name_el.text}, not {self.zone}",
+            )
+
+    async def get(self, name: str, rtype: str) -> RRset | None:
+        name, rtype = fqdn(name), rtype.upper()
+        root = await self._call(
+            "GET",
+            f"/2013-04-01/hostedzone/{self.hosted_zone_id}/rrset",
+            f"ListResourceRecordSets {name} {rtype}",
+            params={"name": name, "type": rtype, "maxitems": "1"},
+        )
+        for rrs in _findall(root, ".//{ns}ResourceRecordSets/{ns}ResourceRecordSet"):
+            n_el, t_el, ttl_el = _find(rrs, "{ns}Name"), _find(rrs, "{ns}Type"), _find(rrs, "{ns}TTL")
+            if n_el is None or t_el is None or not n_el.text:
+                continue
+            if fqdn(_unescape_name(n_el.text)) != name or t_el.text != rtype:
+                continue
+            values = [v.text or "" for v in _findall(rrs, "{ns}ResourceRecords/{ns}ResourceRecord/{ns}Value")]
+            if not values:
+                return None
+            ttl = int(ttl_el.text) if ttl_el is not None and ttl_el.text else 0
+            return RRset(name=name, type=rtype, ttl=ttl, records=values)
+        return None
+
+    async def replace(self, rrset: RRset) -> None:
+        name, rtype = fqdn(rrset.name), rrset.type.upper()
+        want = rrset.model_copy(update={"name": name, "type": rtype})
+
+        async def once() -> Any:
+            current = await self.get(name, rtype)  # re-read: an earlier attempt may have gone through
+            if rrset_equal(current, want):
+                return None
+            if want.records:
+                body = change_batch_xml("UPSERT", want)
+            else:
+                assert current is not None
+                body = change_batch_xml("DELETE", current)
+            return await self._call(
+                "POST",
+                f"/2013-04-01/hostedzone/{self.hosted_zone_id}/rrset",
+                f"ChangeResourceRecordSets {name} {rtype}",
+                body=body,
+                attempts=1,
+                write=True,
+            )
+
+        await with_retries(self.kind, f"ChangeResourceRecordSets {name} {rtype}", once, self.retry)
