@@ -1,7 +1,9 @@
 {{/* mailferry-operator's flags (operator/mailferry_operator/main.py argparse). */}}
 {{- define "mailferry.operatorArgs" -}}
 - --metrics-port={{ .Values.operator.metricsPort }}
+- --liveness-port={{ .Values.operator.livenessPort }}
 - --log-level={{ .Values.operator.logLevel }}
+- --log-format={{ .Values.operator.logFormat }}
 {{- if eq .Values.watch.mode "cluster" }}
 - --all-namespaces
 {{- else }}
@@ -22,9 +24,9 @@
 {{- end }}
 {{- end }}
 
-{{/* python -m mailferry_operator.mtasts.server's flags. */}}
+
+{{/* python -m mailferry_operator.mtasts.server's flags (operator/mailferry_operator/mtasts/server.py). */}}
 {{- define "mailferry.mtastsArgs" -}}
+- --policy-file=/etc/mta-sts/mta-sts.txt
 - --port={{ .Values.mtaSts.port }}
-- --namespace={{ .Release.Namespace }}
-- --config-map={{ .Values.mtaSts.policyConfigMap }}
 {{- end }}

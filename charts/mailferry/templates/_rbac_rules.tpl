@@ -1,35 +1,37 @@
 {{/*
-The operator's rules: exactly what mailferry_operator calls, nothing more.
-Shared by the namespaced Role and the cluster-wide ClusterRole.
+The operator's rules: what mailferry_operator calls (and Kopf needs to watch and patch what it handles), nothing
+more. Shared by the namespaced Role and the cluster-wide ClusterRole; deploy/base/rbac.yaml has the same rules,
+and tests/unit/install/test_install_rbac_code.py checks them against the operator's code.
 */}}
 {{- define "mailferry.operatorRules" -}}
-# Watch the three resources, add Kopf finalizers/annotations.
+# Watch the resources; Kopf patches annotations (handler progress) and its finalizer.
 - apiGroups: [mailferry.io]
   resources: [mailmigrations, dnscutovers]
   verbs: [get, list, watch, patch]
-# MailboxSyncs are created and deleted by their MailMigration.
+# One MailboxSync per mailbox, created (and removed) by its MailMigration.
 - apiGroups: [mailferry.io]
   resources: [mailboxsyncs]
-  verbs: [get, list, watch, patch, create, delete]
+  verbs: [get, list, watch, create, patch, delete]
+# The operator owns these statuses (the worker owns MailboxSync status).
 - apiGroups: [mailferry.io]
-  resources: [mailmigrations/status, mailboxsyncs/status, dnscutovers/status]
-  verbs: [get, patch]
+  resources: [mailmigrations/status, dnscutovers/status]
+  verbs: [patch]
 # One worker Job per batch per round.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, get, list, watch, delete]
-# IMAP and DNS-provider credentials (read), DKIM private keys in Secrets the operator owns (create/update).
+  verbs: [create, list, watch, delete]
+# IMAP and DNS-provider credentials (read); DKIM private keys in Secrets the operator creates.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, update]
-# Mailbox inventories (read), the MTA-STS policy ConfigMap (create/update).
+  verbs: [get, create]
+# Mailbox inventories (read); the MTA-STS policy ConfigMap (create, patch).
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, update]
+  verbs: [get, create, patch]
 # Kubernetes Events on the resources.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}
 
 {{/* The worker: read its MailboxSyncs, write their status. Nothing else (credentials arrive as volumes). */}}
