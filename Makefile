@@ -104,3 +104,11 @@ clean:
 # demo:  runs a whole migration locally (issue 4)     -- added by its owner below
 # bench: benchmarks against doveadm/imapsync/mbsync  -- added by its owner below
 # chaos: fault-injection scenarios                     -- added by its owner below
+
+# bench: time mailferry vs mbsync and doveadm backup (imapc) on a generated corpus; prints PASS/MISS
+# per target and writes docs/benchmarks.md. Never fails on a missed target. BENCH_ARGS="--repeat 1 ..."
+BENCH_ARGS ?=
+.PHONY: bench
+bench: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/run.py $(BENCH_ARGS)
