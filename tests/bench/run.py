@@ -227,7 +227,7 @@ the source's message count in every folder (`doveadm mailbox status`).
 
 """
         + ("\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
-        + """
+        + f"""
 ## Method
 
 - Both Dovecot servers are tests/fixtures/dovecot.py instances on loopback (plain IMAP, maildir,
@@ -261,6 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--repeat", type=int, default=3, help="runs per tool (fresh destination each); median shown"
     )
+    ap.add_argument(
+        "--mail-dir",
+        default="auto",
+        help="where both servers keep their maildirs (default: /dev/shm when it has room, else /tmp)",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs and logs here")
     ap.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="write results here ('' to skip)"
@@ -280,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     results: list[PhaseResult] = []
     workdir = args.workdir
-    servers = BenchServers(corpus, params.user_names(), workdir)
+    mail_dir = None if args.mail_dir in (None, "auto") else Path(args.mail_dir)
+    servers = BenchServers(corpus, params.user_names(), workdir, mail_dir)
+    load_before = os.getloadavg()
     try:
         t0 = time.perf_counter()
         servers.start()
@@ -310,6 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes.append(msg)
     finally:
         servers.stop()  # keeps --workdir (configs, logs); always deletes the maildirs
+    load_after = os.getloadavg()
+    where = f"tmpfs ({servers.mail_dir})" if servers.mail_dir else "disk (/tmp)"
+    notes.append(f"maildirs of both servers on {where}")
+    notes.append(
+        f"load average (1 min) before/after the run: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        f"on {os.cpu_count()} CPUs (anything else running on the machine shows up as noise)"
+    )
     print()
     print(table(results))
     print()
