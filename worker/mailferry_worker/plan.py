@@ -171,6 +171,7 @@ def plan_folders(
         else:
             dest = destination_name(parts, ddelim, dest_prefix)
         plans.append(FolderPlan(f.name, dest, su))
+    plans.sort(key=lambda p: (p.source.upper() != "INBOX", p.source))
     return plans
 
 

@@ -1,0 +1,144 @@
+"""`mailferry`: user-facing tools. `mailferry verify` compares a source mailbox with its destination.
+
+From a MailboxSync (endpoints, options and Secrets read through the API):
+    mailferry verify --mailboxsync NAME --namespace NS [--kubeconfig FILE]
+From flags (passwords from environment variables, never on the command line):
+    mailferry verify --source-host H --source-port P --source-security none|tls|starttls \\
+        --source-user U --source-password-env VAR \\
+        --dest-host H --dest-port P --dest-security ... --dest-user U --dest-password-env VAR \\
+        [--master-user-env VAR (login as user*master)] [--ca-file PEM] [--json] [--ignore-extra]
+
+Exit 0 only when no folder has a difference; 1 on differences; 2 on errors (cannot connect, bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from mailferry_api.common import SecretRef
+from mailferry_api.imap import ImapAuth, ImapEndpoint, SyncOptions, default_secret_key
+from mailferry_api.mailboxsync import MailboxSide
+
+from .credentials import ApiSecrets, Connector, StaticSecrets, connectors
+from .imap.errors import ImapError
+from .kube import KubeApi, KubeError
+from .verify import FolderReport, verify_mailbox
+
+MAX_LINES = 20
+
+def _side_args(p: argparse.ArgumentParser, side: str) -> None:
+    p.add_argument(f"--{side}-host")
+    p.add_argument(f"--{side}-port", type=int)
+    p.add_argument(f"--{side}-security", choices=["tls", "starttls", "none"], default="tls")
+    p.add_argument(f"--{side}-user")
+    p.add_argument(f"--{side}-password-env", help="name of the env var holding the password")
+    p.add_argument(f"--{side}-master-user-env", help="env var with a master user name: log in as user*master")
+    p.add_argument(f"--{side}-no-tls-verify", action="store_true")
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailferry", description="mailferry tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify", help="compare source and destination mailboxes")
+    v.add_argument("--mailboxsync")
+    v.add_argument("--namespace", default=os.environ.get("MAILFERRY_NAMESPACE", "default"))
+    v.add_argument("--kubeconfig")
+    _side_args(v, "source")
+    _side_args(v, "dest")
+    v.add_argument("--ca-file", default=os.environ.get("MAILFERRY_CA_FILE"))
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--ignore-extra", action="store_true", help="messages only on the destination are no difference")
+    return p
+
+def _flag_connector(args: argparse.Namespace, side: str, role: str) -> Connector:
+    host = getattr(args, f"{side}_host")
+    user = getattr(args, f"{side}_user")
+    if not host or not user:
+        raise SystemExit(f"--{side}-host and --{side}-user are required without --mailboxsync")
+    security = getattr(args, f"{side}_security")
+    port = getattr(args, f"{side}_port") or (993 if security == "tls" else 143)
+    pw_env = getattr(args, f"{side}_password_env")
+    master_env = getattr(args, f"{side}_master_user_env")
+    password = os.environ.get(pw_env, "") if pw_env else ""
+    values: dict[str, str] = {}
+    if master_env:
+        method = "master-user"
+        values = {"master-username": os.environ.get(master_env, ""), "master-password": password}
+    else:
+        method = "password"
+        values = {default_secret_key(user): password}
+    endpoint = ImapEndpoint(
+        host=host,
+        port=port,
+        security=security,
+        tls_verify=not getattr(args, f"{side}_no_tls_verify"),
+        auth=ImapAuth(method=method, secret_ref=SecretRef(name="flags")),
+    )
+    return Connector(role, endpoint, user, StaticSecrets({role: values}), None, None, args.ca_file)  # type: ignore[arg-type]
+
+def print_report(reports: Sequence[FolderReport]) -> int:
+    total = 0
+    for r in reports:
+        total += r.differences
+        status = "OK" if r.differences == 0 else "DIFF"
+        print(
+            f"{status:4} {r.source!r} -> {r.destination!r}: source={r.source_count} destination={r.dest_count} "
+            f"skipped={r.skipped} missing={len(r.missing)} extra={len(r.extra)} flags={len(r.flags)} "
+            f"dates={len(r.dates)}"
+        )
+        if r.error:
+            print(f"     error: {r.error}")
+        for kind, items in (("missing", r.missing), ("extra", r.extra), ("flags", r.flags), ("date", r.dates)):
+            for line in items[:MAX_LINES]:
+                print(f"     {kind}: {line}")
+            if len(items) > MAX_LINES:
+                print(f"     ... {len(items) - MAX_LINES} more {kind}")
+    src = sum(r.source_count for r in reports)
+    dst = sum(r.dest_count for r in reports)
+    print(f"summary: folders={len(reports)} source={src} destination={dst} differences={total}")
+    return total
+
+async def _verify(args: argparse.Namespace) -> int:
+    api: KubeApi | None = None
+    options = SyncOptions()
+    try:
+        if args.mailboxsync:
+            from mailferry_api.mailboxsync import MailboxSyncSpec
+
+            api = KubeApi.from_env(args.kubeconfig)
+            obj = await api.get_mailboxsync(args.namespace, args.mailboxsync)
+            spec = MailboxSyncSpec.model_validate(obj["spec"])
+            options = spec
+            src_c, dst_c = connectors(spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key)
+            src_c.ca_file = dst_c.ca_file = args.ca_file
+        else:
+            src_c = _flag_connector(args, "source", "source")
+            dst_c = _flag_connector(args, "dest", "destination")
+        reports = await verify_mailbox(src_c, dst_c, options, args.ignore_extra)
+    except (ImapError, KubeError) as exc:
+        print(f"error: {getattr(exc, 'reason', type(exc).__name__)}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if api is not None:
+            await api.close()
+    if args.json:
+        total = sum(r.differences for r in reports)
+        print(json.dumps({"differences": total, "folders": [r.to_dict() for r in reports]}, indent=1))
+    else:
+        total = print_report(reports)
+    return 0 if total == 0 else 1
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "verify":
+        return asyncio.run(_verify(args))
+    return 2
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+_ = MailboxSide  # re-exported type for callers building specs
