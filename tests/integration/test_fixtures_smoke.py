@@ -12,6 +12,7 @@ import dns.rcode
 import dns.update
 import pytest
 
+from fixtures._proc import wait_until
 from fixtures.dovecot import DovecotFactory, DovecotPair, make_message
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS, PowerDNSPair
@@ -66,7 +67,25 @@ def test_kube_rbac_and_token_request(kube: KubeAPI, namespace: str) -> None:
         check=False,
     )
     assert allowed.returncode == 0, allowed.stderr
-    assert "configmap/kube-root-ca.crt" not in allowed.stdout  # no controller-manager publishes it
+    assert ("configmap/kube-root-ca.crt" in allowed.stdout) == ("root-ca-cert-publisher" in kube.controllers)
+
+
+def test_kube_garbage_collects_owned_objects(kube: KubeAPI, namespace: str) -> None:
+    if "garbagecollector" not in kube.controllers:
+        pytest.skip("kube-controller-manager is not running here")
+    kube.kubectl("create", "configmap", "parent", "-n", namespace)
+    uid = kube.get("configmap", "parent", namespace)["metadata"]["uid"]
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "parent", "uid": uid}
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "child", "ownerReferences": [owner]}},
+        namespace=namespace,
+    )
+    kube.kubectl("delete", "configmap", "parent", "-n", namespace)
+    wait_until(
+        lambda: kube.kubectl("get", "configmap", "child", "-n", namespace, check=False).returncode != 0,
+        timeout=60,
+        what="garbage collection of the owned ConfigMap",
+    )
 
 
 def test_kube_installs_crds_from_a_directory(kube: KubeAPI, tmp_path: Path) -> None:
