@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "mailferry.io"
@@ -67,11 +67,16 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(default=None, ge=0)
 
 
+def list_map(*keys: str) -> dict[str, JsonValue]:
+    """`json_schema_extra` for a list of objects keyed by `keys` (unique; merged by key on apply)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
 Conditions = Annotated[
     list[Condition],
     Field(
         max_length=MAX_CONDITIONS,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        json_schema_extra=list_map("type"),
     ),
 ]
 

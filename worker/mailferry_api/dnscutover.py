@@ -18,6 +18,7 @@ from .common import (
     SecretKey,
     SecretRef,
     kopf_status_field,
+    list_map,
 )
 
 DNS_PHASES = ("Planned", "TTLLowered", "Staged", "Switched", "Enforced")
@@ -127,7 +128,9 @@ class DkimSelector(ApiModel):
 
 
 class Dkim(ApiModel):
-    selectors: Annotated[list[DkimSelector], Field(min_length=1, max_length=8)]
+    selectors: Annotated[
+        list[DkimSelector], Field(min_length=1, max_length=8, json_schema_extra=list_map("name"))
+    ]
     keep_selectors: Annotated[list[str], Field(max_length=16)] = []
 
 
@@ -177,7 +180,7 @@ class TlsRpt(ApiModel):
 
 
 class TargetRecords(ApiModel):
-    mx: Annotated[list[MxRecord], Field(min_length=1, max_length=16)]
+    mx: Annotated[list[MxRecord], Field(min_length=1, max_length=16, json_schema_extra=list_map("host"))]
     spf: SpfTarget = SpfTarget()
     dkim: Dkim | None = None
     dmarc: Dmarc = Dmarc()
@@ -260,7 +263,7 @@ class Gate(ApiModel):
     }
 
 
-GateList = Annotated[list[Gate], Field(max_length=16)]
+GateList = Annotated[list[Gate], Field(max_length=16, json_schema_extra=list_map("name"))]
 
 
 class PhaseGates(ApiModel):

@@ -17,6 +17,7 @@ from .common import (
     K8sName,
     SecretKey,
     kopf_status_field,
+    list_map,
 )
 from .imap import ImapEndpoint, SyncOptions
 
@@ -92,7 +93,10 @@ class WorkerSpec(ApiModel):
 class MailMigrationSpec(SyncOptions):
     source: ImapEndpoint
     destination: ImapEndpoint
-    mailboxes: Annotated[list[MailboxEntry], Field(max_length=1000)] | None = None
+    # A map list: a mailbox listed twice is rejected, and server-side apply merges entries by source.
+    mailboxes: (
+        Annotated[list[MailboxEntry], Field(max_length=1000, json_schema_extra=list_map("source"))] | None
+    ) = None
     inventory_ref: InventoryRef | None = None
     batch_size: int = Field(default=10, ge=1, le=1000)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)

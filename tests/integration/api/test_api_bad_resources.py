@@ -227,6 +227,19 @@ CASES = [
         mode="update",
     ),
     Case(
+        "mm-duplicate-mailbox",
+        migration,
+        _set("spec.mailboxes", [{"source": "alice@example.com"}, {"source": "alice@example.com"}]),
+        ('.spec.mailboxes: duplicate entries for key [source="alice@example.com"]',),
+    ),
+    Case(
+        "mm-complete-cannot-be-unset",
+        lambda: {**migration(), "spec": {**migration()["spec"], "complete": True}},
+        _set("spec.complete", False),
+        ("spec.complete: Invalid value", "complete cannot be unset once set"),
+        mode="update",
+    ),
+    Case(
         "mm-status-unknown-phase",
         migration,
         _set("status.phase", "Done"),
@@ -306,6 +319,27 @@ CASES = [
             'spec.targetPhase: Unsupported value: "Done"',
             '"Planned", "TTLLowered", "Staged", "Switched", "Enforced"',
         ),
+    ),
+    Case(
+        "dnsc-duplicate-gate-name",
+        cutover,
+        _set(
+            "spec.gates.enforced",
+            [
+                {"name": "soak", "type": "minDuration", "duration": "1h"},
+                {"name": "soak", "type": "manualApproval"},
+            ],
+        ),
+        ('.spec.gates.enforced: duplicate entries for key [name="soak"]',),
+    ),
+    Case(
+        "dnsc-duplicate-mx",
+        cutover,
+        _set(
+            "spec.records.mx",
+            [{"host": "mx.example.org", "priority": 10}, {"host": "mx.example.org", "priority": 20}],
+        ),
+        ('.spec.records.mx: duplicate entries for key [host="mx.example.org"]',),
     ),
     Case(
         "dnsc-dmarc-stages-reversed",
