@@ -101,8 +101,10 @@ def worker_jobs_by_migration(
     return {(namespace or "", migration): job_view(body)}
 
 
-@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+@kopf.index(API_GROUP, API_VERSION, PLURAL)
 def wake_on_migration_change(namespace: str | None, name: str | None, **_: Any) -> None:
+    """Wake the daemon when the MailMigration changes (an index, not an event handler: no log line per
+    event; it indexes nothing)."""
     _wake(namespace, name)
 
 
@@ -407,6 +409,23 @@ def _worker_defaults(spec: MailMigrationSpec) -> MailMigrationSpec:
     return spec.model_copy(update={"worker": worker.model_copy(update=changes)})
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) turning `old` into `new`: keys gone from `new` become null."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
 def _status_dict(status: MailMigrationStatus) -> dict[str, Any]:
     data = status.to_api()
     data.pop("kopf", None)
@@ -531,7 +550,7 @@ async def reconcile_once(
 
     new_status = _status_dict(plan.status)
     if new_status != rt.last_status:
-        await kube.patch_custom_status(namespace, PLURAL, name, new_status)
+        await kube.patch_custom_status(namespace, PLURAL, name, merge_patch(rt.last_status or {}, new_status))
         rt.last_status = new_status
     for event in plan.events:
         kopf_event_safe(body, event.type, event.reason, event.message)

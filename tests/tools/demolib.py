@@ -1,0 +1,357 @@
+"""Building blocks shared by `make demo`, the operator e2e tests and `make bench-operator`.
+
+Usable outside pytest: it reuses the server helpers in tests/fixtures (plain functions and classes),
+never pytest fixtures. Everything runs on loopback: kube-apiserver+etcd, two Dovecot servers, the
+operator as a subprocess (`mailferry-operator`), and the local job runner.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TESTS = Path(__file__).resolve().parents[1]
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+from fixtures._proc import ManagedProcess, free_port, port_open, wait_until  # noqa: E402
+from fixtures.dovecot import Dovecot, make_message  # noqa: E402
+from fixtures.kubeapi import KubeAPI  # noqa: E402
+
+REPO = TESTS.parent
+BIN = Path(sys.executable).parent
+GROUP = "mailferry.io"
+FIRST = [
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "mallory",
+    "niaj",
+    "olivia",
+    "peggy",
+    "rupert",
+    "sybil",
+    "trent",
+    "victor",
+    "walter",
+    "xena",
+    "yara",
+    "zoe",
+]
+FOLDERS = ["INBOX", "Sent", "Archive", "Projects/2026"]
+
+
+@dataclass
+class Org:
+    domain: str
+    users: dict[str, str] = field(default_factory=dict)  # address -> password
+    messages: dict[str, int] = field(default_factory=dict)  # address -> messages seeded
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self.users)
+
+
+def make_org(n: int, domain: str = "example.test", prefix: str = "") -> Org:
+    org = Org(domain)
+    for i in range(n):
+        name = FIRST[i % len(FIRST)] + (str(i // len(FIRST)) if i >= len(FIRST) else "")
+        org.users[f"{prefix}{name}@{domain}"] = f"pw-{name}-{random.randrange(10**9)}"
+    return org
+
+
+def add_org_users(src: Dovecot, dst: Dovecot, org: Org, wrong_destination: Iterable[str] = ()) -> None:
+    """Same users on both servers (the destination passwords may differ for `wrong_destination`)."""
+    src.add_users(dict(org.users))
+    dst.add_users(dict(org.users))
+    for addr in wrong_destination:
+        dst.add_user(addr, org.users[addr] + "-but-different")
+
+
+def seed_org(src: Dovecot, org: Org, per_mailbox: int = 12, seed: int = 7) -> int:
+    """Deterministic mail in several folders of each source mailbox; returns the total."""
+    rnd = random.Random(seed)
+    total = 0
+    for addr in org.addresses:
+        count = 0
+        for f_index, folder in enumerate(FOLDERS):
+            n = max(1, per_mailbox // len(FOLDERS) + (1 if f_index < per_mailbox % len(FOLDERS) else 0))
+            msgs = [
+                make_message(
+                    f"{folder} {i} for {addr}", size=rnd.choice((600, 2000, 9000)), domain=org.domain
+                )
+                for i in range(n)
+            ]
+            count += src.append(addr, folder, msgs, flags="\\Seen" if f_index % 2 else "")
+        org.messages[addr] = count
+        total += count
+    return total
+
+
+def secret_manifest(name: str, namespace: str, values: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
+    }
+
+
+def credentials(org: Org) -> dict[str, str]:
+    return {addr.replace("@", "_"): pw for addr, pw in org.users.items()}
+
+
+def migration_manifest(
+    name: str,
+    namespace: str,
+    src: Dovecot,
+    dst: Dovecot,
+    mailboxes: list[str] | None = None,
+    inventory_configmap: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "source": {
+            "host": "127.0.0.1",
+            "port": src.port,
+            "security": "none",
+            "auth": {"method": "password", "secretRef": {"name": f"{name}-source"}},
+        },
+        "destination": {
+            "host": "127.0.0.1",
+            "port": dst.port,
+            "security": "none",
+            "auth": {"method": "password", "secretRef": {"name": f"{name}-destination"}},
+        },
+        "batchSize": 5,
+        "maxConcurrentJobs": 2,
+        "deltaInterval": "5s",
+    }
+    if inventory_configmap:
+        body["inventoryRef"] = {"name": inventory_configmap}
+    else:
+        body["mailboxes"] = [{"source": m} for m in mailboxes or []]
+    body.update(spec)
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "MailMigration",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def apply(kube: KubeAPI, *docs: Mapping[str, Any]) -> None:
+    """`kubectl apply -f` a file holding the documents."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump_all([dict(d) for d in docs], f, sort_keys=False)
+        path = f.name
+    try:
+        kube.kubectl("apply", "-f", path)
+    finally:
+        os.unlink(path)
+
+
+def get(
+    kube: KubeAPI, kind: str, namespace: str, name: str | None = None, selector: str | None = None
+) -> Any:
+    args = ["get", kind, "-n", namespace, "-o", "json"]
+    if name:
+        args.insert(2, name)
+    if selector:
+        args += ["-l", selector]
+    return json.loads(kube.kubectl(*args).stdout)
+
+
+def migration(kube: KubeAPI, namespace: str, name: str) -> dict[str, Any]:
+    return dict(get(kube, "mailmigrations.mailferry.io", namespace, name))
+
+
+def worker_jobs(kube: KubeAPI, namespace: str, name: str) -> list[dict[str, Any]]:
+    items = get(kube, "jobs", namespace, selector=f"mailferry.io/migration={name}")["items"]
+    return list(items)
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_until(check, timeout=timeout, interval=0.5, what=what)
+
+
+class OperatorProcess:
+    """`mailferry-operator` as a subprocess watching `namespaces`."""
+
+    def __init__(
+        self, kube: KubeAPI, namespaces: list[str], log_dir: Path, extra_env: Mapping[str, str] = ()
+    ) -> None:  # type: ignore[assignment]
+        self.kube = kube
+        self.metrics_port = free_port()
+        self.liveness_port = free_port()
+        self.namespaces = namespaces
+        self.log = log_dir / "operator.log"
+        self.env = dict(kube.env)
+        self.env.update(dict(extra_env))
+        self.proc: ManagedProcess | None = None
+        self.starts = 0
+
+    def start(self) -> OperatorProcess:
+        argv = [
+            str(BIN / "mailferry-operator"),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness-port",
+            str(self.liveness_port),
+            "--log-level",
+            "info",
+        ]
+        for ns in self.namespaces:
+            argv += ["--namespace", ns]
+        self.starts += 1
+        self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
+        self.proc.wait_ready(lambda: port_open(self.liveness_port), timeout=60)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def metrics(self) -> str:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class JobRunnerProcess:
+    """tests/tools/jobrunner.py as a subprocess (so a test can kill the operator without the runner)."""
+
+    def __init__(self, kube: KubeAPI, namespaces: list[str], log_dir: Path) -> None:
+        argv = [
+            sys.executable,
+            str(REPO / "tests" / "tools" / "jobrunner.py"),
+            "--kubeconfig",
+            str(kube.kubeconfig),
+            "--log-dir",
+            str(log_dir / "jobs"),
+        ]
+        for ns in namespaces:
+            argv += ["--namespace", ns]
+        self.log_dir = log_dir / "jobs"
+        self.proc = ManagedProcess("jobrunner", argv, log=log_dir / "jobrunner.log", env=dict(kube.env))
+
+    def start(self) -> JobRunnerProcess:
+        self.proc.start()
+        time.sleep(0.5)
+        if not self.proc.running():
+            raise RuntimeError(self.proc.diagnostics())
+        return self
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@dataclass
+class VerifyResult:
+    mailboxes: int = 0
+    folders: int = 0
+    source: int = 0
+    destination: int = 0
+    differences: int = 0
+    errors: list[str] = field(default_factory=list)
+    per_mailbox: dict[str, int] = field(default_factory=dict)  # source address -> differences
+
+    @property
+    def clean(self) -> bool:
+        return self.differences == 0 and not self.errors
+
+    def summary(self) -> str:
+        return (
+            f"verify: mailboxes={self.mailboxes} folders={self.folders} source={self.source} "
+            f"destination={self.destination} differences={self.differences}"
+            + (f" errors={len(self.errors)}" if self.errors else "")
+        )
+
+
+def verify(
+    kube: KubeAPI, namespace: str, name: str, skip: Iterable[str] = (), timeout: float = 300
+) -> VerifyResult:
+    """`mailferry verify --mailboxsync X --json` (the worker's verifier) for every MailboxSync of the
+    migration, whose source address is not in `skip`; results summed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    skipped = set(skip)
+    syncs = [
+        s
+        for s in get(kube, "mailboxsyncs.mailferry.io", namespace, selector=f"mailferry.io/migration={name}")[
+            "items"
+        ]
+        if s["spec"]["source"]["username"] not in skipped
+    ]
+
+    def one(sync: dict[str, Any]) -> tuple[str, subprocess.CompletedProcess[str]]:
+        argv = [
+            str(BIN / "mailferry"),
+            "verify",
+            "--namespace",
+            namespace,
+            "--mailboxsync",
+            sync["metadata"]["name"],
+            "--json",
+        ]
+        cp = subprocess.run(
+            argv, env=dict(kube.env), capture_output=True, text=True, timeout=timeout, check=False
+        )
+        return sync["spec"]["source"]["username"], cp
+
+    result = VerifyResult()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for address, cp in pool.map(one, syncs):
+            result.mailboxes += 1
+            try:
+                data = json.loads(cp.stdout)
+            except json.JSONDecodeError:
+                result.errors.append(f"{address}: exit {cp.returncode}: {cp.stderr.strip()[-300:]}")
+                continue
+            result.per_mailbox[address] = int(data.get("differences", 0))
+            result.differences += int(data.get("differences", 0))
+            for f in data.get("folders", []):
+                result.folders += 1
+                result.source += int(f.get("sourceCount", 0) or 0)
+                result.destination += int(f.get("destinationCount", f.get("destCount", 0)) or 0)
+    return result
+
+
+def folder_counts(server: Dovecot, user: str) -> dict[str, int]:
+    return {k: v.get("messages", 0) for k, v in server.mailbox_status(user, "messages").items()}
