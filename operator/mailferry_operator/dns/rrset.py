@@ -36,7 +36,9 @@ def key(rrset: RRset) -> tuple[str, str]:
 
 
 def parse_record(rtype: str, text: str) -> dns.rdata.Rdata:
-    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.from_text(rtype), text, origin=dns.name.root)
+    return dns.rdata.from_text(
+        dns.rdataclass.IN, dns.rdatatype.from_text(rtype), text, origin=dns.name.root, relativize=False
+    )
 
 
 def canonical_record(rtype: str, text: str) -> str:

@@ -141,7 +141,11 @@ class Rfc2136Provider:
                 self.zone, keyring=self._keyring, keyname=self._keyname, keyalgorithm=self._alg
             )
             if current is not None and len(current):
-                upd.present(name, current)
+                # RFC 2136 §2.4.2: value-dependent prerequisite, TTL must be 0
+                prereq = dns.rdataset.Rdataset(current.rdclass, current.rdtype, ttl=0)
+                for rd in current:
+                    prereq.add(rd)
+                upd.present(name, prereq)
             else:
                 upd.absent(name, rdtype)
             if wanted:
@@ -159,6 +163,12 @@ class Rfc2136Provider:
                     "ProviderUnreachable",
                     f"rfc2136: UPDATE {name} {rtype}: {exc.strerror or exc}",
                     transient=True,
+                ) from exc
+            except dns.exception.FormError as exc:
+                # e.g. an unsigned NOTAUTH answer to a signed UPDATE: the server did not accept our key
+                raise ProviderError(
+                    "ProviderAuthFailed",
+                    f"rfc2136: UPDATE {name} {rtype}: the server's answer was not signed (TSIG key rejected?)",
                 ) from exc
             except dns.tsig.PeerError as exc:
                 raise ProviderError(
