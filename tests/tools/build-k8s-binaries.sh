@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver, kubectl, etcd and helm from their Go modules
+# Builds the real kube-apiserver, kube-controller-manager, kubectl, etcd and helm from their Go modules
 # into a cache outside the repo (no Docker needed, nothing prebuilt downloaded:
 # only Go modules from the module proxy). Rebuilds only what is missing or has
 # the wrong version. Prints the bin directory on stdout (build logs go to stderr).
@@ -9,7 +9,7 @@
 #   MAILFERRY_CACHE=dir      cache root (default ~/.cache/mailferry)
 #   MAILFERRY_K8S_VERSION / MAILFERRY_ETCD_VERSION / MAILFERRY_HELM_VERSION
 #
-# Needs Go >= 1.24 on PATH. Cold: ~15-25 min on 2 cores; warm: < 1 s.
+# Needs Go >= 1.24 on PATH. Cold: several minutes on 2 cores (see README); warm: < 1 s.
 set -euo pipefail
 
 K8S_VERSION="${MAILFERRY_K8S_VERSION:-v1.34.4}"
@@ -28,7 +28,7 @@ has_version() {
   local out
   [[ -x "$1" ]] || return 1
   case "$(basename "$1")" in
-    kube-apiserver) out="$("$1" --version 2>/dev/null)" ;;
+    kube-apiserver | kube-controller-manager) out="$("$1" --version 2>/dev/null)" ;;
     kubectl) out="$("$1" version --client 2>/dev/null)" ;;
     etcd) out="$("$1" --version 2>/dev/null)" ;;
     helm) out="$("$1" version --short 2>/dev/null)" ;;
@@ -37,15 +37,23 @@ has_version() {
   [[ "$out" == *"$2"* ]]
 }
 
-# build_module NAME GO.MOD-BODY PACKAGE OUTPUT LDFLAGS
-build_module() {
-  local dir="$CACHE/build/$1"
+# prepare_module NAME GO.MOD-BODY PACKAGE...: a module dir whose go.mod/go.sum cover the packages
+prepare_module() {
+  local dir="$CACHE/build/$1" body="$2" p
+  shift 2
   mkdir -p "$dir"
-  printf '%s\n' "$2" > "$dir/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$3" > "$dir/tools.go"
-  log "building $3 -> $4"
-  (cd "$dir" && go mod tidy >&2 && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $5" -o "$4.tmp" "$3" >&2)
-  mv -f "$4.tmp" "$4"
+  printf '%s\n' "$body" > "$dir/go.mod"
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for p in "$@"; do printf '\t_ "%s"\n' "$p"; done
+    printf ')\n'; } > "$dir/tools.go"
+  (cd "$dir" && go mod tidy >&2)
+}
+
+# go_build NAME PACKAGE OUTPUT LDFLAGS
+go_build() {
+  log "building $2 -> $3"
+  (cd "$CACHE/build/$1" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $4" -o "$3.tmp" "$2" >&2)
+  mv -f "$3.tmp" "$3"
 }
 
 # The bin dir to print: the cache dir, or (with KUBEBUILDER_ASSETS) a dir of
@@ -54,7 +62,7 @@ OUT="$BIN"
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
   OUT="$CACHE/bin/assets-$(printf '%s' "$KUBEBUILDER_ASSETS" | sha1sum | cut -c1-12)"
   mkdir -p "$OUT"
-  for b in kube-apiserver etcd kubectl helm; do
+  for b in kube-apiserver kube-controller-manager etcd kubectl helm; do
     if [[ -x "$KUBEBUILDER_ASSETS/$b" ]]; then
       ln -sfn "$KUBEBUILDER_ASSETS/$b" "$OUT/$b"
     fi
@@ -69,7 +77,10 @@ need() {
 }
 
 k8s_minor="${K8S_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
-if need kube-apiserver "$K8S_VERSION" || need kubectl "$K8S_VERSION"; then
+k8s_cmds=(kube-apiserver kube-controller-manager kubectl)
+k8s_todo=()
+for b in "${k8s_cmds[@]}"; do if need "$b" "$K8S_VERSION"; then k8s_todo+=("$b"); fi; done
+if ((${#k8s_todo[@]})); then
   staging="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider
   cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api
   cri-client csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms
@@ -89,22 +100,21 @@ require k8s.io/kubernetes $K8S_VERSION
     ver+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$k8s_minor"
     ver+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  if need kube-apiserver "$K8S_VERSION"; then
-    build_module k8s "$mod" k8s.io/kubernetes/cmd/kube-apiserver "$BIN/kube-apiserver" "$ver"
-  fi
-  if need kubectl "$K8S_VERSION"; then
-    build_module k8s "$mod" k8s.io/kubernetes/cmd/kubectl "$BIN/kubectl" "$ver"
-  fi
+  prepare_module k8s "$mod" "${k8s_cmds[@]/#/k8s.io/kubernetes/cmd/}"
+  for b in "${k8s_todo[@]}"; do
+    go_build k8s "k8s.io/kubernetes/cmd/$b" "$BIN/$b" "$ver"
+  done
 fi
 
 if need etcd "${ETCD_VERSION#v}"; then
   # etcd's main package is the server module's root (server/main.go).
-  build_module etcd "module mailferry/etcdbuild
+  prepare_module etcd "module mailferry/etcdbuild
 
 go 1.24.0
 
 require go.etcd.io/etcd/server/v3 $ETCD_VERSION
-" go.etcd.io/etcd/server/v3 "$BIN/etcd" ""
+" go.etcd.io/etcd/server/v3
+  go_build etcd go.etcd.io/etcd/server/v3 "$BIN/etcd" ""
 fi
 
 if need helm "$HELM_VERSION"; then
@@ -113,21 +123,22 @@ if need helm "$HELM_VERSION"; then
   for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     hv+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$k8s_minor"
   done
-  build_module helm "module mailferry/helmbuild
+  prepare_module helm "module mailferry/helmbuild
 
 go 1.24.0
 
 require helm.sh/helm/v3 $HELM_VERSION
-" helm.sh/helm/v3/cmd/helm "$BIN/helm" "$hv"
+" helm.sh/helm/v3/cmd/helm
+  go_build helm helm.sh/helm/v3/cmd/helm "$BIN/helm" "$hv"
 fi
 
 if [[ "$OUT" != "$BIN" ]]; then
-  for b in kube-apiserver etcd kubectl helm; do
+  for b in kube-apiserver kube-controller-manager etcd kubectl helm; do
     [[ -e "$OUT/$b" ]] || ln -sfn "$BIN/$b" "$OUT/$b"
   done
 fi
 
-for b in kube-apiserver etcd kubectl helm; do
+for b in kube-apiserver kube-controller-manager etcd kubectl helm; do
   [[ -x "$OUT/$b" ]] || { log "missing $OUT/$b after build"; exit 1; }
 done
 echo "$OUT"
