@@ -225,8 +225,15 @@ def test_powerdns_zone_via_api_and_dns_queries(powerdns: PowerDNS) -> None:
 def test_powerdns_rfc2136_update_with_tsig(powerdns: PowerDNS) -> None:
     zone = "smoke-update.test"
     powerdns.create_zone(zone, [("@", "A", 300, "192.0.2.1")])
+    open_update = dns.update.UpdateMessage(f"{zone}.")
+    open_update.replace("before-tsig", 120, "A", "192.0.2.50")
+    assert (
+        dns.query.tcp(open_update, powerdns.host, port=powerdns.port, timeout=5).rcode() == dns.rcode.NOERROR
+    )
+    assert powerdns.answer(f"before-tsig.{zone}.", "A") == ["192.0.2.50"]
+
     key = powerdns.create_tsig_key("smoke-key")
-    powerdns.allow_dnsupdate(zone, key)
+    powerdns.allow_dnsupdate(zone, key)  # takes effect at once (metadata cache is off)
 
     unsigned = dns.update.UpdateMessage(f"{zone}.")
     unsigned.replace("www", 120, "A", "192.0.2.99")
