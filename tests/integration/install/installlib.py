@@ -1,0 +1,96 @@
+"""Helpers shared by the install tests: the real helm/kubectl binaries, rendering, strict YAML."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fixtures.kubeapi import find_bin_dir
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "mailferry"
+CRDS = ROOT / "crds"
+DEPLOY = ROOT / "deploy"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one; the API server may not)."""
+
+
+def _mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_all(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=StrictLoader) if d]
+
+
+def bin_dir() -> Path:
+    return find_bin_dir()
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cp = subprocess.run([str(bin_dir() / "helm"), *args], capture_output=True, text=True, timeout=300)
+    if check and cp.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed ({cp.returncode}):\n{cp.stdout}\n{cp.stderr}")
+    return cp
+
+
+def kubectl_local(*args: str) -> str:
+    """kubectl commands that need no cluster (kustomize)."""
+    cp = subprocess.run([str(bin_dir() / "kubectl"), *args], capture_output=True, text=True, timeout=300)
+    if cp.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{cp.stdout}\n{cp.stderr}")
+    return cp.stdout
+
+
+def set_args(values: dict[str, str] | None) -> list[str]:
+    out: list[str] = []
+    for k, v in (values or {}).items():
+        out += ["--set", f"{k}={v}"]
+    return out
+
+
+def template(
+    values: dict[str, str] | None = None, namespace: str = "mailferry", release: str = "mf"
+) -> list[dict[str, Any]]:
+    cp = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values))
+    return load_all(cp.stdout)
+
+
+def by_kind(docs: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: Iterable[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in by_kind(docs, kind) if name is None or d["metadata"]["name"] == name]
+    assert len(found) == 1, (
+        f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    )
+    return found[0]
+
+
+Grant = tuple[str, str, str]
+
+
+def grants(rules: Iterable[dict[str, Any]]) -> set[Grant]:
+    return {
+        (g, r, v)
+        for rule in rules
+        for g in rule.get("apiGroups", [])
+        for r in rule.get("resources", [])
+        for v in rule.get("verbs", [])
+    }
