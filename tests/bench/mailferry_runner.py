@@ -123,8 +123,11 @@ class MailferryRunner:
         }
 
     # ------------------------------------------------------------------ run
-    def sync(self, phase: str) -> ProcResult:
-        """One ``mailferry-worker sync`` over every user (bulk: round 1, delta: round 2)."""
+    def sync(self, phase: str, profile: Path | None = None) -> ProcResult:
+        """One ``mailferry-worker sync`` over every user (bulk: round 1, delta: round 2).
+
+        With ``profile``, the worker runs under cProfile (slower; not for timing) and the stats go there.
+        """
         round_ = 1 if phase == "bulk" else 2
         env = dict(os.environ)
         env.update(
@@ -139,7 +142,11 @@ class MailferryRunner:
         )
         bin_ = worker_bin()
         assert bin_ is not None
-        return run_measured([bin_, "sync"], self.workdir / "logs" / f"{phase}.log", env=env, sample_rss=True)
+        argv = [bin_, "sync"]
+        if profile is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *argv]
+        log = self.workdir / "logs" / f"{phase}{'-profile' if profile else ''}.log"
+        return run_measured(argv, log, env=env, sample_rss=True)
 
     def statuses(self) -> dict[str, Any]:
         """MailboxSync status per user (for diagnostics)."""

@@ -10,13 +10,16 @@ timing (shown as INCOMPLETE).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
+import pstats
 import shlex
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,14 +59,17 @@ def _phase_result(
     return r
 
 
-def run_peer(
-    servers: BenchServers, name: str, workdir: Path, concurrency: int, repeats: int
-) -> list[PhaseResult]:
+Cycle = Callable[[int], list[PhaseResult]]
+
+
+def peer_cycle(servers: BenchServers, name: str, workdir: Path, concurrency: int) -> Cycle:
+    """One repeat of a peer: fresh destination and state, bulk, then no-op delta."""
     peer = PEERS[name](servers, workdir / name)
-    runs: dict[str, list[PhaseResult]] = {"bulk": [], "delta": []}
-    for rep in range(repeats):
+
+    def cycle(rep: int) -> list[PhaseResult]:
         servers.wipe_destination()
         peer.reset()
+        out = []
         for phase in ("bulk", "delta"):
             jobs = [(u, peer.job(u, phase)) for u in servers.users]
             print(
@@ -71,25 +77,77 @@ def run_peer(
                 flush=True,
             )
             seconds, procs = run_parallel(jobs, concurrency)
-            runs[phase].append(_phase_result(servers, name, phase, seconds, procs))
-    return [aggregate(runs["bulk"]), aggregate(runs["delta"])]
+            out.append(_phase_result(servers, name, phase, seconds, procs))
+        return out
+
+    return cycle
+
+
+def mailferry_cycle(servers: BenchServers, runner: MailferryRunner) -> Cycle:
+    """One repeat of mailferry: fresh destination and MailboxSyncs, bulk, then no-op delta."""
+
+    def cycle(rep: int) -> list[PhaseResult]:
+        servers.wipe_destination()
+        runner.reset()  # fresh MailboxSync objects: no checkpoints
+        out = []
+        for phase in ("bulk", "delta"):
+            print(
+                f"bench: mailferry {phase} #{rep + 1} ({len(servers.users)} mailboxes, "
+                f"{runner.concurrency} at once) ...",
+                flush=True,
+            )
+            proc = runner.sync(phase)
+            out.append(_phase_result(servers, "mailferry", phase, proc.seconds, [proc]))
+        return out
+
+    return cycle
+
+
+def _repeat(cycle: Cycle, repeats: int) -> list[PhaseResult]:
+    runs = [cycle(rep) for rep in range(repeats)]
+    return [aggregate([r[0] for r in runs]), aggregate([r[1] for r in runs])]
+
+
+def run_peer(
+    servers: BenchServers, name: str, workdir: Path, concurrency: int, repeats: int
+) -> list[PhaseResult]:
+    return _repeat(peer_cycle(servers, name, workdir, concurrency), repeats)
 
 
 def run_mailferry(servers: BenchServers, workdir: Path, concurrency: int, repeats: int) -> list[PhaseResult]:
-    runs: dict[str, list[PhaseResult]] = {"bulk": [], "delta": []}
     with MailferryRunner(servers, workdir / "mailferry", concurrency) as runner:
-        for rep in range(repeats):
-            servers.wipe_destination()
-            runner.reset()  # fresh MailboxSync objects: no checkpoints
-            for phase in ("bulk", "delta"):
-                print(
-                    f"bench: mailferry {phase} #{rep + 1} ({len(servers.users)} mailboxes, "
-                    f"{concurrency} at once) ...",
-                    flush=True,
-                )
-                proc = runner.sync(phase)
-                runs[phase].append(_phase_result(servers, "mailferry", phase, proc.seconds, [proc]))
-    return [aggregate(runs["bulk"]), aggregate(runs["delta"])]
+        return _repeat(mailferry_cycle(servers, runner), repeats)
+
+
+def profile_mailferry(servers: BenchServers, runner: MailferryRunner, out_dir: Path) -> list[str]:
+    """An extra, untimed bulk + delta under cProfile; writes the top functions next to the logs."""
+    notes = []
+    servers.wipe_destination()
+    runner.reset()
+    for phase in ("bulk", "delta"):
+        prof = out_dir / f"{phase}.prof"
+        print(f"bench: mailferry {phase} under cProfile (not timed) ...", flush=True)
+        proc = runner.sync(phase, profile=prof)
+        if not proc.ok or not prof.exists():
+            notes.append(f"mailferry {phase} profile failed (log {proc.log})")
+            continue
+        buf = io.StringIO()
+        stats = pstats.Stats(str(prof), stream=buf)
+        stats.sort_stats("tottime").print_stats(25)
+        text = out_dir / f"{phase}-profile.txt"
+        text.write_text(buf.getvalue())
+        print(f"bench: mailferry {phase} profile: {text} (pstats: {prof})", flush=True)
+        notes.append(f"mailferry {phase} profile (cProfile, top 25 by own time): {text}")
+    return notes
+
+
+def flag_note(servers: BenchServers, tool: str) -> str:
+    diffs = servers.flag_differences()
+    msg = f"{tool}: flags/keywords per folder {'identical to the source' if not diffs else 'DIFFER'}"
+    if diffs:
+        msg += f" ({len(diffs)} folder/flag-set counts differ, e.g. {'; '.join(diffs[:3])})"
+    print(f"bench: {msg}", flush=True)
+    return msg
 
 
 def _print_phase(r: PhaseResult) -> None:
@@ -266,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="where both servers keep their maildirs (default: /dev/shm when it has room, else /tmp)",
     )
+    ap.add_argument("--profile", action="store_true", help="also run mailferry once under cProfile (untimed)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs and logs here")
     ap.add_argument(
         "--doc", default=str(REPO / "docs" / "benchmarks.md"), help="write results here ('' to skip)"
@@ -297,24 +356,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         logs = servers.workdir / "tools"
-        for tool in tools:
-            if tool == "mailferry":
-                ok, why = mailferry_available()
-                if not ok:
-                    print(f"bench: mailferry SKIPPED: {why}", flush=True)
-                    notes.append(f"mailferry was not run: {why}")
-                    continue
-                results += run_mailferry(servers, logs, args.concurrency, args.repeat)
-            elif tool in PEERS:
-                results += run_peer(servers, tool, logs, args.concurrency, args.repeat)
-            else:
-                ap.error(f"unknown tool {tool!r}")
-            diffs = servers.flag_differences()
-            msg = f"{tool}: flags/keywords per folder {'identical to the source' if not diffs else 'DIFFER'}"
-            if diffs:
-                msg += f" ({len(diffs)} folder/flag-set counts differ, e.g. {'; '.join(diffs[:3])})"
-            print(f"bench: {msg}", flush=True)
-            notes.append(msg)
+        with contextlib.ExitStack() as stack:
+            cycles: dict[str, Cycle] = {}
+            for tool in tools:
+                if tool == "mailferry":
+                    ok, why = mailferry_available()
+                    if not ok:
+                        print(f"bench: mailferry SKIPPED: {why}", flush=True)
+                        notes.append(f"mailferry was not run: {why}")
+                        continue
+                    runner = stack.enter_context(
+                        MailferryRunner(servers, logs / "mailferry", args.concurrency)
+                    )
+                    cycles[tool] = mailferry_cycle(servers, runner)
+                elif tool in PEERS:
+                    cycles[tool] = peer_cycle(servers, tool, logs, args.concurrency)
+                else:
+                    ap.error(f"unknown tool {tool!r}")
+            # Repeats are interleaved (A B C A B C ...) so a change in machine load hits every tool alike.
+            runs: dict[str, list[list[PhaseResult]]] = {t: [] for t in cycles}
+            for rep in range(args.repeat):
+                for tool, cycle in cycles.items():
+                    runs[tool].append(cycle(rep))
+                    if rep == 0:
+                        notes.append(flag_note(servers, tool))
+            for tool in cycles:
+                results += [aggregate([r[0] for r in runs[tool]]), aggregate([r[1] for r in runs[tool]])]
+            if args.profile and "mailferry" in cycles:
+                notes += profile_mailferry(servers, runner, logs / "mailferry")
     finally:
         servers.stop()  # keeps --workdir (configs, logs); always deletes the maildirs
     load_after = os.getloadavg()
