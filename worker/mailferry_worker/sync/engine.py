@@ -36,7 +36,7 @@ from ..imap.errors import (
 from ..kube import KubeError
 from ..logs import log
 from ..plan import FolderPlan, plan_folders
-from .folder import FolderSync
+from .folder import FolderSync, MailboxCounters
 
 Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
 
@@ -98,11 +98,11 @@ class MailboxRunner:
         self.status = MailboxSyncStatus()
         self.spec: MailboxSyncSpec | None = None
         self.ckpts: dict[str, FolderCheckpoint] = {}
-        self.skips: Counter[str] = Counter()
+        self.counters = MailboxCounters()
+        self.run_skips: Counter[str] = Counter()
         self.folder_errors: list[ErrorInfo] = []
         self.copied = 0
         self.bytes = 0
-        self.flag_errors = 0
         self._dest_names: set[str] = set()
         self._save_lock = asyncio.Lock()
         self._stop = False
@@ -115,6 +115,8 @@ class MailboxRunner:
         st = self.status
         folders = list(self.ckpts.values())
         st.folders = folders
+        st.skip_reasons = dict(self.counters.skips)
+        st.flag_errors = self.counters.flag_errors
         st.totals = SyncTotals(
             messages=sum(f.messages for f in folders),
             copied=sum(f.copied for f in folders),
@@ -144,7 +146,7 @@ class MailboxRunner:
             self.log("suspended")
             return MailboxResult(self.name, "suspended")
         self.ckpts = {f.name: f for f in status.folders}
-        self.skips = Counter(status.skip_reasons)
+        self.counters = MailboxCounters(Counter(status.skip_reasons), status.flag_errors)
         started = now()
         clean = status.phase == "Synced"
         status.phase = "Syncing"
@@ -171,10 +173,10 @@ class MailboxRunner:
             status.round = self.settings.round
             status.throttle = None
             status.last_error = self.folder_errors[-1] if self.folder_errors else None
-            if self.skips.get("MessageTooLarge") and status.last_error is None:
+            if self.run_skips.get("MessageTooLarge") and status.last_error is None:
                 status.last_error = ErrorInfo(
                     reason="MessageTooLarge",
-                    message=f"{self.skips['MessageTooLarge']} message(s) over maxMessageBytes were skipped",
+                    message=f"{self.run_skips['MessageTooLarge']} message(s) over maxMessageBytes were skipped",
                     time=now(),
                 )
             msg = f"copied {result.copied} message(s) in this run"
@@ -182,8 +184,6 @@ class MailboxRunner:
             status.conditions = set_condition(status.conditions, "Synced", "True", "Synced", msg)
             status.conditions = set_condition(status.conditions, "Stalled", "False", "Synced")
             status.conditions = set_condition(status.conditions, "Throttled", "False", "Synced")
-        status.skip_reasons = dict(self.skips)
-        status.flag_errors = status.flag_errors + self.flag_errors
         try:
             await self.save()
         except KubeError as exc:
@@ -222,7 +222,7 @@ class MailboxRunner:
             )
         st.conditions = set_condition(st.conditions, "Synced", "False", reason, exc.message[:300])
         self.log("sync_failed", "error", reason=reason, error=exc.message[:300], outcome=outcome)
-        return MailboxResult(self.name, outcome, reason, self.copied, self.bytes, dict(self.skips))
+        return MailboxResult(self.name, outcome, reason, self.copied, self.bytes, dict(self.run_skips))
 
     async def _open(self, c: Connector) -> ImapClient:
         attempt = 0
@@ -305,7 +305,7 @@ class MailboxRunner:
         for e in errors:
             if isinstance(e, _GiveUp):
                 return self._fail(e.error, "transient")
-        return MailboxResult(self.name, "synced", None, self.copied, self.bytes, dict(self.skips))
+        return MailboxResult(self.name, "synced", None, self.copied, self.bytes, dict(self.run_skips))
 
     async def _worker(
         self,
@@ -412,16 +412,14 @@ class MailboxRunner:
             dest_exists=lambda n: n in self._dest_names,
             dest_created=self._dest_names.add,
             log=lambda ev, **kw: self.log(ev, **kw),
+            counters=self.counters,
         )
         try:
             stats = await fs.run()
         finally:
-            self.skips.update(fs.stats.skipped)
             self.copied += fs.stats.copied
             self.bytes += fs.stats.bytes
-            self.flag_errors += fs.stats.flag_errors
-            fs.stats.skipped.clear()
-            fs.stats.flag_errors = 0
+            self.run_skips.update(fs.stats.skipped)
         if not stats.unchanged:
             self.log(
                 "folder_synced",

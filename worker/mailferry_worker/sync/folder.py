@@ -24,6 +24,14 @@ META_RANGE = 20000  # metadata is fetched in UID windows of this many UIDs
 
 
 @dataclass
+class MailboxCounters:
+    """Mailbox-wide counters that status carries (skipReasons, flagErrors), shared by the folders."""
+
+    skips: Counter[str] = field(default_factory=Counter)
+    flag_errors: int = 0
+
+
+@dataclass
 class FolderStats:
     """What happened to one folder in this run (the checkpoint keeps the cumulative numbers)."""
 
@@ -95,7 +103,12 @@ class FolderSync:
         dest_exists: Callable[[str], bool],
         dest_created: Callable[[str], None],
         log: Callable[..., None],
+        counters: MailboxCounters | None = None,
     ) -> None:
+        self.counters = counters or MailboxCounters()
+        self._present: dict[int, int] = {}
+        self._skipped: dict[int, str] = {}
+        self._pending = FolderStats()
         self.src = src
         self.dst = dst
         self.plan = plan
@@ -139,10 +152,9 @@ class FolderSync:
             d_hash = await content_hashes(self.dst, d_need) if d_need else {}
             dec = decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
             await self._apply_flags(dec.present, dsel.permanentflags)
-            new_present = [s for s, _ in dec.present if s.uid > base]
-            self.stats.present = len(new_present)
-            ck.copied += len(new_present)
-            ck.bytes += sum(s.size for s in new_present)
+            # Messages an interrupted run appended count as copied when the checkpoint passes them.
+            self._present = {s.uid: s.size for s, _ in dec.present if s.uid > base}
+            self.stats.present = len(self._present)
         else:
             smeta = []
             if sel.exists and (sel.uidnext is None or sel.uidnext > base + 1):
@@ -150,10 +162,7 @@ class FolderSync:
             dec = decide(smeta, None, self.options)
             await self._delta_flags(sel.highestmodseq, base, dsel.permanentflags, dsel.exists, dsel.uidnext)
 
-        for m, reason in dec.skipped:
-            if m.uid > base:
-                self.stats.skipped[reason] += 1
-                ck.skipped += 1
+        self._skipped = {m.uid: reason for m, reason in dec.skipped if m.uid > base}
         max_uid = max([base, *(m.uid for m in smeta)])
         copy = dec.copy
         ck.uid_validity = sel.uidvalidity
@@ -161,7 +170,7 @@ class FolderSync:
         ck.messages = sel.exists
         if copy:
             await self._copy(copy, dsel.permanentflags, max_uid)
-        ck.last_uid = max_uid
+        self._advance(max_uid)
         ck.uid_next = sel.uidnext
         ck.highest_mod_seq = sel.highestmodseq
         ck.pending = 0
@@ -187,6 +196,7 @@ class FolderSync:
                     self.stats.flags_updated += len(uids[i : i + 500])
                 except CommandFailed:
                     self.stats.flag_errors += len(uids[i : i + 500])
+                    self.counters.flag_errors += len(uids[i : i + 500])
 
     async def _delta_flags(
         self, modseq: int | None, base: int, permanent: set[str], dexists: int, duidnext: int | None
@@ -247,7 +257,7 @@ class FolderSync:
                             lit.close()
                 idx += 1
                 nxt = batches[idx][0].uid - 1 if idx < len(batches) else max_uid
-                self.ckpt.last_uid = max(self.ckpt.last_uid, nxt)
+                self._advance(nxt)
                 self.ckpt.pending = max(0, self.ckpt.pending - len(batch))
                 await self.checkpoint()
         finally:
@@ -272,6 +282,7 @@ class FolderSync:
                 continue
             keep, rejected = appendable_flags(m.flags, permanent)
             self.stats.flag_errors += len(rejected)
+            self._pending.flag_errors += len(rejected)
             items.append((m, AppendItem(body, keep, m.internaldate or None)))
         if not items:
             return
@@ -298,13 +309,14 @@ class FolderSync:
             try:  # the server may refuse a flag/keyword: store the message without them
                 await self.dst.append(self.plan.destination, [AppendItem(item.data, (), item.internaldate)])
                 self.stats.flag_errors += len(item.flags)
+                self._pending.flag_errors += len(item.flags)
                 self._count([pair])
                 return
             except CommandFailed as exc2:
                 exc = exc2
         self.stats.failed += 1
-        self.ckpt.failed += 1
-        self.stats.skipped["AppendRejected"] += 1
+        self._pending.failed += 1
+        self._pending.skipped["AppendRejected"] += 1
         self.log("append_rejected", folder=self.plan.source, uid=m.uid, size=m.size, error=exc.message[:200])
 
     def _count(self, items: Sequence[tuple[MessageMeta, AppendItem]]) -> None:
@@ -312,8 +324,33 @@ class FolderSync:
         size = sum(m.size for m, _ in items)
         self.stats.copied += n
         self.stats.bytes += size
-        self.ckpt.copied += n
-        self.ckpt.bytes += size
+        self._pending.copied += n
+        self._pending.bytes += size
+
+    def _advance(self, to: int) -> None:
+        """Move the checkpoint to source UID ``to`` and, in the same step, count what it passed.
+
+        Counters only change together with ``lastUid`` (no await in between), so a status write at
+        any moment is consistent and a rerun never counts a message twice.
+        """
+        ck, p = self.ckpt, self._pending
+        lo = ck.last_uid
+        for uid in [u for u in self._present if lo < u <= to]:
+            ck.copied += 1
+            ck.bytes += self._present.pop(uid)
+        for uid in [u for u in self._skipped if lo < u <= to]:
+            reason = self._skipped.pop(uid)
+            ck.skipped += 1
+            self.counters.skips[reason] += 1
+            self.stats.skipped[reason] += 1
+        ck.copied += p.copied
+        ck.bytes += p.bytes
+        ck.failed += p.failed
+        self.counters.skips.update(p.skipped)
+        self.stats.skipped.update(p.skipped)
+        self.counters.flag_errors += p.flag_errors
+        self._pending = FolderStats()
+        ck.last_uid = max(lo, to)
 
 
 def vanished(exc: BaseException) -> bool:

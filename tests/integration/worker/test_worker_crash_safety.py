@@ -1,0 +1,170 @@
+"""Crash safety: kill -9 of the worker at 10 moments, and Dovecot restarts mid-copy: nothing lost or doubled."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mfw_harness as h
+from fixtures.dovecot import Dovecot, DovecotPair
+from fixtures.kubeapi import KubeAPI
+
+FOLDERS = {"INBOX": 900, "Archive": 300, "Work/Reports": 300, "Ünï": 150}
+
+
+class Counter:
+    """Counts destination messages over one persistent IMAP connection (cheap to poll)."""
+
+    def __init__(self, d: Dovecot, user: str) -> None:
+        self.d, self.user = d, user
+        self.conn: imaplib.IMAP4 | None = None
+
+    def __call__(self) -> int:
+        try:
+            if self.conn is None:
+                self.conn = self.d.connect_as(self.user)
+            n = 0
+            for f in FOLDERS:
+                typ, data = self.conn.status(h._q(f), "(MESSAGES)")
+                if typ == "OK":
+                    n += int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" ()"))
+            return n
+        except (imaplib.IMAP4.error, OSError):
+            self.conn = None
+            return -1
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.logout()
+            except (imaplib.IMAP4.error, OSError):
+                pass
+
+
+def _setup(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str) -> tuple[str, dict[str, str], int]:
+    src, dst = pair.source, pair.destination
+    user = f"{name}-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    dst.add_user(user, "pw-dst")
+    total = h.bulk_corpus(src, user, FOLDERS, size=3000)
+    key = user.replace("@", "_")
+    h.create_mailboxsync(
+        kube, namespace, name, user,
+        h.endpoint(src, "src-creds"), h.endpoint(dst, "dst-creds"),
+        tmp / "secrets", {key: "pw-src"}, {key: "pw-dst"},
+        connectionsPerMailbox=2,
+    )
+    env = h.worker_env(kube, namespace, [name], tmp / "secrets", None, MAILFERRY_MAX_RETRIES="6")
+    return user, env, total
+
+
+def _assert_exact(pair: DovecotPair, user: str, total: int) -> None:
+    rc, out = h.verify(pair.source, pair.destination, user)
+    print(out)
+    assert rc == 0, out
+    assert f"source={total} destination={total} differences=0" in out
+
+
+def test_kill9_at_ten_moments_then_rerun_loses_and_duplicates_nothing(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    user, env, total = _setup(kube, namespace, dovecot_pair, tmp_path, "killnine")
+    count = Counter(dovecot_pair.destination, user)
+    fractions = [0.0, 0.03, 0.08, 0.15, 0.25, 0.35, 0.5, 0.62, 0.75, 0.9]
+    killed_mid_copy = 0
+    try:
+        for i, frac in enumerate(fractions):
+            target = int(total * frac)
+            before = count()
+            p = h.start_worker(env, tmp_path / f"worker-{i}.log")
+            deadline = time.monotonic() + 120
+            while p.poll() is None and time.monotonic() < deadline:
+                if count() >= max(target, before + 1 if frac > 0 else 0):
+                    break
+                time.sleep(0.002)
+            running = p.poll() is None
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+            after = count()
+            print(f"kill {i}: target={target} before={before} after={after} killed_running={running}")
+            killed_mid_copy += running and 0 < after < total
+        assert killed_mid_copy >= 8, f"only {killed_mid_copy} kills landed during the copy"
+        cp = h.run_worker(env)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+    finally:
+        count.close()
+    _assert_exact(dovecot_pair, user, total)
+    st = kube.get("mailboxsyncs.mailferry.io", "killnine", namespace)["status"]
+    assert st["phase"] == "Synced"
+    assert st["totals"]["copied"] == total
+    assert st["attempts"] >= 2  # kills before the first status write do not count
+
+
+def test_destination_and_source_restart_mid_copy(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    user, env, total = _setup(kube, namespace, dovecot_pair, tmp_path, "restart")
+    count = Counter(dovecot_pair.destination, user)
+    try:
+        for server, frac in ((dovecot_pair.destination, 0.3), (dovecot_pair.source, 0.6)):
+            p = h.start_worker(env, tmp_path / "worker.log")
+            deadline = time.monotonic() + 120
+            while p.poll() is None and time.monotonic() < deadline and count() < total * frac:
+                time.sleep(0.002)
+            assert p.poll() is None, "worker finished before the restart point"
+            server.restart()
+            count.conn = None
+            rc = p.wait(timeout=180)
+            assert rc in (0, 1)
+            if frac < 0.5:
+                continue
+        cp = h.run_worker(env)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+    finally:
+        count.close()
+    log = (tmp_path / "worker.log").read_text()
+    assert '"folder_retry"' in log or '"connect_retry"' in log, log[-3000:]
+    _assert_exact(dovecot_pair, user, total)
+
+
+def test_uidvalidity_reset_rematches_without_duplicates(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    src, dst = dovecot_pair.source, dovecot_pair.destination
+    user = f"uidv-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    dst.add_user(user, "pw-dst")
+    h.append(src, user, "Proj", [h.message(f"p {i}") for i in range(30)])
+    h.append(src, user, "Proj", [h.message("no id", msgid=False)], flags="\\Flagged")
+    key = user.replace("@", "_")
+    mb = h.create_mailboxsync(
+        kube, namespace, "uidv", user, h.endpoint(src, "s"), h.endpoint(dst, "d"),
+        tmp_path / "secrets", {key: "pw-src"}, {key: "pw-dst"},
+    )
+    env = h.worker_env(kube, namespace, ["uidv"], tmp_path / "secrets", None)
+    assert h.run_worker(env).returncode == 0
+    old = {f["name"]: f for f in mb.status()["folders"]}["Proj"]["uidValidity"]
+    # Recreate the folder on the source: same messages, new UIDVALIDITY and UIDs, plus two new ones.
+    with src.connect_as(user) as c:
+        c.create('"ProjTmp"')
+        c.select('"Proj"')
+        c.uid("COPY", "1:*", '"ProjTmp"')
+        c.close()
+        c.delete('"Proj"')
+        c.rename('"ProjTmp"', '"Proj"')
+    h.append(src, user, "Proj", [h.message("new after reset 1"), h.message("new after reset 2")])
+    cp = h.run_worker(env)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert any(e.get("event") == "uidvalidity_changed" for e in h.events(cp.stderr)), cp.stderr[-2000:]
+    new = {f["name"]: f for f in mb.status()["folders"]}["Proj"]
+    assert new["uidValidity"] != old
+    rc, out = h.verify(src, dst, user)
+    assert rc == 0, out
+    assert "source=33 destination=33 differences=0" in out
+
+
