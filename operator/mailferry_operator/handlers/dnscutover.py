@@ -472,6 +472,7 @@ async def _rollback_step(ctx: Ctx, current: dict[ph.Key, RRset | None]) -> None:
         written = await _write(ctx, {(r.name, r.type): r for r in snap.rrsets}, current)
     ctx.status.snapshots = [s for s in ctx.status.snapshots if s.phase != phase]
     ctx.status.phase = to
+    ctx.cond("Ready", "False", "RollingBack", f"rolling back from {phase} toward {ctx.spec.target_phase}")
     ctx.status.phase_entered_at = now()
     ctx.status.dmarc_stage = None
     ctx.status.gates = []
@@ -709,6 +710,7 @@ async def _step(ctx: Ctx) -> bool:
         phase, nxt, "Advanced" if nstage == 0 else "DmarcStage", f"{label}: {len(plan.changes)} change(s)"
     )
     ctx.cond("RolledBack", "False", "Advanced", "")
+    ctx.cond("Ready", "False", "Progressing", f"writing the records of {label}")
     ctx.event("Normal", "PhaseChanged", f"{phase} -> {label}: {len(plan.changes)} record change(s)")
     if nstage == 0:
         metrics.dnscutover_transitions.labels(**ctx.labels, direction="forward").inc()

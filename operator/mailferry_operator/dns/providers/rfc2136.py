@@ -168,7 +168,7 @@ class Rfc2136Provider:
                 # e.g. an unsigned NOTAUTH answer to a signed UPDATE: the server did not accept our key
                 raise ProviderError(
                     "ProviderAuthFailed",
-                    f"rfc2136: UPDATE {name} {rtype}: the server's answer was not signed (TSIG key rejected?)",
+                    f"rfc2136: UPDATE {name} {rtype}: the answer was not signed (TSIG key rejected?)",
                 ) from exc
             except dns.tsig.PeerError as exc:
                 raise ProviderError(

@@ -1,0 +1,206 @@
+"""Shared helpers for the DnsCutover e2e tests (real API server, real PowerDNS, operator subprocess).
+
+Not a test module: tests/e2e/test_dnscutover*.py import it via sys.path.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fixtures._proc import ManagedProcess, free_port, port_open, wait_until
+from fixtures.kubeapi import KubeAPI
+from fixtures.powerdns import PowerDNS
+
+BIN = Path(sys.executable).parent
+FAST_ENV = {
+    "MAILFERRY_DNS_GATE_INTERVAL": "1",
+    "MAILFERRY_SPF_RESOLVE": "0",  # no Internet here: count SPF mechanisms without following them
+    "MAILFERRY_DNS_RETRY_DELAY": "0.05",
+    "MAILFERRY_DNS_TIMEOUT": "3",
+}
+
+
+class Operator:
+    """The operator as a subprocess: `mailferry-operator` (the real entrypoint) or, with
+    `only_dnscutover`, `kopf run -m mailferry_operator.handlers.dnscutover` (no MailMigration
+    controller, so a test can write a MailMigration's status itself)."""
+
+    def __init__(
+        self,
+        kube: KubeAPI,
+        namespace: str,
+        log_dir: Path,
+        only_dnscutover: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.log = log_dir / "operator.log"
+        self.only = only_dnscutover
+        self.env = {**kube.env, **FAST_ENV, **(env or {})}
+        self.proc: ManagedProcess | None = None
+        self.starts = 0
+
+    def start(self) -> Operator:
+        self.starts += 1
+        liveness = free_port()
+        if self.only:
+            argv = [
+                str(BIN / "kopf"),
+                "run",
+                "--standalone",
+                "-n",
+                self.namespace,
+                "-m",
+                "mailferry_operator.handlers.dnscutover",
+                "--liveness",
+                f"http://127.0.0.1:{liveness}/healthz",
+            ]
+        else:
+            argv = [
+                str(BIN / "mailferry-operator"),
+                "--namespace",
+                self.namespace,
+                "--metrics-port",
+                str(free_port()),
+                "--liveness-port",
+                str(liveness),
+            ]
+        self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
+        self.proc.wait_ready(lambda: port_open(liveness), timeout=60)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def pdns_secret(kube: KubeAPI, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+    )
+
+
+def get_dc(kube: KubeAPI, namespace: str, name: str) -> dict[str, Any]:
+    return kube.get("dnscutover", name, namespace)
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def wait_dc(
+    kube: KubeAPI,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], object],
+    what: str,
+    timeout: float = 60,
+    operator: Operator | None = None,
+) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any] | None:
+        nonlocal last
+        last = get_dc(kube, namespace, name)
+        return last if check(last) else None
+
+    try:
+        return wait_until(probe, timeout=timeout, what=what)
+    except AssertionError as exc:
+        status = last.get("status", {})
+        brief = {k: status.get(k) for k in ("phase", "conditions", "gates", "lastError")}
+        tail = operator.log_text()[-4000:] if operator else ""
+        raise AssertionError(f"{exc}\nstatus: {brief}\noperator log tail:\n{tail}") from None
+
+
+def phase_is(phase: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: (o.get("status") or {}).get("phase") == phase
+
+
+def patch_spec(kube: KubeAPI, namespace: str, name: str, patch: str) -> None:
+    kube.kubectl("patch", "dnscutover", name, "-n", namespace, "--type", "merge", "-p", patch)
+
+
+def zone_rrsets(pdns: PowerDNS, zone: str) -> dict[tuple[str, str], tuple[int, tuple[str, ...]]]:
+    """Every RRset of the zone but the SOA (its serial moves with each change)."""
+    out = {}
+    for rr in pdns.rrsets(zone):
+        if rr["type"] == "SOA":
+            continue
+        out[(rr["name"], rr["type"])] = (rr["ttl"], tuple(sorted(r["content"] for r in rr["records"])))
+    return out
+
+
+class PolicyMirror:
+    """Stands in for the kubelet's ConfigMap volume + the chart's MTA-STS Deployment: copies the
+    policy ConfigMap into a file that `python -m mailferry_operator.mtasts.server` serves."""
+
+    def __init__(self, kube: KubeAPI, namespace: str, configmap: str, root: Path) -> None:
+        self.kube, self.namespace, self.configmap = kube, namespace, configmap
+        self.file = root / "mta-sts.txt"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/.well-known/mta-sts.txt"
+        self.server = ManagedProcess(
+            "mta-sts",
+            [
+                sys.executable,
+                "-m",
+                "mailferry_operator.mtasts.server",
+                "--policy-file",
+                str(self.file),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+            ],
+            log=root / "mta-sts.log",
+            env=dict(os.environ),
+        ).start()
+        self.server.wait_ready(lambda: port_open(self.port), timeout=30)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.3):
+            try:
+                cm = self.kube.get("configmap", self.configmap, self.namespace)
+            except Exception:
+                continue
+            text = (cm.get("data") or {}).get("mta-sts.txt")
+            if text is not None and (not self.file.exists() or self.file.read_bytes() != text.encode()):
+                tmp = self.file.with_suffix(".tmp")
+                tmp.write_bytes(text.encode())
+                tmp.replace(self.file)
+
+    def fetch(self) -> str:
+        return httpx.get(self.url, timeout=5).text
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.stop()
