@@ -268,7 +268,8 @@ async def test_route53_invalid_change_batch_and_missing_zone() -> None:
             404,
             text=(
                 f'<?xml version="1.0"?>\n<ErrorResponse xmlns="{NS}"><Error><Type>Sender</Type>'
-                "<Code>NoSuchHostedZone</Code><Message>No hosted zone found with ID: Z0123456789ABC</Message></Error></ErrorResponse>"
+                "<Code>NoSuchHostedZone</Code><Message>No hosted zone found with ID: Z0123456789ABC</Message>"
+                "</Error></ErrorResponse>"
             ),
         )
     )
