@@ -1,0 +1,244 @@
+"""`make demo`: a whole migration on this machine, live, in one command.
+
+Starts a local Kubernetes API server (etcd + kube-apiserver), two Dovecot servers with a generated
+organisation of 20 mailboxes, the mailferry operator and the local job runner (the kubelet stand-in
+that runs the worker Jobs); applies a MailMigration; shows live progress (a bar per phase and a
+table of mailboxes); delivers new mail to the source mid-way to show a delta round; completes the
+migration; ends with the verifier's summary (`mailferry verify` for every mailbox). Plain ANSI.
+
+    python tests/tools/demo.py [--mailboxes 20] [--messages 40] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import demolib as d
+
+from fixtures.dovecot import Dovecot, make_message
+from fixtures.kubeapi import find_bin_dir, start_envtest
+
+NS = "mailferry-demo"
+NAME = "acme"
+RESET, BOLD, DIM, GREEN, YELLOW, RED, CYAN = (
+    "\033[0m",
+    "\033[1m",
+    "\033[2m",
+    "\033[32m",
+    "\033[33m",
+    "\033[31m",
+    "\033[36m",
+)
+PHASE_COLOR = {"Synced": GREEN, "Syncing": CYAN, "Failed": RED, "Throttled": YELLOW}
+
+
+def bar(done: float, total: float, width: int = 34) -> str:
+    frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
+    full = int(frac * width)
+    return f"[{GREEN}{'█' * full}{RESET}{DIM}{'░' * (width - full)}{RESET}] {frac * 100:5.1f}%"
+
+
+class Screen:
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.lines = 0
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"{time.strftime('%H:%M:%S')} {text}")
+        self.notes = self.notes[-6:]
+
+    def draw(self, kube: Any) -> dict[str, Any]:
+        mig = d.migration(kube, NS, NAME)
+        st = mig.get("status") or {}
+        syncs = d.get(kube, "mailboxsyncs.mailferry.io", NS)["items"]
+        out: list[str] = []
+        rnd = st.get("round") or {}
+        cond = {c["type"]: c for c in st.get("conditions") or []}
+        out.append(
+            f"{BOLD}MailMigration {NAME}{RESET}  phase {BOLD}{st.get('phase', '-')}{RESET}  "
+            f"round {rnd.get('number', 0)} ({rnd.get('kind', '-')})  progress {st.get('progress', '-')}  "
+            f"lag {(st.get('lag') or {}).get('maxSeconds', 0)}s  "
+            f"jobs active {(st.get('jobs') or {}).get('active', 0)}"
+        )
+        scan = st.get("scan") or {}
+        validated = cond.get("Validated", {}).get("status") == "True"
+        totals = st.get("totals") or {}
+        exp, cop = (
+            totals.get("expectedMessages", 0),
+            totals.get("copiedMessages", 0) + totals.get("skippedMessages", 0),
+        )
+        rounds_done = max(0, int(rnd.get("number", 0)) - (0 if rnd.get("completedAt") else 1))
+        completed = st.get("phase") == "Completed"
+        out.append(
+            f"  Validate  {bar(scan.get('reachable', 0) if validated else 0, scan.get('mailboxes', 1) or 1)}"
+            f"  {scan.get('mailboxes', 0)} mailboxes, {scan.get('folders', 0)} folders, "
+            f"{scan.get('messages', 0)} messages"
+        )
+        bulk_done = cond.get("BulkCopied", {}).get("status") == "True"
+        out.append(f"  Bulk copy {bar(exp if bulk_done else cop, exp or 1)}  {cop}/{exp} messages")
+        deltas = max(0, rounds_done - 1)
+        out.append(
+            f"  Delta     {bar(1 if completed else min(deltas, 3), 1 if completed else 3)}  "
+            f"{deltas} delta round(s) done; pending {((st.get('lag') or {}).get('pendingMessages', 0))}"
+        )
+        final = rnd.get("kind") == "final"
+        out.append(
+            f"  Complete  {bar(1 if completed else (0.5 if final else 0), 1)}  "
+            f"{'done' if completed else ('final round running' if final else 'waiting for spec.complete')}"
+        )
+        out.append("")
+        out.append(
+            f"  {BOLD}{'mailbox':<26}{'phase':<10}{'copied':>8}{'msgs':>6}{'round':>6}{'lag':>6}  note{RESET}"
+        )
+        for s in sorted(syncs, key=lambda x: x["spec"]["source"]["username"]):
+            ss = s.get("status") or {}
+            t = ss.get("totals") or {}
+            ph = ss.get("phase") or "Pending"
+            lag = (ss.get("lag") or {}).get("seconds", "")
+            err = (ss.get("lastError") or {}).get("reason", "")
+            out.append(
+                f"  {s['spec']['source']['username']:<26}{PHASE_COLOR.get(ph, DIM)}{ph:<10}{RESET}"
+                f"{t.get('copied', 0):>8}{t.get('messages', 0):>6}{ss.get('round', 0):>6}{lag!s:>6}  {err}"
+            )
+        out.append("")
+        out += [f"  {DIM}{n}{RESET}" for n in self.notes]
+        if self.lines:
+            sys.stdout.write(f"\033[{self.lines}F\033[J")
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+        self.lines = len(out)
+        return dict(st)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mailboxes", type=int, default=20)
+    p.add_argument("--messages", type=int, default=40, help="messages per mailbox")
+    p.add_argument("--delta-interval", default="8s")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs) afterwards")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mailferry-demo-"))
+    print(f"{BOLD}mailferry demo{RESET}  (work dir {work})")
+    stack: list[Any] = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        print("  starting kube-apiserver + etcd ...", flush=True)
+        kube = start_envtest(work / "kube", find_bin_dir())
+        stack.append(kube)
+        kube.install_crds()
+        print("  starting two Dovecot servers ...", flush=True)
+        (work / "source").mkdir()
+        (work / "destination").mkdir()
+        src = Dovecot(work / "source", "source")
+        dst = Dovecot(work / "destination", "destination")
+        stack += [src, dst]
+        src.start()
+        dst.start()
+        org = d.make_org(args.mailboxes, domain="example.test")
+        d.add_org_users(src, dst, org)
+        print(f"  generating the organisation: {args.mailboxes} mailboxes ...", flush=True)
+        total = d.seed_org(src, org, args.messages)
+        print(f"  {total} messages in the source", flush=True)
+        kube.kubectl("create", "namespace", NS)
+        runner = d.JobRunnerProcess(kube, [NS], work).start()
+        stack.append(runner)
+        operator = d.OperatorProcess(kube, [NS], work).start()
+        stack.append(operator)
+        print(
+            f"  operator running (metrics on :{operator.metrics_port}/metrics); applying the MailMigration\n"
+        )
+        d.apply(
+            kube,
+            d.secret_manifest(f"{NAME}-source", NS, d.credentials(org)),
+            d.secret_manifest(f"{NAME}-destination", NS, d.credentials(org)),
+            d.migration_manifest(
+                NAME,
+                NS,
+                src,
+                dst,
+                org.addresses,
+                batchSize=4,
+                maxConcurrentJobs=3,
+                deltaInterval=args.delta_interval,
+            ),
+        )
+        screen = Screen()
+        screen.note(f"applied MailMigration {NAME}: {args.mailboxes} mailboxes, batches of 4, 3 Jobs at once")
+        added = False
+        completing = False
+        late: dict[str, int] = {}
+        late_round = 0
+        while True:
+            st = screen.draw(kube)
+            cond = {c["type"]: c for c in st.get("conditions") or []}
+            rnd = st.get("round") or {}
+            if not added and cond.get("BulkCopied", {}).get("status") == "True":
+                for addr in org.addresses[:3]:
+                    late[addr] = d.folder_counts(dst, addr).get("INBOX", 0)
+                    src.append(addr, "INBOX", [make_message(f"late mail for {addr}", domain=org.domain)])
+                late_round = int(rnd.get("number", 0))
+                added = True
+                screen.note(
+                    "bulk copy done; delivered 3 new messages to the source (waiting for a delta round)"
+                )
+            if (
+                added
+                and not completing
+                and all(d.folder_counts(dst, a).get("INBOX", 0) == n + 1 for a, n in late.items())
+            ):
+                screen.note(
+                    f"delta round {rnd.get('number')} (after round {late_round}) carried the new mail over"
+                )
+                kube.kubectl(
+                    "patch",
+                    "mailmigration",
+                    NAME,
+                    "-n",
+                    NS,
+                    "--type=merge",
+                    "-p",
+                    '{"spec":{"complete":true}}',
+                )
+                screen.note("set spec.complete=true: one final round, then Completed")
+                completing = True
+            if st.get("phase") == "Completed":
+                screen.draw(kube)
+                break
+            if st.get("phase") == "Failed":
+                print(f"{RED}migration failed{RESET}")
+                return 1
+            time.sleep(0.7)
+        print(f"\n{BOLD}verifying every mailbox (mailferry verify) ...{RESET}", flush=True)
+        result = d.verify(kube, NS, NAME)
+        color = GREEN if result.clean else RED
+        print(f"{color}{BOLD}{result.summary()}{RESET}")
+        if result.errors:
+            for e in result.errors[:5]:
+                print(f"  {RED}{e}{RESET}")
+        return 0 if result.clean else 1
+    finally:
+        for part in reversed(stack):
+            try:
+                if hasattr(part, "destroy"):
+                    part.destroy()
+                else:
+                    part.stop()
+            except Exception as exc:  # keep tearing down
+                print(f"teardown: {exc}", file=sys.stderr)
+        if args.keep:
+            print(f"logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
