@@ -155,8 +155,8 @@ def plan_folders(
         if not f.selectable:
             continue
         su = detect_special_use(f, source_prefix)
-        parts = logical_parts(f.name, f.delimiter, source_prefix)
-        path = "/".join(parts)
+        parts = [c.replace("/", "_") for c in logical_parts(f.name, f.delimiter, source_prefix)]
+        path = "/".join(parts)  # logical path: '/' separates components whatever the server uses
         if not select_folder(path, su, selection):
             continue
         mapped: str | None = None

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from mailferry_api.common import ErrorInfo
+from mailferry_api.imap import default_secret_key
+from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus
+from mailferry_worker.checkpoint import FileStatusStore, status_patch
+from mailferry_worker.sync.batch import exit_code
+from mailferry_worker.sync.engine import MailboxResult, backoff
+
+
+def test_status_patch_clears_optional_errors_and_never_touches_kopf() -> None:
+    st = MailboxSyncStatus(phase="Synced", folders=[FolderCheckpoint(name="INBOX", last_uid=5, uid_validity=9)])
+    body = status_patch(st)
+    assert body["lastError"] is None and body["throttle"] is None
+    assert "kopf" not in body
+    assert body["folders"][0] == {"name": "INBOX", "uidValidity": 9, "lastUid": 5, "messages": 0, "copied": 0,
+                                  "skipped": 0, "failed": 0, "bytes": 0, "pending": 0}
+    st.last_error = ErrorInfo(reason="Throttled", message="x")
+    assert status_patch(st)["lastError"]["reason"] == "Throttled"
+
+
+def test_file_store_roundtrip(tmp_path: Path) -> None:
+    spec = {"source": {"username": "a@x", "endpoint": {"host": "h", "auth": {"secretRef": {"name": "s"}}}},
+            "destination": {"username": "a@y", "endpoint": {"host": "h2", "auth": {"secretRef": {"name": "d"}}}}}
+    (tmp_path / "mb.json").write_text(json.dumps({"spec": spec}))
+    store = FileStatusStore(tmp_path)
+
+    async def go() -> None:
+        s, st, _ = await store.load("mb")
+        assert s.source.username == "a@x" and st.phase is None
+        st.phase = "Syncing"
+        await store.save("mb", st)
+        assert (await store.load("mb"))[1].phase == "Syncing"
+
+    asyncio.run(go())
+
+
+def test_exit_codes_and_backoff() -> None:
+    ok = MailboxResult("a", "synced")
+    perm = MailboxResult("b", "permanent", "AuthenticationFailed")
+    trans = MailboxResult("c", "transient", "ConnectionFailed")
+    cfg = MailboxResult("d", "config")
+    assert exit_code([ok, perm]) == 0
+    assert exit_code([ok, perm, trans]) == 1
+    assert exit_code([trans, cfg]) == 2
+    for attempt in range(8):
+        d = backoff(attempt, 1.0, 30.0)
+        assert 1.0 <= d <= 30.0
+    assert backoff(0, 1.0, 30.0, hint=12.0) >= 12.0
+    assert default_secret_key("alice@example.com") == "alice_example.com"
