@@ -119,6 +119,22 @@ def run_mailferry(servers: BenchServers, workdir: Path, concurrency: int, repeat
         return _repeat(mailferry_cycle(servers, runner), repeats)
 
 
+PROFILE_EXCERPTS: list[str] = []
+
+
+def _excerpt(prof: Path, n: int) -> str:
+    """Total time plus the top ``n`` functions by own time, with paths shortened."""
+    buf = io.StringIO()
+    stats = pstats.Stats(str(prof), stream=buf)
+    stats.sort_stats("tottime").print_stats(n)
+    lines = []
+    for line in buf.getvalue().splitlines():
+        stripped = line.strip()
+        if "function calls" in line or stripped.startswith("ncalls") or stripped[:1].isdigit():
+            lines.append(line.replace(str(REPO) + "/", "").replace(sys.prefix + "/", "").rstrip())
+    return "\n".join(lines)
+
+
 def profile_mailferry(servers: BenchServers, runner: MailferryRunner, out_dir: Path) -> list[str]:
     """An extra, untimed bulk + delta under cProfile; writes the top functions next to the logs."""
     notes = []
@@ -136,6 +152,9 @@ def profile_mailferry(servers: BenchServers, runner: MailferryRunner, out_dir: P
         stats.sort_stats("tottime").print_stats(25)
         text = out_dir / f"{phase}-profile.txt"
         text.write_text(buf.getvalue())
+        PROFILE_EXCERPTS.append(
+            f"mailferry {phase} under cProfile, top 12 by own time:\n" + _excerpt(prof, 12)
+        )
         print(f"bench: mailferry {phase} profile: {text} (pstats: {prof})", flush=True)
         notes.append(f"mailferry {phase} profile (cProfile, top 25 by own time): {text}")
     return notes
@@ -285,7 +304,21 @@ the source's message count in every folder (`doveadm mailbox status`).
 
 """
         + ("\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
+        + "".join(f"\n```\n{e}\n```\n" for e in PROFILE_EXCERPTS)
         + f"""
+## Reading the numbers
+
+- doveadm backup reads the source over IMAP but writes the destination's maildir directly (it runs
+  on the destination host): it never pays the destination IMAP server's APPEND path. Beating it
+  over IMAP on both sides means being cheaper per message than a C process that skips half the work.
+- A no-op delta is mostly fixed cost: process start, logins, one STATUS/SELECT per folder. mbsync
+  is a small C binary; mailferry pays the Python interpreter, its imports, the MailboxSync reads
+  and status patches through the API server.
+- isync 1.4 does not propagate user keywords (hence its flag differences above); dsync and
+  mailferry do. Only complete copies get a timing.
+- Peers run one process per mailbox, so their peak RSS is per mailbox; mailferry runs all
+  mailboxes in one process, so its peak covers {concurrency} mailboxes at once.
+
 ## Method
 
 - Both Dovecot servers are tests/fixtures/dovecot.py instances on loopback (plain IMAP, maildir,
