@@ -31,6 +31,7 @@ from .verify import FolderReport, verify_mailbox
 
 MAX_LINES = 20
 
+
 def _side_args(p: argparse.ArgumentParser, side: str) -> None:
     p.add_argument(f"--{side}-host")
     p.add_argument(f"--{side}-port", type=int)
@@ -39,6 +40,7 @@ def _side_args(p: argparse.ArgumentParser, side: str) -> None:
     p.add_argument(f"--{side}-password-env", help="name of the env var holding the password")
     p.add_argument(f"--{side}-master-user-env", help="env var with a master user name: log in as user*master")
     p.add_argument(f"--{side}-no-tls-verify", action="store_true")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailferry", description="mailferry tools")
@@ -51,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     _side_args(v, "dest")
     v.add_argument("--ca-file", default=os.environ.get("MAILFERRY_CA_FILE"))
     v.add_argument("--json", action="store_true", help="print the report as JSON")
-    v.add_argument("--ignore-extra", action="store_true", help="messages only on the destination are no difference")
+    v.add_argument(
+        "--ignore-extra", action="store_true", help="messages only on the destination are no difference"
+    )
     return p
+
 
 def _flag_connector(args: argparse.Namespace, side: str, role: str) -> Connector:
     host = getattr(args, f"{side}_host")
@@ -80,19 +85,26 @@ def _flag_connector(args: argparse.Namespace, side: str, role: str) -> Connector
     )
     return Connector(role, endpoint, user, StaticSecrets({role: values}), None, None, args.ca_file)  # type: ignore[arg-type]
 
+
 def print_report(reports: Sequence[FolderReport]) -> int:
     total = 0
     for r in reports:
         total += r.differences
         status = "OK" if r.differences == 0 else "DIFF"
         print(
-            f"{status:4} {r.source!r} -> {r.destination!r}: source={r.source_count} destination={r.dest_count} "
+            f"{status:4} {r.source!r} -> {r.destination!r}: "
+            f"source={r.source_count} destination={r.dest_count} "
             f"skipped={r.skipped} missing={len(r.missing)} extra={len(r.extra)} flags={len(r.flags)} "
             f"dates={len(r.dates)}"
         )
         if r.error:
             print(f"     error: {r.error}")
-        for kind, items in (("missing", r.missing), ("extra", r.extra), ("flags", r.flags), ("date", r.dates)):
+        for kind, items in (
+            ("missing", r.missing),
+            ("extra", r.extra),
+            ("flags", r.flags),
+            ("date", r.dates),
+        ):
             for line in items[:MAX_LINES]:
                 print(f"     {kind}: {line}")
             if len(items) > MAX_LINES:
@@ -101,6 +113,7 @@ def print_report(reports: Sequence[FolderReport]) -> int:
     dst = sum(r.dest_count for r in reports)
     print(f"summary: folders={len(reports)} source={src} destination={dst} differences={total}")
     return total
+
 
 async def _verify(args: argparse.Namespace) -> int:
     api: KubeApi | None = None
@@ -113,7 +126,9 @@ async def _verify(args: argparse.Namespace) -> int:
             obj = await api.get_mailboxsync(args.namespace, args.mailboxsync)
             spec = MailboxSyncSpec.model_validate(obj["spec"])
             options = spec
-            src_c, dst_c = connectors(spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key)
+            src_c, dst_c = connectors(
+                spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key
+            )
             src_c.ca_file = dst_c.ca_file = args.ca_file
         else:
             src_c = _flag_connector(args, "source", "source")
@@ -132,11 +147,13 @@ async def _verify(args: argparse.Namespace) -> int:
         total = print_report(reports)
     return 0 if total == 0 else 1
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return asyncio.run(_verify(args))
     return 2
+
 
 if __name__ == "__main__":
     sys.exit(main())

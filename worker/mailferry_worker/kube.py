@@ -1,4 +1,4 @@
-"""A small async Kubernetes API client (httpx): in-cluster config or KUBECONFIG, the calls the worker makes."""
+"""A small async Kubernetes API client (httpx): in-cluster config or KUBECONFIG; just the worker's calls."""
 
 from __future__ import annotations
 
@@ -76,12 +76,14 @@ class KubeApi:
         except OSError as exc:
             raise KubeError(f"cannot read kubeconfig {p}: {exc.strerror}") from None
         ctx_name = cfg.get("current-context")
-        contexts = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
-        context = contexts.get(ctx_name) or next(iter(contexts.values()), {})
+        contexts: dict[str, dict[str, Any]] = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
+        context: dict[str, Any] = contexts.get(ctx_name) or next(iter(contexts.values()), {})
         cluster = next(
             (c["cluster"] for c in cfg.get("clusters", []) if c["name"] == context.get("cluster")), None
         )
-        user = next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {}) or {}
+        user: dict[str, Any] = (
+            next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {}) or {}
+        )
         if cluster is None:
             raise KubeError(f"kubeconfig {p} has no usable cluster")
         token = user.get("token")

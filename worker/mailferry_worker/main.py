@@ -39,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailferry-worker", description="mailferry IMAP sync worker")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sync", help="sync a batch of MailboxSyncs")
-    s.add_argument("--mailboxsync", action="append", default=[], help="MailboxSync name (repeatable, or a,b,c)")
+    s.add_argument(
+        "--mailboxsync", action="append", default=[], help="MailboxSync name (repeatable, or a,b,c)"
+    )
     s.add_argument("--namespace", default=os.environ.get("MAILFERRY_NAMESPACE"))
-    s.add_argument("--secrets-dir", default=os.environ.get("MAILFERRY_SECRETS_DIR", "/var/run/mailferry/secrets"))
+    s.add_argument(
+        "--secrets-dir", default=os.environ.get("MAILFERRY_SECRETS_DIR", "/var/run/mailferry/secrets")
+    )
     s.add_argument("--kubeconfig", default=None)
     s.add_argument("--status-dir", default=None, help="development: MailboxSyncs as JSON files here, no API")
     s.add_argument("--round", type=int, default=int(os.environ.get("MAILFERRY_ROUND", "0") or 0))
@@ -78,7 +82,9 @@ async def _sync(args: argparse.Namespace) -> int:
     start = time.monotonic()
     log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)
     try:
-        code, results = await run_batch(names, store, DirSecrets(Path(args.secrets_dir)), settings, args.concurrency)
+        code, results = await run_batch(
+            names, store, DirSecrets(Path(args.secrets_dir)), settings, args.concurrency
+        )
     finally:
         if api is not None:
             await api.close()

@@ -22,7 +22,7 @@ CANONICAL = {
     "\\Junk": "Junk",
     "\\Archive": "Archive",
 }
-# Well-known names per special use (lower case, last path component or the full path), for servers without RFC 6154.
+# Well-known names per special use (lower case, last component or full path) for servers without RFC 6154.
 WELL_KNOWN = {
     "\\Sent": {
         "sent",
@@ -240,7 +240,7 @@ def decide(
 ) -> Decision:
     """What to do with each source message (in UID order).
 
-    ``dest`` None: no destination lookup (a clean delta above the checkpoint): everything not skipped is copied.
+    ``dest`` None: no destination lookup (clean delta above the checkpoint): all not skipped is copied.
     Otherwise messages are paired with destination messages of the same identity as a multiset, so a source
     folder holding the same message twice ends with it twice on the destination, and a message an interrupted
     run already appended is not appended again.
@@ -323,7 +323,7 @@ def normal_flags(flags: Iterable[str]) -> frozenset[str]:
 def flag_updates(
     pairs: Iterable[tuple[MessageMeta, MessageMeta]], permanent: set[str]
 ) -> dict[tuple[str, ...], list[int]]:
-    """Destination UIDs to set (replace) per flag set, where the source flags differ from the destination's."""
+    """Destination UIDs to set (replace) per flag set, where source flags differ from the destination's."""
     out: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for src, dst in pairs:
         if normal_flags(src.flags) != normal_flags(dst.flags):

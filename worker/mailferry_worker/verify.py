@@ -1,4 +1,4 @@
-"""Compare a source mailbox with its destination, folder by folder (counts, Message-IDs, sizes, flags, dates)."""
+"""Compare a source mailbox with its destination per folder: counts, Message-IDs, sizes, flags, dates."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ class FolderReport:
 
     @property
     def differences(self) -> int:
-        return len(self.missing) + len(self.extra) + len(self.flags) + len(self.dates) + (1 if self.error else 0)
+        return (
+            len(self.missing) + len(self.extra) + len(self.flags) + len(self.dates) + (1 if self.error else 0)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,8 +81,10 @@ async def verify_folder(
     matched_dst = {d.uid for _, d in dec.present}
     rep.skipped = len(dec.skipped)
     for m in dec.copy:
-        if options.skip_duplicates and m.message_id and any(
-            d.message_id == m.message_id for _, d in dec.present
+        if (
+            options.skip_duplicates
+            and m.message_id
+            and any(d.message_id == m.message_id for _, d in dec.present)
         ):
             rep.skipped += 1
             continue
@@ -106,7 +110,12 @@ async def verify_mailbox(
         dfolders = await dst.list_folders()
         dprefix, ddelim = await dst.namespace()
         plans = plan_folders(
-            sfolders, dfolders, options.folders, source_prefix=sprefix, dest_prefix=dprefix, dest_delimiter=ddelim
+            sfolders,
+            dfolders,
+            options.folders,
+            source_prefix=sprefix,
+            dest_prefix=dprefix,
+            dest_delimiter=ddelim,
         )
         reports: list[FolderReport] = []
         for p in plans:

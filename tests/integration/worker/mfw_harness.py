@@ -17,7 +17,6 @@ from typing import Any
 
 from fixtures.dovecot import Dovecot, make_message
 from fixtures.kubeapi import KubeAPI
-
 from mailferry_worker.imap import utf7
 
 VENV_BIN = Path(sys.executable).parent
@@ -31,7 +30,9 @@ def ca_bundle(tmp: Path, *servers: Dovecot) -> Path:
     return p
 
 
-def endpoint(d: Dovecot, secret: str, security: str = "none", port: int | None = None, **auth: Any) -> dict[str, Any]:
+def endpoint(
+    d: Dovecot, secret: str, security: str = "none", port: int | None = None, **auth: Any
+) -> dict[str, Any]:
     if port is None:
         port = d.tls_port if security == "tls" else d.port
     return {
@@ -76,7 +77,12 @@ def create_mailboxsync(
         **options,
     }
     kube.apply(
-        {"apiVersion": "mailferry.io/v1alpha1", "kind": "MailboxSync", "metadata": {"name": name}, "spec": spec},
+        {
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "MailboxSync",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
         namespace=namespace,
     )
     for side, values in (("source", source_secrets), ("destination", dest_secrets)):
@@ -93,8 +99,9 @@ def create_mailboxsync(
     return Mailbox(kube, namespace, name, secrets_dir)
 
 
-def worker_env(kube: KubeAPI, namespace: str, names: Iterable[str], secrets_dir: Path, ca: Path | None,
-               **extra: str) -> dict[str, str]:
+def worker_env(
+    kube: KubeAPI, namespace: str, names: Iterable[str], secrets_dir: Path, ca: Path | None, **extra: str
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         KUBECONFIG=str(kube.kubeconfig),
@@ -133,18 +140,47 @@ def events(stderr: str) -> list[dict[str, Any]]:
 
 
 def verify(src: Dovecot, dst: Dovecot, user: str, ca: Path | None = None, *extra: str) -> tuple[int, str]:
-    env = dict(os.environ, MF_SRC_PW=src.master_password, MF_DST_PW=dst.master_password,
-               MF_SRC_MASTER=src.master_user, MF_DST_MASTER=dst.master_user)
+    env = dict(
+        os.environ,
+        MF_SRC_PW=src.master_password,
+        MF_DST_PW=dst.master_password,
+        MF_SRC_MASTER=src.master_user,
+        MF_DST_MASTER=dst.master_user,
+    )
     cp = subprocess.run(
         [
-            VERIFY, "verify",
-            "--source-host", "127.0.0.1", "--source-port", str(src.port), "--source-security", "none",
-            "--source-user", user, "--source-password-env", "MF_SRC_PW", "--source-master-user-env", "MF_SRC_MASTER",
-            "--dest-host", "127.0.0.1", "--dest-port", str(dst.port), "--dest-security", "none",
-            "--dest-user", user, "--dest-password-env", "MF_DST_PW", "--dest-master-user-env", "MF_DST_MASTER",
+            VERIFY,
+            "verify",
+            "--source-host",
+            "127.0.0.1",
+            "--source-port",
+            str(src.port),
+            "--source-security",
+            "none",
+            "--source-user",
+            user,
+            "--source-password-env",
+            "MF_SRC_PW",
+            "--source-master-user-env",
+            "MF_SRC_MASTER",
+            "--dest-host",
+            "127.0.0.1",
+            "--dest-port",
+            str(dst.port),
+            "--dest-security",
+            "none",
+            "--dest-user",
+            user,
+            "--dest-password-env",
+            "MF_DST_PW",
+            "--dest-master-user-env",
+            "MF_DST_MASTER",
             *extra,
         ],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return cp.returncode, cp.stdout + cp.stderr
 
@@ -167,12 +203,15 @@ def _q(folder: str) -> str:
     return '"' + enc.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def append(d: Dovecot, user: str, folder: str, messages: Iterable[bytes], flags: str = "",
-           date: float | None = None) -> None:
+def append(
+    d: Dovecot, user: str, folder: str, messages: Iterable[bytes], flags: str = "", date: float | None = None
+) -> None:
     d.append(user, utf7.encode(folder), messages, flags=flags, date=date)
 
 
-def message(subject: str, size: int = 0, msgid: bool = True, body: str = "hello\r\n", domain: str = "src.test") -> bytes:
+def message(
+    subject: str, size: int = 0, msgid: bool = True, body: str = "hello\r\n", domain: str = "src.test"
+) -> bytes:
     if msgid:
         return make_message(subject, size=size, domain=domain, body=body)
     msg = EmailMessage()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import mfw_harness as h
+
 from fixtures._proc import free_port
 from fixtures.dovecot import DovecotPair
 from fixtures.kubeapi import KubeAPI
@@ -38,13 +39,22 @@ def test_bad_input_gives_clear_reasons_and_other_mailboxes_go_on(
         h.append(src, users[n], "INBOX", [h.message(f"{n} {i}") for i in range(3)])
 
     def mk(name: str, source: dict, destination: dict, **opts: object) -> None:  # type: ignore[type-arg]
-        h.create_mailboxsync(kube, namespace, name, users[name], source, destination, sdir, src_keys, dst_keys,
-                             **opts)
+        h.create_mailboxsync(
+            kube, namespace, name, users[name], source, destination, sdir, src_keys, dst_keys, **opts
+        )
 
     mk("ok", h.endpoint(src, "src"), h.endpoint(dst, "dst"))
     # master-user login on the source for "ok"
-    kube.kubectl("patch", "mailboxsync", "ok", "-n", namespace, "--type=merge", "-p",
-                 json.dumps({"spec": {"source": {"endpoint": {"auth": {"method": "master-user"}}}}}))
+    kube.kubectl(
+        "patch",
+        "mailboxsync",
+        "ok",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"source": {"endpoint": {"auth": {"method": "master-user"}}}}}),
+    )
     mk("badpw", h.endpoint(src, "src"), h.endpoint(dst, "dst"))
     mk("unreach", h.endpoint(src, "src", port=free_port()), h.endpoint(dst, "dst"))
     mk("tls", h.endpoint(src, "src"), h.endpoint(dst, "dst", "tls", port=dst.port))
@@ -52,15 +62,24 @@ def test_bad_input_gives_clear_reasons_and_other_mailboxes_go_on(
     mk("vanish", h.endpoint(src, "src"), h.endpoint(dst, "dst"), connectionsPerMailbox=1)
 
     names = list(users)
-    env = h.worker_env(kube, namespace, names, sdir, h.ca_bundle(tmp_path, src, dst),
-                       MAILFERRY_MAX_RETRIES="1", MAILFERRY_MAILBOX_CONCURRENCY="6")
+    env = h.worker_env(
+        kube,
+        namespace,
+        names,
+        sdir,
+        h.ca_bundle(tmp_path, src, dst),
+        MAILFERRY_MAX_RETRIES="1",
+        MAILFERRY_MAILBOX_CONCURRENCY="6",
+    )
     log = tmp_path / "worker.log"
     p = h.start_worker(env, log)
     deadline = time.monotonic() + 60
     planned = False
     while time.monotonic() < deadline and p.poll() is None:
         text = log.read_text() if log.exists() else ""
-        if any(e.get("event") == "folders_planned" and e.get("mailboxsync") == "vanish" for e in h.events(text)):
+        if any(
+            e.get("event") == "folders_planned" and e.get("mailboxsync") == "vanish" for e in h.events(text)
+        ):
             src.doveadm("mailbox", "delete", "-u", users["vanish"], "Zdoomed")
             planned = True
             break

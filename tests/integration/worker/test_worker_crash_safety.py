@@ -1,16 +1,17 @@
-"""Crash safety: kill -9 of the worker at 10 moments, and Dovecot restarts mid-copy: nothing lost or doubled."""
+"""Crash safety: kill -9 at 10 moments, Dovecot restarts, UIDVALIDITY reset: nothing lost or doubled."""
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import os
 import secrets
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import mfw_harness as h
+
 from fixtures.dovecot import Dovecot, DovecotPair
 from fixtures.kubeapi import KubeAPI
 
@@ -40,13 +41,13 @@ class Counter:
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
                 self.conn.logout()
-            except (imaplib.IMAP4.error, OSError):
-                pass
 
 
-def _setup(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str) -> tuple[str, dict[str, str], int]:
+def _setup(
+    kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str
+) -> tuple[str, dict[str, str], int]:
     src, dst = pair.source, pair.destination
     user = f"{name}-{secrets.token_hex(3)}@example.test"
     src.add_user(user, "pw-src")
@@ -54,9 +55,15 @@ def _setup(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: st
     total = h.bulk_corpus(src, user, FOLDERS, size=3000)
     key = user.replace("@", "_")
     h.create_mailboxsync(
-        kube, namespace, name, user,
-        h.endpoint(src, "src-creds"), h.endpoint(dst, "dst-creds"),
-        tmp / "secrets", {key: "pw-src"}, {key: "pw-dst"},
+        kube,
+        namespace,
+        name,
+        user,
+        h.endpoint(src, "src-creds"),
+        h.endpoint(dst, "dst-creds"),
+        tmp / "secrets",
+        {key: "pw-src"},
+        {key: "pw-dst"},
         connectionsPerMailbox=2,
     )
     env = h.worker_env(kube, namespace, [name], tmp / "secrets", None, MAILFERRY_MAX_RETRIES="6")
@@ -143,8 +150,15 @@ def test_uidvalidity_reset_rematches_without_duplicates(
     h.append(src, user, "Proj", [h.message("no id", msgid=False)], flags="\\Flagged")
     key = user.replace("@", "_")
     mb = h.create_mailboxsync(
-        kube, namespace, "uidv", user, h.endpoint(src, "s"), h.endpoint(dst, "d"),
-        tmp_path / "secrets", {key: "pw-src"}, {key: "pw-dst"},
+        kube,
+        namespace,
+        "uidv",
+        user,
+        h.endpoint(src, "s"),
+        h.endpoint(dst, "d"),
+        tmp_path / "secrets",
+        {key: "pw-src"},
+        {key: "pw-dst"},
     )
     env = h.worker_env(kube, namespace, ["uidv"], tmp_path / "secrets", None)
     assert h.run_worker(env).returncode == 0
@@ -166,5 +180,3 @@ def test_uidvalidity_reset_rematches_without_duplicates(
     rc, out = h.verify(src, dst, user)
     assert rc == 0, out
     assert "source=33 destination=33 differences=0" in out
-
-

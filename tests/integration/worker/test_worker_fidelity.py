@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mfw_harness as h
+
 from fixtures.dovecot import DovecotPair
 from fixtures.kubeapi import KubeAPI
 
@@ -18,9 +19,13 @@ def _corpus(src, user: str) -> int:  # type: ignore[no-untyped-def]
     now = time.time()
     n = 0
     h.append(src, user, "INBOX", [h.message(f"inbox {i}", size=2000) for i in range(10)], date=now - 30 * day)
-    h.append(src, user, "INBOX", [h.message(f"seen {i}") for i in range(5)], flags="\\Seen", date=now - 3 * day)
+    h.append(
+        src, user, "INBOX", [h.message(f"seen {i}") for i in range(5)], flags="\\Seen", date=now - 3 * day
+    )
     n += 15
-    h.append(src, user, "Sent", [h.message(f"sent {i}") for i in range(3)], flags="\\Seen", date=now - 2 * day)
+    h.append(
+        src, user, "Sent", [h.message(f"sent {i}") for i in range(3)], flags="\\Seen", date=now - 2 * day
+    )
     h.append(src, user, "Projects/2024/Q1", [h.message(f"q1 {i}") for i in range(4)], date=now - 400 * day)
     h.append(src, user, "Ünïcödé/日本語 & Co", [h.message(f"uni {i}") for i in range(3)], date=now - 5 * day)
     n += 10
@@ -31,8 +36,12 @@ def _corpus(src, user: str) -> int:  # type: ignore[no-untyped-def]
     edge = [dup, dup, noid, noid_twin, noid_twin, empty_body]
     h.append(src, user, "Edge", edge, date=now - 7 * day)
     h.append(
-        src, user, "Edge", [h.message("all flags")],
-        flags="\\Seen \\Answered \\Flagged \\Deleted \\Draft $Forwarded $MDNSent Custom_Kw", date=now - day,
+        src,
+        user,
+        "Edge",
+        [h.message("all flags")],
+        flags="\\Seen \\Answered \\Flagged \\Deleted \\Draft $Forwarded $MDNSent Custom_Kw",
+        date=now - day,
     )
     h.append(src, user, "Edge", [h.message("keyword only")], flags="$Label1 Work", date=now - day)
     n += 8
@@ -45,8 +54,9 @@ def _corpus(src, user: str) -> int:  # type: ignore[no-untyped-def]
     msg["Subject"] = "25 MB attachment"
     msg["Message-ID"] = "<big-attachment@src.test>"
     msg.set_content("see attachment\r\n")
-    msg.add_attachment(os.urandom(19 * 1024 * 1024), maintype="application", subtype="octet-stream",
-                       filename="big.bin")
+    msg.add_attachment(
+        os.urandom(19 * 1024 * 1024), maintype="application", subtype="octet-stream", filename="big.bin"
+    )
     big = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
     assert len(big) > 25_000_000
     h.append(src, user, "Big", [big], flags="\\Seen", date=now - 10 * day)
@@ -65,9 +75,15 @@ def test_fidelity_corpus_verifies_with_zero_differences(
     key = user.replace("@", "_")
     ca = h.ca_bundle(tmp_path, src, dst)
     mb = h.create_mailboxsync(
-        kube, namespace, "fidelity", user,
-        h.endpoint(src, "src-creds", "starttls"), h.endpoint(dst, "dst-creds", "tls"),
-        tmp_path / "secrets", {key: "pw-src"}, {key: "pw-dst"},
+        kube,
+        namespace,
+        "fidelity",
+        user,
+        h.endpoint(src, "src-creds", "starttls"),
+        h.endpoint(dst, "dst-creds", "tls"),
+        tmp_path / "secrets",
+        {key: "pw-src"},
+        {key: "pw-dst"},
         connectionsPerMailbox=3,
     )
     env = h.worker_env(kube, namespace, ["fidelity"], tmp_path / "secrets", ca)
@@ -113,7 +129,10 @@ def test_fidelity_corpus_verifies_with_zero_differences(
     # The verifier also reads endpoints and Secrets from the MailboxSync through the API.
     cp2 = subprocess.run(
         [h.VERIFY, "verify", "--mailboxsync", "fidelity", "--namespace", namespace, "--ca-file", str(ca)],
-        env=dict(os.environ, KUBECONFIG=str(kube.kubeconfig)), capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, KUBECONFIG=str(kube.kubeconfig)),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert cp2.returncode == 1, cp2.stdout + cp2.stderr
     assert "missing=1" in cp2.stdout

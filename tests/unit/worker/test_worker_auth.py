@@ -24,10 +24,16 @@ def _b64d(s: str) -> bytes:
 @pytest.fixture(scope="module")
 def service_account() -> tuple[str, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    sa = {"type": "service_account", "client_email": "mf@proj.iam.gserviceaccount.com", "private_key": pem,
-          "private_key_id": "kid1", "token_uri": GOOGLE_TOKEN_URL}
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    sa = {
+        "type": "service_account",
+        "client_email": "mf@proj.iam.gserviceaccount.com",
+        "private_key": pem,
+        "private_key_id": "kid1",
+        "token_uri": GOOGLE_TOKEN_URL,
+    }
     return json.dumps(sa), key
 
 
@@ -36,7 +42,9 @@ def test_google_service_account_jwt_bearer_request(service_account: tuple[str, r
 
     async def go() -> str:
         with respx.mock(assert_all_called=True) as mock:
-            route = mock.post(GOOGLE_TOKEN_URL).respond(200, json={"access_token": "ya29.tok", "expires_in": 3599})
+            route = mock.post(GOOGLE_TOKEN_URL).respond(
+                200, json={"access_token": "ya29.tok", "expires_in": 3599}
+            )
             ts = TokenSource(provider="google", user="alice@example.com", service_account_json=sa_json)
             tok = await ts.token()
             assert await ts.token() == tok  # cached
@@ -53,8 +61,9 @@ def test_google_service_account_jwt_bearer_request(service_account: tuple[str, r
             assert claims["scope"] == "https://mail.google.com/"
             assert claims["aud"] == GOOGLE_TOKEN_URL
             assert claims["exp"] - claims["iat"] == 3600
-            key.public_key().verify(_b64d(sig_b64), f"{header_b64}.{claims_b64}".encode(), padding.PKCS1v15(),
-                                    hashes.SHA256())
+            key.public_key().verify(
+                _b64d(sig_b64), f"{header_b64}.{claims_b64}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
             return tok
 
     assert asyncio.run(go()) == "ya29.tok"
@@ -65,8 +74,13 @@ def test_microsoft_client_credentials_request() -> None:
         url = "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
         with respx.mock(assert_all_called=True) as mock:
             route = mock.post(url).respond(200, json={"access_token": "eyJ.ms", "expires_in": 3600})
-            ts = TokenSource(provider="microsoft", user="bob@contoso.com", client_id="app-1",
-                             client_secret="s3cret", tenant_id="tenant-1")
+            ts = TokenSource(
+                provider="microsoft",
+                user="bob@contoso.com",
+                client_id="app-1",
+                client_secret="s3cret",
+                tenant_id="tenant-1",
+            )
             assert await ts.token() == "eyJ.ms"
             form = parse_qs(route.calls.last.request.content.decode())
             assert form == {
@@ -82,7 +96,9 @@ def test_microsoft_client_credentials_request() -> None:
 def test_token_errors_are_typed_and_secret_free() -> None:
     async def go() -> None:
         url = "https://login.microsoftonline.com/t/oauth2/v2.0/token"
-        ts = TokenSource(provider="microsoft", user="b@c", client_id="a", client_secret="very-secret", tenant_id="t")
+        ts = TokenSource(
+            provider="microsoft", user="b@c", client_id="a", client_secret="very-secret", tenant_id="t"
+        )
         with respx.mock() as mock:
             mock.post(url).respond(401, json={"error": "invalid_client"})
             with pytest.raises(AuthenticationFailed) as exc:

@@ -13,19 +13,32 @@ from mailferry_worker.sync.engine import MailboxResult, backoff
 
 
 def test_status_patch_clears_optional_errors_and_never_touches_kopf() -> None:
-    st = MailboxSyncStatus(phase="Synced", folders=[FolderCheckpoint(name="INBOX", last_uid=5, uid_validity=9)])
+    st = MailboxSyncStatus(
+        phase="Synced", folders=[FolderCheckpoint(name="INBOX", last_uid=5, uid_validity=9)]
+    )
     body = status_patch(st)
     assert body["lastError"] is None and body["throttle"] is None
     assert "kopf" not in body
-    assert body["folders"][0] == {"name": "INBOX", "uidValidity": 9, "lastUid": 5, "messages": 0, "copied": 0,
-                                  "skipped": 0, "failed": 0, "bytes": 0, "pending": 0}
+    assert body["folders"][0] == {
+        "name": "INBOX",
+        "uidValidity": 9,
+        "lastUid": 5,
+        "messages": 0,
+        "copied": 0,
+        "skipped": 0,
+        "failed": 0,
+        "bytes": 0,
+        "pending": 0,
+    }
     st.last_error = ErrorInfo(reason="Throttled", message="x")
     assert status_patch(st)["lastError"]["reason"] == "Throttled"
 
 
 def test_file_store_roundtrip(tmp_path: Path) -> None:
-    spec = {"source": {"username": "a@x", "endpoint": {"host": "h", "auth": {"secretRef": {"name": "s"}}}},
-            "destination": {"username": "a@y", "endpoint": {"host": "h2", "auth": {"secretRef": {"name": "d"}}}}}
+    spec = {
+        "source": {"username": "a@x", "endpoint": {"host": "h", "auth": {"secretRef": {"name": "s"}}}},
+        "destination": {"username": "a@y", "endpoint": {"host": "h2", "auth": {"secretRef": {"name": "d"}}}},
+    }
     (tmp_path / "mb.json").write_text(json.dumps({"spec": spec}))
     store = FileStatusStore(tmp_path)
 

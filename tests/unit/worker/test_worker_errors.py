@@ -47,7 +47,9 @@ def test_client_maps_provider_throttling_bye_and_auth() -> None:
             }
         )
         async with server:
-            c = await ImapClient.connect("127.0.0.1", port, security="none", connect_timeout=5, read_timeout=5)
+            c = await ImapClient.connect(
+                "127.0.0.1", port, security="none", connect_timeout=5, read_timeout=5
+            )
             with pytest.raises(AuthenticationFailed):
                 await c.login("u", "p")
             with pytest.raises(Throttled):

@@ -3,13 +3,20 @@ from __future__ import annotations
 import asyncio
 
 from mailferry_worker.imap import utf7
-from mailferry_worker.imap.client import compress_uids, format_internaldate, parse_internaldate, parse_message_id
+from mailferry_worker.imap.client import (
+    compress_uids,
+    format_internaldate,
+    parse_internaldate,
+    parse_message_id,
+)
 from mailferry_worker.imap.parser import ResponseReader, Spool, pairs, tokenize
 
 
 def test_tokenize_fetch_with_literal_and_bracketed_atom() -> None:
-    line = b'12 FETCH (UID 5 FLAGS (\\Seen $Work) INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 44 ' \
-           b"BODY[HEADER.FIELDS (MESSAGE-ID)] {4}\x00 MODSEQ (7))"
+    line = (
+        b'12 FETCH (UID 5 FLAGS (\\Seen $Work) INTERNALDATE "17-Jul-1996 02:44:25 -0700" RFC822.SIZE 44 '
+        b"BODY[HEADER.FIELDS (MESSAGE-ID)] {4}\x00 MODSEQ (7))"
+    )
     toks = tokenize(line, [b"abcd"])
     attrs = pairs(toks[2])
     assert attrs["UID"] == b"5"

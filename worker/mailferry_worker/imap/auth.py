@@ -1,4 +1,4 @@
-"""XOAUTH2 token sources: a static token, a Google service account (JWT bearer), Microsoft client credentials."""
+"""XOAUTH2 token sources: static token, Google service account (JWT bearer), Microsoft client credentials."""
 
 from __future__ import annotations
 

@@ -176,7 +176,7 @@ class MailboxRunner:
             if self.run_skips.get("MessageTooLarge") and status.last_error is None:
                 status.last_error = ErrorInfo(
                     reason="MessageTooLarge",
-                    message=f"{self.run_skips['MessageTooLarge']} message(s) over maxMessageBytes were skipped",
+                    message=f"{self.run_skips['MessageTooLarge']} message(s) over maxMessageBytes skipped",
                     time=now(),
                 )
             msg = f"copied {result.copied} message(s) in this run"
@@ -338,7 +338,8 @@ class MailboxRunner:
                             ErrorInfo(reason="FolderVanished", message=exc.message, time=now())
                         )
                         self.log("folder_vanished", "warning", folder=plan.source, error=exc.message)
-                        src = await _reset(src) if not (src and not src.closed) else src
+                        if src is not None and src.closed:
+                            src = None
                         break
                     except CommandFailed as exc:
                         self.folder_errors.append(
@@ -353,8 +354,9 @@ class MailboxRunner:
                     except ImapError as exc:
                         if not exc.transient:
                             raise
-                        src = await _reset(src)
-                        dst = await _reset(dst)
+                        await _close(src)
+                        await _close(dst)
+                        src = dst = None
                         full = True  # an APPEND in flight may have landed: look before re-sending
                         if attempt >= self.settings.max_retries:
                             raise _GiveUp(exc) from None
@@ -432,8 +434,7 @@ class MailboxRunner:
             )
 
 
-async def _reset(c: ImapClient | None) -> None:
+async def _close(c: ImapClient | None) -> None:
     if c is not None:
         with contextlib.suppress(Exception):
             await c.close()
-    return None
