@@ -1,0 +1,235 @@
+"""A hostile IMAP server on loopback (asyncio in a background thread).
+
+It behaves like a tiny IMAP4rev1 server (greeting, CAPABILITY, LOGIN, SELECT of an INBOX with one
+message, UID FETCH, LOGOUT) until the command named by ``on`` arrives; then it misbehaves as
+``behaviour`` says. ``BEHAVIOURS`` lists them with a one-line description:
+
+    with HostileImap("endless_line", on="SELECT") as srv:   # srv.port
+        ...
+
+Big outputs are written in 1 MiB chunks with backpressure and stop as soon as the client goes away,
+so a client that gives up early costs the server (and the test machine) little.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+
+from .loopthread import LoopThread
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+BEHAVIOURS: dict[str, str] = {
+    "garbage_greeting": "binary garbage instead of a greeting",
+    "garbage_after_greeting": "a normal greeting, then binary garbage lines and a close on the next command",
+    "malformed_literal": "a FETCH whose literal announces more bytes than it sends, then silence",
+    "literal_bad_count": "literals with non-numeric/negative/absurd counts, then a tagged OK",
+    "huge_literal_close": "a literal announcing 1 TiB, 4 MiB of it, then a close",
+    "endless_line": "1 GiB of one line without CRLF",
+    "enormous_untagged_lines": "256 MiB of untagged '* OK' lines (1 KiB each) before the tagged OK",
+    "enormous_untagged_literals": "one untagged FETCH made of 256 x 1 MiB literals",
+    "throttled": "NO [THROTTLED] with a suggested backoff of 1500 ms",
+    "bye_mid_command": "half a response, then '* BYE' and a close",
+    "close_mid_literal": "a FETCH literal cut off half way by a close",
+    "stall": "accepts the command and never answers",
+}
+
+CAPS = b"IMAP4rev1 LITERAL+ UIDPLUS"
+
+
+class HostileImap:
+    def __init__(self, behaviour: str, on: str = "SELECT", total: int | None = None) -> None:
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {behaviour!r}: {sorted(BEHAVIOURS)}")
+        self.behaviour = behaviour
+        self.on = on.upper()
+        self.total = total  # override the byte volume of the big behaviours
+        self.port = 0
+        self.bytes_sent = 0
+        self.commands: list[bytes] = []  # first line of each command received (credentials included!)
+        self._lt: LoopThread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> HostileImap:
+        self._lt = LoopThread(f"hostile-imap-{self.behaviour}")
+
+        async def _start() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        self._lt.run(_start())
+        return self
+
+    def stop(self) -> None:
+        if self._lt is None:
+            return
+        server = self._server
+
+        async def _close() -> None:
+            if server is not None:
+                server.close()
+
+        with contextlib.suppress(Exception):
+            self._lt.run(_close())
+        self._lt.stop()
+        self._lt = None
+
+    def __enter__(self) -> HostileImap:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -------------------------------------------------------------- the session
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:  # server shutdown while a session sleeps
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _send(self, w: asyncio.StreamWriter, data: bytes) -> None:
+        w.write(data)
+        self.bytes_sent += len(data)
+        await w.drain()
+
+    async def _session(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self.behaviour == "garbage_greeting":
+            await self._send(w, b"\x00\xff\xfe garbage \x1b[31m not imap\r\n" + os.urandom(512) + b"\r\n")
+            await asyncio.sleep(30)
+            return
+        await self._send(w, b"* OK [CAPABILITY " + CAPS + b"] hostile test server ready\r\n")
+        while True:
+            line = await r.readuntil(b"\r\n")
+            # skip the client's literals (LOGIN with 8-bit passwords, APPEND)
+            while line.rstrip().endswith(b"}") and b"{" in line:
+                size = int(line[line.rfind(b"{") + 1 :].rstrip(b"}+\r\n"))
+                if not line.rstrip().endswith(b"+}"):
+                    await self._send(w, b"+ go ahead\r\n")
+                await r.readexactly(size)
+                line = line + b"<literal>" + await r.readuntil(b"\r\n")
+            self.commands.append(line)
+            parts = line.rstrip(b"\r\n").split(b" ", 2)
+            tag = parts[0]
+            cmd = parts[1].upper() if len(parts) > 1 else b""
+            if cmd == b"UID" and len(parts) > 2:
+                cmd = b"UID " + parts[2].split(b" ", 1)[0].upper()
+            if cmd.decode() == self.on or (self.on == "ANY" and cmd not in (b"CAPABILITY",)):
+                await self._misbehave(tag, r, w)
+                return
+            await self._normal(tag, cmd, w)
+            if cmd == b"LOGOUT":
+                return
+
+    async def _normal(self, tag: bytes, cmd: bytes, w: asyncio.StreamWriter) -> None:
+        if cmd == b"CAPABILITY":
+            await self._send(w, b"* CAPABILITY " + CAPS + b"\r\n" + tag + b" OK done\r\n")
+        elif cmd in (b"SELECT", b"EXAMINE"):
+            await self._send(
+                w,
+                b"* 1 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n"
+                b"* FLAGS (\\Seen)\r\n* OK [PERMANENTFLAGS (\\Seen)] ok\r\n"
+                + tag
+                + b" OK [READ-WRITE] done\r\n",
+            )
+        elif cmd == b"UID FETCH":
+            body = b"Message-ID: <1@hostile.test>\r\nSubject: x\r\n\r\nhello\r\n"
+            await self._send(
+                w,
+                b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body + b")\r\n" + tag + b" OK done\r\n",
+            )
+        elif cmd == b"LOGOUT":
+            await self._send(w, b"* BYE bye\r\n" + tag + b" OK done\r\n")
+        else:
+            await self._send(w, tag + b" OK done\r\n")
+
+    async def _stream(self, w: asyncio.StreamWriter, total: int, chunk: Callable[[int], bytes]) -> None:
+        sent = 0
+        while sent < total:
+            data = chunk(min(MIB, total - sent))
+            await self._send(w, data)
+            sent += len(data)
+
+    async def _misbehave(self, tag: bytes, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        b = self.behaviour
+
+        async def garbage_after_greeting() -> None:
+            for _ in range(64):
+                await self._send(w, os.urandom(200).replace(b"\r\n", b"..") + b"\r\n")
+
+        async def malformed_literal() -> None:
+            await self._send(w, b"* 1 FETCH (UID 1 BODY[] {5000}\r\nonly a few)\r\n" + tag + b" OK done\r\n")
+            await asyncio.sleep(60)
+
+        async def literal_bad_count() -> None:
+            await self._send(
+                w,
+                b"* 1 FETCH (UID 1 BODY[] {abc}\r\n* 1 FETCH (UID 1 BODY[] {-5}\r\n"
+                b"* 1 FETCH (UID 1 BODY[] {99999999999999999999999999999999999999}x\r\n"
+                + tag
+                + b" OK done\r\n",
+            )
+            await asyncio.sleep(60)
+
+        async def huge_literal_close() -> None:
+            await self._send(w, b"* 1 FETCH (UID 1 BODY[] {1099511627776}\r\n")
+            await self._stream(w, self.total or 4 * MIB, lambda n: b"x" * n)
+
+        async def endless_line() -> None:
+            await self._send(w, b"* OK ")
+            await self._stream(w, self.total or GIB, lambda n: b"A" * n)
+
+        async def enormous_untagged_lines() -> None:
+            line = b"* OK " + b"u" * 1017 + b"\r\n"  # 1 KiB
+            block = line * 1024
+            await self._stream(w, self.total or 256 * MIB, lambda n: block[:n])
+            await self._send(w, tag + b" OK done\r\n")
+
+        async def enormous_untagged_literals() -> None:
+            total = self.total or 256 * MIB
+            await self._send(w, b"* 1 FETCH (UID 1")
+            lit = b" X {%d}\r\n" % MIB + b"L" * MIB
+            sent = 0
+            while sent < total:
+                await self._send(w, lit)
+                sent += len(lit)
+            await self._send(w, b")\r\n" + tag + b" OK done\r\n")
+
+        async def throttled() -> None:
+            await self._send(
+                w,
+                tag + b" NO [THROTTLED] Request is throttled. Suggested Backoff Time: 1500 milliseconds\r\n",
+            )
+            await asyncio.sleep(60)
+
+        async def bye_mid_command() -> None:
+            await self._send(w, b"* 1 EXISTS\r\n* BYE [UNAVAILABLE] going away mid-command\r\n")
+
+        async def close_mid_literal() -> None:
+            await self._send(w, b"* 1 FETCH (UID 1 BODY[] {100000}\r\n" + b"y" * 50000)
+
+        async def stall() -> None:
+            await asyncio.sleep(3600)
+
+        actions: dict[str, Callable[[], Awaitable[None]]] = {
+            "garbage_after_greeting": garbage_after_greeting,
+            "malformed_literal": malformed_literal,
+            "literal_bad_count": literal_bad_count,
+            "huge_literal_close": huge_literal_close,
+            "endless_line": endless_line,
+            "enormous_untagged_lines": enormous_untagged_lines,
+            "enormous_untagged_literals": enormous_untagged_literals,
+            "throttled": throttled,
+            "bye_mid_command": bye_mid_command,
+            "close_mid_literal": close_mid_literal,
+            "stall": stall,
+        }
+        await actions[b]()
