@@ -36,6 +36,7 @@ class HttpFaultProxy:
     upstream: str  # e.g. http://127.0.0.1:8081
     faults: list[Fault] = field(default_factory=list)
     hang_seconds: float = 3.0
+    response_delay: float = 0.0  # PATCHes: forwarded (applied) at once, answered after this delay
     log: list[tuple[str, str, bytes, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -69,6 +70,9 @@ class HttpFaultProxy:
                     k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
                 }
                 resp = client.request(self.command, proxy.upstream + self.path, content=body, headers=headers)
+                if self.command == "PATCH" and proxy.response_delay:
+                    proxy.log.append(("PATCH-applied", self.path, body, resp.status_code))
+                    time.sleep(proxy.response_delay)
                 if rule is not None and rule.action == "500-after":
                     self._reply(500, b'{"error": "injected after applying"}', body)
                     return

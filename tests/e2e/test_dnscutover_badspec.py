@@ -1,0 +1,135 @@
+"""Bad DnsCutover specs: what the CRD schema rejects at apply time, and what the operator reports
+as a condition with a reason and an actionable message (never a crash)."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures._proc import CommandFailed
+from fixtures.kubeapi import KubeAPI
+from fixtures.powerdns import PowerDNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
+from dnscutover_harness import Operator, condition, pdns_secret, wait_dc
+
+
+def good(name: str, domain: str, api_url: str, secret: str = "dns-creds") -> dict[str, Any]:
+    return {
+        "apiVersion": "mailferry.io/v1alpha1",
+        "kind": "DnsCutover",
+        "metadata": {"name": name},
+        "spec": {
+            "domain": domain,
+            "provider": {"type": "powerdns", "secretRef": {"name": secret}, "powerdns": {"apiUrl": api_url}},
+            "targetPhase": "TTLLowered",
+            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s["provider"].update(type="bind9"), 'Unsupported value: "bind9"'),
+        (lambda s: s["records"].update(mx=[]), "spec.records.mx"),
+        (lambda s: s["records"].update(mx=[{"priority": 10}]), 'omits all key fields ["host"]'),
+        (
+            lambda s: s["records"].update(dmarc={"stages": [{"policy": "reject"}, {"policy": "quarantine"}]}),
+            "DMARC stages must not weaken",
+        ),
+        (lambda s: s["provider"].pop("powerdns"), "provider.powerdns is required when type is powerdns"),
+        (lambda s: s.update(targetPhase="Done"), "spec.targetPhase"),
+        (
+            lambda s: s["records"].update(dkim={"selectors": [{"name": "x", "source": "cname"}]}),
+            "cnameTarget is required",
+        ),
+    ],
+    ids=[
+        "unknown-provider",
+        "mx-without-hosts",
+        "mx-host-missing",
+        "dmarc-reversed",
+        "provider-config-missing",
+        "unknown-phase",
+        "dkim-cname-without-target",
+    ],
+)
+def test_schema_rejects(kube: KubeAPI, namespace: str, mutate: Any, message: str) -> None:
+    obj = copy.deepcopy(good("bad", "bad.test", "http://127.0.0.1:1"))
+    mutate(obj["spec"])
+    with pytest.raises(CommandFailed) as info:
+        kube.apply(obj, namespace)
+    assert message in info.value.stderr
+
+
+def test_problems_the_schema_cannot_see_become_conditions(
+    kube: KubeAPI, namespace: str, powerdns: PowerDNS, tmp_path: Path
+) -> None:
+    powerdns.create_zone(
+        "badspec.test.",
+        [("@", "MX", 60, ["10 mx.old.test."]), ("@", "TXT", 60, ["v=spf1 include:a.old.test ~all"])],
+    )
+    pdns_secret(kube, namespace, "dns-creds", {"api-key": powerdns.api_key})
+    pdns_secret(kube, namespace, "wrong-key", {"token": "x"})
+    api = powerdns.api_url
+    specs = {
+        "missing-secret": good("missing-secret", "badspec.test", api, secret="nope"),
+        "missing-key": good("missing-key", "badspec.test", api, secret="wrong-key"),
+        "unknown-zone": good("unknown-zone", "not-served.test", api),
+        "unreachable": good("unreachable", "badspec.test", "http://127.0.0.1:9/api/v1"),
+        "spf-too-long": good("spf-too-long", "badspec.test", api),
+        "ed25519-alone": good("ed25519-alone", "badspec.test", api),
+    }
+    specs["spf-too-long"]["spec"]["targetPhase"] = "Staged"
+    specs["spf-too-long"]["spec"]["records"]["spf"] = {"include": [f"i{i}.dest.test" for i in range(10)]}
+    specs["ed25519-alone"]["spec"]["records"]["dkim"] = {
+        "selectors": [{"name": "e1", "algorithm": "ed25519"}]
+    }
+    for obj in specs.values():
+        kube.apply(obj, namespace)
+    op = Operator(kube, namespace, tmp_path, env={"MAILFERRY_DNS_RETRIES": "2"}).start()
+    expect = {
+        "missing-secret": ("SecretNotFound", "Secret nope (provider.secretRef) not found"),
+        "missing-key": ("SecretKeyMissing", "has no key 'api-key'"),
+        "unknown-zone": ("ZoneNotFound", "zone not-served.test. not found"),
+        "unreachable": ("ProviderUnreachable", "powerdns: GET zone"),
+        "spf-too-long": ("SpfLimitExceeded", "SPF needs 11 DNS lookups; RFC 7208 allows 10"),
+        "ed25519-alone": ("InvalidSpec", "needs an rsa selector"),
+    }
+    try:
+        for name, (reason, text) in expect.items():
+            obj = wait_dc(
+                kube,
+                namespace,
+                name,
+                lambda o, r=reason: condition(o, "Stalled").get("reason") == r,
+                f"{name}: Stalled {reason}",
+                operator=op,
+            )
+            st = condition(obj, "Stalled")
+            assert st["status"] == "True" and text in st["message"], st
+            assert condition(obj, "Ready")["status"] == "False"
+            assert obj["status"]["lastError"]["reason"] == reason
+            assert powerdns.api_key not in str(obj["status"])
+        # nothing was written for any of them
+        assert powerdns.query("badspec.test.", "MX").answer[0].ttl == 60
+        # fixing the spec clears the condition: create the missing Secret
+        pdns_secret(kube, namespace, "nope", {"api-key": powerdns.api_key})
+        obj = wait_dc(
+            kube,
+            namespace,
+            "missing-secret",
+            lambda o: condition(o, "Ready").get("status") == "True",
+            "missing-secret recovers",
+            operator=op,
+        )
+        assert condition(obj, "Stalled")["status"] == "False" and obj["status"]["phase"] == "TTLLowered"
+        assert op.proc is not None and op.proc.running()
+        assert "Traceback" not in op.log_text()
+    finally:
+        op.stop()
