@@ -523,6 +523,49 @@ class ImapClient:
                     return {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
         raise ProtocolError(f"no STATUS response for {mailbox}")
 
+    async def status_many(self, mailboxes: Sequence[str]) -> dict[str, dict[str, int] | ImapError]:
+        """STATUS of several mailboxes, pipelined (all commands sent at once): one round trip in total."""
+        items = b"(MESSAGES UIDNEXT UIDVALIDITY" + (b" HIGHESTMODSEQ)" if self.has("CONDSTORE") else b")")
+        if self.closed:
+            raise ConnectionLost("connection already closed")
+        results: dict[str, dict[str, int] | ImapError] = {}
+        async with self._lock:
+            try:
+                tags: dict[bytes, str] = {}
+                wire: dict[str, str] = {}
+                buf = bytearray()
+                for mb in mailboxes:
+                    tag = self._next_tag()
+                    tags[tag] = mb
+                    wire[utf7.encode(mb)] = mb
+                    buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + items + b"\r\n"
+                self._writer.write(bytes(buf))
+                await self._drain()
+                pending = set(tags)
+                while pending:
+                    resp = await self._read()
+                    tag = resp.line.split(b" ", 1)[0]
+                    if tag in pending:
+                        pending.discard(tag)
+                        done = self._completion(resp, [])
+                        if done.status != "OK":
+                            err = CommandFailed(done.text, done.status, done.code)
+                            results[tags[tag]] = classify_text(done.text, done.code) or _vanished_or(err, tags[tag])
+                        continue
+                    self._note_untagged(resp)
+                    if resp.words(2)[-1].upper() == "STATUS":
+                        toks = tokenize(resp.rest_after(2), resp.literals)
+                        if len(toks) >= 2 and isinstance(toks[-1], list):
+                            name = wire.get(as_str(toks[0]), utf7.decode(as_str(toks[0])))
+                            results[name] = {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
+            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
+                self._abort()
+                raise
+            except (ConnectionError, OSError) as exc:
+                self._abort()
+                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+        return results
+
     async def select(self, mailbox: str, readonly: bool = False) -> SelectInfo:
         cmd = [b"EXAMINE" if readonly else b"SELECT", mailbox_arg(mailbox)]
         if self.has("CONDSTORE"):

@@ -24,7 +24,7 @@ from mailferry_api.mailboxsync import (
 
 from ..checkpoint import StatusStore
 from ..credentials import Connector, SecretSource, connectors
-from ..imap.client import ImapClient
+from ..imap.client import FolderInfo, ImapClient
 from ..imap.errors import (
     AuthenticationFailed,
     CommandFailed,
@@ -35,7 +35,7 @@ from ..imap.errors import (
 )
 from ..kube import KubeError
 from ..logs import log
-from ..plan import FolderPlan, plan_folders
+from ..plan import FolderPlan, folder_unchanged, plan_folders
 from .folder import FolderSync, MailboxCounters
 
 Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
@@ -250,12 +250,16 @@ class MailboxRunner:
         src: ImapClient | None = None
         dst: ImapClient | None = None
         try:
-            src = await self._open(src_c)
-            dst = await self._open(dst_c)
-            src_folders = await src.list_folders()
-            sprefix, _ = await src.namespace()
-            dst_folders = await dst.list_folders()
-            dprefix, ddelim = await dst.namespace()
+            opened = await asyncio.gather(self._open(src_c), self._open(dst_c), return_exceptions=True)
+            src = opened[0] if isinstance(opened[0], ImapClient) else None
+            dst = opened[1] if isinstance(opened[1], ImapClient) else None
+            for o in opened:
+                if isinstance(o, BaseException):
+                    raise o
+            assert src is not None and dst is not None
+            (src_folders, (sprefix, _)), (dst_folders, (dprefix, ddelim)) = await asyncio.gather(
+                _listing(src), _listing(dst)
+            )
         except ImapError as exc:
             for c in (src, dst):
                 if c is not None:
@@ -273,6 +277,13 @@ class MailboxRunner:
         )
         self._dest_names = {f.name for f in dst_folders if f.selectable}
         self.log("folders_planned", count=len(plans))
+        if clean:
+            try:
+                plans = await self._changed_only(src, plans)
+            except ImapError as exc:
+                await src.close()
+                await dst.close()
+                return self._fail(exc, "transient" if exc.transient else "permanent")
         queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
         for p in plans:
             queue.put_nowait(p)
@@ -306,6 +317,26 @@ class MailboxRunner:
             if isinstance(e, _GiveUp):
                 return self._fail(e.error, "transient")
         return MailboxResult(self.name, "synced", None, self.copied, self.bytes, dict(self.run_skips))
+
+    async def _changed_only(self, src: ImapClient, plans: list[FolderPlan]) -> list[FolderPlan]:
+        """One pipelined STATUS round trip for every folder; drop those the checkpoint proves unchanged."""
+        known = [p for p in plans if p.source in self.ckpts]
+        if not known:
+            return plans
+        statuses = await src.status_many([p.source for p in known])
+        out: list[FolderPlan] = []
+        for p in plans:
+            st = statuses.get(p.source)
+            ck = self.ckpts.get(p.source)
+            if isinstance(st, dict) and ck is not None and folder_unchanged(ck, st):
+                ck.pending = 0
+                ck.messages = st.get("MESSAGES", ck.messages)
+                continue
+            if isinstance(st, ImapError) and st.transient:
+                raise st
+            out.append(p)  # changed, new, or an error the folder sync reports properly
+        self.log("folders_changed", count=len(out), unchanged=len(plans) - len(out))
+        return out
 
     async def _worker(
         self,
@@ -432,6 +463,10 @@ class MailboxRunner:
                 full_match=stats.full_match,
                 flags_updated=stats.flags_updated,
             )
+
+
+async def _listing(c: ImapClient) -> tuple[list[FolderInfo], tuple[str, str | None]]:
+    return await c.list_folders(), await c.namespace()
 
 
 async def _close(c: ImapClient | None) -> None:
