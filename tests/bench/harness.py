@@ -33,6 +33,7 @@ class ProcResult:
     max_rss_kb: int  # peak RSS of the process (and its waited-for children), from wait4()
     tree_peak_rss_kb: int  # peak of the summed RSS of the process tree, sampled from /proc
     log: Path
+    cpu_seconds: float = 0.0  # user + system CPU of the process (and its waited-for children)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,7 @@ class PhaseResult:
     problems: list[str] = field(default_factory=list)
     peak_rss_kb: int = 0
     runs: list[float] = field(default_factory=list)  # seconds of each repeat
+    cpu_seconds: float = 0.0  # the tool's own CPU (user + sys, all its processes); servers not included
 
     @property
     def complete(self) -> bool:
@@ -133,7 +135,8 @@ def run_measured(
     proc.returncode = os.waitstatus_to_exitcode(status)
     with open(log, "ab") as out:
         out.write(f"# exit {proc.returncode} after {seconds:.2f}s, maxrss {usage.ru_maxrss} KB\n".encode())
-    return ProcResult(list(argv), proc.returncode, seconds, usage.ru_maxrss, peak, log)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ProcResult(list(argv), proc.returncode, seconds, usage.ru_maxrss, peak, log, cpu)
 
 
 def run_parallel(

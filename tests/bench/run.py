@@ -45,6 +45,7 @@ def aggregate(runs: Sequence[PhaseResult]) -> PhaseResult:
     agg.problems = [p for r in runs for p in r.problems]
     agg.peak_rss_kb = max(r.peak_rss_kb for r in runs)
     agg.runs = [r.seconds for r in runs]
+    agg.cpu_seconds = statistics.median(r.cpu_seconds for r in runs)
     return agg
 
 
@@ -55,6 +56,7 @@ def _phase_result(
     problems += servers.verify()
     r = PhaseResult(tool, phase, seconds, servers.corpus_messages, servers.corpus_bytes, procs, problems)
     r.peak_rss_kb = max((max(p.max_rss_kb, p.tree_peak_rss_kb) for p in procs), default=0)
+    r.cpu_seconds = sum(p.cpu_seconds for p in procs)
     _print_phase(r)
     return r
 
@@ -171,7 +173,11 @@ def flag_note(servers: BenchServers, tool: str) -> str:
 
 def _print_phase(r: PhaseResult) -> None:
     state = "complete" if r.complete else "INCOMPLETE: " + "; ".join(r.problems[:5])
-    print(f"bench:   {r.tool} {r.phase}: {r.seconds:.2f}s, {r.msgs_per_s:.0f} msg/s, {state}", flush=True)
+    print(
+        f"bench:   {r.tool} {r.phase}: {r.seconds:.2f}s, {r.msgs_per_s:.0f} msg/s, "
+        f"CPU {r.cpu_seconds:.2f}s, {state}",
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------ reporting
@@ -192,6 +198,7 @@ def table(results: Sequence[PhaseResult]) -> str:
             "messages/s",
             "MB/s",
             "speedup mailferry vs tool",
+            "tool CPU s",
             "peak RSS MB",
         )
     ]
@@ -207,7 +214,8 @@ def table(results: Sequence[PhaseResult]) -> str:
             ratio = "-"
         else:
             ratio = f"{r.seconds / mf.seconds:.2f}x"
-        rows.append((r.tool, r.phase, secs, runs, rate, mbs, ratio, f"{r.peak_rss_kb / 1024:.0f}"))
+        cpu = f"{r.cpu_seconds:.2f}"
+        rows.append((r.tool, r.phase, secs, runs, rate, mbs, ratio, cpu, f"{r.peak_rss_kb / 1024:.0f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -333,7 +341,12 @@ the source's message count in every folder (`doveadm mailbox status`).
 - mailferry: one `mailferry-worker sync` process with MAILFERRY_MAILBOXSYNCS naming all mailboxes and
   MAILFERRY_MAILBOX_CONCURRENCY={concurrency}, reading MailboxSync objects from a real kube-apiserver.
   Peak RSS is the larger of wait4() ru_maxrss and the sampled RSS of its process tree.
-- Seconds are wall time for all mailboxes (first start to last exit).
+- Seconds are wall time for all mailboxes (first start to last exit); the median of the repeats
+  (each repeat against a fresh destination; repeats interleaved across tools).
+- "tool CPU s" is the tool's own user+system CPU (wait4 rusage, summed over its processes, median of
+  the repeats); it excludes the Dovecot servers and is much less sensitive to machine load than wall
+  time. doveadm backup's CPU includes writing the destination maildir, which for the IMAP tools is
+  done by the destination Dovecot and not counted.
 """
     )
     path.parent.mkdir(parents=True, exist_ok=True)
