@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
@@ -172,6 +173,25 @@ def test_forward_to_enforced_then_rollback_to_planned(
         assert st["mtaSts"]["mode"] == "enforce" and st["mtaSts"]["id"] == mtasts.policy_id(policy)
         assert q("_smtp._tls." + zone, "TXT") == ["v=TLSRPTv1; rua=mailto:tlsrpt@reports.dest.test"]
         assert q("www." + zone, "A") == ["192.0.2.10"]  # untouched
+        samples = {
+            (sm.name, tuple(sorted(sm.labels.items()))): sm.value
+            for fam in text_string_to_metric_families(op.metrics())
+            for sm in fam.samples
+        }
+        me = {"namespace": namespace, "dnscutover": "cut", "domain": zone.rstrip(".")}
+
+        def metric(name: str, **extra: str) -> float | None:
+            return samples.get((name, tuple(sorted({**me, **extra}.items()))))
+
+        assert metric("mailferry_dnscutover_phase_index") == 4.0
+        assert metric("mailferry_dnscutover_phase", phase="Enforced") == 1.0
+        assert metric("mailferry_dnscutover_phase", phase="Switched") == 0.0
+        assert metric("mailferry_dnscutover_transitions_total", direction="forward") == 4.0
+        assert metric("mailferry_dnscutover_condition", condition="Ready") == 1.0
+        writes = samples.get(
+            ("mailferry_dns_record_writes_total", (("provider", kind), ("result", "success")))
+        )
+        assert writes is not None and writes >= 11
 
         # Rollback by reverting the spec: walks back phase by phase to the exact starting zone.
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "Planned"}}')

@@ -52,6 +52,7 @@ class Operator:
     def start(self) -> Operator:
         self.starts += 1
         liveness = free_port()
+        self.metrics_port = free_port()
         if self.only:
             argv = [
                 str(BIN / "kopf"),
@@ -70,7 +71,7 @@ class Operator:
                 "--namespace",
                 self.namespace,
                 "--metrics-port",
-                str(free_port()),
+                str(self.metrics_port),
                 "--liveness-port",
                 str(liveness),
             ]
@@ -85,6 +86,9 @@ class Operator:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
