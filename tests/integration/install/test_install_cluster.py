@@ -383,3 +383,58 @@ def test_kustomize_apply(kube: KubeAPI, monitoring_crds: None) -> None:
     assert can_i(kube, op, "list", "mailmigrations.mailferry.io", None)
     assert not can_i(kube, op, "list", "secrets", "mailferry")
     assert os.path.exists(op)
+
+
+def test_pod_templates_pass_restricted_pod_security(kube: KubeAPI, namespaces: dict[str, str]) -> None:
+    """PodSecurity admission enforcing `restricted` admits every pod we ship.
+
+    The operator, the MTA-STS server and a worker Job's pod as the operator builds it; a pod without seccomp
+    is refused (the check can fail)."""
+    ns = namespaces["a"]
+    kube.kubectl(
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+        "--overwrite",
+    )
+    for sa in ("mf-mailferry-operator", "mailferry-worker"):
+        kube.kubectl("create", "serviceaccount", sa, "-n", ns)
+    docs = load_all(
+        kube.helm("template", "mf", str(CHART), "--namespace", ns, "--set", "mtaSts.enabled=true").stdout
+    )
+    templates = {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] == "Deployment"}
+    mm = example("MailMigration", ns, "psa")
+    spec = MailMigrationSpec.model_validate(mm["spec"])
+    job = job_body(
+        "psa",
+        "00000000-0000-0000-0000-000000000000",
+        ns,
+        spec,
+        JobPlan("psa-r0-b0", 0, 0, 0, ("alice@example.com",)),
+    )
+    templates["worker-job"] = job["spec"]["template"]
+    assert set(templates) == {"mf-mailferry-operator", "mf-mailferry-mta-sts", "worker-job"}
+    for name, tpl in templates.items():
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"psa-{name}", "namespace": ns},
+            "spec": tpl["spec"],
+        }
+        cp = kube.kubectl(
+            "create",
+            "--dry-run=server",
+            "-f",
+            "-",
+            input=json.dumps(pod, default=lambda o: o.to_api()),
+            check=False,
+        )
+        assert cp.returncode == 0, f"{name}: {cp.stderr}"
+        assert "Warning" not in cp.stderr, f"{name}: {cp.stderr}"
+    bad = json.loads(json.dumps(templates["mf-mailferry-operator"]["spec"]))
+    del bad["securityContext"]["seccompProfile"]  # restricted requires RuntimeDefault/Localhost seccomp
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psa-bad", "namespace": ns}, "spec": bad}
+    cp = kube.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert cp.returncode != 0 and 'violates PodSecurity "restricted:latest"' in cp.stderr, cp.stderr
