@@ -50,7 +50,7 @@ class ProxyStats:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Conn:
     proxy: FaultProxy
     client: asyncio.StreamWriter
