@@ -19,7 +19,7 @@ from ..imap.parser import Literal, Spool
 from ..plan import FolderPlan, appendable_flags, chunks, decide, flag_updates, folder_unchanged, needs_hash
 
 CHUNK_MESSAGES = 100
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 META_RANGE = 20000  # metadata is fetched in UID windows of this many UIDs
 
 
