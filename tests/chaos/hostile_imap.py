@@ -14,6 +14,7 @@ so a client that gives up early costs the server (and the test machine) little.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ BEHAVIOURS: dict[str, str] = {
     "bye_mid_command": "half a response, then '* BYE' and a close",
     "close_mid_literal": "a FETCH literal cut off half way by a close",
     "stall": "accepts the command and never answers",
+    "echo_credentials": "rejects LOGIN/AUTHENTICATE with a NO that echoes the credentials it received",
 }
 
 CAPS = b"IMAP4rev1 LITERAL+ UIDPLUS"
@@ -219,6 +221,18 @@ class HostileImap:
         async def stall() -> None:
             await asyncio.sleep(3600)
 
+        async def echo_credentials() -> None:
+            line = self.commands[-1].rstrip(b"\r\n")
+            if line.upper().split(b" ")[1:2] == [b"AUTHENTICATE"] and len(line.split(b" ")) < 4:
+                await self._send(w, b"+ \r\n")
+                line += b" " + (await r.readuntil(b"\r\n")).rstrip(b"\r\n")
+            try:
+                decoded = base64.b64decode(line.rsplit(b" ", 1)[-1], validate=True)
+            except ValueError:
+                decoded = b""
+            clear = decoded.replace(b"\x00", b" ").replace(b"\x01", b" ")
+            await self._send(w, tag + b" NO [AUTHENTICATIONFAILED] no: " + line + b" " + clear + b"\r\n")
+
         actions: dict[str, Callable[[], Awaitable[None]]] = {
             "garbage_after_greeting": garbage_after_greeting,
             "malformed_literal": malformed_literal,
@@ -231,5 +245,6 @@ class HostileImap:
             "bye_mid_command": bye_mid_command,
             "close_mid_literal": close_mid_literal,
             "stall": stall,
+            "echo_credentials": echo_credentials,
         }
         await actions[b]()
