@@ -160,13 +160,14 @@ def migration_manifest(
     }
 
 
-def apply(kube: KubeAPI, *docs: Mapping[str, Any]) -> None:
-    """`kubectl apply -f` a file holding the documents."""
+def apply(kube: KubeAPI, *docs: Mapping[str, Any], verb: tuple[str, ...] = ("apply",)) -> None:
+    """`kubectl apply -f` a file holding the documents (`verb=("create",)` for objects too big to
+    carry a last-applied annotation)."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump_all([dict(d) for d in docs], f, sort_keys=False)
         path = f.name
     try:
-        kube.kubectl("apply", "-f", path)
+        kube.kubectl(*verb, "-f", path)
     finally:
         os.unlink(path)
 

@@ -1,0 +1,147 @@
+"""`make bench-operator`: how the operator copes with a 5,000-row inventory (a benchmark, not a test).
+
+Starts the local API server and one Dovecot with 5,000 users (source and destination are the same
+server here: only logins are tested before the first Job), puts a 5,000-row CSV inventory in a
+ConfigMap, applies a MailMigration, and measures with the operator running as a process:
+  - seconds until every MailboxSync exists,
+  - seconds until validation (10,000 IMAP logins + source scan) is done,
+  - seconds until the first batch Job exists,
+  - the operator's peak RSS (VmHWM).
+No job runner runs: the Jobs are created, not executed.
+
+    python tests/tools/demo_bench.py [--rows 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import demolib as d
+
+from fixtures.dovecot import Dovecot
+from fixtures.kubeapi import find_bin_dir, start_envtest
+
+NS = "bench"
+NAME = "bench"
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def count_mailboxsyncs(kube: d.KubeAPI) -> int:
+    """One cheap list call (limit=1): items + remainingItemCount."""
+    path = f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs?limit=1"
+    raw = kube.kubectl("get", "--raw", path).stdout
+    data = json.loads(raw)
+    return len(data.get("items", [])) + int(data.get("metadata", {}).get("remainingItemCount") or 0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=5000)
+    p.add_argument("--keep", action="store_true", help="keep the work dir (operator log) afterwards")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="mailferry-bench-"))
+    parts: list[object] = []
+    try:
+        kube = start_envtest(work / "kube", find_bin_dir())
+        parts.append(kube)
+        kube.install_crds()
+        (work / "imap").mkdir()
+        imap = Dovecot(work / "imap", "bench")
+        parts.append(imap)
+        imap.start()
+        org = d.make_org(args.rows, domain="bench.test", prefix="u")
+        imap.add_users(dict(org.users))
+        csv = "source,destination,secretKey\n" + "".join(
+            f"{a},{a},{a.replace('@', '_')}\n" for a in org.addresses
+        )
+        kube.kubectl("create", "namespace", NS)
+        operator = d.OperatorProcess(kube, [NS], work).start()
+        parts.append(operator)
+        cm = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "inventory", "namespace": NS},
+            "data": {"mailboxes": csv},
+        }
+        manifest = d.migration_manifest(
+            NAME,
+            NS,
+            imap,
+            imap,
+            inventory_configmap="inventory",
+            batchSize=50,
+            maxConcurrentJobs=4,
+            deltaInterval="1h",
+        )
+        manifest["spec"]["source"]["auth"]["secretRef"]["name"] = "creds"
+        manifest["spec"]["destination"]["auth"]["secretRef"]["name"] = "creds"
+        d.apply(kube, cm, d.secret_manifest("creds", NS, d.credentials(org)), verb=("create",))
+        print(
+            f"inventory: {args.rows} rows ({len(csv) // 1024} KiB CSV); operator pid {operator.pid}",
+            flush=True,
+        )
+        t0 = time.monotonic()
+        d.apply(kube, manifest)
+        all_syncs = first_job = validated = None
+        while time.monotonic() - t0 < 600:
+            now = time.monotonic() - t0
+            if all_syncs is None and count_mailboxsyncs(kube) >= args.rows:
+                all_syncs = now
+                print(f"  all {args.rows} MailboxSyncs exist after {now:.1f}s", flush=True)
+            st = d.migration(kube, NS, NAME).get("status") or {}
+            if validated is None and (d.condition({"status": st}, "Validated") or {}).get("status") == "True":
+                validated = now
+                print(
+                    f"  validation done after {now:.1f}s (scan: {json.dumps(st.get('scan', {}))[:160]})",
+                    flush=True,
+                )
+            if first_job is None and d.worker_jobs(kube, NS, NAME):
+                first_job = now
+                print(f"  first batch Job exists after {now:.1f}s", flush=True)
+            if all_syncs is not None and first_job is not None:
+                break
+            time.sleep(0.25)
+        time.sleep(2)
+        rss = peak_rss_mb(operator.pid)
+        jobs = d.worker_jobs(kube, NS, NAME)
+        print()
+        print(f"rows                         {args.rows}")
+        print(f"every MailboxSync exists     {all_syncs if all_syncs is None else round(all_syncs, 1)} s")
+        print(f"validation finished          {validated if validated is None else round(validated, 1)} s")
+        print(f"first batch Job exists       {first_job if first_job is None else round(first_job, 1)} s")
+        print(f"Jobs created (max 4 at once) {len(jobs)}")
+        print(f"operator peak RSS            {rss:.0f} MB")
+        ok = all_syncs is not None and first_job is not None and first_job < 60 and rss < 300
+        print("target (< 60 s, < 300 MB):   " + ("met" if ok else "NOT met"))
+        return 0
+    finally:
+        for part in reversed(parts):
+            try:
+                if isinstance(part, Dovecot):
+                    part.destroy()
+                else:
+                    part.stop()  # type: ignore[attr-defined]
+            except Exception as exc:
+                print(f"teardown: {exc}", file=sys.stderr)
+        if args.keep:
+            print(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
