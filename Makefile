@@ -112,3 +112,18 @@ BENCH_ARGS ?=
 bench: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/run.py $(BENCH_ARGS)
+
+# demo: one command, fresh machine: local API server, two Dovecots with 20 generated mailboxes, the
+# operator and the local job runner; a MailMigration with live progress, a delta round, verify summary.
+DEMO_ARGS ?=
+.PHONY: demo bench-operator
+demo: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/tools/demo.py $(DEMO_ARGS)
+
+# bench-operator: a 5,000-row inventory -> seconds until every MailboxSync and the first batch Job
+# exist, and the operator's peak RSS (a benchmark, not a test). BENCH_OPERATOR_ARGS="--rows 1000"
+BENCH_OPERATOR_ARGS ?=
+bench-operator: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/tools/demo_bench.py $(BENCH_OPERATOR_ARGS)
