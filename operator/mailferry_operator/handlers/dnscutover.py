@@ -62,6 +62,8 @@ KIND = "DnsCutover"
 APPROVAL_ANNOTATION = "mailferry.io/approved-phase"
 GATE_INTERVAL = float(os.environ.get("MAILFERRY_DNS_GATE_INTERVAL", "15"))
 MAX_STEPS = 12
+K8S_TIMEOUT = 30
+RECONCILE_TIMEOUT = float(os.environ.get("MAILFERRY_DNS_RECONCILE_TIMEOUT", "300"))
 
 _locks: dict[str, asyncio.Lock] = {}
 
@@ -80,7 +82,7 @@ async def _get_object(namespace: str, name: str) -> dict[str, Any] | None:
     co = client.CustomObjectsApi(await kube.api())
     try:
         obj: dict[str, Any] = await co.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, PLURAL, name
+            API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=K8S_TIMEOUT
         )
         return obj
     except ApiException as exc:
@@ -134,7 +136,7 @@ async def _create_secret(namespace: str, name: str, data: dict[str, str], owner:
         string_data=data,
     )
     try:
-        await core.create_namespaced_secret(namespace, body)
+        await core.create_namespaced_secret(namespace, body, _request_timeout=K8S_TIMEOUT)
         return True
     except ApiException as exc:
         if exc.status == 409:
@@ -150,25 +152,29 @@ async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cut
         "mailferry.io/mta-sts-policy": "true",
     }
     try:
-        cm = await core.read_namespaced_config_map(name, namespace)
+        cm = await core.read_namespaced_config_map(name, namespace, _request_timeout=K8S_TIMEOUT)
         if dict(cm.data or {}) == data:
             return
         await core.patch_namespaced_config_map(
-            name, namespace, {"data": data, "metadata": {"labels": labels}}
+            name, namespace, {"data": data, "metadata": {"labels": labels}}, _request_timeout=K8S_TIMEOUT
         )
     except ApiException as exc:
         if exc.status != 404:
             raise
         # No ownerReference on purpose: senders cache the policy for max_age, so it must outlive the cutover.
         await core.create_namespaced_config_map(
-            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels), data=data)
+            namespace,
+            client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels), data=data),
+            _request_timeout=K8S_TIMEOUT,
         )
 
 
 async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
     co = client.CustomObjectsApi(await kube.api())
     try:
-        obj = await co.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, "mailmigrations", name)
+        obj = await co.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, "mailmigrations", name, _request_timeout=K8S_TIMEOUT
+        )
     except ApiException as exc:
         if exc.status == 404:
             return ev.LagObservation(found=False)
@@ -851,10 +857,16 @@ def _problem(ctx: Ctx, reason: str, message: str) -> None:
 
 
 async def _locked(namespace: str, name: str, uid: str, body: Any) -> None:
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return  # being deleted: nothing to do (deleting a DnsCutover never changes DNS)
     lock = _locks.setdefault(uid, asyncio.Lock())
     async with lock:
         try:
-            await reconcile(namespace, name, body)
+            # bounded, so a stuck call can never keep Kopf from releasing the object (e.g. on deletion)
+            await asyncio.wait_for(reconcile(namespace, name, body), timeout=RECONCILE_TIMEOUT)
+        except TimeoutError as exc:
+            metrics.reconcile_errors.labels("timeout").inc()
+            raise kopf.TemporaryError(f"reconcile took over {RECONCILE_TIMEOUT:.0f}s", delay=5) from exc
         except (ApiException, OSError) as exc:
             metrics.reconcile_errors.labels("dnscutover").inc()
             raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}", delay=5) from exc

@@ -75,6 +75,8 @@ class Operator:
                 "--liveness-port",
                 str(liveness),
             ]
+        if os.environ.get("MAILFERRY_TEST_OPERATOR_DEBUG"):
+            argv += ["--debug"] if self.only else ["--log-level", "debug"]
         self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
         self.proc.wait_ready(lambda: port_open(liveness), timeout=60)
         return self
