@@ -107,8 +107,11 @@ def test_twenty_mailboxes_bulk_delta_lag_and_complete(
     st = _wait_status(
         kube,
         namespace,
-        lambda s: (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True",
-        "bulk copy",
+        lambda s: (
+            (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True"
+            and (d.condition({"status": s}, "Validated") or {}).get("status") == "True"
+        ),
+        "bulk copy and validation",
     )
     assert st["scan"]["mailboxes"] == 20 and st["scan"]["messages"] == sum(org.messages.values())
     assert st["mailboxes"]["total"] == 20
@@ -179,7 +182,7 @@ def test_twenty_mailboxes_bulk_delta_lag_and_complete(
 def test_operator_killed_mid_migration_no_duplicate_jobs_no_lost_progress(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, stack: dict[str, Any]
 ) -> None:
-    org = _org(dovecot_pair, namespace, 20, per_mailbox=24)
+    org = _org(dovecot_pair, namespace, 20, per_mailbox=16)
     _apply(kube, namespace, dovecot_pair, org, batchSize=2, maxConcurrentJobs=2, deltaInterval="1h")
     operator: d.OperatorProcess = stack["operator"]
     d.wait_for(lambda: len(d.worker_jobs(kube, namespace, NAME)) >= 3, 90, "a few batch Jobs")
@@ -222,9 +225,13 @@ def test_wrong_destination_password_fails_one_mailbox_others_complete(
     st = _wait_status(
         kube,
         namespace,
-        lambda s: (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True",
-        "bulk copy",
+        lambda s: (
+            (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True"
+            and (d.condition({"status": s}, "Validated") or {}).get("status") == "True"
+        ),
+        "bulk copy and validation",
     )
+    assert (d.condition({"status": st}, "Validated") or {}).get("reason") == "SomeMailboxesUnreachable"
     assert st["scan"]["reachable"] == 19
     assert [(e["mailbox"], e["side"], e["reason"]) for e in st["scan"]["errors"]] == [
         (bad, "destination", "AuthenticationFailed")

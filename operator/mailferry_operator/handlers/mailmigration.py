@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +121,9 @@ class Runtime:
     inventory_problem: tuple[str, str] | None = None  # (reason, message) when the inventory is unreadable
     ensured_key: tuple[Any, ...] | None = None
     next_validation: float = 0.0
+    validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
+    probed: set[str] = field(default_factory=set)  # MailboxSync names tested so far
+    wake: asyncio.Event | None = None
     created_jobs: dict[str, tuple[float, JobView]] = field(default_factory=dict)
     last_status: dict[str, Any] | None = None
 
@@ -246,8 +249,13 @@ async def _validate(
     status: MailMigrationStatus,
     generation: int,
     logger: logging.Logger | logging.LoggerAdapter[Any],
+    on_mailbox: Callable[[str], None] | None = None,
 ) -> None:
-    """Connection + credential test of every mailbox on both sides, and a scan of the source."""
+    """Connection + credential test of every mailbox on both sides, and a scan of the source.
+
+    Mailboxes are tested in the order given (batch order); `on_mailbox(source)` is called as soon as
+    both sides of one are done, so the first batches can start while the rest is still being tested.
+    """
     entries = list(entries)
     secrets: dict[str, dict[str, str]] = {}
     for side, endpoint in (("source", spec.source), ("destination", spec.destination)):
@@ -271,7 +279,14 @@ async def _validate(
             ProbeTask(e.source, "destination", spec.destination, e.destination or e.source, key, False)
         )
     started = time.monotonic()
-    results = await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY)
+    sides_done: dict[str, int] = {}
+
+    def progress(task: ProbeTask, _result: ProbeResult) -> None:
+        sides_done[task.mailbox] = sides_done.get(task.mailbox, 0) + 1
+        if sides_done[task.mailbox] == 2 and on_mailbox is not None:
+            on_mailbox(task.mailbox)
+
+    results = await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY, on_result=progress)
     del secrets
     scan = ScanStatus(mailboxes=len(entries), completed_at=_now())
     problems: dict[str, list[tuple[str, ProbeResult]]] = {}
@@ -340,6 +355,94 @@ async def _validate(
             f"{len(entries)} mailboxes: {scan.folders} folders, {scan.messages} messages, {scan.bytes} bytes",
             generation,
         )
+
+
+async def _drive_validation(
+    rt: Runtime,
+    body: kopf.Body,
+    namespace: str,
+    spec: MailMigrationSpec,
+    status: MailMigrationStatus,
+    generation: int,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """Start the validation in the background when due; fold its result into `status` when done."""
+    task = rt.validation
+    if task is not None and task.done():
+        rt.validation = None
+        try:
+            result = task.result()
+        except Exception:
+            logger.exception("validation failed; retrying in %.0fs", VALIDATION_RETRY_SECONDS)
+            rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
+            return
+        if result.scan is not None:
+            status.scan = result.scan
+        validated = get_condition(result.conditions, "Validated")
+        if validated is not None:
+            status.conditions = [c for c in status.conditions if c.type != "Validated"] + [validated]
+            if validated.status != "True":
+                rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
+                kopf_event_safe(body, "Warning", validated.reason, validated.message)
+            else:
+                kopf_event_safe(body, "Normal", "Validated", validated.message)
+        return
+    if task is not None:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "Unknown",
+            "InProgress",
+            f"{len(rt.probed)} of {len(rt.names)} mailboxes tested",
+            generation,
+        )
+        return
+    validated = get_condition(status.conditions, "Validated")
+    due = (
+        rt.inventory_problem is None
+        and rt.inventory_key is not None
+        and (
+            validated is None
+            or (
+                validated.status == "Unknown" and validated.reason == "InProgress"
+            )  # interrupted by a restart
+            or (validated.status != "True" and time.monotonic() >= rt.next_validation)
+        )
+    )
+    if not due:
+        return
+    kopf_event_safe(
+        body, "Normal", "Validating", f"testing {len(rt.entries)} mailboxes on source and destination"
+    )
+    by_source = {e.source: n for n, e in rt.names.items()}
+    ordered = [rt.names[n] for n in sorted(rt.names)]
+    rt.probed = set()
+
+    def tested(source: str) -> None:
+        sync_name = by_source.get(source)
+        if sync_name is not None:
+            rt.probed.add(sync_name)
+        if rt.wake is not None:
+            rt.wake.set()
+
+    async def run() -> MailMigrationStatus:
+        scratch = MailMigrationStatus()
+        await _validate(namespace, spec, ordered, scratch, generation, logger, on_mailbox=tested)
+        if rt.wake is not None:
+            rt.wake.set()
+        return scratch
+
+    rt.validation = asyncio.create_task(
+        run(), name=f"validate-{namespace}-{body.get('metadata', {}).get('name')}"
+    )
+    status.conditions = set_condition(
+        status.conditions,
+        "Validated",
+        "Unknown",
+        "InProgress",
+        f"0 of {len(rt.names)} mailboxes tested",
+        generation,
+    )
 
 
 # ------------------------------------------------------------------------------------ events, metrics
@@ -472,26 +575,8 @@ async def reconcile_once(
         await _ensure_mailboxsyncs(rt, body, namespace, name, uid, spec, existing, logger)
         existing = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}
 
-    validated = get_condition(status.conditions, "Validated")
-    needs_validation = (
-        rt.inventory_problem is None
-        and rt.inventory_key is not None
-        and (validated is None or (validated.status != "True" and time.monotonic() >= rt.next_validation))
-    )
-    if needs_validation:
-        if status.phase != "Validating":
-            status.phase = "Validating"
-            await kube.patch_custom_status(namespace, PLURAL, name, {"phase": "Validating"})
-        kopf_event_safe(
-            body, "Normal", "Validating", f"testing {len(rt.entries)} mailboxes on source and destination"
-        )
-        await _validate(namespace, spec, rt.entries, status, generation, logger)
-        validated = get_condition(status.conditions, "Validated")
-        if validated is not None and validated.status != "True":
-            rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
-            kopf_event_safe(body, "Warning", validated.reason, validated.message)
-        elif validated is not None:
-            kopf_event_safe(body, "Normal", "Validated", validated.message)
+    await _drive_validation(rt, body, namespace, spec, status, generation, logger)
+    validated_names: frozenset[str] | None = frozenset(rt.probed) if rt.validation is not None else None
 
     # the inventory's MailboxSyncs, as the index sees them (a just-created one may lag a moment)
     views: dict[str, MailboxView] = {}
@@ -523,6 +608,7 @@ async def reconcile_once(
         approved_annotation=str(annotations.get(ANNOTATION_APPROVED, "")).lower() == "true",
         retry_annotation=annotations.get(ANNOTATION_RETRY_FAILED),
         created_at=created_at,
+        validated_names=validated_names,
     )
     plan: Plan = decide(snap)
 
@@ -577,6 +663,7 @@ async def migration_daemon(
     key = (namespace, name)
     wake = asyncio.Event()
     _wakeups[key] = wake
+    rt.wake = wake
     backoff = 1.0
     try:
         while not stopped:
@@ -617,5 +704,7 @@ async def migration_daemon(
             if not stopped:
                 await asyncio.sleep(MIN_PASS_INTERVAL)  # let a burst of watch events settle
     finally:
+        if rt.validation is not None:
+            rt.validation.cancel()
         _wakeups.pop(key, None)
         forget_metrics(namespace, name)

@@ -62,6 +62,9 @@ class Snapshot:
     approved_annotation: bool = False
     retry_annotation: str | None = None
     created_at: datetime | None = None
+    # While validation still runs (no approval needed): the MailboxSyncs tested so far; a batch starts
+    # once all its members are tested. None: validation is not running.
+    validated_names: frozenset[str] | None = None
 
 
 @dataclass
@@ -116,7 +119,8 @@ def decide(snap: Snapshot) -> Plan:
         note("Warning", "MailboxFailed", f"{view.source}: {reason}")
 
     # --- approval
-    validated = is_true(st.conditions, "Validated")
+    validating = snap.validated_names is not None
+    validated = is_true(st.conditions, "Validated") or (validating and not spec.approval.required)
     if not spec.approval.required:
         st.conditions = set_condition(st.conditions, "Approved", "True", "ApprovalNotRequired", "", gen, now)
     elif spec.approval.approved or snap.approved_annotation or is_true(st.conditions, "Approved"):
@@ -163,7 +167,11 @@ def decide(snap: Snapshot) -> Plan:
                 if not attempts:
                     if members:
                         all_done = False
-                        pending.append(JobPlan(job_name(snap.name, n, b), n, b, 0, tuple(members)))
+                        untested = snap.validated_names is not None and any(
+                            m not in snap.validated_names for m in members
+                        )
+                        if not untested:
+                            pending.append(JobPlan(job_name(snap.name, n, b), n, b, 0, tuple(members)))
                     continue
                 latest = attempts[-1]
                 if latest.active:
@@ -259,7 +267,7 @@ def decide(snap: Snapshot) -> Plan:
         phase = "Completed"
     elif spec.suspend:
         phase = "Suspended"
-    elif not validated:
+    elif not validated or (validating and (st.round is None or st.round.number == 0)):
         phase = "Validating"
     elif not approved:
         phase = "AwaitingApproval"

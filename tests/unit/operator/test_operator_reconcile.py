@@ -239,3 +239,17 @@ def test_job_success_waits_briefly_for_mailbox_status() -> None:
     assert plan.status.round is not None and plan.status.round.completed_at is None
     plan = step(spec, plan.status, views, jobs, T0 + timedelta(seconds=60))
     assert plan.status.round is not None and plan.status.round.completed_at is not None
+
+
+def test_batches_start_while_validation_still_runs() -> None:
+    spec = make_spec(batchSize=2, maxConcurrentJobs=5)
+    views = boxes(5)
+    plan = step(spec, MailMigrationStatus(), views, [], T0, validated_names=frozenset())
+    assert plan.create_jobs == [] and plan.status.round is not None and plan.status.round.number == 1
+    plan = step(spec, plan.status, views, [], T0, validated_names=frozenset({"m0", "m1", "m2"}))
+    assert [j.mailboxes for j in plan.create_jobs] == [("m0", "m1")]  # m3 untested: batch 1 waits
+    assert plan.status.round is not None and plan.status.round.completed_at is None
+    # with approval required nothing starts before the whole scan is done
+    gated = make_spec(approval={"required": True, "approved": True})
+    plan = step(gated, MailMigrationStatus(), views, [], T0, validated_names=frozenset(views))
+    assert plan.create_jobs == [] and plan.status.phase == "Validating"
