@@ -550,7 +550,8 @@ class ImapClient:
                         done = self._completion(resp, [])
                         if done.status != "OK":
                             err = CommandFailed(done.text, done.status, done.code)
-                            results[tags[tag]] = classify_text(done.text, done.code) or _vanished_or(err, tags[tag])
+                            mb = tags[tag]
+                            results[mb] = classify_text(done.text, done.code) or _vanished_or(err, mb)
                         continue
                     self._note_untagged(resp)
                     if resp.words(2)[-1].upper() == "STATUS":

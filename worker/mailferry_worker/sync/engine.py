@@ -349,6 +349,23 @@ class MailboxRunner:
     ) -> None:
         src, dst = conns
         try:
+            if src is None or dst is None:
+                # An extra connection pair: servers cap connections per user (Dovecot [LIMIT], Gmail 15,
+                # Microsoft 20). If the server refuses one, sync with fewer instead of failing the mailbox.
+                res = await asyncio.gather(src_c.open(), dst_c.open(), return_exceptions=True)
+                errs = [r for r in res if isinstance(r, BaseException)]
+                if errs:
+                    for r in res:
+                        if isinstance(r, ImapClient):
+                            await r.close()
+                    exc = errs[0]
+                    if isinstance(exc, ImapError) and exc.transient:
+                        self.log(
+                            "extra_connection_refused", "warning", reason=exc.reason, error=exc.message[:200]
+                        )
+                        return
+                    raise exc
+                src, dst = res[0], res[1]  # type: ignore[assignment]
             while not self._stop:
                 try:
                     plan = queue.get_nowait()
