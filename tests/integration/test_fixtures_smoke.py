@@ -70,6 +70,23 @@ def test_kube_rbac_and_token_request(kube: KubeAPI, namespace: str) -> None:
     assert ("configmap/kube-root-ca.crt" in allowed.stdout) == ("root-ca-cert-publisher" in kube.controllers)
 
 
+def test_kube_apply_keeps_yaml_ambiguous_strings(kube: KubeAPI, namespace: str) -> None:
+    data = {"y": "y", "no": "no", "on": "on", "num": "0755"}
+    kube.apply(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "strs"}, "data": data}, namespace
+    )
+    kube.apply(
+        [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s1"}, "stringData": {"x": "y"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c2"}, "data": {"k": "v"}},
+        ],
+        namespace,
+    )
+    assert kube.get("configmap", "strs", namespace)["data"] == data
+    assert kube.get("secret", "s1", namespace)["data"] == {"x": "eQ=="}
+    assert kube.get("configmap", "c2", namespace)["data"] == {"k": "v"}
+
+
 def test_kube_garbage_collects_owned_objects(kube: KubeAPI, namespace: str) -> None:
     if "garbagecollector" not in kube.controllers:
         pytest.skip("kube-controller-manager is not running here")
