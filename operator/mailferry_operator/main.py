@@ -36,6 +36,21 @@ log = logging.getLogger("mailferry")
 ANNOTATION_PREFIX = "mailferry.io"
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Kopf's own kubeconfig / service-account login: no Kubernetes client library is imported."""
+    if os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.cleanup()
+async def close_client(**_: Any) -> None:
+    from .kube import client
+
+    await client.close()
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
@@ -107,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger().setLevel(args.log_level.upper())
     # The Kubernetes client logs request bodies at debug level: keep it quiet (Secrets are read).
-    for noisy in ("kubernetes_asyncio", "urllib3", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)

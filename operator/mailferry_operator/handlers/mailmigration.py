@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mailferry_api.common import API_GROUP, API_VERSION, MAX_ERRORS
@@ -208,12 +208,12 @@ async def _ensure_mailboxsyncs(
 
     async def one(sync_name: str, entry: MailboxEntry) -> None:
         nonlocal created, updated
-        wanted = mailbox_sync_body(name, uid, namespace, spec, entry)
-        want = wanted["metadata"]["annotations"]
-        have = existing.get(sync_name)
-        if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:
-            return
-        async with sem:
+        async with sem:  # bodies are built only when their turn comes: memory stays flat
+            wanted = mailbox_sync_body(name, uid, namespace, spec, entry)
+            want = wanted["metadata"]["annotations"]
+            have = existing.get(sync_name)
+            if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:
+                return
             if have is None and await kube.create_custom(namespace, MAILBOXSYNCS, wanted):
                 created += 1
                 return
@@ -680,14 +680,14 @@ async def migration_daemon(
                     worker_jobs_by_migration,
                 )
                 backoff = 1.0
-            except ApiException as exc:
+            except kube.ApiError as exc:
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 if exc.status == 404:
                     logger.info("MailMigration is gone")
                     break
                 logger.warning("API error %s %s; retrying in %.0fs", exc.status, exc.reason, backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, httpx.HTTPError) as exc:
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 logger.warning("%s; retrying in %.0fs", type(exc).__name__, backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)

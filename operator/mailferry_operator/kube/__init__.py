@@ -1,1 +1,1 @@
-"""Small async Kubernetes helpers (kubernetes_asyncio) used by the handlers."""
+"""Small async Kubernetes helpers (httpx) used by the handlers."""

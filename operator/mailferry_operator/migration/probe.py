@@ -183,26 +183,30 @@ async def probe_all(
     concurrency: int = 32,
     on_result: Callable[[ProbeTask, ProbeResult], None] | None = None,
 ) -> list[tuple[ProbeTask, ProbeResult]]:
-    """Run every probe with at most `concurrency` connections at once. `secrets`: side -> key -> value."""
+    """Run every probe, at most `concurrency` connections at once, roughly in the order given (so the
+    first batches are tested first). `secrets`: side -> key -> value. Work is handed out lazily: memory
+    stays flat however many mailboxes there are."""
     loop = asyncio.get_running_loop()
     results: list[tuple[ProbeTask, ProbeResult]] = []
+    queue = iter(tasks)
+
+    def one(task: ProbeTask) -> ProbeResult:
+        try:
+            creds = credentials_for(task.endpoint, task.username, task.secret_key, secrets.get(task.side, {}))
+        except CredentialError as exc:
+            return ProbeResult(False, "SecretNotFound", str(exc))
+        return probe_mailbox(task.endpoint, creds, task.scan)
+
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="mf-probe") as pool:
 
-        def one(task: ProbeTask) -> ProbeResult:
-            try:
-                creds = credentials_for(
-                    task.endpoint, task.username, task.secret_key, secrets.get(task.side, {})
-                )
-            except CredentialError as exc:
-                return ProbeResult(False, "SecretNotFound", str(exc))
-            return probe_mailbox(task.endpoint, creds, task.scan)
+        async def lane() -> None:
+            for task in queue:
+                result = await loop.run_in_executor(pool, one, task)
+                results.append((task, result))
+                if on_result is not None:
+                    on_result(task, result)
 
-        futures = [loop.run_in_executor(pool, one, t) for t in tasks]
-        for task, fut in zip(tasks, futures, strict=True):
-            result = await fut
-            results.append((task, result))
-            if on_result is not None:
-                on_result(task, result)
+        await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
     return results
 
 
