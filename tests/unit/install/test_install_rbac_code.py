@@ -51,6 +51,22 @@ def sources(root: Path) -> list[str]:
     return [p.read_text() for p in sorted(root.rglob("*.py"))]
 
 
+REST = re.compile(
+    r'request\(\s*"(GET|POST|PATCH|PUT|DELETE)",\s*f?"(/api/v1|/apis/([\w.]+)/\w+)/namespaces/\{[^}]+\}/(\w+)'
+    r'(/\{[^}]+\})?(/status)?"'
+)
+REST_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
+
+
+def rest_needs(code: str) -> set[Grant]:
+    """Raw REST calls with a literal path: request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")."""
+    needs: set[Grant] = set()
+    for method, _prefix, group, resource, named, status in REST.findall(code):
+        verb = ("get" if named else "list") if method == "GET" else REST_VERBS[method]
+        needs.add((group, resource + status, verb))
+    return needs
+
+
 def operator_needs(code: str) -> set[Grant]:
     needs: set[Grant] = set()
     consts = dict(re.findall(r'^(\w+)\s*=\s*"([a-z]+)"\s*$', code, re.M))
@@ -65,6 +81,7 @@ def operator_needs(code: str) -> set[Grant]:
             needs.add(("batch", BATCH_KINDS[kind], VERBS[verb]))
         else:
             raise AssertionError(f"unknown API call {verb}_namespaced_{kind}: teach this test and the RBAC")
+    needs |= rest_needs(code)
     # Custom objects: the plural is a constant or a literal among the arguments; wrappers in kube/client.py
     # take
     # it as a parameter, so follow the callers of those wrappers too.
@@ -177,3 +194,13 @@ def test_scanner_can_fail() -> None:
     code = 'X = "jobs"\nawait batch.delete_namespaced_job(n, ns)\n'
     code += "await core.replace_namespaced_secret(a, b, c)\n"
     assert operator_needs(code) == {("batch", "jobs", "delete"), ("", "secrets", "update")}
+    rest = 'await request(\n    "DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}", None)\n'
+    rest += 'await request("GET", f"/api/v1/namespaces/{ns}/configmaps", labelSelector=s)\n'
+    rest += (
+        'await request("PATCH", f"/apis/mailferry.io/v1alpha1/namespaces/{ns}/dnscutovers/{n}/status", b)\n'
+    )
+    assert operator_needs(rest) == {
+        ("batch", "jobs", "delete"),
+        ("", "configmaps", "list"),
+        ("mailferry.io", "dnscutovers/status", "patch"),
+    }
