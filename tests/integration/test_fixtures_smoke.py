@@ -213,6 +213,17 @@ def test_dovecot_doveadm_save_restart_keeps_data(dovecot_factory: DovecotFactory
         imaplib.IMAP4(d.host, d.port, timeout=2)
 
 
+def test_dovecot_doveadm_backup_over_imapc(dovecot_pair: DovecotPair) -> None:
+    src, dst = dovecot_pair
+    src.add_user("smoke-frank", "frank-src")
+    dst.add_user("smoke-frank", "frank-dst")
+    src.seed("smoke-frank", "INBOX", count=4)
+    src.seed("smoke-frank", "Archive/2021", count=2)
+    dst.doveadm(*src.imapc_options("smoke-frank", master=True), "backup", "-R", "-u", "smoke-frank", "imapc:")
+    status = dst.mailbox_status("smoke-frank")
+    assert status["INBOX"]["messages"] == 4 and status["Archive/2021"]["messages"] == 2
+
+
 # ------------------------------------------------------------------- PowerDNS
 
 
