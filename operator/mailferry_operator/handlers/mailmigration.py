@@ -692,6 +692,8 @@ async def migration_daemon(
                 logger.warning("%s; retrying in %.0fs", type(exc).__name__, backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
             except Exception:
+                if stopped:  # the operator is shutting down (its HTTP client may be closed already)
+                    break
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 logger.exception("reconcile failed; retrying in %.0fs", backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
