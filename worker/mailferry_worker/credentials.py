@@ -18,6 +18,9 @@ from .kube import KubeApi, KubeError
 Side = Literal["source", "destination"]
 
 
+_SSL_CONTEXTS: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+
+
 class MissingSecret(AuthenticationFailed):
     reason = "SecretMissing"
 
@@ -84,13 +87,22 @@ class Connector:
     ca_file: str | None = None
     _token_source: TokenSource | None = None
 
-    def ssl_context(self) -> ssl.SSLContext:
-        ctx = (
-            ssl.create_default_context(cafile=self.ca_file) if self.ca_file else ssl.create_default_context()
-        )
-        if not self.endpoint.tls_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """None for plain connections; otherwise one cached context per (CA file, verify) per process."""
+        if self.endpoint.security == "none":
+            return None
+        key = (self.ca_file, self.endpoint.tls_verify)
+        ctx = _SSL_CONTEXTS.get(key)
+        if ctx is None:
+            ctx = (
+                ssl.create_default_context(cafile=self.ca_file)
+                if self.ca_file
+                else ssl.create_default_context()
+            )
+            if not self.endpoint.tls_verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            _SSL_CONTEXTS[key] = ctx
         return ctx
 
     async def _secret(self, key: str, *fallbacks: str | None) -> str:

@@ -61,3 +61,12 @@ def test_client_maps_provider_throttling_bye_and_auth() -> None:
                 await c.noop()
 
     asyncio.run(go())
+
+
+def test_destination_full_is_transient_not_a_skip() -> None:
+    from mailferry_worker.imap.errors import DestinationFull, classify_full
+
+    full = classify_full("Quota exceeded (mailbox for user is full)", None)
+    assert isinstance(full, DestinationFull) and full.transient and full.reason == "DestinationFull"
+    assert isinstance(classify_full("over quota", "OVERQUOTA"), DestinationFull)
+    assert classify_full("Invalid message", "PARSE") is None

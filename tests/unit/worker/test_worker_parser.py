@@ -79,3 +79,16 @@ def test_uid_sets_dates_and_message_id() -> None:
     assert format_internaldate(d) == "17-Jul-1996 02:44:25 -0700"
     assert parse_message_id(b"Message-ID:\r\n <a@b>\r\n\r\n") == "<a@b>"
     assert parse_message_id(b"\r\n") is None
+
+
+def test_reader_gathers_lines_longer_than_its_buffer() -> None:
+    async def go() -> None:
+        r = asyncio.StreamReader(limit=1024)
+        long = b"* SEARCH " + b" ".join(b"%d" % i for i in range(20000))
+        r.feed_data(long + b"\r\n* OK short\r\n")
+        r.feed_eof()
+        rd = ResponseReader(r, timeout=5)
+        assert (await rd.read()).line == long
+        assert (await rd.read()).line == b"* OK short"
+
+    asyncio.run(go())

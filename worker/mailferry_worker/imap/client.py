@@ -28,9 +28,11 @@ from .errors import (
     ProtocolError,
     Throttled,
     TLSError,
+    classify_full,
     classify_text,
 )
 from .parser import (
+    MAX_LINE,
     Literal,
     Response,
     ResponseReader,
@@ -42,8 +44,11 @@ from .parser import (
     tokenize,
 )
 
-STREAM_LIMIT = 64 * 1024 * 1024  # longest line without literals (e.g. SEARCH results)
+STREAM_LIMIT = MAX_LINE  # longest line without literals (e.g. SEARCH results)
+READ_BUFFER = 1 << 20  # asyncio StreamReader limit: it reads ahead at most twice this
 WRITE_CHUNK = 256 * 1024
+UNTAGGED_BUDGET = 32 << 20  # in-memory untagged data one command may collect before we call it hostile
+BODY_MEMORY_BUDGET = 16 << 20  # bodies of one FETCH kept in memory; beyond that they go to disk
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -193,7 +198,7 @@ class ImapClient:
         connect_timeout: float = 30.0,
         read_timeout: float = 120.0,
     ) -> ImapClient:
-        ctx = ssl_context or ssl.create_default_context()
+        ctx = ssl_context if ssl_context is not None or security == "none" else _default_context()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -201,7 +206,7 @@ class ImapClient:
                     port,
                     ssl=ctx if security == "tls" else None,
                     server_hostname=host if security == "tls" else None,
-                    limit=STREAM_LIMIT,
+                    limit=READ_BUFFER,
                 ),
                 connect_timeout,
             )
@@ -235,7 +240,7 @@ class ImapClient:
             raise ConnectionFailed(f"unexpected greeting from {host}:{port}: {gtext[:80]!r}")
         client._capabilities_from_text(gtext[5:])
         if security == "starttls":
-            await client.starttls(ctx)
+            await client.starttls(ctx or _default_context())
         if not client.capabilities:
             await client.capability()
         return client
@@ -361,6 +366,7 @@ class ImapClient:
         buf += b"\r\n"
         self._writer.write(bytes(buf))
         await self._drain()
+        collected = 0
         while True:
             resp = await self._read()
             if resp.line.startswith(tag + b" "):
@@ -371,6 +377,11 @@ class ImapClient:
             self._note_untagged(resp)
             if on_untagged is None or not on_untagged(resp):
                 untagged.append(resp)
+                collected += len(resp.line) + sum(len(x) for x in resp.literals if isinstance(x, bytes))
+                if collected > UNTAGGED_BUDGET:
+                    raise ProtocolError(
+                        f"server sent over {UNTAGGED_BUDGET >> 20} MiB of untagged data to one command"
+                    )
 
     async def _read(self) -> Response:
         try:
@@ -414,6 +425,9 @@ class ImapClient:
             throttled = classify_text(done.text, done.code)
             if throttled:
                 raise throttled
+            full = classify_full(done.text, done.code)
+            if full:
+                raise full
             raise CommandFailed(
                 f"{done.status} [{done.code or ''}] {done.text[:300]}", done.status, done.code
             )
@@ -653,6 +667,7 @@ class ImapClient:
         out: dict[int, Literal] = {}
         if not uids:
             return out
+        in_memory = [0]
 
         def handle(resp: Response) -> bool:
             if b" FETCH " not in resp.line[:40].upper():
@@ -664,8 +679,21 @@ class ImapClient:
             uid = attrs.get("UID")
             body = attrs.get("BODY[]")
             if uid is None or body is None:
+                resp.close()
                 return True
-            out[int(as_str(uid))] = body if isinstance(body, Spool | bytes) else b""
+            lit: Literal = body if isinstance(body, Spool | bytes) else b""
+            if isinstance(lit, bytes):
+                if in_memory[0] + len(lit) > BODY_MEMORY_BUDGET:
+                    lit = Spool.from_bytes(lit)
+                else:
+                    in_memory[0] += len(lit)
+            old = out.get(int(as_str(uid)))
+            if isinstance(old, Spool):
+                old.close()
+            out[int(as_str(uid))] = lit
+            for extra in resp.literals:
+                if isinstance(extra, Spool) and extra is not body:
+                    extra.close()
             return True
 
         try:
@@ -743,6 +771,17 @@ class ImapClient:
 
     async def close(self) -> None:
         await self.logout()
+
+
+_DEFAULT_CONTEXT: ssl.SSLContext | None = None
+
+
+def _default_context() -> ssl.SSLContext:
+    """Loading the system CA store costs ~0.1 s: do it once per process."""
+    global _DEFAULT_CONTEXT
+    if _DEFAULT_CONTEXT is None:
+        _DEFAULT_CONTEXT = ssl.create_default_context()
+    return _DEFAULT_CONTEXT
 
 
 class _RawLiteral:

@@ -57,6 +57,13 @@ class CommandFailed(ImapError):
         self.code = code
 
 
+class DestinationFull(ImapError):
+    """The destination refuses to store more (quota, disk full): retry later, never skip the message."""
+
+    reason = "DestinationFull"
+    transient = True
+
+
 class FolderVanished(ImapError):
     reason = "FolderVanished"
 
@@ -73,6 +80,17 @@ _THROTTLE_TEXT = re.compile(
     r"rate limit|bandwidth limit|account exceeded",
     re.I,
 )
+
+
+_FULL_CODES = {"OVERQUOTA", "LIMIT_STORAGE"}
+_FULL_TEXT = re.compile(r"quota|no space|disk full|mailbox (is )?full|insufficient storage", re.I)
+
+
+def classify_full(text: str, code: str | None) -> DestinationFull | None:
+    """A DestinationFull error if a NO says the server cannot store more."""
+    if (code and code.upper() in _FULL_CODES) or _FULL_TEXT.search(text):
+        return DestinationFull(f"destination is full: {text[:200]}")
+    return None
 
 
 def classify_text(text: str, code: str | None) -> Throttled | None:

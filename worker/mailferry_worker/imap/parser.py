@@ -22,15 +22,26 @@ CODE_RE = re.compile(r"^\[([A-Za-z0-9.-]+)(?: ([^\]]*))?\]\s?")
 SENTINEL = b"\x00"
 SPOOL_THRESHOLD = 1 << 20  # literals above 1 MiB go to a SpooledTemporaryFile
 SPOOL_MEMORY = 1 << 20
+RESPONSE_MEMORY = 8 << 20  # literals of one response kept in memory beyond this go to disk
 READ_CHUNK = 256 * 1024
+MAX_LINE = 64 * 1024 * 1024  # longest response line (without literals) we accept
 
 
 class Spool:
     """A large literal held in a SpooledTemporaryFile (in memory up to 1 MiB, then on disk)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, on_disk: bool = False) -> None:
         self.size = size
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
+        if on_disk:
+            self.file.rollover()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Spool:
+        """Move an in-memory literal to disk (memory budgets)."""
+        spool = cls(len(data), on_disk=True)
+        spool.file.write(data)
+        return spool
 
     def __len__(self) -> int:
         return self.size
@@ -93,17 +104,33 @@ class ResponseReader:
         self.timeout = timeout
 
     async def _readline(self) -> bytes:
-        try:
-            line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), self.timeout)
-        except asyncio.IncompleteReadError as exc:
-            raise ConnectionLost("connection closed by server") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise ProtocolError("response line too long") from exc
-        except TimeoutError as exc:
-            raise ConnectionLost(f"read timed out after {self.timeout:.0f}s") from exc
-        except (ConnectionError, OSError) as exc:
-            raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
-        return line
+        """One CRLF-terminated line, up to MAX_LINE bytes, with a small StreamReader buffer.
+
+        The StreamReader limit stays small (its read-ahead is twice the limit); longer lines are
+        gathered piece by piece when readuntil reports LimitOverrunError.
+        """
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), self.timeout)
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionLost("connection closed by server") from exc
+            except asyncio.LimitOverrunError as exc:
+                piece = await self._readexactly(max(1, exc.consumed))
+                pieces.append(piece)
+                total += len(piece)
+                if total > MAX_LINE:
+                    raise ProtocolError(f"response line longer than {MAX_LINE >> 20} MiB") from None
+                continue
+            except TimeoutError as exc:
+                raise ConnectionLost(f"read timed out after {self.timeout:.0f}s") from exc
+            except (ConnectionError, OSError) as exc:
+                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+            if pieces:
+                pieces.append(line)
+                return b"".join(pieces)
+            return line
 
     async def _readexactly(self, n: int) -> bytes:
         try:
@@ -118,6 +145,7 @@ class ResponseReader:
     async def read(self) -> Response:
         parts: list[bytes] = []
         literals: list[Literal] = []
+        in_memory = 0
         while True:
             line = await self._readline()
             m = LITERAL_END.search(line)
@@ -126,10 +154,11 @@ class ResponseReader:
                 break
             size = int(m.group(1))
             parts.append(line[: m.start()] + b"{" + m.group(1) + b"}" + SENTINEL)
-            if size <= SPOOL_THRESHOLD:
+            if size <= SPOOL_THRESHOLD and in_memory + size <= RESPONSE_MEMORY:
                 literals.append(await self._readexactly(size) if size else b"")
+                in_memory += size
             else:
-                spool = Spool(size)
+                spool = Spool(size, on_disk=size <= SPOOL_MEMORY)
                 left = size
                 try:
                     while left:
