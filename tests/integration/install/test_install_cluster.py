@@ -355,6 +355,16 @@ def test_helm_cluster_mode_install_upgrade_uninstall_keeps_crds(
     finally:
         kube.helm("uninstall", release, "--namespace", sys_ns, check=False)
         kube.kubectl("delete", "mailmigrations.mailferry.io", "--all", "-n", a, "--wait=false", check=False)
+        for name in crd_names:  # leave the shared CRDs unowned again, for any later adoption
+            kube.kubectl(
+                "annotate",
+                "crd",
+                name,
+                "meta.helm.sh/release-name-",
+                "meta.helm.sh/release-namespace-",
+                check=False,
+            )
+            kube.kubectl("label", "crd", name, "app.kubernetes.io/managed-by-", check=False)
         kube.kubectl(
             "delete", "crd", "clusterkopfpeerings.kopf.dev", "--ignore-not-found", "--wait=false", check=False
         )
