@@ -13,7 +13,6 @@ and Jobs, so the only finalizer is the one Kopf needs to stop a MailMigration's 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -23,13 +22,7 @@ from typing import Any
 import kopf
 
 from . import metrics
-from .handlers import mailmigration  # noqa: F401 - registers the handlers
-
-try:  # owned by the DnsCutover engineer; import unconditionally once it exists
-    importlib.import_module("mailferry_operator.handlers.dnscutover")
-except ModuleNotFoundError as exc:  # pragma: no cover - only while the module is being written
-    if exc.name != "mailferry_operator.handlers.dnscutover":
-        raise
+from .handlers import dnscutover, mailmigration  # noqa: F401 - importing registers the handlers
 
 log = logging.getLogger("mailferry")
 

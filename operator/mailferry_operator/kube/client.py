@@ -1,7 +1,8 @@
 """A small async Kubernetes client (httpx) for the calls the MailMigration handler makes.
 
-In-cluster service account or KUBECONFIG (token, client certificate, CA). Deliberately tiny:
-kubernetes_asyncio's generated models cost the operator tens of MB of RSS for a dozen calls.
+In-cluster service account or KUBECONFIG (token, client certificate, CA). Deliberately tiny: with
+5,000 MailboxSyncs, kubernetes_asyncio's model (de)serialisation costs time and RSS. `api()` still
+hands out a kubernetes_asyncio ApiClient for handlers written against it.
 Nothing here logs request or response bodies (Secrets are read through it).
 """
 
@@ -18,6 +19,9 @@ from typing import Any
 
 import httpx
 import yaml
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from mailferry_api.common import API_GROUP, API_VERSION
 
@@ -26,13 +30,15 @@ MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "mailferry-operator"
 
 
-class ApiError(Exception):
-    """A non-2xx answer; the message carries the API's reason, never a request body."""
+class ApiError(ApiException):
+    """A non-2xx answer (an ApiException, so callers catching kubernetes_asyncio's errors see it too).
+    Carries the API's reason and message, never a request body."""
 
     def __init__(self, status: int, reason: str, message: str = "") -> None:
-        super().__init__(f"{status} {reason}: {message[:300]}")
+        super().__init__(status=status, reason=reason)
         self.status = status
         self.reason = reason
+        self.body = message[:300].encode()
 
 
 def _ssl_from_kubeconfig(base: Path, cluster: Mapping[str, Any], user: Mapping[str, Any]) -> ssl.SSLContext:
@@ -107,11 +113,33 @@ async def http() -> httpx.AsyncClient:
         return _client
 
 
+_api_client: k8s_client.ApiClient | None = None
+
+
+async def api() -> k8s_client.ApiClient:
+    """A kubernetes_asyncio ApiClient, for handlers that use the generated API classes (DnsCutover).
+    Created on first use only; the MailMigration handler uses the small httpx client above."""
+    global _api_client
+    async with _lock:
+        if _api_client is None:
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+                k8s_config.load_incluster_config()
+            else:
+                await k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+            conf = k8s_client.Configuration.get_default_copy()
+            conf.connection_pool_maxsize = 32
+            _api_client = k8s_client.ApiClient(conf)
+        return _api_client
+
+
 async def close() -> None:
-    global _client
+    global _client, _api_client
     if _client is not None:
         await _client.aclose()
         _client = None
+    if _api_client is not None:
+        await _api_client.close()
+        _api_client = None
 
 
 async def request(
