@@ -52,6 +52,7 @@ class PhaseResult:
     peak_rss_kb: int = 0
     runs: list[float] = field(default_factory=list)  # seconds of each repeat
     cpu_seconds: float = 0.0  # the tool's own CPU (user + sys, all its processes); servers not included
+    server_cpu: tuple[float, float] = (0.0, 0.0)  # CPU used meanwhile by the (source, destination) Dovecot
 
     @property
     def complete(self) -> bool:
@@ -151,6 +152,22 @@ def run_parallel(
 
 
 # ------------------------------------------------------------------ the Dovecot pair
+def _proc_cpu(server: Dovecot) -> float:
+    """utime+stime+cutime+cstime of the Dovecot master: its own CPU plus every child it has reaped
+    (imap processes exit with their connection, so a finished sync is fully counted)."""
+    proc = getattr(server, "_proc", None)
+    if proc is None or proc.proc is None:
+        return 0.0
+    try:
+        with open(f"/proc/{proc.pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    ticks = sum(int(x) for x in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 SHM = Path("/dev/shm")
 
 
@@ -232,6 +249,10 @@ class BenchServers:
 
     def _source_files(self) -> list[Path]:
         return [p for u in self.users for p in (self.source.mail_root / u).rglob("*,S=*") if p.is_file()]
+
+    def server_cpu(self) -> tuple[float, float]:
+        """Cumulative CPU seconds of the source and destination Dovecot (master + reaped children)."""
+        return (_proc_cpu(self.source), _proc_cpu(self.destination))
 
     def wipe_destination(self) -> None:
         """Delete every destination user's mail (fresh destination for the next tool)."""

@@ -46,17 +46,28 @@ def aggregate(runs: Sequence[PhaseResult]) -> PhaseResult:
     agg.peak_rss_kb = max(r.peak_rss_kb for r in runs)
     agg.runs = [r.seconds for r in runs]
     agg.cpu_seconds = statistics.median(r.cpu_seconds for r in runs)
+    agg.server_cpu = (
+        statistics.median(r.server_cpu[0] for r in runs),
+        statistics.median(r.server_cpu[1] for r in runs),
+    )
     return agg
 
 
 def _phase_result(
-    servers: BenchServers, tool: str, phase: str, seconds: float, procs: list[ProcResult]
+    servers: BenchServers,
+    tool: str,
+    phase: str,
+    seconds: float,
+    procs: list[ProcResult],
+    cpu_before: tuple[float, float] = (0.0, 0.0),
 ) -> PhaseResult:
+    after = servers.server_cpu()
     problems = [f"{Path(p.argv[0]).name} exited {p.returncode} (log {p.log})" for p in procs if not p.ok]
     problems += servers.verify()
     r = PhaseResult(tool, phase, seconds, servers.corpus_messages, servers.corpus_bytes, procs, problems)
     r.peak_rss_kb = max((max(p.max_rss_kb, p.tree_peak_rss_kb) for p in procs), default=0)
     r.cpu_seconds = sum(p.cpu_seconds for p in procs)
+    r.server_cpu = (after[0] - cpu_before[0], after[1] - cpu_before[1])
     _print_phase(r)
     return r
 
@@ -78,8 +89,9 @@ def peer_cycle(servers: BenchServers, name: str, workdir: Path, concurrency: int
                 f"bench: {name} {phase} #{rep + 1} ({len(jobs)} mailboxes, {concurrency} at once) ...",
                 flush=True,
             )
+            before = servers.server_cpu()
             seconds, procs = run_parallel(jobs, concurrency)
-            out.append(_phase_result(servers, name, phase, seconds, procs))
+            out.append(_phase_result(servers, name, phase, seconds, procs, before))
         return out
 
     return cycle
@@ -98,8 +110,9 @@ def mailferry_cycle(servers: BenchServers, runner: MailferryRunner) -> Cycle:
                 f"{runner.concurrency} at once) ...",
                 flush=True,
             )
+            before = servers.server_cpu()
             proc = runner.sync(phase)
-            out.append(_phase_result(servers, "mailferry", phase, proc.seconds, [proc]))
+            out.append(_phase_result(servers, "mailferry", phase, proc.seconds, [proc], before))
         return out
 
     return cycle
@@ -175,7 +188,7 @@ def _print_phase(r: PhaseResult) -> None:
     state = "complete" if r.complete else "INCOMPLETE: " + "; ".join(r.problems[:5])
     print(
         f"bench:   {r.tool} {r.phase}: {r.seconds:.2f}s, {r.msgs_per_s:.0f} msg/s, "
-        f"CPU {r.cpu_seconds:.2f}s, {state}",
+        f"CPU {r.cpu_seconds:.2f}s (servers {r.server_cpu[0]:.2f}/{r.server_cpu[1]:.2f}s), {state}",
         flush=True,
     )
 
@@ -199,6 +212,7 @@ def table(results: Sequence[PhaseResult]) -> str:
             "MB/s",
             "speedup mailferry vs tool",
             "tool CPU s",
+            "server CPU s src/dst",
             "peak RSS MB",
         )
     ]
@@ -215,7 +229,8 @@ def table(results: Sequence[PhaseResult]) -> str:
         else:
             ratio = f"{r.seconds / mf.seconds:.2f}x"
         cpu = f"{r.cpu_seconds:.2f}"
-        rows.append((r.tool, r.phase, secs, runs, rate, mbs, ratio, cpu, f"{r.peak_rss_kb / 1024:.0f}"))
+        srv = f"{r.server_cpu[0]:.2f} / {r.server_cpu[1]:.2f}"
+        rows.append((r.tool, r.phase, secs, runs, rate, mbs, ratio, cpu, srv, f"{r.peak_rss_kb / 1024:.0f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -347,6 +362,10 @@ the source's message count in every folder (`doveadm mailbox status`).
   the repeats); it excludes the Dovecot servers and is much less sensitive to machine load than wall
   time. doveadm backup's CPU includes writing the destination maildir, which for the IMAP tools is
   done by the destination Dovecot and not counted.
+- "server CPU s src/dst" is the CPU the source and destination Dovecot used during the phase (the
+  master's own plus its reaped children's, i.e. the imap processes of that sync; median of the
+  repeats). On a 2-CPU machine, tool + servers CPU close to 2 x wall time means CPU-bound;
+  far below means the tool is waiting on round trips.
 """
     )
     path.parent.mkdir(parents=True, exist_ok=True)
