@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
@@ -52,7 +52,6 @@ from ..dns.providers.factory import build as build_provider
 from ..dns.rrset import absent, fqdn, mx_hosts, rrset_equal, split_txt, txt_values
 from ..gates import evaluate as ev
 from ..gates import probes
-from ..kube import client as kube
 from ..mtasts import policy as mtasts
 
 log = logging.getLogger("mailferry.dnscutover")
@@ -78,8 +77,39 @@ class SpecProblem(Exception):
 
 
 # ------------------------------------------------------------------------------------- k8s I/O
+_client: client.ApiClient | None = None
+_client_lock = asyncio.Lock()
+
+
+async def _api() -> client.ApiClient:
+    """One kubernetes_asyncio client per process: in-cluster config, else KUBECONFIG."""
+    global _client
+    async with _client_lock:
+        if _client is None:
+            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+                config.load_incluster_config()
+            else:
+                await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+            _client = client.ApiClient(client.Configuration.get_default_copy())
+        return _client
+
+
+async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -> None:
+    co = client.CustomObjectsApi(await _api())
+    await co.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
+        API_GROUP,
+        API_VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+        _content_type="application/merge-patch+json",
+        _request_timeout=K8S_TIMEOUT,
+    )
+
+
 async def _get_object(namespace: str, name: str) -> dict[str, Any] | None:
-    co = client.CustomObjectsApi(await kube.api())
+    co = client.CustomObjectsApi(await _api())
     try:
         obj: dict[str, Any] = await co.get_namespaced_custom_object(
             API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=K8S_TIMEOUT
@@ -104,18 +134,22 @@ async def _patch_status(namespace: str, name: str, status: DnsCutoverStatus) -> 
         "phaseEnteredAt",
     ):
         body.setdefault(removable, None)
-    await kube.patch_custom_status(namespace, PLURAL, name, body)
+    await _patch_status_raw(namespace, name, body)
 
 
 async def _secret(namespace: str, name: str) -> dict[str, str] | None:
-    data = await kube.read_secret_data(namespace, name)
-    if data is None:
-        return None
-    return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+    core = client.CoreV1Api(await _api())
+    try:
+        secret = await core.read_namespaced_secret(name, namespace, _request_timeout=K8S_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
 
 
 async def _create_secret(namespace: str, name: str, data: dict[str, str], owner: dict[str, Any]) -> bool:
-    core = client.CoreV1Api(await kube.api())
+    core = client.CoreV1Api(await _api())
     body = client.V1Secret(
         metadata=client.V1ObjectMeta(
             name=name,
@@ -145,7 +179,7 @@ async def _create_secret(namespace: str, name: str, data: dict[str, str], owner:
 
 
 async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cutover: str) -> None:
-    core = client.CoreV1Api(await kube.api())
+    core = client.CoreV1Api(await _api())
     labels = {
         "app.kubernetes.io/managed-by": "mailferry",
         "mailferry.io/dnscutover": cutover,
@@ -170,7 +204,7 @@ async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cut
 
 
 async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
-    co = client.CustomObjectsApi(await kube.api())
+    co = client.CustomObjectsApi(await _api())
     try:
         obj = await co.get_namespaced_custom_object(
             API_GROUP, API_VERSION, namespace, "mailmigrations", name, _request_timeout=K8S_TIMEOUT
@@ -780,9 +814,8 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
     try:
         spec = DnsCutoverSpec.model_validate(obj.get("spec") or {})
     except ValidationError as exc:
-        await kube.patch_custom_status(
+        await _patch_status_raw(
             namespace,
-            PLURAL,
             name,
             {
                 "observedGeneration": meta.get("generation"),
