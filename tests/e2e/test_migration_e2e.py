@@ -255,3 +255,80 @@ def test_wrong_destination_password_fails_one_mailbox_others_complete(
     for log in [stack["logs"] / "operator.log", *Path(stack["runner"].log_dir).glob("*.log")]:
         text = log.read_text()
         assert not any(v in text for v in secret_values), f"a password leaked into {log.name}"
+
+
+def test_configmap_inventory_approval_suspend_resume(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, stack: dict[str, Any]
+) -> None:
+    org = _org(dovecot_pair, namespace, 4, per_mailbox=4)
+    a = org.addresses
+    csv = (
+        "# exported from the old provider\nsource,destination,secretKey\n"
+        f"{a[0]},{a[0]}\n{a[1]}\nnot-an-address@@x\n{a[2]},,{a[2].replace('@', '_')}\n{a[1]},{a[1]}\n{a[3]}\n"
+    )
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "inventory", "namespace": namespace},
+        "data": {"mailboxes": csv},
+    }
+    manifest = d.migration_manifest(
+        NAME,
+        namespace,
+        dovecot_pair.source,
+        dovecot_pair.destination,
+        inventory_configmap="inventory",
+        approval={"required": True},
+    )
+    d.apply(
+        kube,
+        cm,
+        d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
+        d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
+        manifest,
+    )
+    st = _wait_status(kube, namespace, lambda s: s.get("phase") == "AwaitingApproval", "AwaitingApproval")
+    assert st["inventory"]["total"] == 6 and st["inventory"]["valid"] == 4 and st["inventory"]["invalid"] == 2
+    assert [e["line"] for e in st["inventory"]["errors"]] == [5, 7]
+    assert "duplicate source" in st["inventory"]["errors"][1]["reason"]
+    assert st["scan"]["messages"] == sum(org.messages.values()) and st["scan"]["reachable"] == 4
+    assert "waiting for approval" in st["history"][-1]["message"]
+    assert d.worker_jobs(kube, namespace, NAME) == []  # nothing is copied before approval
+
+    kube.kubectl("annotate", "mailmigration", NAME, "-n", namespace, "mailferry.io/approved=true")
+    st = _wait_status(
+        kube,
+        namespace,
+        lambda s: (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True",
+        "bulk copy after approval",
+    )
+    assert (d.condition({"status": st}, "Approved") or {}).get("reason") == "Approved"
+
+    kube.kubectl(
+        "patch", "mailmigration", NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    st = _wait_status(
+        kube, namespace, lambda s: s.get("phase") == "Suspended" and s["jobs"]["active"] == 0, "Suspended"
+    )
+    suspended_round = st["round"]["number"]
+    jobs_before = {j["metadata"]["name"] for j in d.worker_jobs(kube, namespace, NAME)}
+    time.sleep(8)  # longer than deltaInterval (5s): a delta round would have started by now
+    st = _status(kube, namespace)
+    assert st["phase"] == "Suspended" and st["round"]["number"] == suspended_round
+    assert {j["metadata"]["name"] for j in d.worker_jobs(kube, namespace, NAME)} == jobs_before
+
+    kube.kubectl(
+        "patch", "mailmigration", NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    _wait_status(
+        kube,
+        namespace,
+        lambda s: s["round"]["number"] > suspended_round and s.get("phase") != "Suspended",
+        "a delta round after resume",
+    )
+    d.wait_for(
+        lambda: len(d.worker_jobs(kube, namespace, NAME)) > len(jobs_before), 60, "new Jobs after resume"
+    )
+    st = _complete(kube, namespace)
+    assert st["totals"]["copiedMessages"] == sum(org.messages.values())
+    _same_mail(dovecot_pair, org)
