@@ -127,3 +127,12 @@ BENCH_OPERATOR_ARGS ?=
 bench-operator: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/tools/demo_bench.py $(BENCH_OPERATOR_ARGS)
+
+# chaos: fault-injection scenarios against the real worker and Dovecot (tests/chaos/run.py): hostile IMAP
+# server at full volume, 20 kill -9 in bulk and in delta, random TCP resets, [THROTTLED]/BYE injected, Dovecot
+# SIGKILL mid-copy. Prints lost/duplicated/time-to-recover per scenario; fails if an invariant breaks.
+# CHAOS_ARGS="--scenario kill9 --kills 20 --messages 3000 --json /tmp/chaos.json"
+CHAOS_ARGS ?=
+.PHONY: chaos
+chaos: deps
+	$(PY) tests/chaos/run.py $(CHAOS_ARGS)
