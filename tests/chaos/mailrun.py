@@ -10,6 +10,7 @@ import imaplib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from typing import Any
 from fixtures.dovecot import Dovecot, make_message
 
 WORKER = str(Path(sys.executable).parent / "mailferry-worker")
+DEBUG_WRAPPER = Path(__file__).resolve().parent / "worker_debug.py"
+HUNG = -999  # exit code recorded for a run killed after hanging
 _MSGID = re.compile(rb"message-id:\s*(\S+)", re.I)
 
 
@@ -133,6 +136,8 @@ class WorkerRun:
         self.status_dir = workdir / "status"
         self.secrets_dir = workdir / "secrets"
         self.logs: list[str] = []
+        self.hangs: list[str] = []  # stderr (with the task dump) of each hung run
+        self.hang_seconds = 120.0
         self.status_dir.mkdir(parents=True, exist_ok=True)
         key = user.replace("@", "_")
         for side, pw in (("source", src_password), ("destination", dst_password)):
@@ -162,11 +167,25 @@ class WorkerRun:
         return env
 
     def argv(self) -> list[str]:
-        return [WORKER, "sync", "--status-dir", str(self.status_dir)]
+        return [sys.executable, str(DEBUG_WRAPPER), "sync", "--status-dir", str(self.status_dir)]
 
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
-        cp = subprocess.run(self.argv(), env=self.env(**env), capture_output=True, text=True, timeout=300)
-        self.logs.append(cp.stdout + cp.stderr)
+        """One worker run. A run still going after ``hang_seconds`` counts as a hang: its asyncio task
+        stacks are dumped (SIGUSR1), it is killed, and it returns exit code HUNG."""
+        p = subprocess.Popen(self.argv(), env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        try:
+            out, err = p.communicate(timeout=self.hang_seconds)
+            code = p.returncode
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            p.kill()
+            out, err = p.communicate()
+            code = HUNG
+            self.hangs.append(err[-20000:])
+        cp = subprocess.CompletedProcess(p.args, code, out, err)
+        self.logs.append(out + err)
         return cp
 
     def start(self, log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -186,7 +205,7 @@ class WorkerRun:
             codes.append(cp.returncode)
             if cp.returncode == 0:
                 break
-            if cp.returncode not in (0, 1):
+            if cp.returncode not in (0, 1, HUNG):
                 raise AssertionError(f"worker exit {cp.returncode}: {cp.stderr[-3000:]}")
         return len(codes), time.monotonic() - t0, codes
 
