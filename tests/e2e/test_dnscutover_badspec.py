@@ -74,6 +74,12 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "badspec.test.",
         [("@", "MX", 60, ["10 mx.old.test."]), ("@", "TXT", 60, ["v=spf1 include:a.old.test ~all"])],
     )
+    # a destination whose SPF include has 9 includes of its own: 1 + 1 + 9 = 11 lookups, followed via DNS
+    powerdns.create_zone(
+        "big-esp.test.",
+        [("spf", "TXT", 60, "v=spf1 " + " ".join(f"include:s{i}.big-esp.test" for i in range(9)) + " ~all")]
+        + [(f"s{i}", "TXT", 60, f"v=spf1 ip4:192.0.2.{i} -all") for i in range(9)],
+    )
     pdns_secret(kube, namespace, "dns-creds", {"api-key": powerdns.api_key})
     pdns_secret(kube, namespace, "wrong-key", {"token": "x"})
     api = powerdns.api_url
@@ -84,7 +90,10 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "unreachable": good("unreachable", "badspec.test", "http://127.0.0.1:9/api/v1"),
         "spf-too-long": good("spf-too-long", "badspec.test", api),
         "ed25519-alone": good("ed25519-alone", "badspec.test", api),
+        "spf-nested": good("spf-nested", "badspec.test", api),
     }
+    specs["spf-nested"]["spec"]["targetPhase"] = "Staged"
+    specs["spf-nested"]["spec"]["records"]["spf"] = {"include": ["spf.big-esp.test"]}
     specs["spf-too-long"]["spec"]["targetPhase"] = "Staged"
     specs["spf-too-long"]["spec"]["records"]["spf"] = {"include": [f"i{i}.dest.test" for i in range(10)]}
     specs["ed25519-alone"]["spec"]["records"]["dkim"] = {
@@ -92,7 +101,12 @@ def test_problems_the_schema_cannot_see_become_conditions(
     }
     for obj in specs.values():
         kube.apply(obj, namespace)
-    op = Operator(kube, namespace, tmp_path, env={"MAILFERRY_DNS_RETRIES": "2"}).start()
+    env = {
+        "MAILFERRY_DNS_RETRIES": "2",
+        "MAILFERRY_SPF_RESOLVE": "1",
+        "MAILFERRY_SPF_NAMESERVERS": f"127.0.0.1:{powerdns.port}",
+    }
+    op = Operator(kube, namespace, tmp_path, env=env).start()
     expect = {
         "missing-secret": ("SecretNotFound", "Secret nope (provider.secretRef) not found"),
         "missing-key": ("SecretKeyMissing", "has no key 'api-key'"),
@@ -100,6 +114,7 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "unreachable": ("ProviderUnreachable", "powerdns: GET zone"),
         "spf-too-long": ("SpfLimitExceeded", "SPF needs 11 DNS lookups; RFC 7208 allows 10"),
         "ed25519-alone": ("InvalidSpec", "needs an rsa selector"),
+        "spf-nested": ("SpfLimitExceeded", "SPF needs 11 DNS lookups"),
     }
     try:
         for name, (reason, text) in expect.items():

@@ -345,3 +345,54 @@ def test_manual_approval_and_dry_run(
         assert powerdns.query(zone, "MX").answer[0].ttl == 30
     finally:
         op.stop()
+
+
+def test_existing_dkim_key_is_used_and_annotation_approves(
+    kube: KubeAPI, namespace: str, powerdns: PowerDNS, tmp_path: Path
+) -> None:
+    """A DKIM Secret that already exists is never regenerated: its key is what gets published."""
+    import base64
+
+    from mailferry_operator.dns import dkim
+
+    pem = dkim.generate_private_pem("rsa")
+    _, pub = dkim.public_key_b64(pem)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cut-dkim-mf1"},
+            "data": {"private.pem": base64.b64encode(pem).decode()},
+        },
+        namespace,
+    )
+    before = kube.get("secret", "cut-dkim-mf1", namespace)
+    zone = base_zone(powerdns, "dkim")
+    op = start(kube, namespace, powerdns, tmp_path)
+    try:
+        approval = [{"name": "ok", "type": "manualApproval"}]
+        obj = dc(zone, powerdns, "Staged", {"ttlLowered": approval, "staged": approval})
+        obj["metadata"]["annotations"] = {"mailferry.io/approved-phase": "Staged"}
+        kube.apply(obj, namespace)
+        obj = wait_dc(
+            kube,
+            namespace,
+            "cut",
+            lambda o: phase_is("Staged")(o) and condition(o, "Ready").get("status") == "True",
+            "Staged",
+            operator=op,
+        )
+        assert powerdns.answer("mf1._domainkey." + zone, "TXT") == [dkim.txt_value("rsa", pub)]
+        assert obj["status"]["dkim"] == [
+            {
+                "selector": "mf1",
+                "algorithm": "rsa",
+                "secretName": "cut-dkim-mf1",
+                "publicKeySha256": dkim.fingerprint(pub),
+            }
+        ]
+        after = kube.get("secret", "cut-dkim-mf1", namespace)
+        assert after["data"] == before["data"]
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    finally:
+        op.stop()

@@ -419,13 +419,26 @@ async def _check_spf(ctx: Ctx, inp: ph.Inputs) -> None:
         raise SpecProblem("SpfLimitExceeded", f"{exc}: merged record would be {values[0]!r}") from exc
 
 
-async def _spf_lookup(name: str) -> list[str] | None:
+def _spf_resolver() -> Any:
+    """The system resolver, or MAILFERRY_SPF_NAMESERVERS (host:port, comma-separated) when set."""
     import dns.asyncresolver
+
+    configured = [x.strip() for x in os.environ.get("MAILFERRY_SPF_NAMESERVERS", "").split(",") if x.strip()]
+    if not configured:
+        return dns.asyncresolver.get_default_resolver()
+    res = dns.asyncresolver.Resolver(configure=False)
+    servers = [probes.parse_nameserver(x) for x in configured]
+    res.nameservers = [h for h, _ in servers]
+    res.port = servers[0][1]
+    return res
+
+
+async def _spf_lookup(name: str) -> list[str] | None:
     import dns.exception
     import dns.resolver
 
     try:
-        ans = await dns.asyncresolver.resolve(name, "TXT", lifetime=3)
+        ans = await _spf_resolver().resolve(name, "TXT", lifetime=3)
     except dns.resolver.NXDOMAIN:
         return None
     except dns.resolver.NoAnswer:
