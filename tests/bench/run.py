@@ -430,9 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         print(f"bench: mailferry SKIPPED: {why}", flush=True)
                         notes.append(f"mailferry was not run: {why}")
                         continue
-                    runner = stack.enter_context(
-                        MailferryRunner(servers, logs / "mailferry", args.concurrency)
-                    )
+                    try:
+                        runner = stack.enter_context(
+                            MailferryRunner(servers, logs / "mailferry", args.concurrency)
+                        )
+                    except Exception as exc:  # the peers still get measured
+                        print(f"bench: mailferry SKIPPED: API server set-up failed: {exc}", flush=True)
+                        notes.append(f"mailferry was not run: API server set-up failed: {str(exc)[:300]}")
+                        continue
                     cycles[tool] = mailferry_cycle(servers, runner)
                 elif tool in PEERS:
                     cycles[tool] = peer_cycle(servers, tool, logs, args.concurrency)
