@@ -292,6 +292,23 @@ class BenchServers:
             summary[key] = summary.get(key, 0) + 1
         return summary
 
+    def internaldate_differences(self, users: Sequence[str] | None = None) -> int:
+        """How many messages' INTERNALDATE (per folder, as a multiset) differ between the servers."""
+        n = 0
+        for user in users or self.users:
+            sides = []
+            for server in (self.source, self.destination):
+                out = server.doveadm(
+                    "-f", "tab", "fetch", "-u", user, "mailbox date.received", "mailbox", "*"
+                )
+                counts: dict[str, int] = {}
+                for line in out.splitlines()[1:]:
+                    counts[line] = counts.get(line, 0) + 1
+                sides.append(counts)
+            src, dst = sides
+            n += sum(abs(src.get(k, 0) - dst.get(k, 0)) for k in set(src) | set(dst))
+        return n
+
     def flag_differences(self, users: Sequence[str] | None = None) -> list[str]:
         """Folders whose flag/keyword distribution differs between source and destination."""
         diffs: list[str] = []

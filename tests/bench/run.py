@@ -180,6 +180,8 @@ def flag_note(servers: BenchServers, tool: str) -> str:
     msg = f"{tool}: flags/keywords per folder {'identical to the source' if not diffs else 'DIFFER'}"
     if diffs:
         msg += f" ({len(diffs)} folder/flag-set counts differ, e.g. {'; '.join(diffs[:3])})"
+    dates = servers.internaldate_differences()
+    msg += "; INTERNALDATE " + ("preserved" if not dates else f"DIFFERS for {dates} message(s)")
     print(f"bench: {msg}", flush=True)
     return msg
 

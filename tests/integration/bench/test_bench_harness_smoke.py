@@ -102,6 +102,7 @@ def test_peer_copies_everything_and_delta_is_a_no_op(
         assert r.complete, r.problems
         assert r.messages == 40
     assert servers.verify() == []
+    assert servers.internaldate_differences() == 0
     if tool == "doveadm-backup":
         assert servers.flag_differences() == []  # dsync keeps flags and keywords
     else:
