@@ -10,8 +10,6 @@ import json
 import secrets
 from pathlib import Path
 
-import pytest
-
 from chaos.mailrun import WorkerRun, compare, corpus, endpoint, events
 from fixtures.dovecot import DovecotFactory, DovecotPair
 
@@ -24,13 +22,6 @@ plugin {{
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker treats NO [OVERQUOTA] as a per-message AppendRejected: phase Synced, exit 0, checkpoint "
-    "moves past the rejected messages, so a rerun after the quota is raised never copies them (lost). "
-    "Wanted: a transient DestinationFull/QuotaExceeded error that keeps the checkpoint (sync/folder.py "
-    "_append_one_fallback, imap/errors.py classify_text)",
-)
 def test_destination_quota_full_then_raised_loses_nothing(
     dovecot_pair: DovecotPair, dovecot_factory: DovecotFactory, tmp_path: Path
 ) -> None:
