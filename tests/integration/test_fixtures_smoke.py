@@ -87,19 +87,19 @@ def test_kube_apply_keeps_yaml_ambiguous_strings(kube: KubeAPI, namespace: str) 
     assert kube.get("configmap", "c2", namespace)["data"] == {"k": "v"}
 
 
-def test_kube_garbage_collects_owned_objects(kube: KubeAPI, namespace: str) -> None:
-    if "garbagecollector" not in kube.controllers:
-        pytest.skip("kube-controller-manager is not running here")
-    kube.kubectl("create", "configmap", "parent", "-n", namespace)
-    uid = kube.get("configmap", "parent", namespace)["metadata"]["uid"]
+def test_kube_gc_garbage_collects_owned_objects(kube_gc: KubeAPI, gc_namespace: str) -> None:
+    assert "garbagecollector" in kube_gc.controllers or kube_gc.external
+    namespace = gc_namespace
+    kube_gc.kubectl("create", "configmap", "parent", "-n", namespace)
+    uid = kube_gc.get("configmap", "parent", namespace)["metadata"]["uid"]
     owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "parent", "uid": uid}
-    kube.apply(
+    kube_gc.apply(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "child", "ownerReferences": [owner]}},
         namespace=namespace,
     )
-    kube.kubectl("delete", "configmap", "parent", "-n", namespace)
+    kube_gc.kubectl("delete", "configmap", "parent", "-n", namespace)
     wait_until(
-        lambda: kube.kubectl("get", "configmap", "child", "-n", namespace, check=False).returncode != 0,
+        lambda: kube_gc.kubectl("get", "configmap", "child", "-n", namespace, check=False).returncode != 0,
         timeout=60,
         what="garbage collection of the owned ConfigMap",
     )
