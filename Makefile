@@ -11,6 +11,9 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
 
+# Go from the official tarball lives in /usr/local/go/bin, which a non-login shell may not have.
+export PATH := $(PATH):/usr/local/go/bin
+
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -21,6 +21,7 @@ mkdir -p "$BIN"
 
 log() { echo "build-k8s-binaries: $*" >&2; }
 
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
 command -v go >/dev/null || { log "Go toolchain not found on PATH (need Go >= 1.24)"; exit 1; }
 
 # has_version BINARY EXPECTED: the binary exists and reports the expected version.
