@@ -2,7 +2,7 @@
 (worker, operator, job runner), every Event, every status and every object the migration produced.
 
 1. worker alone, against a hostile server that echoes the credentials back in its NO (password and
-   XOAUTH2 static token);
+   XOAUTH2 static token); also every file it left in its TMPDIR/HOME and the status store;
 2. the whole flow (operator + job runner + worker) on the Dovecot pair, one mailbox with a wrong
    destination password.
 """
@@ -64,8 +64,13 @@ def test_worker_never_reveals_credentials_even_when_the_server_echoes_them(tmp_p
             if method == "xoauth2":
                 for side, tok in (("source", src_pw), ("destination", dst_pw)):
                     (run.secrets_dir / side / "token").write_text(tok)
-            cp = run.run()
+            scratch = tmp_path / f"{method}-scratch"  # the worker's TMPDIR and HOME: what it writes to disk
+            scratch.mkdir()
+            cp = run.run(TMPDIR=str(scratch), HOME=str(scratch))
             st = run.status()
+            for f in [*scratch.rglob("*"), *run.status_dir.rglob("*")]:
+                if f.is_file():
+                    texts.append((f"{method} file {f.name}", f.read_text(errors="replace")))
             print(f"{method}: exit={cp.returncode} phase={st.get('phase')} lastError={st.get('lastError')}")
             received = b"\n".join(srv.commands).decode("utf-8", "replace")
             texts.append((f"{method} worker output", cp.stdout + cp.stderr))
