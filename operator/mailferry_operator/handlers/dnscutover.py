@@ -728,12 +728,14 @@ async def _step(ctx: Ctx) -> bool:
         )
     else:
         plan.computed_at = ctx.status.plan.computed_at
+    failed_before = sorted(g.name for g in ctx.status.gates if g.result == "Failed" and g.phase == nxt)
     outcome, message = await _run_gates(ctx, nxt, inp)
     ctx.status.plan = plan
     label = nxt if nstage == 0 else f"{nxt} (DMARC stage {nstage + 1}/{_last_stage(ctx) + 1})"
     if outcome == "Failed":
         prev = get_condition(ctx.status.conditions, "Stalled")
-        if prev is None or prev.status != "True" or prev.message != message:
+        failed = sorted(g.name for g in ctx.status.gates if g.result == "Failed")
+        if prev is None or prev.status != "True" or prev.reason != "GateFailed" or failed_before != failed:
             ctx.event("Warning", "GateFailed", f"gates for {label}: {message}")
         ctx.cond("Stalled", "True", "GateFailed", message)
         ctx.cond("GatesPassed", "False", "GateFailed", message)
@@ -916,6 +918,13 @@ async def _locked(namespace: str, name: str, uid: str, body: Any) -> None:
         except (ApiException, OSError) as exc:
             metrics.reconcile_errors.labels("dnscutover").inc()
             raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}", delay=5) from exc
+
+
+@kopf.on.startup()
+def dnscutover_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # A DnsCutover being deleted waits for its gate timer to stop; Kopf re-checks a timer that was
+    # running at that moment only every `cancellation_polling` seconds (default 60).
+    settings.background.cancellation_polling = min(settings.background.cancellation_polling, 5.0)
 
 
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
