@@ -15,6 +15,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures._proc import wait_until
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 from mailferry_operator.mtasts import policy as mtasts
@@ -217,9 +218,19 @@ def test_forward_to_enforced_then_rollback_to_planned(
             ("TTLLowered", "Planned"),
         ]
         assert obj["status"].get("snapshots", []) == []
-        events = yaml.safe_load(kube.kubectl("get", "events", "-n", namespace, "-o", "yaml").stdout)["items"]
-        reasons = {e["reason"] for e in events}
-        assert {"PhaseChanged", "RolledBack", "DkimKeyGenerated"} <= reasons
+
+        def reasons() -> set[str]:
+            items = yaml.safe_load(kube.kubectl("get", "events", "-n", namespace, "-o", "yaml").stdout)[
+                "items"
+            ]
+            return {e["reason"] for e in items}
+
+        # Kopf posts events asynchronously
+        wait_until(
+            lambda: {"PhaseChanged", "RolledBack", "DkimKeyGenerated"} <= reasons(),
+            timeout=30,
+            what="PhaseChanged, RolledBack and DkimKeyGenerated events",
+        )
 
         # Deleting the DnsCutover never changes DNS.
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "TTLLowered"}}')

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from fixtures._proc import wait_until
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS, PowerDNSPair
 from fixtures.prometheus import Prometheus
@@ -134,8 +135,12 @@ def test_sync_lag_over_threshold_blocks_the_mx_switch(
         assert powerdns.answer(zone, "MX") == ["10 mx.old.test."]  # not switched
         mx_change = next(c for c in obj["status"]["plan"]["changes"] if c["type"] == "MX")
         assert mx_change["after"]["records"] == ["10 mx1.dest.test."]
-        warn = [e for e in events(kube, namespace) if e["reason"] == "GateFailed"]
-        assert warn and "lag 3600s" in warn[0]["message"] and warn[0]["type"] == "Warning"
+        warn = wait_until(
+            lambda: [e for e in events(kube, namespace) if e["reason"] == "GateFailed"],
+            timeout=30,
+            what="a GateFailed event",
+        )  # Kopf posts events asynchronously
+        assert "lag 3600s" in warn[0]["message"] and warn[0]["type"] == "Warning"
 
         ok = {"status": {"lag": {"maxSeconds": 5, "pendingMessages": 0}}}
         kube.kubectl(

@@ -332,3 +332,6 @@ def test_configmap_inventory_approval_suspend_resume(
     st = _complete(kube, namespace)
     assert st["totals"]["copiedMessages"] == sum(org.messages.values())
     _same_mail(dovecot_pair, org)
+    # the only finalizer is Kopf's (to stop the daemon): deletion goes through while the operator runs
+    assert d.migration(kube, namespace, NAME)["metadata"]["finalizers"] == ["mailferry.io/finalizer"]
+    kube.kubectl("delete", "mailmigration", NAME, "-n", namespace, "--wait=true", "--timeout=60s")
