@@ -94,17 +94,29 @@ async def _api() -> client.ApiClient:
         return _client
 
 
-async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -> None:
-    co = client.CustomObjectsApi(await _api())
-    await co.patch_namespaced_custom_object_status(  # type: ignore[call-arg]
-        API_GROUP,
-        API_VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
-        _content_type="application/merge-patch+json",
+async def request(method: str, path: str, body: Any = None) -> Any:
+    """A raw JSON call through the shared client (merge-patch for PATCH): for the status subresource."""
+    api = await _api()
+    headers = {"Accept": "application/json"}
+    if method == "PATCH":
+        headers["Content-Type"] = "application/merge-patch+json"
+    return await api.call_api(
+        path,
+        method,
+        header_params=headers,
+        body=body,
+        response_types_map={200: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
         _request_timeout=K8S_TIMEOUT,
+    )
+
+
+async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -> None:
+    await request(
+        "PATCH",
+        f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers/{name}/status",
+        {"status": status},
     )
 
 
