@@ -33,11 +33,17 @@ class PowerDnsProvider:
         self.retry = retry or RetryPolicy()
         self._zone_url = f"{base}/servers/{server_id}/zones/{self.zone}"
         self._http = httpx.AsyncClient(headers={"X-API-Key": api_key}, timeout=timeout, transport=transport)
+        # The API returns the whole zone; one provider instance lives for one reconcile, so the zone is
+        # fetched once and fetched again after any change.
+        self._cache: dict[str, Any] | None = None
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _zone(self) -> dict[str, Any]:
+        if self._cache is not None:
+            return self._cache
+
         async def once() -> dict[str, Any]:
             resp = await request(self.kind, lambda: self._http.get(self._zone_url), "GET zone")
             if resp.status_code in (404, 422):
@@ -49,9 +55,11 @@ class PowerDnsProvider:
             data: dict[str, Any] = resp.json()
             return data
 
-        return await with_retries(self.kind, "GET zone", once, self.retry)
+        self._cache = await with_retries(self.kind, "GET zone", once, self.retry)
+        return self._cache
 
     async def check_zone(self) -> None:
+        self._cache = None
         await self._zone()
 
     async def get(self, name: str, rtype: str) -> RRset | None:
@@ -66,6 +74,7 @@ class PowerDnsProvider:
 
     async def replace(self, rrset: RRset) -> None:
         name, rtype = fqdn(rrset.name), rrset.type.upper()
+        self._cache = None
         if rrset.records:
             change: dict[str, Any] = {
                 "name": name,
