@@ -105,6 +105,9 @@ class MailboxRunner:
         self.bytes = 0
         self._dest_names: set[str] = set()
         self._save_lock = asyncio.Lock()
+        self._saving: asyncio.Task[None] | None = None
+        self._save_again = False
+        self._save_error: KubeError | None = None
         self._stop = False
 
     def log(self, event: str, level: str = "info", **fields: Any) -> None:
@@ -133,6 +136,36 @@ class MailboxRunner:
         async with self._save_lock:
             self._refresh_totals()
             await self.store.save(self.name, self.status)
+
+    async def checkpoint_soon(self) -> None:
+        """Write the checkpoint without stalling the copy: at most one write in flight, coalesced.
+
+        Safe because recovery never trusts the checkpoint alone: after an unclean stop every folder is
+        matched against the destination before anything is re-sent.
+        """
+        if self._save_error is not None:
+            raise self._save_error
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save_loop())
+        else:
+            self._save_again = True
+
+    async def _save_loop(self) -> None:
+        while True:
+            self._save_again = False
+            try:
+                await self.save()
+            except KubeError as exc:
+                self._save_error = exc
+                return
+            if not self._save_again:
+                return
+
+    async def flush(self) -> None:
+        if self._saving is not None:
+            await self._saving
+        if self._save_error is not None:
+            raise self._save_error
 
     # -------------------------------------------------------------------- run
     async def run(self) -> MailboxResult:
@@ -164,6 +197,7 @@ class MailboxRunner:
         self.log("sync_started", clean_previous=clean, attempt=status.attempts)
         try:
             result = await self._sync(spec, clean)
+            await self.flush()
         except KubeError as exc:
             self.log("status_write_failed", "error", error=str(exc)[:300])
             return MailboxResult(self.name, "transient", "StatusWriteFailed")
@@ -458,7 +492,7 @@ class MailboxRunner:
             ck,
             spec,
             full_match=full,
-            checkpoint=self.save,
+            checkpoint=self.checkpoint_soon,
             dest_exists=lambda n: n in self._dest_names,
             dest_created=self._dest_names.add,
             log=lambda ev, **kw: self.log(ev, **kw),
