@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fixtures._proc import CommandFailed
+from fixtures._proc import CommandFailed, wait_until
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 
@@ -18,14 +18,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dn
 from dnscutover_harness import Operator, condition, pdns_secret, wait_dc
 
 
-def good(name: str, domain: str, api_url: str, secret: str = "dns-creds") -> dict[str, Any]:
+def _now_rfc3339() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def good(
+    name: str, domain: str, api_url: str, secret: str = "dns-creds", zone: str | None = None
+) -> dict[str, Any]:
+    provider: dict[str, Any] = {
+        "type": "powerdns",
+        "secretRef": {"name": secret},
+        "powerdns": {"apiUrl": api_url},
+    }
+    if zone:
+        provider["zone"] = zone
     return {
         "apiVersion": "mailferry.io/v1alpha1",
         "kind": "DnsCutover",
         "metadata": {"name": name},
         "spec": {
             "domain": domain,
-            "provider": {"type": "powerdns", "secretRef": {"name": secret}, "powerdns": {"apiUrl": api_url}},
+            "provider": provider,
             "targetPhase": "TTLLowered",
             "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
         },
@@ -72,7 +87,12 @@ def test_problems_the_schema_cannot_see_become_conditions(
 ) -> None:
     powerdns.create_zone(
         "badspec.test.",
-        [("@", "MX", 60, ["10 mx.old.test."]), ("@", "TXT", 60, ["v=spf1 include:a.old.test ~all"])],
+        [
+            ("@", "MX", 60, ["10 mx.old.test."]),
+            ("@", "TXT", 60, ["v=spf1 include:a.old.test ~all"]),
+            ("spf1", "TXT", 60, ["v=spf1 include:a.old.test ~all"]),
+            ("spf2", "TXT", 60, ["v=spf1 include:a.old.test ~all"]),
+        ],
     )
     # a destination whose SPF include has 9 includes of its own: 1 + 1 + 9 = 11 lookups, followed via DNS
     powerdns.create_zone(
@@ -84,13 +104,17 @@ def test_problems_the_schema_cannot_see_become_conditions(
     pdns_secret(kube, namespace, "wrong-key", {"token": "x"})
     api = powerdns.api_url
     specs = {
+        # one domain per DnsCutover (several in one zone): two for one domain conflict, see "dup-*"
         "missing-secret": good("missing-secret", "badspec.test", api, secret="nope"),
-        "missing-key": good("missing-key", "badspec.test", api, secret="wrong-key"),
+        "missing-key": good("missing-key", "mk.badspec.test", api, secret="wrong-key", zone="badspec.test"),
         "unknown-zone": good("unknown-zone", "not-served.test", api),
-        "unreachable": good("unreachable", "badspec.test", "http://127.0.0.1:9/api/v1"),
-        "spf-too-long": good("spf-too-long", "badspec.test", api),
-        "ed25519-alone": good("ed25519-alone", "badspec.test", api),
-        "spf-nested": good("spf-nested", "badspec.test", api),
+        "unreachable": good(
+            "unreachable", "un.badspec.test", "http://127.0.0.1:9/api/v1", zone="badspec.test"
+        ),
+        "spf-too-long": good("spf-too-long", "spf1.badspec.test", api, zone="badspec.test"),
+        "ed25519-alone": good("ed25519-alone", "ed.badspec.test", api, zone="badspec.test"),
+        "spf-nested": good("spf-nested", "spf2.badspec.test", api, zone="badspec.test"),
+        "dup-first": good("dup-first", "dup.badspec.test", api, zone="badspec.test"),
     }
     specs["spf-nested"]["spec"]["targetPhase"] = "Staged"
     specs["spf-nested"]["spec"]["records"]["spf"] = {"include": ["spf.big-esp.test"]}
@@ -101,6 +125,15 @@ def test_problems_the_schema_cannot_see_become_conditions(
     }
     for obj in specs.values():
         kube.apply(obj, namespace)
+    wait_until(
+        lambda: (
+            kube.get("dnscutover", "dup-first", namespace)["metadata"]["creationTimestamp"] < _now_rfc3339()
+        ),
+        timeout=5,
+        what="a later creationTimestamp for the second one",
+    )
+    specs["dup-second"] = good("dup-second", "dup.badspec.test", api, zone="badspec.test")
+    kube.apply(specs["dup-second"], namespace)
     env = {
         "MAILFERRY_DNS_RETRIES": "2",
         "MAILFERRY_SPF_RESOLVE": "1",
@@ -115,6 +148,10 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "spf-too-long": ("SpfLimitExceeded", "SPF needs 11 DNS lookups; RFC 7208 allows 10"),
         "ed25519-alone": ("InvalidSpec", "needs an rsa selector"),
         "spf-nested": ("SpfLimitExceeded", "SPF needs 11 DNS lookups"),
+        "dup-second": (
+            "DomainConflict",
+            "DnsCutover dup-first in this namespace already manages dup.badspec.test",
+        ),
     }
     try:
         for name, (reason, text) in expect.items():
@@ -145,6 +182,16 @@ def test_problems_the_schema_cannot_see_become_conditions(
         )
         assert condition(obj, "Stalled")["status"] == "False" and obj["status"]["phase"] == "TTLLowered"
         assert op.proc is not None and op.proc.running()
+        # the older of two DnsCutovers for one domain is not affected by the younger one
+        first = wait_dc(
+            kube,
+            namespace,
+            "dup-first",
+            lambda o: condition(o, "Ready").get("status") == "True",
+            "dup-first Ready",
+            operator=op,
+        )
+        assert condition(first, "Stalled")["status"] == "False"
         assert "Traceback" not in op.log_text()
     finally:
         op.stop()

@@ -215,6 +215,24 @@ async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cut
         )
 
 
+async def _domain_owner(namespace: str, name: str, meta: dict[str, Any], domain: str) -> str | None:
+    """The older DnsCutover of the same namespace for the same domain, if any (it wins; ties by name)."""
+    co = client.CustomObjectsApi(await _api())
+    found = await co.list_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, PLURAL, _request_timeout=K8S_TIMEOUT
+    )
+    mine = (str(meta.get("creationTimestamp") or ""), name)
+    want = domain.lower().rstrip(".")
+    owners = []
+    for item in found.get("items", []):
+        m = item.get("metadata") or {}
+        other = (str(m.get("creationTimestamp") or ""), str(m.get("name")))
+        same = str((item.get("spec") or {}).get("domain", "")).lower().rstrip(".") == want
+        if same and other[1] != name and not m.get("deletionTimestamp") and other < mine:
+            owners.append(other)
+    return min(owners)[1] if owners else None
+
+
 async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
     co = client.CustomObjectsApi(await _api())
     try:
@@ -876,6 +894,13 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
         # a new spec: gates that failed get another chance
         ctx.status.gates = [g for g in ctx.status.gates if g.result != "Failed"]
     try:
+        owner = await _domain_owner(namespace, name, meta, spec.domain)
+        if owner is not None:
+            raise SpecProblem(
+                "DomainConflict",
+                f"DnsCutover {owner} in this namespace already manages {spec.domain}: this one changes "
+                "nothing until that one is deleted or this one's domain changes",
+            )
         _validate_extra(spec)
         ctx.provider = await _provider(ctx)
         try:

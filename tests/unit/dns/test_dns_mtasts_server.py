@@ -8,12 +8,13 @@ import threading
 from pathlib import Path
 
 import httpx
+
 from mailferry_operator.gates import probes
 from mailferry_operator.mtasts import policy as mtasts
 from mailferry_operator.mtasts.server import serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from fixtures.certs import TestCA  # noqa: E402
+from fixtures.certs import TestCA
 
 
 async def test_serves_the_policy_file_rereading_it(tmp_path: Path) -> None:
@@ -30,7 +31,9 @@ async def test_serves_the_policy_file_rereading_it(tmp_path: Path) -> None:
         f.write_bytes(enforce.encode())  # a ConfigMap update shows without a restart
         text, _ = await probes.fetch_policy(base + mtasts.WELL_KNOWN)
         assert text == enforce
-        assert probes.compare_policy(testing, text) == ["MTA-STS policy served differs from the published one"]
+        assert probes.compare_policy(testing, text) == [
+            "MTA-STS policy served differs from the published one"
+        ]
         assert httpx.get(base + "/other").status_code == 404
         f.unlink()
         text, err = await probes.fetch_policy(base + mtasts.WELL_KNOWN)
