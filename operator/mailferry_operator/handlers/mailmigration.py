@@ -681,6 +681,8 @@ async def migration_daemon(
                 )
                 backoff = 1.0
             except kube.ApiError as exc:
+                if stopped:
+                    break
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 if exc.status == 404:
                     logger.info("MailMigration is gone")
@@ -688,6 +690,8 @@ async def migration_daemon(
                 logger.warning("API error %s %s; retrying in %.0fs", exc.status, exc.reason, backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
             except (TimeoutError, OSError, httpx.HTTPError) as exc:
+                if stopped:
+                    break
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 logger.warning("%s; retrying in %.0fs", type(exc).__name__, backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
