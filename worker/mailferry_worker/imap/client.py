@@ -289,7 +289,8 @@ class ImapClient:
 
     async def _drain(self) -> None:
         try:
-            await asyncio.wait_for(self._writer.drain(), self.read_timeout)
+            async with asyncio.timeout(self.read_timeout):
+                await self._writer.drain()
         except TimeoutError as exc:
             raise ConnectionLost("write timed out") from exc
         except (ConnectionError, OSError) as exc:

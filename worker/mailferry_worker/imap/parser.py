@@ -113,7 +113,8 @@ class ResponseReader:
         total = 0
         while True:
             try:
-                line = await asyncio.wait_for(self.reader.readuntil(b"\r\n"), self.timeout)
+                async with asyncio.timeout(self.timeout):  # cheaper than wait_for: no extra Task per read
+                    line = await self.reader.readuntil(b"\r\n")
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionLost("connection closed by server") from exc
             except asyncio.LimitOverrunError as exc:
@@ -134,7 +135,8 @@ class ResponseReader:
 
     async def _readexactly(self, n: int) -> bytes:
         try:
-            return await asyncio.wait_for(self.reader.readexactly(n), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await self.reader.readexactly(n)
         except asyncio.IncompleteReadError as exc:
             raise ConnectionLost("connection closed by server inside a literal") from exc
         except TimeoutError as exc:
