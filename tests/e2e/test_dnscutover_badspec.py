@@ -115,7 +115,9 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "ed25519-alone": good("ed25519-alone", "ed.badspec.test", api, zone="badspec.test"),
         "spf-nested": good("spf-nested", "spf2.badspec.test", api, zone="badspec.test"),
         "dup-first": good("dup-first", "dup.badspec.test", api, zone="badspec.test"),
+        "at-target": good("at-target", "p.badspec.test", api, secret="nope2", zone="badspec.test"),
     }
+    specs["at-target"]["spec"]["targetPhase"] = "Planned"  # a problem is reported even with nothing to do
     specs["spf-nested"]["spec"]["targetPhase"] = "Staged"
     specs["spf-nested"]["spec"]["records"]["spf"] = {"include": ["spf.big-esp.test"]}
     specs["spf-too-long"]["spec"]["targetPhase"] = "Staged"
@@ -148,6 +150,7 @@ def test_problems_the_schema_cannot_see_become_conditions(
         "spf-too-long": ("SpfLimitExceeded", "SPF needs 11 DNS lookups; RFC 7208 allows 10"),
         "ed25519-alone": ("InvalidSpec", "needs an rsa selector"),
         "spf-nested": ("SpfLimitExceeded", "SPF needs 11 DNS lookups"),
+        "at-target": ("SecretNotFound", "Secret nope2 (provider.secretRef) not found"),
         "dup-second": (
             "DomainConflict",
             "DnsCutover dup-first in this namespace already manages dup.badspec.test",

@@ -268,6 +268,7 @@ class Ctx:
     dkim: list[ph.DkimRecord] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     rolled_back: bool = False
+    problem: bool = False  # a SpecProblem/ProviderError was reported in this reconcile
 
     @property
     def labels(self) -> dict[str, str]:
@@ -822,7 +823,7 @@ def _finish_conditions(ctx: Ctx) -> None:
     phase, target = _phase(ctx), ctx.spec.target_phase
     done = phase == target and (phase != "Enforced" or _stage(ctx) >= _last_stage(ctx))
     stalled = get_condition(ctx.status.conditions, "Stalled")
-    if done and not ctx.spec.dry_run:
+    if done and not ctx.spec.dry_run and not ctx.problem:
         ctx.cond("Ready", "True", "AtTargetPhase", f"{phase} is in place")
         ctx.cond("Stalled", "False", "AsExpected", "")
         ctx.cond("Paused", "False", "AtTarget", "")
@@ -938,6 +939,7 @@ def _problem(ctx: Ctx, reason: str, message: str) -> None:
         ctx.event("Warning", reason, message)
     log.warning("%s/%s: %s: %s", ctx.namespace, ctx.name, reason, message)
     ctx.cond("Stalled", "True", reason, message)
+    ctx.problem = True
     ctx.status.last_error = ErrorInfo(reason=reason, message=message[:4096], time=now())
 
 
