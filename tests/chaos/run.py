@@ -229,9 +229,11 @@ def scenario_cuts(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
     with dovecot_pair(work / "servers") as (src, dst), \
             FaultProxy("127.0.0.1", src.port) as sp, FaultProxy("127.0.0.1", dst.port) as dp:
         user, run, total = new_mailbox(src, dst, work, "cuts", args.messages, sp.port, dp.port)
-        sp.random_cuts(30_000, 800_000, seed=args.seed)
-        dp.random_cuts(30_000, 800_000, seed=args.seed + 1)
+        lo, hi = args.cut_range
+        sp.random_cuts(lo, hi, seed=args.seed)
+        dp.random_cuts(lo, hi, seed=args.seed + 1)
         runs, secs, codes = run.run_until_done(max_runs=60)
+        res["cut_range_bytes"] = [lo, hi]
         res["bulk"] = {"messages": total, "runs": runs, "seconds": round(secs, 1), "exit_codes": codes,
                        "resets": sp.stats.cuts + dp.stats.cuts,
                        "connections": sp.stats.connections + dp.stats.connections}
@@ -316,6 +318,8 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "7")))
     ap.add_argument("--json", type=Path, help="write all figures here")
+    ap.add_argument("--cut-range", type=int, nargs=2, default=[100_000, 10_000_000], metavar=("LO", "HI"),
+                    help="cuts: reset each connection after U(LO, HI) bytes")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, status files)")
     ap.add_argument("--hang-seconds", type=float, default=120.0, help="a longer worker run is a hang")
     args = ap.parse_args()
