@@ -39,7 +39,7 @@ from ..migration import inventory as inv
 from ..migration.naming import mailbox_sync_name
 from ..migration.probe import ProbeResult, ProbeTask, decode_secret_data, probe_all
 from ..migration.reconcile import Plan, Snapshot, decide
-from ..migration.resources import job_body, mailbox_sync_body, spec_hash
+from ..migration.resources import job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
 from ..migration.views import (
     ANNOTATION_APPROVED,
     ANNOTATION_RETRY_FAILED,
@@ -205,11 +205,12 @@ async def _ensure_mailboxsyncs(
         return
     sem = asyncio.Semaphore(CREATE_CONCURRENCY)
     created = updated = 0
+    template = mailbox_sync_template(name, spec)
 
     async def one(sync_name: str, entry: MailboxEntry) -> None:
         nonlocal created, updated
         async with sem:  # bodies are built only when their turn comes: memory stays flat
-            wanted = mailbox_sync_body(name, uid, namespace, spec, entry)
+            wanted = mailbox_sync_body(name, uid, namespace, spec, entry, template)
             want = wanted["metadata"]["annotations"]
             have = existing.get(sync_name)
             if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:

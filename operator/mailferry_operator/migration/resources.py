@@ -59,10 +59,31 @@ def mailbox_sync_spec(migration: str, spec: MailMigrationSpec, entry: MailboxEnt
     return body.to_api()
 
 
+def mailbox_sync_template(migration: str, spec: MailMigrationSpec) -> dict[str, Any]:
+    """The MailboxSync spec every mailbox of `spec` shares (validated once by the model), with
+    placeholders where `mailbox_sync_body` puts the mailbox's own usernames and secretKey."""
+    return mailbox_sync_spec(
+        migration, spec, MailboxEntry(source="placeholder@invalid", secret_key="placeholder")
+    )
+
+
 def mailbox_sync_body(
-    migration: str, uid: str, namespace: str, spec: MailMigrationSpec, entry: MailboxEntry
+    migration: str,
+    uid: str,
+    namespace: str,
+    spec: MailMigrationSpec,
+    entry: MailboxEntry,
+    template: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    sync_spec = mailbox_sync_spec(migration, spec, entry)
+    """The MailboxSync for one mailbox. With `template` (from `mailbox_sync_template`) no model is
+    validated per mailbox: 5,000 of them are built in milliseconds; the result is the same."""
+    if template is None:
+        sync_spec = mailbox_sync_spec(migration, spec, entry)
+    else:
+        sync_spec = dict(template)
+        sync_spec["source"] = {**template["source"], "username": entry.source}
+        sync_spec["destination"] = {**template["destination"], "username": entry.destination or entry.source}
+        sync_spec["secretKey"] = entry.secret_key or default_secret_key(entry.source)
     return {
         "apiVersion": GROUP_VERSION,
         "kind": "MailboxSync",

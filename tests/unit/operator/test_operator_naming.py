@@ -44,3 +44,30 @@ def test_durations() -> None:
         except ValueError:
             continue
         raise AssertionError(bad)
+
+
+def test_mailbox_sync_body_from_template_equals_the_model_built_one() -> None:
+    from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+    from mailferry_operator.migration.resources import mailbox_sync_body, mailbox_sync_template
+
+    ep = {"host": "imap.test", "port": 143, "security": "none", "auth": {"secretRef": {"name": "s"}}}
+    spec = MailMigrationSpec.model_validate(
+        {
+            "source": ep,
+            "destination": dict(ep, port=993),
+            "mailboxes": [],
+            "skipDuplicates": True,
+            "folders": {"strategy": "standard", "exclude": ["Trash"]},
+            "importSince": "2024-01-01",
+        }
+    )
+    template = mailbox_sync_template("acme", spec)
+    for entry in (
+        MailboxEntry(source="a@x.test"),
+        MailboxEntry(source="b@x.test", destination="bee@y.test", secret_key="bk"),
+    ):
+        slow = mailbox_sync_body("acme", "uid-1", "ns", spec, entry)
+        fast = mailbox_sync_body("acme", "uid-1", "ns", spec, entry, template)
+        assert fast == slow
+    assert slow["spec"]["destination"]["username"] == "bee@y.test" and slow["spec"]["secretKey"] == "bk"
+    assert slow["metadata"]["ownerReferences"][0]["controller"] is True
