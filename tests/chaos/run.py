@@ -9,6 +9,8 @@ Scenarios (all by default):
   cuts      connections reset at random (TCP fault proxy on both sides) during bulk and delta; rerun
   inject    [THROTTLED] and BYE injected at random into both IMAP streams; rerun
   crash     the destination, then the source Dovecot killed (SIGKILL) mid-copy and started again; rerun
+  operator-kill  kill -9 of the operator N times during a 20-mailbox MailMigration (bulk, then complete),
+            with the local job runner: duplicate Jobs, Jobs run twice, lost/duplicated, time to converge
 
 Every scenario ends by counting messages by Message-ID on both servers: lost and duplicated must be 0.
 Exit status 1 if any scenario's invariant fails. Needs dovecot (make deps) and the .venv.
@@ -302,12 +304,91 @@ def scenario_crash(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str
     return ok, res
 
 
+def scenario_operator_kill(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    """kill -9 of the operator at N random moments of a MailMigration (bulk, then complete); restart each."""
+    sys.path.insert(0, str(TESTS / "tools"))
+    import demolib as dl
+
+    from fixtures.kubeapi import find_bin_dir, start_envtest
+
+    rng = random.Random(args.seed)
+    ns, name = "chaos", "acme"
+    res: dict[str, Any] = {}
+    kube = start_envtest(work / "kube", find_bin_dir())
+    stack: list[Any] = [kube]
+    try:
+        kube.install_crds()
+        with dovecot_pair(work / "servers") as (src, dst):
+            org = dl.make_org(20, domain="chaos.test")
+            dl.add_org_users(src, dst, org)
+            total = dl.seed_org(src, org, 24)
+            kube.kubectl("create", "namespace", ns)
+            runner = dl.JobRunnerProcess(kube, [ns], work).start()
+            stack.append(runner)
+            op = dl.OperatorProcess(kube, [ns], work).start()
+            stack.append(op)
+            dl.apply(
+                kube,
+                dl.secret_manifest(f"{name}-source", ns, dl.credentials(org)),
+                dl.secret_manifest(f"{name}-destination", ns, dl.credentials(org)),
+                dl.migration_manifest(name, ns, src, dst, org.addresses, batchSize=2, maxConcurrentJobs=2,
+                                      deltaInterval="1h"),
+            )
+            t0 = time.monotonic()
+            phases: list[str] = []
+            complete_at = args.kills * 2 // 3  # the last third of the kills land while completing
+            for i in range(args.kills):
+                if i == complete_at:
+                    dl.wait_for(lambda: (dl.condition(dl.migration(kube, ns, name), "BulkCopied") or {})
+                                .get("status") == "True", 600, "bulk copy")
+                    kube.kubectl("patch", "mailmigration", name, "-n", ns, "--type=merge", "-p",
+                                 '{"spec":{"complete":true}}')
+                time.sleep(rng.uniform(0.2, 3.0))
+                phases.append(str((dl.migration(kube, ns, name).get("status") or {}).get("phase")))
+                op.kill()
+                time.sleep(rng.uniform(0.0, 1.0))
+                op.start()
+            last_kill = time.monotonic()
+            dl.wait_for(
+                lambda: (dl.migration(kube, ns, name).get("status") or {}).get("phase") == "Completed",
+                600,
+                "phase Completed",
+            )
+            converge = time.monotonic() - last_kill
+            jobs = dl.worker_jobs(kube, ns, name)
+            labels = [j["metadata"]["labels"] for j in jobs]
+            keys = [(lb.get("mailferry.io/round"), lb.get("mailferry.io/batch")) for lb in labels]
+            runs_per_job = {p.stem: p.read_text().count("--- ") for p in sorted(runner.log_dir.glob("*.log"))}
+            lost = dup = 0
+            for addr in org.addresses:
+                diff = compare(src, dst, addr)
+                lost += diff.lost
+                dup += diff.duplicated
+            st = dl.migration(kube, ns, name)["status"]
+            res = {"mailboxes": 20, "messages": total, "operator_kills": args.kills, "phases_at_kill": phases,
+                   "jobs": len(jobs), "duplicate_jobs": len(keys) - len(set(keys)),
+                   "jobs_run_more_than_once": sorted(k for k, v in runs_per_job.items() if v > 1),
+                   "seconds_with_kills": round(last_kill - t0, 1),
+                   "seconds_to_converge_after_last_kill": round(converge, 1),
+                   "copied_messages_status": (st.get("totals") or {}).get("copiedMessages"),
+                   "lost": lost, "duplicated": dup}
+            say(f"  {json.dumps(res)}")
+            ok = (res["duplicate_jobs"] == 0 and not res["jobs_run_more_than_once"] and lost == 0 and dup == 0
+                  and res["copied_messages_status"] == total)
+            return ok, res
+    finally:
+        for s in reversed(stack):
+            with contextlib.suppress(Exception):
+                s.stop()
+
+
 SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], tuple[bool, dict[str, Any]]]] = {
     "hostile": scenario_hostile,
     "kill9": scenario_kill9,
     "cuts": scenario_cuts,
     "inject": scenario_inject,
     "crash": scenario_crash,
+    "operator-kill": scenario_operator_kill,
 }
 
 
@@ -318,7 +399,7 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "7")))
     ap.add_argument("--json", type=Path, help="write all figures here")
-    ap.add_argument("--cut-range", type=int, nargs=2, default=[100_000, 10_000_000], metavar=("LO", "HI"),
+    ap.add_argument("--cut-range", type=int, nargs=2, default=[100_000, 2_000_000], metavar=("LO", "HI"),
                     help="cuts: reset each connection after U(LO, HI) bytes")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, status files)")
     ap.add_argument("--hang-seconds", type=float, default=120.0, help="a longer worker run is a hang")
