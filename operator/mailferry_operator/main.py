@@ -28,6 +28,10 @@ log = logging.getLogger("mailferry")
 
 ANNOTATION_PREFIX = "mailferry.io"
 
+# Set by main(): in namespaced mode the operator may not list namespaces or CRDs cluster-wide, and
+# Kopf would retry those refused scans for about a minute before it reconciles anything.
+_clusterwide = False
+
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -56,6 +60,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
     settings.batching.worker_limit = 256
+    settings.scanning.disabled = not _clusterwide
 
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
@@ -121,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics.serve(args.metrics_port, args.metrics_address)
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     namespaces = [] if args.all_namespaces else _namespaces(args)
+    global _clusterwide
+    _clusterwide = bool(args.all_namespaces)
     log.info(
         "mailferry-operator starting: %s, %s, metrics :%s",
         "all namespaces" if args.all_namespaces else f"namespaces {','.join(namespaces)}",

@@ -12,7 +12,10 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 _MM = ["namespace", "migration"]
 
 migration_phase = Gauge(
-    "mailferry_migration_phase", "1 for the MailMigration's current phase, 0 otherwise", [*_MM, "phase"], registry=REGISTRY
+    "mailferry_migration_phase",
+    "1 for the MailMigration's current phase, 0 otherwise",
+    [*_MM, "phase"],
+    registry=REGISTRY,
 )
 migration_messages = Gauge(
     "mailferry_migration_messages",
@@ -21,16 +24,25 @@ migration_messages = Gauge(
     registry=REGISTRY,
 )
 migration_bytes = Gauge(
-    "mailferry_migration_bytes", "Bytes by state (expected, copied), from status.totals", [*_MM, "state"], registry=REGISTRY
+    "mailferry_migration_bytes",
+    "Bytes by state (expected, copied), from status.totals",
+    [*_MM, "state"],
+    registry=REGISTRY,
 )
 migration_lag_seconds = Gauge(
     "mailferry_migration_lag_seconds", "Max seconds any mailbox is behind its source", _MM, registry=REGISTRY
 )
 migration_pending_messages = Gauge(
-    "mailferry_migration_pending_messages", "Source messages not yet on the destination", _MM, registry=REGISTRY
+    "mailferry_migration_pending_messages",
+    "Source messages not yet on the destination",
+    _MM,
+    registry=REGISTRY,
 )
 migration_jobs = Gauge(
-    "mailferry_migration_jobs", "Worker Jobs by state (active, succeeded, failed)", [*_MM, "state"], registry=REGISTRY
+    "mailferry_migration_jobs",
+    "Worker Jobs by state (active, succeeded, failed)",
+    [*_MM, "state"],
+    registry=REGISTRY,
 )
 migration_mailboxes = Gauge(
     "mailferry_migration_mailboxes",
@@ -45,7 +57,10 @@ migration_condition = Gauge(
 _DC = ["namespace", "dnscutover", "domain"]
 
 dnscutover_phase = Gauge(
-    "mailferry_dnscutover_phase", "1 for the DnsCutover's current phase, 0 otherwise", [*_DC, "phase"], registry=REGISTRY
+    "mailferry_dnscutover_phase",
+    "1 for the DnsCutover's current phase, 0 otherwise",
+    [*_DC, "phase"],
+    registry=REGISTRY,
 )
 dnscutover_phase_index = Gauge(
     "mailferry_dnscutover_phase_index",
@@ -69,7 +84,10 @@ dnscutover_transitions = Counter(
     registry=REGISTRY,
 )
 dns_record_writes = Counter(
-    "mailferry_dns_record_writes", "RRset writes sent to a DNS provider", ["provider", "result"], registry=REGISTRY
+    "mailferry_dns_record_writes",
+    "RRset writes sent to a DNS provider",
+    ["provider", "result"],
+    registry=REGISTRY,
 )
 reconcile_errors = Counter(
     "mailferry_reconcile_errors", "Reconciliations that raised, by kind", ["kind"], registry=REGISTRY

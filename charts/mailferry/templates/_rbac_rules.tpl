@@ -16,6 +16,11 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [mailferry.io]
   resources: [mailmigrations/status, dnscutovers/status]
   verbs: [patch]
+# Owner references with blockOwnerDeletion (MailboxSyncs, Jobs, DKIM Secrets) need this where the
+# OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters).
+- apiGroups: [mailferry.io]
+  resources: [mailmigrations/finalizers, dnscutovers/finalizers]
+  verbs: [update]
 # One worker Job per batch per round.
 - apiGroups: [batch]
   resources: [jobs]

@@ -140,7 +140,7 @@ def job_body(
         },
     }
     if worker.resources:
-        container["resources"] = worker.resources
+        container["resources"] = worker.resources.to_api()
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

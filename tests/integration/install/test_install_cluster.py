@@ -249,12 +249,12 @@ def test_helm_install_namespaced_mode_rbac_enforced(
         "acme", mm["metadata"]["uid"], a, spec, JobPlan("acme-r0-b0", 0, 0, 0, ("alice@example.com",))
     )
     # default=: job_body leaves spec.worker.resources as a pydantic model (an operator bug, reported).
-    job_json = json.dumps(job, default=lambda o: o.to_api())
+    job_json = json.dumps(job)
     cp = as_identity(kube, op, "create", "-f", "-", "-o", "name", input=job_json)
     assert cp.returncode == 0 and "job.batch/acme-r0-b0" in cp.stdout, cp.stderr
     job["metadata"]["namespace"] = other
     assert forbidden(
-        as_identity(kube, op, "create", "-f", "-", input=json.dumps(job, default=lambda o: o.to_api()))
+        as_identity(kube, op, "create", "-f", "-", input=json.dumps(job))
     )
 
     # The worker's identity in namespace a: its MailboxSyncs and their status only.
@@ -438,7 +438,7 @@ def test_pod_templates_pass_restricted_pod_security(kube: KubeAPI, namespaces: d
             "--dry-run=server",
             "-f",
             "-",
-            input=json.dumps(pod, default=lambda o: o.to_api()),
+            input=json.dumps(pod),
             check=False,
         )
         assert cp.returncode == 0, f"{name}: {cp.stderr}"

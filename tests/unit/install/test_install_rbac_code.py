@@ -44,6 +44,9 @@ ANTICIPATED = {
     ("batch", "jobs", "delete"),
     ("mailferry.io", "mailboxsyncs", "get"),
     ("mailferry.io", "mailmigrations", "get"),
+    # Not a call: the API server checks it for blockOwnerDeletion in owner references.
+    ("mailferry.io", "mailmigrations/finalizers", "update"),
+    ("mailferry.io", "dnscutovers/finalizers", "update"),
 }
 
 

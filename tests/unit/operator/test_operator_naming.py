@@ -71,3 +71,24 @@ def test_mailbox_sync_body_from_template_equals_the_model_built_one() -> None:
         assert fast == slow
     assert slow["spec"]["destination"]["username"] == "bee@y.test" and slow["spec"]["secretKey"] == "bk"
     assert slow["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_job_body_is_plain_json_with_worker_resources() -> None:
+    """The example sets spec.worker.resources; the Job must carry them as plain JSON, not a model."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from mailferry_api.mailmigration import MailMigrationSpec
+    from mailferry_operator.migration.reconcile import JobPlan
+    from mailferry_operator.migration.resources import job_body
+
+    example = Path(__file__).resolve().parents[3] / "deploy/examples/10-mailmigration-inline.yaml"
+    spec = MailMigrationSpec.model_validate(yaml.safe_load(example.read_text())["spec"])
+    assert spec.worker.resources is not None
+    plan = JobPlan(name="m-r1-b0", round=1, batch=0, attempt=0, mailboxes=("a", "b"))
+    body = json.loads(json.dumps(job_body("m", "uid-1", "ns", spec, plan)))
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == spec.worker.resources.to_api()
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
