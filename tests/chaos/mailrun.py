@@ -6,6 +6,7 @@ worker's development store) unless a KubeAPI is given, so fault scenarios need n
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import os
@@ -115,6 +116,34 @@ def compare(src: Dovecot, dst: Dovecot, user: str) -> Diff:
             detail.append(f"{folder}: missing={sum(missing.values())} extra={sum(extra.values())}")
     return Diff(sum(sum(c.values()) for c in s.values()), sum(sum(c.values()) for c in d.values()), lost, dup,
                 detail)
+
+
+class DestCounter:
+    """Messages on the destination over one persistent connection (cheap to poll)."""
+
+    def __init__(self, d: Dovecot, user: str, names: list[str]) -> None:
+        self.d, self.user, self.names = d, user, names
+        self.conn: imaplib.IMAP4 | None = None
+
+    def __call__(self) -> int:
+        try:
+            if self.conn is None:
+                self.conn = self.d.connect_as(self.user)
+            n = 0
+            for f in self.names:
+                typ, data = self.conn.status(f'"{f}"', "(MESSAGES)")
+                if typ == "OK" and data and isinstance(data[0], bytes):
+                    n += int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" ()"))
+            return n
+        except (imaplib.IMAP4.error, OSError):
+            self.conn = None
+            return -1
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(imaplib.IMAP4.error, OSError):
+                self.conn.logout()
+            self.conn = None
 
 
 class WorkerRun:

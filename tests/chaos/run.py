@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import imaplib
 import json
 import os
 import random
@@ -40,7 +39,7 @@ if str(TESTS) not in sys.path:
 
 from chaos.faultproxy import FaultProxy  # noqa: E402
 from chaos.hostile_imap import BEHAVIOURS, MIB, HostileImap  # noqa: E402
-from chaos.mailrun import HUNG, WorkerRun, compare, corpus, endpoint  # noqa: E402
+from chaos.mailrun import HUNG, DestCounter, WorkerRun, compare, corpus, endpoint  # noqa: E402
 from fixtures.dovecot import Dovecot  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "imap_probe.py"
@@ -69,34 +68,6 @@ def dovecot_pair(root: Path) -> Iterator[tuple[Dovecot, Dovecot]]:
 
 def folders(n: int) -> dict[str, int]:
     return {f: max(1, int(n * share)) for f, share in FOLDERS_SHARE.items()}
-
-
-class DestCounter:
-    """Messages on the destination over one persistent connection (cheap to poll)."""
-
-    def __init__(self, d: Dovecot, user: str, names: list[str]) -> None:
-        self.d, self.user, self.names = d, user, names
-        self.conn: imaplib.IMAP4 | None = None
-
-    def __call__(self) -> int:
-        try:
-            if self.conn is None:
-                self.conn = self.d.connect_as(self.user)
-            n = 0
-            for f in self.names:
-                typ, data = self.conn.status(f'"{f}"', "(MESSAGES)")
-                if typ == "OK" and data and isinstance(data[0], bytes):
-                    n += int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" ()"))
-            return n
-        except (imaplib.IMAP4.error, OSError):
-            self.conn = None
-            return -1
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(imaplib.IMAP4.error, OSError):
-                self.conn.logout()
-            self.conn = None
 
 
 def new_mailbox(src: Dovecot, dst: Dovecot, work: Path, name: str, n: int,

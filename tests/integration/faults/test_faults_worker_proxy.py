@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chaos.faultproxy import FaultProxy
-from chaos.mailrun import WorkerRun, compare, corpus, endpoint, events
+from chaos.mailrun import DestCounter, WorkerRun, compare, corpus, endpoint, events
 from fixtures.dovecot import DovecotPair
 
 FOLDERS = {"INBOX": 200, "Archive": 80, "Work/Reports": 60}
@@ -122,15 +122,21 @@ def test_kill9_three_times_during_delta_round(
     assert run.run().returncode == 0, run.logs[-1][-3000:]
     added = corpus(dovecot_pair.source, user, {"INBOX": 250, "Archive": 100}, tag="delta")
     rng = random.Random(11)
+    count = DestCounter(dovecot_pair.destination, user, list(FOLDERS))
     kills = 0
     t0 = time.monotonic()
-    for i in range(3):
-        p = run.start(tmp_path / f"kill-{i}.log", MAILFERRY_ROUND="2")
-        time.sleep(rng.uniform(0.3, 2.0))  # a random moment (not an assertion on timing)
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-            kills += 1
-        p.wait()
+    try:
+        for i, frac in enumerate(sorted(rng.uniform(0.05, 0.9) for _ in range(3))):
+            target = total + int(added * frac)  # kill once the delta has copied this far
+            p = run.start(tmp_path / f"kill-{i}.log", MAILFERRY_ROUND="2")
+            while p.poll() is None and count() < target:
+                time.sleep(0.005)
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+                kills += 1
+            p.wait()
+    finally:
+        count.close()
     runs, _, codes = run.run_until_done(MAILFERRY_ROUND="2")
     recover = time.monotonic() - t0
     diff = compare(dovecot_pair.source, dovecot_pair.destination, user)
