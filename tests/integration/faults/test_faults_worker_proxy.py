@@ -92,6 +92,8 @@ def test_throttled_and_bye_injected_then_completes(
     assert st["lastError"]["reason"] == "Throttled", st
     assert "Suggested Backoff Time" in st["lastError"]["message"]
     assert {c["type"]: c["status"] for c in st["conditions"]}.get("Throttled") == "True", st
+    dp.inject_throttle(1)  # at least one of each for sure, whatever the worker's command count
+    sp.inject_bye(1)
     sp.inject_probability(throttle=0.15, bye=0.08, seed=4)
     dp.inject_probability(throttle=0.15, bye=0.08, seed=5)
     runs, secs, codes = run.run_until_done()
