@@ -115,6 +115,12 @@ def test_fidelity_corpus_verifies_with_zero_differences(
     rc, out = h.verify(src, dst, user)
     assert rc == 0, out
 
+    # Nothing changed: one source connection and STATUS prove it, the destination is not contacted.
+    cp = h.run_worker(env)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert any(e.get("event") == "sync_started" and e.get("noop") for e in h.events(cp.stderr)), cp.stderr
+    assert mb.status()["phase"] == "Synced"
+
     # The verifier can fail: remove one destination message and change a flag.
     with dst.connect_as(user) as c:
         c.select('"Edge"')

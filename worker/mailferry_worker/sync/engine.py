@@ -182,25 +182,30 @@ class MailboxRunner:
         self.counters = MailboxCounters(Counter(status.skip_reasons), status.flag_errors)
         started = now()
         clean = status.phase == "Synced"
-        status.phase = "Syncing"
         status.attempts += 1
         status.observed_generation = generation
         status.job_name = self.settings.job_name
-        status.conditions = set_condition(
-            status.conditions, "Synced", "False", "Syncing", "a sync is running"
-        )
-        try:
-            await self.save()
-        except (KubeError, OSError) as exc:
-            self.log("status_write_failed", "error", error=str(exc)[:300])
-            return MailboxResult(self.name, "config", "StatusWriteFailed")
-        self.log("sync_started", clean_previous=clean, attempt=status.attempts)
-        try:
-            result = await self._sync(spec, clean)
-            await self.flush()
-        except KubeError as exc:
-            self.log("status_write_failed", "error", error=str(exc)[:300])
-            return MailboxResult(self.name, "transient", "StatusWriteFailed")
+        if clean and self.ckpts and await self._quick_noop(spec):
+            # Nothing changed on the source since a clean finish: no destination connection, one write.
+            self.log("sync_started", clean_previous=clean, attempt=status.attempts, noop=True)
+            result = MailboxResult(self.name, "synced")
+        else:
+            status.phase = "Syncing"
+            status.conditions = set_condition(
+                status.conditions, "Synced", "False", "Syncing", "a sync is running"
+            )
+            try:
+                await self.save()
+            except (KubeError, OSError) as exc:
+                self.log("status_write_failed", "error", error=str(exc)[:300])
+                return MailboxResult(self.name, "config", "StatusWriteFailed")
+            self.log("sync_started", clean_previous=clean, attempt=status.attempts)
+            try:
+                result = await self._sync(spec, clean)
+                await self.flush()
+            except KubeError as exc:
+                self.log("status_write_failed", "error", error=str(exc)[:300])
+                return MailboxResult(self.name, "transient", "StatusWriteFailed")
         if result.outcome == "synced":
             status.phase = "Synced"
             status.last_sync_time = started
@@ -351,6 +356,41 @@ class MailboxRunner:
             if isinstance(e, _GiveUp):
                 return self._fail(e.error, "transient")
         return MailboxResult(self.name, "synced", None, self.copied, self.bytes, dict(self.run_skips))
+
+    async def _quick_noop(self, spec: MailboxSyncSpec) -> bool:
+        """True when one source connection proves every selected folder unchanged since its checkpoint.
+
+        Any doubt (an error, a new folder, a folder without a finished checkpoint) means False: the
+        normal path then runs and reports errors properly.
+        """
+        src_c, _ = connectors(spec.source, spec.destination, self.secrets, spec.secret_key)
+        src_c.ca_file = self.settings.ca_file
+        try:
+            src = await src_c.open()
+        except ImapError:
+            return False
+        try:
+            folders = await src.list_folders()
+            prefix, _ = await src.namespace()
+            plans = plan_folders(folders, [], spec.folders, source_prefix=prefix)
+            if not plans or any(
+                (ck := self.ckpts.get(p.source)) is None or ck.last_sync_time is None for p in plans
+            ):
+                return False
+            statuses = await src.status_many([p.source for p in plans])
+            for p in plans:
+                st = statuses.get(p.source)
+                if not isinstance(st, dict) or not folder_unchanged(self.ckpts[p.source], st):
+                    return False
+            for p in plans:
+                ck = self.ckpts[p.source]
+                ck.pending = 0
+                ck.messages = statuses[p.source].get("MESSAGES", ck.messages)  # type: ignore[union-attr]
+            return True
+        except ImapError:
+            return False
+        finally:
+            await src.close()
 
     async def _changed_only(self, src: ImapClient, plans: list[FolderPlan]) -> list[FolderPlan]:
         """One pipelined STATUS round trip for every folder; drop those the checkpoint proves unchanged."""
