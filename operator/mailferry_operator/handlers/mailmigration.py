@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import kopf
@@ -30,6 +30,7 @@ from mailferry_api.mailmigration import (
     MailboxError,
     MailMigrationSpec,
     MailMigrationStatus,
+    MigrationPhase,
     ScanStatus,
 )
 
@@ -61,16 +62,7 @@ PROBE_CONCURRENCY = int(os.environ.get("MAILFERRY_PROBE_CONCURRENCY", "32"))
 INVENTORY_RECHECK_SECONDS = 60.0
 VALIDATION_RETRY_SECONDS = 30.0
 MIN_PASS_INTERVAL = 0.5
-PHASES = (
-    "Validating",
-    "AwaitingApproval",
-    "Syncing",
-    "InSync",
-    "Completing",
-    "Completed",
-    "Failed",
-    "Suspended",
-)
+PHASES = get_args(MigrationPhase)
 
 _wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
