@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +13,7 @@ from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
 
 from ..imap.client import AppendItem, ImapClient, MessageMeta, compress_uids
-from ..imap.errors import CommandFailed, FolderVanished
+from ..imap.errors import CommandFailed, ConnectionLost, FolderVanished
 from ..imap.parser import Literal, Spool
 from ..plan import FolderPlan, appendable_flags, chunks, decide, flag_updates, folder_unchanged, needs_hash
 
@@ -228,49 +227,50 @@ class FolderSync:
         """Fetch chunk k+1 from the source while chunk k is appended; checkpoint after each chunk."""
         batches = chunks(copy, CHUNK_MESSAGES, CHUNK_BYTES)
         queue: asyncio.Queue[tuple[list[MessageMeta], dict[int, Literal]] | None] = asyncio.Queue(maxsize=1)
+        stop = asyncio.Event()
 
         async def produce() -> None:
             for batch in batches:
+                if stop.is_set():
+                    return
                 bodies = await self.src.fetch_bodies([m.uid for m in batch])
+                if stop.is_set():
+                    _close_bodies(bodies)
+                    return
                 await queue.put((batch, bodies))
-            await queue.put(None)
+            if not stop.is_set():
+                await queue.put(None)
 
         producer = asyncio.create_task(produce())
         try:
             idx = 0
             while True:
-                get = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({get, producer}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                    producer.result()  # raises the producer's error
-                    continue
-                item = get.result()
+                item = await _next_item(queue, producer)
                 if item is None:
                     break
                 batch, bodies = item
                 try:
                     await self._append_batch(batch, bodies, permanent)
                 finally:
-                    for lit in bodies.values():
-                        if isinstance(lit, Spool):
-                            lit.close()
+                    _close_bodies(bodies)
                 idx += 1
                 nxt = batches[idx][0].uid - 1 if idx < len(batches) else max_uid
                 self._advance(nxt)
                 self.ckpt.pending = max(0, self.ckpt.pending - len(batch))
                 await self.checkpoint()
         finally:
-            if not producer.done():
+            # Stop the producer for sure: a cancel can be lost (it may be blocked in queue.put on a
+            # full queue nobody drains), so drain and re-cancel until it is done.
+            stop.set()
+            for _ in range(120):
+                if producer.done():
+                    break
                 producer.cancel()
-                with contextlib.suppress(BaseException):
-                    await producer
-            while not queue.empty():
-                leftover = queue.get_nowait()
-                if leftover:
-                    for lit in leftover[1].values():
-                        if isinstance(lit, Spool):
-                            lit.close()
+                _drain(queue)
+                await asyncio.wait({producer}, timeout=0.5)
+            _drain(queue)
+            if producer.done() and not producer.cancelled():
+                producer.exception()  # retrieved: no "exception never retrieved" warning
 
     async def _append_batch(
         self, batch: list[MessageMeta], bodies: dict[int, Literal], permanent: set[str]
@@ -351,6 +351,43 @@ class FolderSync:
         self.counters.flag_errors += p.flag_errors
         self._pending = FolderStats()
         ck.last_uid = max(lo, to)
+
+
+def _close_bodies(bodies: dict[int, Literal]) -> None:
+    for lit in bodies.values():
+        if isinstance(lit, Spool):
+            lit.close()
+
+
+def _drain(queue: asyncio.Queue[tuple[list[MessageMeta], dict[int, Literal]] | None]) -> None:
+    while not queue.empty():
+        leftover = queue.get_nowait()
+        if leftover:
+            _close_bodies(leftover[1])
+
+
+async def _next_item(
+    queue: asyncio.Queue[tuple[list[MessageMeta], dict[int, Literal]] | None], producer: asyncio.Task[None]
+) -> tuple[list[MessageMeta], dict[int, Literal]] | None:
+    """The next queued chunk, or the producer's error if it failed before queueing one."""
+    get: asyncio.Task[tuple[list[MessageMeta], dict[int, Literal]] | None] = asyncio.create_task(queue.get())
+    try:
+        await asyncio.wait({get, producer}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        get.cancel()
+        raise
+    if not get.done():
+        get.cancel()
+        try:
+            return await get  # it may have taken an item just before the cancel
+        except asyncio.CancelledError:
+            pass
+        if not queue.empty():
+            return queue.get_nowait()
+        producer.result()  # raises the producer's error
+        # Never treat this as the end: advancing the checkpoint past chunks not appended would lose them.
+        raise ConnectionLost("source fetch ended without its end marker")
+    return get.result()
 
 
 def vanished(exc: BaseException) -> bool:
