@@ -20,7 +20,16 @@ from fixtures.powerdns import PowerDNS, PowerDNSPair
 from fixtures.prometheus import Prometheus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
-from dnscutover_harness import Operator, condition, patch_spec, pdns_secret, phase_is, wait_dc
+from dnscutover_harness import (
+    Operator,
+    condition,
+    in_phase,
+    patch_spec,
+    paused_for,
+    pdns_secret,
+    phase_is,
+    wait_dc,
+)
 
 _n = itertools.count()
 
@@ -82,18 +91,26 @@ def events(kube: KubeAPI, namespace: str) -> list[dict[str, Any]]:
     return yaml.safe_load(kube.kubectl("get", "events", "-n", namespace, "-o", "yaml").stdout)["items"]
 
 
+def set_lag(kube: KubeAPI, namespace: str, max_seconds: int, pending: int) -> None:
+    """Write the MailMigration `mig`'s status.lag (no MailMigration controller runs here)."""
+    lag = {"status": {"lag": {"maxSeconds": max_seconds, "pendingMessages": pending}}}
+    kube.kubectl(
+        "patch",
+        "mailmigration",
+        "mig",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(lag),
+    )
+
+
 def test_sync_lag_over_threshold_blocks_the_mx_switch(
     kube: KubeAPI, namespace: str, powerdns: PowerDNS, tmp_path: Path
 ) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "imap"},
-            "stringData": {"password": "secret-pw"},
-        },
-        namespace,
-    )
+    pdns_secret(kube, namespace, "imap", {"password": "secret-pw"})
     endpoint = {"host": "imap.example.test", "auth": {"secretRef": {"name": "imap"}}}
     kube.apply(
         {
@@ -108,18 +125,7 @@ def test_sync_lag_over_threshold_blocks_the_mx_switch(
         },
         namespace,
     )
-    lag = {"status": {"lag": {"maxSeconds": 3600, "pendingMessages": 12}}}
-    kube.kubectl(
-        "patch",
-        "mailmigration",
-        "mig",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps(lag),
-    )
+    set_lag(kube, namespace, 3600, 12)
     zone = base_zone(powerdns, "lag")
     op = start(kube, namespace, powerdns, tmp_path)
     try:
@@ -142,25 +148,9 @@ def test_sync_lag_over_threshold_blocks_the_mx_switch(
         )  # Kopf posts events asynchronously
         assert "lag 3600s" in warn[0]["message"] and warn[0]["type"] == "Warning"
 
-        ok = {"status": {"lag": {"maxSeconds": 5, "pendingMessages": 0}}}
-        kube.kubectl(
-            "patch",
-            "mailmigration",
-            "mig",
-            "-n",
-            namespace,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps(ok),
-        )
+        set_lag(kube, namespace, 5, 0)
         obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("Switched")(o) and condition(o, "Ready").get("status") == "True",
-            "Switched once the lag is small",
-            operator=op,
+            kube, namespace, "cut", in_phase("Switched"), "Switched once the lag is small", operator=op
         )
         assert condition(obj, "Stalled")["status"] == "False"
         assert powerdns.answer(zone, "MX") == ["10 mx1.dest.test."]
@@ -212,14 +202,7 @@ def test_ttl_not_elapsed_pauses_before_staging(
         kube.apply(
             dc(zone, powerdns, "Staged", {"staged": [{"name": "old-ttl", "type": "ttlElapsed"}]}), namespace
         )
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: condition(o, "Paused").get("reason") == "WaitingForGates",
-            "Paused on the TTL",
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", paused_for("WaitingForGates"), "Paused on the TTL", operator=op)
         assert obj["status"]["phase"] == "TTLLowered"
         assert powerdns.query(zone, "MX").answer[0].ttl == 30  # lowered ...
         g = gate_status(obj, "old-ttl")
@@ -264,12 +247,7 @@ def test_prometheus_bounce_rate_above_range_stalls_then_recovers(
         gate["prometheus"]["count"] = 2  # type: ignore[index]
         patch_spec(kube, namespace, "cut", json.dumps({"spec": {"gates": {"ttlLowered": [gate]}}}))
         obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("TTLLowered")(o) and condition(o, "Ready").get("status") == "True",
-            "TTLLowered after recovery",
-            operator=op,
+            kube, namespace, "cut", in_phase("TTLLowered"), "TTLLowered after recovery", operator=op
         )
         hist = [h for h in obj["status"]["history"] if h["toPhase"] == "TTLLowered"]
         assert len(hist) == 1
@@ -294,14 +272,7 @@ def test_prometheus_no_data_is_inconclusive(
             },
         }
         kube.apply(dc(zone, powerdns, "TTLLowered", {"ttlLowered": [gate]}), namespace)
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: condition(o, "Paused").get("reason") == "GatesInconclusive",
-            "Paused: no data",
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", paused_for("GatesInconclusive"), "Paused: no data", operator=op)
         g = gate_status(obj, "complaints")
         assert g["result"] == "Inconclusive" and g["measurements"][-1]["value"] == "no data"
         assert obj["status"]["phase"] == "Planned" and condition(obj, "Stalled")["status"] == "False"
@@ -318,35 +289,16 @@ def test_manual_approval_and_dry_run(
         gates = {"ttlLowered": [{"name": "ok", "type": "manualApproval"}]}
         kube.apply(dc(zone, powerdns, "TTLLowered", gates, dryRun=True), namespace)
         obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: condition(o, "Paused").get("reason") == "WaitingForGates",
-            "waiting for approval",
-            operator=op,
+            kube, namespace, "cut", paused_for("WaitingForGates"), "waiting for approval", operator=op
         )
         assert "spec.approvedPhase" in gate_status(obj, "ok")["message"]
         patch_spec(kube, namespace, "cut", '{"spec": {"approvedPhase": "TTLLowered"}}')
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: condition(o, "Paused").get("reason") == "DryRun",
-            "dry run stops at the plan",
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", paused_for("DryRun"), "dry run stops at the plan", operator=op)
         changes = {(c["name"], c["type"]): c for c in obj["status"]["plan"]["changes"]}
         assert changes[(zone, "MX")]["before"]["ttl"] == 60 and changes[(zone, "MX")]["after"]["ttl"] == 30
         assert obj["status"]["phase"] == "Planned" and powerdns.query(zone, "MX").answer[0].ttl == 60
         patch_spec(kube, namespace, "cut", '{"spec": {"dryRun": false}}')
-        wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("TTLLowered")(o) and condition(o, "Ready").get("status") == "True",
-            "applied",
-            operator=op,
-        )
+        wait_dc(kube, namespace, "cut", in_phase("TTLLowered"), "applied", operator=op)
         assert powerdns.query(zone, "MX").answer[0].ttl == 30
     finally:
         op.stop()
@@ -379,14 +331,7 @@ def test_existing_dkim_key_is_used_and_annotation_approves(
         obj = dc(zone, powerdns, "Staged", {"ttlLowered": approval, "staged": approval})
         obj["metadata"]["annotations"] = {"mailferry.io/approved-phase": "Staged"}
         kube.apply(obj, namespace)
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("Staged")(o) and condition(o, "Ready").get("status") == "True",
-            "Staged",
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", in_phase("Staged"), "Staged", operator=op)
         assert powerdns.answer("mf1._domainkey." + zone, "TXT") == [dkim.txt_value("rsa", pub)]
         assert obj["status"]["dkim"] == [
             {

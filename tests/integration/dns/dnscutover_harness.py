@@ -148,6 +148,15 @@ def phase_is(phase: str) -> Callable[[dict[str, Any]], bool]:
     return lambda o: (o.get("status") or {}).get("phase") == phase
 
 
+def in_phase(phase: str, cond: str = "Ready") -> Callable[[dict[str, Any]], bool]:
+    """At `phase` with the condition `cond` True (by default: Ready there)."""
+    return lambda o: phase_is(phase)(o) and condition(o, cond).get("status") == "True"
+
+
+def paused_for(reason: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: condition(o, "Paused").get("reason") == reason
+
+
 def patch_spec(kube: KubeAPI, namespace: str, name: str, patch: str) -> None:
     kube.kubectl("patch", "dnscutover", name, "-n", namespace, "--type", "merge", "-p", patch)
 
