@@ -15,7 +15,7 @@ from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
-from dnscutover_harness import Operator, condition, pdns_secret, wait_dc
+from dnscutover_harness import Operator, condition, cutover_manifest, pdns_secret, powerdns_provider, wait_dc
 
 
 def _now_rfc3339() -> str:
@@ -27,24 +27,12 @@ def _now_rfc3339() -> str:
 def good(
     name: str, domain: str, api_url: str, secret: str = "dns-creds", zone: str | None = None
 ) -> dict[str, Any]:
-    provider: dict[str, Any] = {
-        "type": "powerdns",
-        "secretRef": {"name": secret},
-        "powerdns": {"apiUrl": api_url},
-    }
+    provider = powerdns_provider(api_url, secret)
     if zone:
         provider["zone"] = zone
-    return {
-        "apiVersion": "mailferry.io/v1alpha1",
-        "kind": "DnsCutover",
-        "metadata": {"name": name},
-        "spec": {
-            "domain": domain,
-            "provider": provider,
-            "targetPhase": "TTLLowered",
-            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
-        },
-    }
+    return cutover_manifest(
+        name, domain, provider, "TTLLowered", {"mx": [{"host": "mx1.dest.test", "priority": 10}]}
+    )
 
 
 @pytest.mark.parametrize(

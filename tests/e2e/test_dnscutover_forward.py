@@ -25,9 +25,11 @@ from dnscutover_harness import (
     Operator,
     PolicyMirror,
     condition,
+    cutover_manifest,
+    in_phase,
     patch_spec,
     pdns_secret,
-    phase_is,
+    powerdns_provider,
     wait_dc,
     zone_rrsets,
 )
@@ -44,47 +46,34 @@ START = [
 
 def cutover(name: str, zone: str, provider: dict[str, Any], ns: str, policy_url: str) -> dict[str, Any]:
     dns_gate = {"name": "served", "type": "dnsRecord", "dnsRecord": {"nameservers": [ns]}}
-    return {
-        "apiVersion": "mailferry.io/v1alpha1",
-        "kind": "DnsCutover",
-        "metadata": {"name": name},
-        "spec": {
-            "domain": zone.rstrip("."),
-            "provider": provider,
-            "targetPhase": "Enforced",
-            "records": {
-                "mx": [{"host": "mx1.dest.test", "priority": 10}, {"host": "mx2.dest.test", "priority": 20}],
-                "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"], "all": "-all"},
-                "dkim": {
-                    "selectors": [
-                        {"name": "mf2026", "algorithm": "rsa"},
-                        {"name": "mf2026e", "algorithm": "ed25519"},
-                        {"name": "dest1", "source": "cname", "cnameTarget": "dest1.dkim.dest.test"},
-                    ],
-                    "keepSelectors": ["old1"],
-                },
-                "dmarc": {"rua": ["dmarc@reports.dest.test"]},
-                "mtaSts": {"maxAgeSeconds": 86400, "policyUrl": policy_url},
-                "tlsRpt": {"rua": ["tlsrpt@reports.dest.test"]},
-            },
-            "ttl": {"lowered": 30, "normal": 3600},
-            "gates": {
-                "staged": [dns_gate],
-                "switched": [dns_gate],
-                "enforced": [dns_gate, {"name": "soak", "type": "minDuration", "duration": "1s"}],
-            },
+    records = {
+        "mx": [{"host": "mx1.dest.test", "priority": 10}, {"host": "mx2.dest.test", "priority": 20}],
+        "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"], "all": "-all"},
+        "dkim": {
+            "selectors": [
+                {"name": "mf2026", "algorithm": "rsa"},
+                {"name": "mf2026e", "algorithm": "ed25519"},
+                {"name": "dest1", "source": "cname", "cnameTarget": "dest1.dkim.dest.test"},
+            ],
+            "keepSelectors": ["old1"],
         },
+        "dmarc": {"rua": ["dmarc@reports.dest.test"]},
+        "mtaSts": {"maxAgeSeconds": 86400, "policyUrl": policy_url},
+        "tlsRpt": {"rua": ["tlsrpt@reports.dest.test"]},
     }
+    gates = {
+        "staged": [dns_gate],
+        "switched": [dns_gate],
+        "enforced": [dns_gate, {"name": "soak", "type": "minDuration", "duration": "1s"}],
+    }
+    ttl = {"lowered": 30, "normal": 3600}
+    return cutover_manifest(name, zone, provider, "Enforced", records, ttl=ttl, gates=gates)
 
 
 def provider_for(kind: str, pdns: PowerDNS, zone: str, kube: KubeAPI, namespace: str) -> dict[str, Any]:
     if kind == "powerdns":
         pdns_secret(kube, namespace, "dns-creds", {"api-key": pdns.api_key})
-        return {
-            "type": "powerdns",
-            "secretRef": {"name": "dns-creds"},
-            "powerdns": {"apiUrl": pdns.api_url, "serverId": "localhost"},
-        }
+        return powerdns_provider(pdns.api_url, serverId="localhost")
     key = pdns.create_tsig_key(f"mailferry-{next(_n)}")
     pdns.allow_dnsupdate(zone, key)
     pdns_secret(kube, namespace, "dns-creds", {"tsig-secret": key.secret})
@@ -112,15 +101,7 @@ def test_forward_to_enforced_then_rollback_to_planned(
     op = Operator(kube, namespace, tmp_path).start()
     try:
         kube.apply(cutover("cut", zone, provider, f"127.0.0.1:{powerdns.port}", mirror.url), namespace)
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("Enforced")(o) and condition(o, "Ready").get("status") == "True",
-            "Enforced and Ready",
-            timeout=120,
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", in_phase("Enforced"), "Enforced and Ready", 120, operator=op)
         st = obj["status"]
         assert st["dmarcStage"] == 2 and st["observedGeneration"] == obj["metadata"]["generation"]
         assert [h["toPhase"] for h in st["history"]] == [
@@ -196,15 +177,7 @@ def test_forward_to_enforced_then_rollback_to_planned(
 
         # Rollback by reverting the spec: walks back phase by phase to the exact starting zone.
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "Planned"}}')
-        obj = wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("Planned")(o) and condition(o, "Ready").get("status") == "True",
-            "rolled back to Planned",
-            timeout=60,
-            operator=op,
-        )
+        obj = wait_dc(kube, namespace, "cut", in_phase("Planned"), "rolled back to Planned", 60, operator=op)
         assert zone_rrsets(powerdns, zone) == before
         assert sorted(q(zone, "MX")) == ["10 mx1.old.test.", "20 mx2.old.test."]
         assert condition(obj, "RolledBack")["status"] == "True"
@@ -234,14 +207,7 @@ def test_forward_to_enforced_then_rollback_to_planned(
 
         # Deleting the DnsCutover never changes DNS.
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "TTLLowered"}}')
-        wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: phase_is("TTLLowered")(o) and condition(o, "Ready").get("status") == "True",
-            "TTLLowered again",
-            operator=op,
-        )
+        wait_dc(kube, namespace, "cut", in_phase("TTLLowered"), "TTLLowered again", operator=op)
         lowered = zone_rrsets(powerdns, zone)
         assert lowered[(zone, "MX")][0] == 30 and lowered[(zone, "TXT")][0] == 30
         assert lowered[("_dmarc." + zone, "TXT")][0] == 30

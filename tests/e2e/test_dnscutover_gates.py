@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dn
 from dnscutover_harness import (
     Operator,
     condition,
+    cutover_manifest,
     in_phase,
     patch_spec,
     paused_for,
     pdns_secret,
     phase_is,
+    powerdns_provider,
     wait_dc,
 )
 
@@ -41,29 +43,13 @@ def base_zone(pdns: PowerDNS | PowerDNSPair, prefix: str, mx_ttl: int = 60) -> s
 
 
 def dc(zone: str, pdns: PowerDNS, target: str, gates: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "domain": zone.rstrip("."),
-        "provider": {
-            "type": "powerdns",
-            "secretRef": {"name": "dns-creds"},
-            "powerdns": {"apiUrl": pdns.api_url},
-        },
-        "targetPhase": target,
-        "records": {
-            "mx": [{"host": "mx1.dest.test", "priority": 10}],
-            "spf": {"include": ["spf.dest.test"]},
-            "dkim": {"selectors": [{"name": "mf1"}]},
-        },
-        "ttl": {"lowered": 30},
-        "gates": gates,
-        **extra,
+    records = {
+        "mx": [{"host": "mx1.dest.test", "priority": 10}],
+        "spf": {"include": ["spf.dest.test"]},
+        "dkim": {"selectors": [{"name": "mf1"}]},
     }
-    return {
-        "apiVersion": "mailferry.io/v1alpha1",
-        "kind": "DnsCutover",
-        "metadata": {"name": "cut"},
-        "spec": spec,
-    }
+    provider = powerdns_provider(pdns.api_url)
+    return cutover_manifest("cut", zone, provider, target, records, ttl={"lowered": 30}, gates=gates, **extra)
 
 
 def start(kube: KubeAPI, namespace: str, pdns: PowerDNS, tmp_path: Path) -> Operator:

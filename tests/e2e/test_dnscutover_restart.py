@@ -16,7 +16,18 @@ from fixtures.powerdns import PowerDNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
 from dns_faults import HttpFaultProxy
-from dnscutover_harness import Operator, condition, patch_spec, pdns_secret, wait_dc, zone_rrsets
+from dnscutover_harness import (
+    Operator,
+    condition,
+    cutover_manifest,
+    in_phase,
+    patch_spec,
+    paused_for,
+    pdns_secret,
+    powerdns_provider,
+    wait_dc,
+    zone_rrsets,
+)
 
 PHASES = ["TTLLowered", "Staged", "Switched", "Enforced"]
 
@@ -37,39 +48,18 @@ def test_operator_killed_during_each_phase_converges_without_double_writes(
     proxy = HttpFaultProxy(f"http://127.0.0.1:{powerdns.webserver_port}", response_delay=0.5)
     pdns_secret(kube, namespace, "dns-creds", {"api-key": powerdns.api_key})
     approval = [{"name": "approve", "type": "manualApproval"}]
+    records = {
+        "mx": [{"host": "mx1.dest.test", "priority": 10}, {"host": "mx2.dest.test", "priority": 20}],
+        "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"]},
+        "dkim": {"selectors": [{"name": "mf1"}]},
+        "dmarc": {"rua": ["d@reports.dest.test"]},
+        "mtaSts": {},
+        "tlsRpt": {"rua": ["t@reports.dest.test"]},
+    }
+    gates = {"ttlLowered": approval, "staged": approval, "switched": approval, "enforced": approval}
+    provider = powerdns_provider(proxy.url + "/api/v1")
     kube.apply(
-        {
-            "apiVersion": "mailferry.io/v1alpha1",
-            "kind": "DnsCutover",
-            "metadata": {"name": "cut"},
-            "spec": {
-                "domain": zone.rstrip("."),
-                "provider": {
-                    "type": "powerdns",
-                    "secretRef": {"name": "dns-creds"},
-                    "powerdns": {"apiUrl": proxy.url + "/api/v1"},
-                },
-                "targetPhase": "Enforced",
-                "records": {
-                    "mx": [
-                        {"host": "mx1.dest.test", "priority": 10},
-                        {"host": "mx2.dest.test", "priority": 20},
-                    ],
-                    "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"]},
-                    "dkim": {"selectors": [{"name": "mf1"}]},
-                    "dmarc": {"rua": ["d@reports.dest.test"]},
-                    "mtaSts": {},
-                    "tlsRpt": {"rua": ["t@reports.dest.test"]},
-                },
-                "ttl": {"lowered": 30},
-                "gates": {
-                    "ttlLowered": approval,
-                    "staged": approval,
-                    "switched": approval,
-                    "enforced": approval,
-                },
-            },
-        },
+        cutover_manifest("cut", zone, provider, "Enforced", records, ttl={"lowered": 30}, gates=gates),
         namespace,
     )
     op = Operator(kube, namespace, tmp_path, env={"MAILFERRY_DNS_TIMEOUT": "5"}).start()
@@ -79,7 +69,7 @@ def test_operator_killed_during_each_phase_converges_without_double_writes(
             kube,
             namespace,
             "cut",
-            lambda o: condition(o, "Paused").get("reason") == "WaitingForGates",
+            paused_for("WaitingForGates"),
             "waiting for approval of TTLLowered",
             operator=op,
         )
@@ -148,15 +138,7 @@ def test_operator_killed_during_each_phase_converges_without_double_writes(
         # the walk back after all that still restores the zone exactly
         proxy.response_delay = 0
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "Planned"}}')
-        wait_dc(
-            kube,
-            namespace,
-            "cut",
-            lambda o: o["status"]["phase"] == "Planned" and condition(o, "Ready").get("status") == "True",
-            "rolled back",
-            timeout=90,
-            operator=op,
-        )
+        wait_dc(kube, namespace, "cut", in_phase("Planned"), "rolled back", timeout=90, operator=op)
         wait_until(lambda: zone_rrsets(powerdns, zone) == start, timeout=10, what="zone restored")
     finally:
         op.stop()

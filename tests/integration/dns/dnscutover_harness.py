@@ -108,6 +108,29 @@ def pdns_secret(kube: KubeAPI, namespace: str, name: str, data: Mapping[str, str
     )
 
 
+def powerdns_provider(api_url: str, secret: str = "dns-creds", **powerdns: str) -> dict[str, Any]:
+    """spec.provider for the PowerDNS REST API at `api_url`, its key in the Secret `secret`."""
+    return {"type": "powerdns", "secretRef": {"name": secret}, "powerdns": {"apiUrl": api_url, **powerdns}}
+
+
+def cutover_manifest(
+    name: str, zone: str, provider: dict[str, Any], target: str, records: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    """A DnsCutover for the domain of `zone` (with or without the trailing dot); `spec` adds ttl, gates..."""
+    return {
+        "apiVersion": "mailferry.io/v1alpha1",
+        "kind": "DnsCutover",
+        "metadata": {"name": name},
+        "spec": {
+            "domain": zone.rstrip("."),
+            "provider": provider,
+            "targetPhase": target,
+            "records": records,
+            **spec,
+        },
+    }
+
+
 def get_dc(kube: KubeAPI, namespace: str, name: str) -> dict[str, Any]:
     return kube.get("dnscutover", name, namespace)
 

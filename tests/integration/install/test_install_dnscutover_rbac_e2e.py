@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dns"))
 from dnscutover_harness import (
     Operator,
     PolicyMirror,
-    condition,
+    cutover_manifest,
+    in_phase,
     patch_spec,
     pdns_secret,
-    phase_is,
+    powerdns_provider,
     wait_dc,
     zone_rrsets,
 )
@@ -76,29 +77,22 @@ def release(kube: KubeAPI) -> Iterator[dict[str, str]]:
 
 def cutover(zone: str, pdns: PowerDNS, policy_url: str) -> dict[str, Any]:
     served = {"name": "served", "type": "dnsRecord", "dnsRecord": {"nameservers": [f"127.0.0.1:{pdns.port}"]}}
-    return {
-        "apiVersion": "mailferry.io/v1alpha1",
-        "kind": "DnsCutover",
-        "metadata": {"name": "cut"},
-        "spec": {
-            "domain": zone.rstrip("."),
-            "provider": {
-                "type": "powerdns",
-                "secretRef": {"name": "dns-creds"},
-                "powerdns": {"apiUrl": pdns.api_url, "serverId": "localhost"},
-            },
-            "targetPhase": "Enforced",
-            "records": {
-                "mx": [{"host": "mx1.dest.test", "priority": 10}],
-                "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"]},
-                "dkim": {"selectors": [{"name": "mf2026", "algorithm": "rsa"}]},
-                "dmarc": {"rua": ["dmarc@reports.dest.test"]},
-                "mtaSts": {"maxAgeSeconds": 86400, "policyUrl": policy_url, "policyConfigMap": "cut-mta-sts"},
-            },
-            "ttl": {"lowered": 30, "normal": 3600},
-            "gates": {"staged": [served], "switched": [served], "enforced": [served]},
-        },
+    records = {
+        "mx": [{"host": "mx1.dest.test", "priority": 10}],
+        "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"]},
+        "dkim": {"selectors": [{"name": "mf2026", "algorithm": "rsa"}]},
+        "dmarc": {"rua": ["dmarc@reports.dest.test"]},
+        "mtaSts": {"maxAgeSeconds": 86400, "policyUrl": policy_url, "policyConfigMap": "cut-mta-sts"},
     }
+    return cutover_manifest(
+        "cut",
+        zone,
+        powerdns_provider(pdns.api_url, serverId="localhost"),
+        "Enforced",
+        records,
+        ttl={"lowered": 30, "normal": 3600},
+        gates={"staged": [served], "switched": [served], "enforced": [served]},
+    )
 
 
 def test_dnscutover_forward_and_rollback_under_chart_rbac(
@@ -118,9 +112,9 @@ def test_dnscutover_forward_and_rollback_under_chart_rbac(
             kube,
             ns,
             "cut",
-            lambda o: phase_is("Enforced")(o) and condition(o, "Ready").get("status") == "True",
+            in_phase("Enforced"),
             "Enforced and Ready under the chart's RBAC",
-            timeout=180,
+            180,
             operator=op,
         )
         assert obj["status"]["mtaSts"]["mode"] == "enforce"
@@ -131,13 +125,7 @@ def test_dnscutover_forward_and_rollback_under_chart_rbac(
 
         patch_spec(kube, ns, "cut", '{"spec": {"targetPhase": "Planned"}}')
         wait_dc(
-            kube,
-            ns,
-            "cut",
-            lambda o: phase_is("Planned")(o) and condition(o, "RolledBack").get("status") == "True",
-            "rolled back to Planned",
-            timeout=180,
-            operator=op,
+            kube, ns, "cut", in_phase("Planned", "RolledBack"), "rolled back to Planned", 180, operator=op
         )
         assert zone_rrsets(powerdns, zone) == before
     finally:
