@@ -142,13 +142,18 @@ MIGRATION_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
+def assert_health(kind: str, status: dict[str, Any], health: str, text: str) -> None:
+    """The recorded `kind` with `status` is `health`, and its message says `text`."""
+    got, message = run_health(kind, recorded(kind, status))
+    assert got == health, message
+    assert text in message
+
+
 @pytest.mark.parametrize(
     ("phase", "status", "health", "text"), MIGRATION_CASES, ids=[c[0] for c in MIGRATION_CASES]
 )
 def test_mailmigration_health(phase: str, status: dict[str, Any], health: str, text: str) -> None:
-    got, message = run_health("MailMigration", recorded("MailMigration", status))
-    assert got == health, message
-    assert text in message
+    assert_health("MailMigration", status, health, text)
 
 
 def test_every_migration_phase_is_covered() -> None:
@@ -215,9 +220,7 @@ MAILBOX_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("phase", "status", "health", "text"), MAILBOX_CASES, ids=[c[0] for c in MAILBOX_CASES]
 )
 def test_mailboxsync_health(phase: str, status: dict[str, Any], health: str, text: str) -> None:
-    got, message = run_health("MailboxSync", recorded("MailboxSync", status))
-    assert got == health, message
-    assert text in message
+    assert_health("MailboxSync", status, health, text)
 
 
 def test_every_mailbox_phase_is_covered_and_stalled_is_degraded() -> None:
