@@ -142,20 +142,6 @@ MIGRATION_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-def assert_health(kind: str, status: dict[str, Any], health: str, text: str) -> None:
-    """The recorded `kind` with `status` is `health`, and its message says `text`."""
-    got, message = run_health(kind, recorded(kind, status))
-    assert got == health, message
-    assert text in message
-
-
-@pytest.mark.parametrize(
-    ("phase", "status", "health", "text"), MIGRATION_CASES, ids=[c[0] for c in MIGRATION_CASES]
-)
-def test_mailmigration_health(phase: str, status: dict[str, Any], health: str, text: str) -> None:
-    assert_health("MailMigration", status, health, text)
-
-
 def test_every_migration_phase_is_covered() -> None:
     assert {c[0] for c in MIGRATION_CASES} == set(get_args(MigrationPhase))
 
@@ -216,11 +202,17 @@ MAILBOX_CASES: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
+HEALTH_CASES = [("MailMigration", *c) for c in MIGRATION_CASES] + [("MailboxSync", *c) for c in MAILBOX_CASES]
+
+
 @pytest.mark.parametrize(
-    ("phase", "status", "health", "text"), MAILBOX_CASES, ids=[c[0] for c in MAILBOX_CASES]
+    ("kind", "phase", "status", "health", "text"), HEALTH_CASES, ids=[f"{c[0]}-{c[1]}" for c in HEALTH_CASES]
 )
-def test_mailboxsync_health(phase: str, status: dict[str, Any], health: str, text: str) -> None:
-    assert_health("MailboxSync", status, health, text)
+def test_health(kind: str, phase: str, status: dict[str, Any], health: str, text: str) -> None:
+    """The recorded `kind` with `status` is `health`, and its message says `text`."""
+    got, message = run_health(kind, recorded(kind, status))
+    assert got == health, message
+    assert text in message
 
 
 def test_every_mailbox_phase_is_covered_and_stalled_is_degraded() -> None:
