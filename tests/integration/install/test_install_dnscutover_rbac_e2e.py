@@ -7,7 +7,6 @@ PowerDNS (REST API), real API server with RBAC; the harness of tests/e2e/test_dn
 
 from __future__ import annotations
 
-import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from installlib import CHART
+from installlib import namespaced_release, unexpected_denials
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dns"))
 
@@ -35,10 +34,6 @@ from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 
 pytestmark = pytest.mark.timeout(420)
-KOPF_SCAN = re.compile(
-    r'cannot (list|watch) resource "(namespaces|customresourcedefinitions)" in API group "[^"]*" '
-    r"at the cluster scope"
-)
 START = [
     ("@", "MX", 600, ["10 mx1.old.test."]),
     ("@", "TXT", 300, ["v=spf1 include:spf.old.test ~all"]),
@@ -48,31 +43,8 @@ START = [
 
 @pytest.fixture
 def release(kube: KubeAPI) -> Iterator[dict[str, str]]:
-    suffix = secrets.token_hex(3)
-    sys_ns, watched = f"mfd-sys-{suffix}", f"mfd-dns-{suffix}"
-    for ns in (sys_ns, watched):
-        kube.kubectl("create", "namespace", ns)
-    name = f"mfd{suffix}"
-    kube.helm(
-        "install",
-        name,
-        str(CHART),
-        "--namespace",
-        sys_ns,
-        "--set",
-        "crds.install=false",
-        "--set",
-        f"watch.namespaces={{{watched}}}",
-    )
-    try:
-        yield {"release": name, "sys": sys_ns, "ns": watched, "fullname": f"{name}-mailferry"}
-    finally:
-        kube.kubectl(
-            "delete", "dnscutovers.mailferry.io", "--all", "-n", watched, "--wait=false", check=False
-        )
-        kube.helm("uninstall", name, "--namespace", sys_ns, check=False)
-        for ns in (sys_ns, watched):
-            kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    with namespaced_release(kube, "mfd", "dns", "dnscutovers.mailferry.io") as rel:
+        yield rel
 
 
 def cutover(zone: str, pdns: PowerDNS, policy_url: str) -> dict[str, Any]:
@@ -131,8 +103,7 @@ def test_dnscutover_forward_and_rollback_under_chart_rbac(
     finally:
         op.stop()
         mirror.close()
-    denied = [line for line in op.log_text().splitlines() if "403" in line or "Forbidden" in line]
-    unexpected = [line for line in denied if not KOPF_SCAN.search(line)]
+    unexpected = unexpected_denials(op.log_text())
     assert not unexpected, "\n".join(unexpected[:20])
     events = kube.get("events", namespace=ns)["items"]
     assert any(e["involvedObject"]["kind"] == "DnsCutover" for e in events)

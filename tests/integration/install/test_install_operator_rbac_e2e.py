@@ -9,15 +9,13 @@ would get. Real Dovecot source and destination. A missing grant shows as a 403 a
 from __future__ import annotations
 
 import json
-import re
-import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from installlib import CHART
+from installlib import namespaced_release, unexpected_denials
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
@@ -29,45 +27,13 @@ from fixtures.kubeapi import KubeAPI
 
 pytestmark = pytest.mark.timeout(420)
 NAME = "rbac-e2e"
-KOPF_SCAN = re.compile(
-    r'cannot (list|watch) resource "(namespaces|customresourcedefinitions)" in API group "[^"]*" '
-    r"at the cluster scope"
-)
 
 
 @pytest.fixture
 def release(kube: KubeAPI) -> Iterator[dict[str, str]]:
-    suffix = secrets.token_hex(3)
-    sys_ns, watched = f"mfe-sys-{suffix}", f"mfe-mail-{suffix}"
-    for ns in (sys_ns, watched):
-        kube.kubectl("create", "namespace", ns)
-    name = f"mfe{suffix}"
-    kube.helm(
-        "install",
-        name,
-        str(CHART),
-        "--namespace",
-        sys_ns,
-        "--set",
-        "crds.install=false",
-        "--set",
-        f"watch.namespaces={{{watched}}}",
-    )
-    try:
-        yield {"release": name, "sys": sys_ns, "ns": watched, "fullname": f"{name}-mailferry"}
-    finally:
-        kube.kubectl(
-            "delete",
-            "jobs,mailboxsyncs.mailferry.io,mailmigrations.mailferry.io",
-            "--all",
-            "-n",
-            watched,
-            "--wait=false",
-            check=False,
-        )
-        kube.helm("uninstall", name, "--namespace", sys_ns, check=False)
-        for ns in (sys_ns, watched):
-            kube.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    cleanup = "jobs,mailboxsyncs.mailferry.io,mailmigrations.mailferry.io"
+    with namespaced_release(kube, "mfe", "mail", cleanup) as rel:
+        yield rel
 
 
 def test_operator_and_worker_under_chart_rbac_reconcile_a_migration(
@@ -112,11 +78,7 @@ def test_operator_and_worker_under_chart_rbac_reconcile_a_migration(
     finally:
         operator.stop()
         runner.stop()
-    log = (tmp_path / "operator.log").read_text(errors="replace")
-    denied = [line for line in log.splitlines() if "403" in line or "Forbidden" in line]
-    # Kopf's cluster scan (list/watch namespaces and CRDs) is refused in namespaced mode by design; Kopf falls
-    # back to the given namespaces. (main.py could set settings.scanning.disabled to skip the attempt.)
-    unexpected = [line for line in denied if not KOPF_SCAN.search(line)]
+    unexpected = unexpected_denials((tmp_path / "operator.log").read_text(errors="replace"))
     assert not unexpected, "\n".join(unexpected[:20])
     st = mm["status"]
     assert st["totals"]["copiedMessages"] == st["totals"]["expectedMessages"] == sum(org.messages.values())
