@@ -100,6 +100,7 @@ class MailboxRunner:
         self.ckpts: dict[str, FolderCheckpoint] = {}
         self.counters = MailboxCounters()
         self.run_skips: Counter[str] = Counter()
+        self.marks: dict[str, tuple[int, int, int]] = {}
         self.folder_errors: list[ErrorInfo] = []
         self.copied = 0
         self.bytes = 0
@@ -537,6 +538,7 @@ class MailboxRunner:
             dest_created=self._dest_names.add,
             log=lambda ev, **kw: self.log(ev, **kw),
             counters=self.counters,
+            marks=self.marks,
         )
         try:
             stats = await fs.run()

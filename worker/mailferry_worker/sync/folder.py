@@ -103,7 +103,11 @@ class FolderSync:
         dest_created: Callable[[str], None],
         log: Callable[..., None],
         counters: MailboxCounters | None = None,
+        marks: dict[str, tuple[int, int, int]] | None = None,
     ) -> None:
+        # (source UID, destination UIDVALIDITY, destination UIDNEXT) per folder, kept across retries
+        # in one process: below them everything is matched or checkpointed.
+        self.marks = marks if marks is not None else {}
         self.counters = counters or MailboxCounters()
         self._present: dict[int, int] = {}
         self._skipped: dict[int, str] = {}
@@ -143,9 +147,24 @@ class FolderSync:
             ck.highest_mod_seq = None
         ck.destination = self.plan.destination
 
+        mark = self.marks.get(self.plan.source)
+        partial = (
+            full
+            and self.full_match
+            and mark is not None
+            and not (first or uv_changed or self.options.skip_duplicates)
+            and mark[1] == dsel.uidvalidity
+        )
         if full:
-            smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
-            dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
+            if self.full_match:
+                self.log("rematch", folder=self.plan.source, partial=partial)
+            if partial and mark is not None:
+                # A retry in this process: only what happened since the mark can be uncertain.
+                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, low=mark[0] + 1)
+                dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext, low=mark[2])
+            else:
+                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
+                dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
             s_need, d_need = needs_hash(smeta, dmeta)
             s_hash = await content_hashes(self.src, s_need) if s_need else {}
             d_hash = await content_hashes(self.dst, d_need) if d_need else {}
@@ -154,11 +173,20 @@ class FolderSync:
             # Messages an interrupted run appended count as copied when the checkpoint passes them.
             self._present = {s.uid: s.size for s, _ in dec.present if s.uid > base}
             self.stats.present = len(self._present)
+            if not partial and dsel.uidnext:
+                # Everything below the first message to copy is matched: later retries in this
+                # process need to look only above (source) / at our own appends (destination).
+                first_copy = min((m.uid for m in dec.copy), default=None)
+                src_mark = first_copy - 1 if first_copy else max([base, *(m.uid for m in smeta)])
+                if all(s.uid <= src_mark for s, _ in dec.present):
+                    self.marks[self.plan.source] = (src_mark, dsel.uidvalidity, dsel.uidnext)
         else:
             smeta = []
             if sel.exists and (sel.uidnext is None or sel.uidnext > base + 1):
                 smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, low=base + 1)
             dec = decide(smeta, None, self.options)
+            if dsel.uidnext:  # a clean start: nothing above the checkpoint is on the destination yet
+                self.marks[self.plan.source] = (base, dsel.uidvalidity, dsel.uidnext)
             await self._delta_flags(sel.highestmodseq, base, dsel.permanentflags, dsel.exists, dsel.uidnext)
 
         self._skipped = {m.uid: reason for m, reason in dec.skipped if m.uid > base}
@@ -171,7 +199,8 @@ class FolderSync:
             await self._copy(copy, dsel.permanentflags, max_uid)
         self._advance(max_uid)
         ck.uid_next = sel.uidnext
-        ck.highest_mod_seq = sel.highestmodseq
+        if not partial:  # a partial re-match did not compare older flags: the next delta does
+            ck.highest_mod_seq = sel.highestmodseq
         ck.pending = 0
         ck.last_sync_time = datetime.now(UTC).replace(microsecond=0)
         await self.checkpoint()
