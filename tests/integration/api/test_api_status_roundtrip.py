@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-import types
-import typing
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
-import annotated_types
 import pytest
 import yaml
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from fixtures.kubeapi import KubeAPI
 from mailferry_api.dnscutover import DnsCutoverStatus
 from mailferry_api.mailboxsync import MailboxSyncStatus
 from mailferry_api.mailmigration import MailMigrationStatus
+from support.model_types import constraints, unwrap
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples"
 
@@ -57,39 +54,10 @@ KOPF_STATE = {
 }
 
 
-def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
-    metadata: list[Any] = []
-    while True:
-        if get_origin(tp) is typing.Annotated:
-            base, *extra = get_args(tp)
-            metadata.extend(extra)
-            tp = base
-        elif get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp):
-            (tp,) = [a for a in get_args(tp) if a is not type(None)]
-        else:
-            return tp, metadata
-
-
-def _bounds(metadata: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in metadata:
-        if isinstance(item, FieldInfo):
-            out.update(_bounds(item.metadata))
-        elif isinstance(item, annotated_types.Ge):
-            out["ge"] = item.ge
-        elif isinstance(item, annotated_types.Le):
-            out["le"] = item.le
-        elif isinstance(item, annotated_types.MaxLen):
-            out["max_len"] = item.max_length
-        elif getattr(item, "pattern", None) is not None:
-            out["pattern"] = item.pattern
-    return out
-
-
 def sample(tp: Any, metadata: list[Any], default: Any, name: str) -> Any:
     """A JSON value for `tp` that differs from `default` and satisfies the field's constraints."""
-    tp, more = _unwrap(tp)
-    bounds = _bounds(metadata + more)
+    tp, more = unwrap(tp)
+    bounds = constraints(metadata + more)
     origin = get_origin(tp)
     if name == "kopf":
         return KOPF_STATE
@@ -107,7 +75,7 @@ def sample(tp: Any, metadata: list[Any], default: Any, name: str) -> Any:
     if tp is bool:
         return not default if isinstance(default, bool) else True
     if tp is int:
-        low, high = bounds.get("ge", 0), bounds.get("le", 10**9)
+        low, high = bounds.get("minimum", 0), bounds.get("maximum", 10**9)
         value = min(max(low, 7), high)
         return value if value != default else min(value + 1, high)
     if tp is float:
@@ -119,7 +87,7 @@ def sample(tp: Any, metadata: list[Any], default: Any, name: str) -> Any:
     if tp is str:
         if "pattern" in bounds:
             return next(s for s in _PATTERN_SAMPLES if re.search(bounds["pattern"], s))
-        return f"some {name}"[: bounds.get("max_len", 64)]
+        return f"some {name}"[: bounds.get("maxLen", 64)]
     raise AssertionError(f"{name}: no sample for {tp!r}")
 
 

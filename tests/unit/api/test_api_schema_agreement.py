@@ -11,20 +11,18 @@ from __future__ import annotations
 import copy
 import re
 import types
-import typing
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import pytest
 import yaml
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
 
 from mailferry_api import crd
 from mailferry_api.dnscutover import DNS_PHASES, DnsPhase
 from mailferry_api.mailmigration import MailMigrationStatus
+from support.model_types import constraints, unwrap
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -33,26 +31,6 @@ def _committed_schema(resource: crd.Resource) -> dict[str, Any]:
     doc = yaml.safe_load((CRDS / f"{resource.crd_name}.yaml").read_text())
     schema: dict[str, Any] = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
-
-
-def _constraints(metadata: list[Any]) -> dict[str, Any]:
-    """The schema keywords a list of pydantic/annotated-types metadata implies (kind-neutral names)."""
-    out: dict[str, Any] = {}
-    for item in metadata:
-        if isinstance(item, FieldInfo):
-            out.update(_constraints(item.metadata))
-            continue
-        if isinstance(item, annotated_types.Ge):
-            out["minimum"] = item.ge
-        elif isinstance(item, annotated_types.Le):
-            out["maximum"] = item.le
-        elif isinstance(item, annotated_types.MinLen):
-            out["minLen"] = item.min_length
-        elif isinstance(item, annotated_types.MaxLen):
-            out["maxLen"] = item.max_length
-        elif getattr(item, "pattern", None) is not None:
-            out["pattern"] = item.pattern
-    return out
 
 
 _LEN_KEYWORDS = {
@@ -73,28 +51,11 @@ def _check_constraints(expected: dict[str, Any], node: dict[str, Any], path: str
         assert node.get(high) == expected["maxLen"], f"{path}: {high}"
 
 
-def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
-    """Strip Annotated and Optional; collect the metadata on the way."""
-    metadata: list[Any] = []
-    while True:
-        if get_origin(tp) is typing.Annotated:
-            base, *extra = get_args(tp)
-            metadata.extend(extra)
-            tp = base
-            continue
-        if get_origin(tp) in (Union, types.UnionType):
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) == 1:
-                tp = args[0]
-                continue
-        return tp, metadata
-
-
 def _check_type(tp: Any, metadata: list[Any], node: dict[str, Any], path: str) -> int:
     """Asserts `node` describes `tp`; returns the number of schema nodes checked."""
-    tp, more = _unwrap(tp)
+    tp, more = unwrap(tp)
     metadata = metadata + more
-    _check_constraints(_constraints(metadata), node, path)
+    _check_constraints(constraints(metadata), node, path)
     origin = get_origin(tp)
     if tp is Any:
         assert node.get("x-kubernetes-preserve-unknown-fields") is True, path

@@ -1,0 +1,1 @@
+"""Plain helpers shared by test modules of different folders (tests/ is on sys.path: `support.*`)."""
