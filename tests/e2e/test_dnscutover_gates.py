@@ -73,6 +73,20 @@ def stalled_by(gate: str) -> Any:
     return check
 
 
+def prometheus_gate(
+    name: str, prometheus: Prometheus, query: str, most: float, **extra: Any
+) -> dict[str, Any]:
+    """A prometheus gate polling every second, failing above `most`."""
+    spec = {
+        "address": prometheus.url,
+        "query": query,
+        "thresholdRange": {"max": most},
+        "interval": "1s",
+        **extra,
+    }
+    return {"name": name, "type": "prometheus", "prometheus": spec}
+
+
 def events(kube: KubeAPI, namespace: str) -> list[dict[str, Any]]:
     return yaml.safe_load(kube.kubectl("get", "events", "-n", namespace, "-o", "yaml").stdout)["items"]
 
@@ -209,17 +223,7 @@ def test_prometheus_bounce_rate_above_range_stalls_then_recovers(
     prometheus.wait_for(query, lambda v: v == 0.05)
     op = start(kube, namespace, powerdns, tmp_path)
     try:
-        gate = {
-            "name": "bounces",
-            "type": "prometheus",
-            "prometheus": {
-                "address": prometheus.url,
-                "query": query,
-                "thresholdRange": {"max": 0.02},
-                "interval": "1s",
-                "count": 1,
-            },
-        }
+        gate = prometheus_gate("bounces", prometheus, query, 0.02, count=1)
         kube.apply(dc(zone, powerdns, "TTLLowered", {"ttlLowered": [gate]}), namespace)
         obj = wait_dc(kube, namespace, "cut", stalled_by("bounces"), "Stalled on bounces", operator=op)
         g = gate_status(obj, "bounces")
@@ -247,16 +251,7 @@ def test_prometheus_no_data_is_inconclusive(
     zone = base_zone(powerdns, "nodata")
     op = start(kube, namespace, powerdns, tmp_path)
     try:
-        gate = {
-            "name": "complaints",
-            "type": "prometheus",
-            "prometheus": {
-                "address": prometheus.url,
-                "query": 'mailferry_e2e_absent_metric{x="y"}',
-                "thresholdRange": {"max": 0.001},
-                "interval": "1s",
-            },
-        }
+        gate = prometheus_gate("complaints", prometheus, 'mailferry_e2e_absent_metric{x="y"}', 0.001)
         kube.apply(dc(zone, powerdns, "TTLLowered", {"ttlLowered": [gate]}), namespace)
         obj = wait_dc(kube, namespace, "cut", paused_for("GatesInconclusive"), "Paused: no data", operator=op)
         g = gate_status(obj, "complaints")
