@@ -7,7 +7,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,11 @@ def _wait_status(kube: KubeAPI, namespace: str, pred: Any, what: str, timeout: f
     return dict(d.wait_for(check, timeout, what))
 
 
+def _conditions_true(*types: str) -> Callable[[dict[str, Any]], bool]:
+    """A status predicate: every condition of `types` is True."""
+    return lambda s: all((d.condition({"status": s}, t) or {}).get("status") == "True" for t in types)
+
+
 def _complete(kube: KubeAPI, namespace: str) -> dict[str, Any]:
     kube.kubectl(
         "patch", "mailmigration", NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"complete":true}}'
@@ -105,13 +110,7 @@ def test_twenty_mailboxes_bulk_delta_lag_and_complete(
     _apply(kube, namespace, dovecot_pair, org)
 
     st = _wait_status(
-        kube,
-        namespace,
-        lambda s: (
-            (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True"
-            and (d.condition({"status": s}, "Validated") or {}).get("status") == "True"
-        ),
-        "bulk copy and validation",
+        kube, namespace, _conditions_true("BulkCopied", "Validated"), "bulk copy and validation"
     )
     assert st["scan"]["mailboxes"] == 20 and st["scan"]["messages"] == sum(org.messages.values())
     assert st["mailboxes"]["total"] == 20
@@ -201,7 +200,7 @@ def test_operator_killed_mid_migration_no_duplicate_jobs_no_lost_progress(
     st = _wait_status(
         kube,
         namespace,
-        lambda s: (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True",
+        _conditions_true("BulkCopied"),
         "bulk copy after the restart",
         timeout=180,
     )
@@ -230,13 +229,7 @@ def test_wrong_destination_password_fails_one_mailbox_others_complete(
     d.seed_org(dovecot_pair.source, org, 4)
     _apply(kube, namespace, dovecot_pair, org)
     st = _wait_status(
-        kube,
-        namespace,
-        lambda s: (
-            (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True"
-            and (d.condition({"status": s}, "Validated") or {}).get("status") == "True"
-        ),
-        "bulk copy and validation",
+        kube, namespace, _conditions_true("BulkCopied", "Validated"), "bulk copy and validation"
     )
     assert (d.condition({"status": st}, "Validated") or {}).get("reason") == "SomeMailboxesUnreachable"
     assert st["scan"]["reachable"] == 19
@@ -273,12 +266,7 @@ def test_configmap_inventory_approval_suspend_resume(
         "# exported from the old provider\nsource,destination,secretKey\n"
         f"{a[0]},{a[0]}\n{a[1]}\nnot-an-address@@x\n{a[2]},,{a[2].replace('@', '_')}\n{a[1]},{a[1]}\n{a[3]}\n"
     )
-    cm = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": "inventory", "namespace": namespace},
-        "data": {"mailboxes": csv},
-    }
+    cm = d.inventory_manifest("inventory", namespace, csv)
     manifest = d.migration_manifest(
         NAME,
         namespace,
@@ -306,7 +294,7 @@ def test_configmap_inventory_approval_suspend_resume(
     st = _wait_status(
         kube,
         namespace,
-        lambda s: (d.condition({"status": s}, "BulkCopied") or {}).get("status") == "True",
+        _conditions_true("BulkCopied"),
         "bulk copy after approval",
     )
     assert (d.condition({"status": st}, "Approved") or {}).get("reason") == "Approved"

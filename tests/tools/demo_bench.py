@@ -71,12 +71,7 @@ def main() -> int:
         kube.kubectl("create", "namespace", NS)
         operator = d.OperatorProcess(kube, [NS], work).start()
         parts.append(operator)
-        cm = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "inventory", "namespace": NS},
-            "data": {"mailboxes": csv},
-        }
+        cm = d.inventory_manifest("inventory", NS, csv)
         manifest = d.migration_manifest(
             NAME,
             NS,

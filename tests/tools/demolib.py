@@ -117,6 +117,16 @@ def secret_manifest(name: str, namespace: str, values: Mapping[str, str]) -> dic
     }
 
 
+def inventory_manifest(name: str, namespace: str, csv: str) -> dict[str, Any]:
+    """A ConfigMap holding a mailbox inventory CSV under `mailboxes` (for spec.inventoryRef)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"mailboxes": csv},
+    }
+
+
 def credentials(org: Org) -> dict[str, str]:
     return {addr.replace("@", "_"): pw for addr, pw in org.users.items()}
 
