@@ -26,7 +26,7 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from fixtures._proc import ManagedProcess, free_port, port_open, wait_until  # noqa: E402
+from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until  # noqa: E402
 from fixtures.dovecot import Dovecot, make_message  # noqa: E402
 from fixtures.kubeapi import KubeAPI  # noqa: E402
 
@@ -213,7 +213,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_until(check, timeout=timeout, interval=0.5, what=what)
 
 
-class OperatorProcess:
+class OperatorProcess(Supervised):
     """`mailferry-operator` as a subprocess watching `namespaces`."""
 
     def __init__(
@@ -226,7 +226,6 @@ class OperatorProcess:
         self.log = log_dir / "operator.log"
         self.env = dict(kube.env)
         self.env.update(dict(extra_env))
-        self.proc: ManagedProcess | None = None
         self.starts = 0
 
     def start(self) -> OperatorProcess:
@@ -245,14 +244,6 @@ class OperatorProcess:
         self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
         self.proc.wait_ready(lambda: port_open(self.liveness_port), timeout=60)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
     def metrics(self) -> str:
         import httpx

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from fixtures._proc import ManagedProcess, free_port, port_open, wait_until
+from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 
@@ -28,7 +28,7 @@ FAST_ENV = {
 }
 
 
-class Operator:
+class Operator(Supervised):
     """The operator as a subprocess: `mailferry-operator` (the real entrypoint) or, with
     `only_dnscutover`, `kopf run -m mailferry_operator.handlers.dnscutover` (no MailMigration
     controller, so a test can write a MailMigration's status itself)."""
@@ -46,7 +46,6 @@ class Operator:
         self.log = log_dir / "operator.log"
         self.only = only_dnscutover
         self.env = {**kube.env, **FAST_ENV, **(env or {})}
-        self.proc: ManagedProcess | None = None
         self.starts = 0
 
     def start(self) -> Operator:
@@ -80,14 +79,6 @@ class Operator:
         self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
         self.proc.wait_ready(lambda: port_open(liveness), timeout=60)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
