@@ -15,7 +15,15 @@ from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
-from dnscutover_harness import Operator, condition, cutover_manifest, pdns_secret, powerdns_provider, wait_dc
+from dnscutover_harness import (
+    Operator,
+    condition,
+    condition_true,
+    cutover_manifest,
+    pdns_secret,
+    powerdns_provider,
+    wait_dc,
+)
 
 
 def _now_rfc3339() -> str:
@@ -163,25 +171,12 @@ def test_problems_the_schema_cannot_see_become_conditions(
         assert powerdns.query("badspec.test.", "MX").answer[0].ttl == 60
         # fixing the spec clears the condition: create the missing Secret
         pdns_secret(kube, namespace, "nope", {"api-key": powerdns.api_key})
-        obj = wait_dc(
-            kube,
-            namespace,
-            "missing-secret",
-            lambda o: condition(o, "Ready").get("status") == "True",
-            "missing-secret recovers",
-            operator=op,
-        )
+        ready = condition_true("Ready")
+        obj = wait_dc(kube, namespace, "missing-secret", ready, "missing-secret recovers", operator=op)
         assert condition(obj, "Stalled")["status"] == "False" and obj["status"]["phase"] == "TTLLowered"
         assert op.proc is not None and op.proc.running()
         # the older of two DnsCutovers for one domain is not affected by the younger one
-        first = wait_dc(
-            kube,
-            namespace,
-            "dup-first",
-            lambda o: condition(o, "Ready").get("status") == "True",
-            "dup-first Ready",
-            operator=op,
-        )
+        first = wait_dc(kube, namespace, "dup-first", ready, "dup-first Ready", operator=op)
         assert condition(first, "Stalled")["status"] == "False"
         assert "Traceback" not in op.log_text()
     finally:

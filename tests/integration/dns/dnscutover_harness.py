@@ -167,6 +167,10 @@ def in_phase(phase: str, cond: str = "Ready") -> Callable[[dict[str, Any]], bool
     return lambda o: phase_is(phase)(o) and condition(o, cond).get("status") == "True"
 
 
+def condition_true(type_: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda o: condition(o, type_).get("status") == "True"
+
+
 def paused_for(reason: str) -> Callable[[dict[str, Any]], bool]:
     return lambda o: condition(o, "Paused").get("reason") == reason
 
