@@ -30,7 +30,8 @@ class ProcResult:
     argv: list[str]
     returncode: int
     seconds: float
-    max_rss_kb: int  # peak RSS of the process (and its waited-for children), from wait4()
+    # wait4() ru_maxrss; Linux carries the parent's peak across fork+exec, so it is only a fallback
+    max_rss_kb: int
     tree_peak_rss_kb: int  # peak of the summed RSS of the process tree, sampled from /proc
     log: Path
     cpu_seconds: float = 0.0  # user + system CPU of the process (and its waited-for children)
@@ -99,7 +100,7 @@ def run_measured(
     argv: Sequence[str],
     log: Path,
     env: dict[str, str] | None = None,
-    sample_rss: bool = False,
+    sample_rss: bool = True,
     timeout: float = 3600.0,
 ) -> ProcResult:
     """Run ``argv`` to completion; wall time, exit code and peak RSS (wait4 rusage, /proc sampling)."""

@@ -65,7 +65,7 @@ def _phase_result(
     problems = [f"{Path(p.argv[0]).name} exited {p.returncode} (log {p.log})" for p in procs if not p.ok]
     problems += servers.verify()
     r = PhaseResult(tool, phase, seconds, servers.corpus_messages, servers.corpus_bytes, procs, problems)
-    r.peak_rss_kb = max((max(p.max_rss_kb, p.tree_peak_rss_kb) for p in procs), default=0)
+    r.peak_rss_kb = max((p.tree_peak_rss_kb or p.max_rss_kb for p in procs), default=0)
     r.cpu_seconds = sum(p.cpu_seconds for p in procs)
     r.server_cpu = (after[0] - cpu_before[0], after[1] - cpu_before[1])
     _print_phase(r)
@@ -357,7 +357,8 @@ the source's message count in every folder (`doveadm mailbox status`).
   destination's maildir directly (no IMAP on the destination side).
 - mailferry: one `mailferry-worker sync` process with MAILFERRY_MAILBOXSYNCS naming all mailboxes and
   MAILFERRY_MAILBOX_CONCURRENCY={concurrency}, reading MailboxSync objects from a real kube-apiserver.
-  Peak RSS is the larger of wait4() ru_maxrss and the sampled RSS of its process tree.
+  Peak RSS is sampled from /proc for every tool (wait4() ru_maxrss would include the harness's
+  own peak: Linux carries it across fork+exec).
 - Seconds are wall time for all mailboxes (first start to last exit); the median of the repeats
   (each repeat against a fresh destination; repeats interleaved across tools).
 - "tool CPU s" is the tool's own user+system CPU (wait4 rusage, summed over its processes, median of

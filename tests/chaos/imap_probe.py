@@ -35,7 +35,13 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    # VmHWM, not getrusage: Linux carries ru_maxrss across execve, so a probe started from a big
+    # pytest process would report the parent's peak as its own.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 async def session(port: int, read_timeout: float, user: str, password: str) -> None:

@@ -27,12 +27,15 @@ from .sync.engine import RunSettings
 
 
 def _peak_rss_mb() -> float:
+    """VmHWM of this process (ru_maxrss would include the parent's peak: Linux keeps it across exec)."""
     try:
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    except (ImportError, OSError):
-        return 0.0
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:
