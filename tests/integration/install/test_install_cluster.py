@@ -409,8 +409,10 @@ def test_pod_templates_pass_restricted_pod_security(kube: KubeAPI, namespaces: d
         "pod-security.kubernetes.io/enforce-version=latest",
         "--overwrite",
     )
-    for sa in ("mf-mailferry-operator", "mailferry-worker"):
-        kube.kubectl("create", "serviceaccount", sa, "-n", ns)
+    # "default" is what the serviceaccount controller makes in a real cluster (the MTA-STS pod uses it,
+    # with no token mounted); this API server runs no controllers.
+    for sa in ("mf-mailferry-operator", "mailferry-worker", "default"):
+        kube.kubectl("create", "serviceaccount", sa, "-n", ns, check=sa != "default")
     docs = load_all(
         kube.helm("template", "mf", str(CHART), "--namespace", ns, "--set", "mtaSts.enabled=true").stdout
     )
