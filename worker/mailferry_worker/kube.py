@@ -1,4 +1,14 @@
-"""A small async Kubernetes API client (httpx): in-cluster config or KUBECONFIG; just the worker's calls."""
+"""The project's one Kubernetes API client: small, async, httpx; in-cluster config or KUBECONFIG.
+
+Used by the worker (`mailferry-worker sync`, `mailferry verify`) and, through the operator's thin
+`mailferry_operator.kube.client`, by both operator handlers. It lives here because the worker never
+imports the operator. Deliberately tiny: no generated models (with 5,000 MailboxSyncs their
+(de)serialisation costs time and RSS), plain JSON dicts in and out.
+
+Errors are one type, `KubeError`. Its message names the method, the path, the HTTP status and the
+API's own Status message (cut short); never a request body, a header (token) or any other response
+body, so Secrets read or written through this client cannot leak into logs, Events or status.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +26,22 @@ from mailferry_api.common import API_GROUP, API_VERSION
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FIELD_MANAGER = "mailferry-worker"
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class KubeError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    """A failed API call. `status` is the HTTP status, None when there was no answer (API server
+    unreachable, kubeconfig unusable); `reason` is the API's Status reason (NotFound, Forbidden, ...),
+    else the transport error's type name, else KubeconfigUnusable."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason
 
 
-def _ssl_context(cfg_dir: Path, cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext | bool:
+def _ssl_context(cfg_dir: Path, cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
     if cluster.get("insecure-skip-tls-verify"):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -52,62 +69,113 @@ def _ssl_context(cfg_dir: Path, cluster: dict[str, Any], user: dict[str, Any]) -
     return ctx
 
 
+def connection(kubeconfig: str | None = None) -> tuple[str, ssl.SSLContext, str | None]:
+    """(server, TLS context, bearer token): `kubeconfig`, else KUBECONFIG's first file, else the
+    in-cluster service account, else ~/.kube/config. Raises KubeError if the kubeconfig is unreadable."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if not path and (SA_DIR / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}:{port}", ctx, (SA_DIR / "token").read_text().strip()
+    if not path:
+        path = str(Path.home() / ".kube" / "config")
+    p = Path(path.split(os.pathsep)[0])
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise KubeError(f"cannot read kubeconfig {p}: {exc.strerror}", None, "KubeconfigUnusable") from None
+    ctx_name = cfg.get("current-context")
+    contexts: dict[str, dict[str, Any]] = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
+    context: dict[str, Any] = contexts.get(ctx_name) or next(iter(contexts.values()), {})
+    cluster = next(
+        (c["cluster"] for c in cfg.get("clusters", []) if c["name"] == context.get("cluster")), None
+    )
+    user: dict[str, Any] = (
+        next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {}) or {}
+    )
+    if cluster is None:
+        raise KubeError(f"kubeconfig {p} has no usable cluster", None, "KubeconfigUnusable")
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = (p.parent / user["tokenFile"]).read_text().strip()
+    return str(cluster["server"]), _ssl_context(p.parent, cluster, user), token
+
+
 class KubeApi:
-    def __init__(self, server: str, verify: ssl.SSLContext | bool, token: str | None = None) -> None:
+    """One connection pool to one API server. POST/PATCH/PUT through `request` carry `field_manager`."""
+
+    def __init__(
+        self,
+        server: str,
+        verify: ssl.SSLContext | bool,
+        token: str | None = None,
+        *,
+        field_manager: str = FIELD_MANAGER,
+        timeout: httpx.Timeout | float = 30.0,
+        limits: httpx.Limits | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.server, verify=verify, headers=headers, timeout=30.0)
+        self.field_manager = field_manager
+        self.http = httpx.AsyncClient(
+            base_url=self.server,
+            verify=verify,
+            headers=headers,
+            timeout=timeout,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
 
     @classmethod
-    def from_env(cls, kubeconfig: str | None = None) -> KubeApi:
-        path = kubeconfig or os.environ.get("KUBECONFIG")
-        if not path and (SA_DIR / "token").exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            host = os.environ["KUBERNETES_SERVICE_HOST"]
-            port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            ctx = ssl.create_default_context(cafile=str(SA_DIR / "ca.crt"))
-            if ":" in host:
-                host = f"[{host}]"
-            return cls(f"https://{host}:{port}", ctx, (SA_DIR / "token").read_text().strip())
-        if not path:
-            path = str(Path.home() / ".kube" / "config")
-        p = Path(path.split(os.pathsep)[0])
-        try:
-            cfg = yaml.safe_load(p.read_text())
-        except OSError as exc:
-            raise KubeError(f"cannot read kubeconfig {p}: {exc.strerror}") from None
-        ctx_name = cfg.get("current-context")
-        contexts: dict[str, dict[str, Any]] = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
-        context: dict[str, Any] = contexts.get(ctx_name) or next(iter(contexts.values()), {})
-        cluster = next(
-            (c["cluster"] for c in cfg.get("clusters", []) if c["name"] == context.get("cluster")), None
-        )
-        user: dict[str, Any] = (
-            next((u["user"] for u in cfg.get("users", []) if u["name"] == context.get("user")), {}) or {}
-        )
-        if cluster is None:
-            raise KubeError(f"kubeconfig {p} has no usable cluster")
-        token = user.get("token")
-        if not token and user.get("tokenFile"):
-            token = Path(user["tokenFile"]).read_text().strip()
-        return cls(cluster["server"], _ssl_context(p.parent, cluster, user), token)
+    def from_env(cls, kubeconfig: str | None = None, **options: Any) -> KubeApi:
+        """Configured by `connection()`; `options` go to the constructor (field_manager, timeout, limits)."""
+        return cls(*connection(kubeconfig), **options)
 
     async def close(self) -> None:
         await self.http.aclose()
 
     async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        """Send; map every failure to KubeError (see the module doc for what its message may hold)."""
         try:
             resp = await self.http.request(method, url, **kw)
         except httpx.HTTPError as exc:
-            raise KubeError(f"API server unreachable: {type(exc).__name__}") from None
+            name = type(exc).__name__
+            raise KubeError(f"{method} {url}: API server unreachable: {name}", None, name) from None
         if resp.status_code >= 400:
             try:
-                msg = resp.json().get("message", "")
-            except ValueError:
-                msg = resp.text[:200]
-            raise KubeError(f"{method} {url}: HTTP {resp.status_code} {msg}", resp.status_code)
-        result: dict[str, Any] = resp.json()
+                data = resp.json()
+                reason, msg = str(data.get("reason") or ""), str(data.get("message") or "")
+            except (ValueError, AttributeError):
+                reason, msg = "", ""
+            reason = reason or resp.reason_phrase
+            raise KubeError(f"{method} {url}: HTTP {resp.status_code} {msg[:300]}", resp.status_code, reason)
+        result: dict[str, Any] = resp.json() if resp.content else {}
         return result
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = JSON,
+        *,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """A JSON call: `body` as JSON of `content_type`, `params` as the query (fieldManager added to
+        writes), `timeout` (seconds) instead of the client's."""
+        if method in ("POST", "PATCH", "PUT"):
+            params.setdefault("fieldManager", self.field_manager)
+        kw: dict[str, Any] = {"params": params or None}
+        if body is not None:
+            kw |= {"json": body, "headers": {"Content-Type": content_type}}
+        if timeout is not None:
+            kw["timeout"] = timeout
+        return await self._request(method, path, **kw)
+
+    # ------------------------------------------------------------------ the worker's own calls
     @staticmethod
     def mailboxsync_path(namespace: str, name: str = "") -> str:
         base = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/mailboxsyncs"
@@ -122,9 +190,9 @@ class KubeApi:
         return await self._request(
             "PATCH",
             self.mailboxsync_path(namespace, name) + "/status",
-            params={"fieldManager": FIELD_MANAGER},
+            params={"fieldManager": self.field_manager},
             json={"status": status},
-            headers={"Content-Type": "application/merge-patch+json"},
+            headers={"Content-Type": MERGE_PATCH},
         )
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, bytes]:

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mailferry_api.common import API_GROUP, API_VERSION, MAX_HISTORY, ConditionStatus, ErrorInfo
@@ -52,6 +50,7 @@ from ..dns.providers.factory import build as build_provider
 from ..dns.rrset import absent, fqdn, mx_hosts, rrset_equal, split_txt, txt_values
 from ..gates import evaluate as ev
 from ..gates import probes
+from ..kube import client as kube
 from ..mtasts import policy as mtasts
 
 log = logging.getLogger("mailferry.dnscutover")
@@ -77,39 +76,13 @@ class SpecProblem(Exception):
 
 
 # ------------------------------------------------------------------------------------- k8s I/O
-_client: client.ApiClient | None = None
-_client_lock = asyncio.Lock()
-
-
-async def _api() -> client.ApiClient:
-    """One kubernetes_asyncio client per process: in-cluster config, else KUBECONFIG."""
-    global _client
-    async with _client_lock:
-        if _client is None:
-            if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-                config.load_incluster_config()
-            else:
-                await config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-            _client = client.ApiClient(client.Configuration.get_default_copy())
-        return _client
-
-
-async def request(method: str, path: str, body: Any = None) -> Any:
-    """A raw JSON call through the shared client (merge-patch for PATCH): for the status subresource."""
-    api = await _api()
-    headers = {"Accept": "application/json"}
+# Through the operator's shared client (kube/client.py); paths are literal so the RBAC test sees them.
+async def request(method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """A raw JSON call (merge-patch for PATCH), K8S_TIMEOUT seconds at most."""
+    api = await kube.api()
     if method == "PATCH":
-        headers["Content-Type"] = "application/merge-patch+json"
-    return await api.call_api(
-        path,
-        method,
-        header_params=headers,
-        body=body,
-        response_types_map={200: "object"},
-        auth_settings=["BearerToken"],
-        _return_http_data_only=True,
-        _request_timeout=K8S_TIMEOUT,
-    )
+        return await api.request(method, path, body, kube.MERGE_PATCH, timeout=K8S_TIMEOUT)
+    return await api.request(method, path, body, timeout=K8S_TIMEOUT)
 
 
 async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -121,13 +94,9 @@ async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -
 
 
 async def _get_object(namespace: str, name: str) -> dict[str, Any] | None:
-    co = client.CustomObjectsApi(await _api())
     try:
-        obj: dict[str, Any] = await co.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, _request_timeout=K8S_TIMEOUT
-        )
-        return obj
-    except ApiException as exc:
+        return await request("GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers/{name}")
+    except kube.KubeError as exc:
         if exc.status == 404:
             return None
         raise
@@ -150,77 +119,80 @@ async def _patch_status(namespace: str, name: str, status: DnsCutoverStatus) -> 
 
 
 async def _secret(namespace: str, name: str) -> dict[str, str] | None:
-    core = client.CoreV1Api(await _api())
     try:
-        secret = await core.read_namespaced_secret(name, namespace, _request_timeout=K8S_TIMEOUT)
-    except ApiException as exc:
+        secret = await request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    except kube.KubeError as exc:
         if exc.status == 404:
             return None
         raise
-    return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.data or {}).items()}
+    return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.get("data") or {}).items()}
 
 
 async def _create_secret(namespace: str, name: str, data: dict[str, str], owner: dict[str, Any]) -> bool:
-    core = client.CoreV1Api(await _api())
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(
-            name=name,
-            namespace=namespace,
-            labels={"app.kubernetes.io/managed-by": "mailferry", "mailferry.io/dnscutover": owner["name"]},
-            owner_references=[
-                client.V1OwnerReference(
-                    api_version=f"{API_GROUP}/{API_VERSION}",
-                    kind=KIND,
-                    name=owner["name"],
-                    uid=owner["uid"],
-                    controller=True,
-                    block_owner_deletion=True,
-                )
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "mailferry", "mailferry.io/dnscutover": owner["name"]},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                    "kind": KIND,
+                    "name": owner["name"],
+                    "uid": owner["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
-        ),
-        type="Opaque",
-        string_data=data,
-    )
+        },
+        "type": "Opaque",
+        "stringData": data,
+    }
     try:
-        await core.create_namespaced_secret(namespace, body, _request_timeout=K8S_TIMEOUT)
+        await request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
         return True
-    except ApiException as exc:
+    except kube.KubeError as exc:
         if exc.status == 409:
             return False
         raise
 
 
 async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cutover: str) -> None:
-    core = client.CoreV1Api(await _api())
     labels = {
         "app.kubernetes.io/managed-by": "mailferry",
         "mailferry.io/dnscutover": cutover,
         "mailferry.io/mta-sts-policy": "true",
     }
     try:
-        cm = await core.read_namespaced_config_map(name, namespace, _request_timeout=K8S_TIMEOUT)
-        if dict(cm.data or {}) == data:
+        cm = await request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        if dict(cm.get("data") or {}) == data:
             return
-        await core.patch_namespaced_config_map(
-            name, namespace, {"data": data, "metadata": {"labels": labels}}, _request_timeout=K8S_TIMEOUT
+        await request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+            {"data": data, "metadata": {"labels": labels}},
         )
-    except ApiException as exc:
+    except kube.KubeError as exc:
         if exc.status != 404:
             raise
         # No ownerReference on purpose: senders cache the policy for max_age, so it must outlive the cutover.
-        await core.create_namespaced_config_map(
-            namespace,
-            client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels), data=data),
-            _request_timeout=K8S_TIMEOUT,
+        await request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "labels": labels},
+                "data": data,
+            },
         )
 
 
 async def _domain_owner(namespace: str, name: str, meta: dict[str, Any], domain: str) -> str | None:
     """The older DnsCutover of the same namespace for the same domain, if any (it wins; ties by name)."""
-    co = client.CustomObjectsApi(await _api())
-    found = await co.list_namespaced_custom_object(
-        API_GROUP, API_VERSION, namespace, PLURAL, _request_timeout=K8S_TIMEOUT
-    )
+    found = await request("GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers")
     mine = (str(meta.get("creationTimestamp") or ""), name)
     want = domain.lower().rstrip(".")
     owners = []
@@ -234,12 +206,11 @@ async def _domain_owner(namespace: str, name: str, meta: dict[str, Any], domain:
 
 
 async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
-    co = client.CustomObjectsApi(await _api())
     try:
-        obj = await co.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, "mailmigrations", name, _request_timeout=K8S_TIMEOUT
+        obj = await request(
+            "GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/mailmigrations/{name}"
         )
-    except ApiException as exc:
+    except kube.KubeError as exc:
         if exc.status == 404:
             return ev.LagObservation(found=False)
         return ev.LagObservation(found=True, error=f"reading MailMigration {name}: HTTP {exc.status}")
@@ -923,9 +894,10 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
         _problem(ctx, exc.reason, exc.message)
     except ProviderError as exc:
         _problem(ctx, exc.reason, exc.message + (" (retried)" if exc.transient else ""))
-    except ApiException as exc:
+    except kube.KubeError as exc:
         metrics.reconcile_errors.labels("kubernetes").inc()
-        _problem(ctx, "KubernetesApiError", f"Kubernetes API: HTTP {exc.status} {exc.reason}")
+        answer = f"HTTP {exc.status} {exc.reason}" if exc.status else f"unreachable ({exc.reason})"
+        _problem(ctx, "KubernetesApiError", f"Kubernetes API: {answer}")
     _finish_conditions(ctx)
     _metrics(ctx)
     await ctx.save()
@@ -954,7 +926,7 @@ async def _locked(namespace: str, name: str, uid: str, body: Any) -> None:
         except TimeoutError as exc:
             metrics.reconcile_errors.labels("timeout").inc()
             raise kopf.TemporaryError(f"reconcile took over {RECONCILE_TIMEOUT:.0f}s", delay=5) from exc
-        except (ApiException, OSError) as exc:
+        except (kube.KubeError, OSError) as exc:
             metrics.reconcile_errors.labels("dnscutover").inc()
             raise kopf.TemporaryError(f"reconcile failed: {type(exc).__name__}", delay=5) from exc
 

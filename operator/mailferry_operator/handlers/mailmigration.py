@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, get_args
 
-import httpx
 import kopf
 from pydantic import ValidationError
 
@@ -673,16 +672,18 @@ async def migration_daemon(
                     worker_jobs_by_migration,
                 )
                 backoff = 1.0
-            except kube.ApiError as exc:
+            except kube.KubeError as exc:
                 if stopped:
                     break
                 metrics.reconcile_errors.labels("MailMigration").inc()
                 if exc.status == 404:
                     logger.info("MailMigration is gone")
                     break
-                logger.warning("API error %s %s; retrying in %.0fs", exc.status, exc.reason, backoff)
+                logger.warning(
+                    "API error %s %s; retrying in %.0fs", exc.status or "unreachable", exc.reason, backoff
+                )
                 delay, backoff = backoff, min(backoff * 2, 60.0)
-            except (TimeoutError, OSError, httpx.HTTPError) as exc:
+            except (TimeoutError, OSError) as exc:
                 if stopped:
                     break
                 metrics.reconcile_errors.labels("MailMigration").inc()
