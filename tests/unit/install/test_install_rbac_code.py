@@ -1,7 +1,8 @@
 """The RBAC we ship matches the Kubernetes calls the code makes.
 
-Scans operator/ and worker/ for the API calls (kubernetes_asyncio `*_namespaced_*` methods, the worker's raw
-REST paths, Kopf decorators, Kopf's own writes) and compares the (group, resource, verb) set with the rules in
+Scans operator/ and worker/ for the API calls (the REST paths given to the shared httpx client in
+mailferry_worker.kube, client-library `*_namespaced_*` calls should one come back, Kopf decorators,
+Kopf's own writes) and compares the (group, resource, verb) set with the rules in
 deploy/base/rbac.yaml (the chart renders the same rules: tests/integration/install compares them).
 A new call without a grant fails here, before it fails as a 403 in a cluster; a grant nothing uses fails too.
 """
