@@ -12,7 +12,7 @@ import base64
 import contextlib
 import re
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -721,26 +721,40 @@ class ImapClient:
                     return None
                 uids += got
             return uids
-        parts: list[bytes | Spool | _RawLiteral] = [b"APPEND", mailbox_arg(mailbox)]
-        for it in items:
-            if it.flags:
-                parts.append(b"(" + " ".join(it.flags).encode("utf-8") + b")")
-            if it.internaldate:
-                parts.append(b'"' + it.internaldate.encode() + b'"')
-            parts.append(_RawLiteral(it.data))
         try:
-            done = await self.execute(*parts)
+            done = await self.execute(*_append_parts(mailbox, items))
         except CommandFailed as exc:
             if exc.code == "TRYCREATE":
                 raise FolderVanished(f"destination folder {mailbox} does not exist") from None
             raise
-        if done.code == "APPENDUID" and done.code_args:
+        return _appenduid(done)
+
+    def can_pipeline_append(self, items: Sequence[AppendItem]) -> bool:
+        """Whether ``items`` can be sent as one MULTIAPPEND without waiting for a continuation."""
+        return self.has("MULTIAPPEND") and all(self._literal_plus(len(it.data)) for it in items)
+
+    @contextlib.asynccontextmanager
+    async def append_pipeline(self, mailbox: str) -> AsyncIterator[AppendPipeline]:
+        """Hold the connection for a run of pipelined MULTIAPPENDs (see AppendPipeline).
+
+        Leaving with a command still outstanding (an error, a cancel) closes the connection: what
+        it did is unknown, and the caller's recovery (a re-match against the destination) decides.
+        """
+        if self.closed:
+            raise ConnectionLost("connection already closed")
+        async with self._lock:
+            pipe = AppendPipeline(self, mailbox)
             try:
-                _, uidset = done.code_args.split()
-                return _expand_uids(uidset)
-            except ValueError:
-                return None
-        return None
+                yield pipe
+            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
+                self._abort()
+                raise
+            except (ConnectionError, OSError) as exc:
+                self._abort()
+                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+            finally:
+                if pipe.outstanding:
+                    self._abort()
 
     async def store_flags(self, uids: Sequence[int], flags: Sequence[str], mode: str = "FLAGS") -> None:
         """UID STORE uids <mode>.SILENT (flags); mode FLAGS (replace), +FLAGS or -FLAGS."""
@@ -783,6 +797,110 @@ def _default_context() -> ssl.SSLContext:
     if _DEFAULT_CONTEXT is None:
         _DEFAULT_CONTEXT = ssl.create_default_context()
     return _DEFAULT_CONTEXT
+
+
+class AppendPipeline:
+    """MULTIAPPENDs on one connection with the next one's literals streaming while earlier ones are
+    outstanding (LITERAL+: no continuation to wait for). ``send`` returns a tag; ``result(tag)``
+    reads up to that command's completion. Results must be taken in the order the commands were sent.
+    """
+
+    def __init__(self, client: ImapClient, mailbox: str) -> None:
+        self.client = client
+        self.mailbox = mailbox
+        self.outstanding: list[bytes] = []
+        self._done: dict[bytes, Completion] = {}
+
+    async def send(self, items: Sequence[AppendItem]) -> bytes:
+        c = self.client
+        if c.closed:
+            raise ConnectionLost("connection already closed")
+        if not items or not c.can_pipeline_append(items):
+            raise ValueError("a pipelined APPEND needs MULTIAPPEND and non-synchronizing literals")
+        tag = c._next_tag()
+        buf = bytearray(tag + b" APPEND " + mailbox_arg(self.mailbox))
+        for it in items:
+            if it.flags:
+                buf += b" (" + " ".join(it.flags).encode("utf-8") + b")"
+            if it.internaldate:
+                buf += b' "' + it.internaldate.encode() + b'"'
+            buf += b" {%d+}\r\n" % len(it.data)
+            c._writer.write(bytes(buf))
+            buf.clear()
+            # Registered before the first literal goes out: a failure from here on leaves it unknown.
+            if tag not in self.outstanding:
+                self.outstanding.append(tag)
+            await c._write_literal(it.data)
+        c._writer.write(b"\r\n")
+        await c._drain()
+        return tag
+
+    async def result(self, tag: bytes) -> list[int] | None:
+        """The destination UIDs (APPENDUID) of the command ``tag`` or None; raises like ``append``."""
+        c = self.client
+        if not self.outstanding or self.outstanding[0] != tag:
+            raise ValueError("pipelined APPEND results must be taken in order")
+        while tag not in self._done:
+            resp = await c._read()
+            if resp.is_continuation:
+                continue
+            rtag = resp.line.split(b" ", 1)[0]
+            if rtag in self.outstanding:
+                self._done[rtag] = c._completion(resp, [])
+                continue
+            c._note_untagged(resp)
+            resp.close()
+        self.outstanding.pop(0)
+        done = self._done.pop(tag)
+        try:
+            c._finish(done, True)
+        except CommandFailed as exc:
+            if exc.code == "TRYCREATE":
+                raise FolderVanished(f"destination folder {self.mailbox} does not exist") from None
+            raise
+        return _appenduid(done)
+
+    async def append_now(self, items: Sequence[AppendItem]) -> list[int] | None:
+        """One APPEND/MULTIAPPEND on this connection, waited for (synchronizing literals allowed)."""
+        if self.outstanding:
+            raise ValueError("take the outstanding results first")
+        c = self.client
+        if len(items) > 1 and not c.has("MULTIAPPEND"):
+            uids: list[int] = []
+            for it in items:
+                got = await self.append_now([it])
+                if got is None:
+                    return None
+                uids += got
+            return uids
+        try:
+            done = await c._execute(_append_parts(self.mailbox, items), None, True)
+        except CommandFailed as exc:
+            if exc.code == "TRYCREATE":
+                raise FolderVanished(f"destination folder {self.mailbox} does not exist") from None
+            raise
+        return _appenduid(done)
+
+
+def _append_parts(mailbox: str, items: Sequence[AppendItem]) -> list[bytes | Spool | _RawLiteral]:
+    parts: list[bytes | Spool | _RawLiteral] = [b"APPEND", mailbox_arg(mailbox)]
+    for it in items:
+        if it.flags:
+            parts.append(b"(" + " ".join(it.flags).encode("utf-8") + b")")
+        if it.internaldate:
+            parts.append(b'"' + it.internaldate.encode() + b'"')
+        parts.append(_RawLiteral(it.data))
+    return parts
+
+
+def _appenduid(done: Completion) -> list[int] | None:
+    if done.code == "APPENDUID" and done.code_args:
+        try:
+            _, uidset = done.code_args.split()
+            return _expand_uids(uidset)
+        except ValueError:
+            return None
+    return None
 
 
 class _RawLiteral:

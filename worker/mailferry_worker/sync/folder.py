@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
 
-from ..imap.client import AppendItem, ImapClient, MessageMeta, compress_uids
+from ..imap.client import AppendItem, AppendPipeline, ImapClient, MessageMeta, compress_uids
 from ..imap.errors import CommandFailed, ConnectionLost, FolderVanished
 from ..imap.parser import Literal, Spool
 from ..plan import FolderPlan, appendable_flags, chunks, decide, flag_updates, folder_unchanged, needs_hash
 
 CHUNK_MESSAGES = 100
 CHUNK_BYTES = 4 << 20
+PIPELINE_DEPTH = 1  # MULTIAPPENDs outstanding while the next one streams
 META_RANGE = 20000  # metadata is fetched in UID windows of this many UIDs
 
 
@@ -273,20 +274,45 @@ class FolderSync:
         producer = asyncio.create_task(produce())
         try:
             idx = 0
-            while True:
-                item = await _next_item(queue, producer)
-                if item is None:
-                    break
-                batch, bodies = item
+            # Chunks sent, oldest first; results are taken in that order, so the checkpoint only ever
+            # passes chunks the destination confirmed (a contiguous prefix of the copy).
+            inflight: deque[_InFlight] = deque()
+
+            async def settle_oldest(pipe: AppendPipeline) -> None:
+                nonlocal idx
+                entry = inflight.popleft()
                 try:
-                    await self._append_batch(batch, bodies, permanent)
+                    await self._settle(pipe, entry, inflight)
                 finally:
-                    _close_bodies(bodies)
+                    _close_bodies(entry.bodies)
                 idx += 1
                 nxt = batches[idx][0].uid - 1 if idx < len(batches) else max_uid
                 self._advance(nxt)
-                self.ckpt.pending = max(0, self.ckpt.pending - len(batch))
+                self.ckpt.pending = max(0, self.ckpt.pending - len(entry.batch))
                 await self.checkpoint()
+
+            async with self.dst.append_pipeline(self.plan.destination) as pipe:
+                try:
+                    while True:
+                        item = await _next_item(queue, producer)
+                        if item is None:
+                            break
+                        batch, bodies = item
+                        entry = _InFlight(batch, bodies, self._append_items(batch, bodies, permanent))
+                        inflight.append(entry)
+                        if entry.items and self.dst.can_pipeline_append([it for _, it in entry.items]):
+                            # The next chunk's literals stream while the previous chunk is outstanding.
+                            entry.tag = await pipe.send([it for _, it in entry.items])
+                            while len(inflight) > PIPELINE_DEPTH:
+                                await settle_oldest(pipe)
+                        else:
+                            while inflight:
+                                await settle_oldest(pipe)
+                    while inflight:
+                        await settle_oldest(pipe)
+                finally:
+                    for left in inflight:
+                        _close_bodies(left.bodies)
         finally:
             # Stop the producer for sure: a cancel can be lost (it may be blocked in queue.put on a
             # full queue nobody drains), so drain and re-cancel until it is done.
@@ -301,9 +327,9 @@ class FolderSync:
             if producer.done() and not producer.cancelled():
                 producer.exception()  # retrieved: no "exception never retrieved" warning
 
-    async def _append_batch(
+    def _append_items(
         self, batch: list[MessageMeta], bodies: dict[int, Literal], permanent: set[str]
-    ) -> None:
+    ) -> list[tuple[MessageMeta, AppendItem]]:
         items: list[tuple[MessageMeta, AppendItem]] = []
         for m in batch:
             body = bodies.get(m.uid)
@@ -313,30 +339,54 @@ class FolderSync:
             self.stats.flag_errors += len(rejected)
             self._pending.flag_errors += len(rejected)
             items.append((m, AppendItem(body, keep, m.internaldate or None)))
+        return items
+
+    async def _settle(self, pipe: AppendPipeline, entry: _InFlight, later: deque[_InFlight]) -> None:
+        """Take the outcome of ``entry`` (sent, or appended now when it could not be pipelined)."""
+        items = entry.items
         if not items:
             return
+        if entry.done:  # taken early, when an earlier chunk failed
+            self._count(items)
+            return
         try:
-            await self.dst.append(self.plan.destination, [it for _, it in items])
+            if entry.failed is not None:
+                raise entry.failed
+            if entry.tag is not None:
+                await pipe.result(entry.tag)
+            else:
+                await pipe.append_now([it for _, it in items])
             self._count(items)
             return
         except CommandFailed as exc:
+            # The later chunks are on the wire already: read their outcomes before appending again.
+            for e in later:
+                if e.tag is not None and e.failed is None:
+                    try:
+                        await pipe.result(e.tag)
+                    except CommandFailed as exc2:
+                        e.failed = exc2
+                    e.tag = None
+                    e.done = e.failed is None
             if len(items) == 1:
-                await self._append_one_fallback(items[0], exc)
+                await self._append_one_fallback(pipe, items[0], exc)
                 return
             self.log("multiappend_rejected", folder=self.plan.source, error=exc.message[:200])
         # MULTIAPPEND is atomic: nothing was stored. Isolate the message the server refuses.
         for pair in items:
             try:
-                await self.dst.append(self.plan.destination, [pair[1]])
+                await pipe.append_now([pair[1]])
                 self._count([pair])
             except CommandFailed as exc:
-                await self._append_one_fallback(pair, exc)
+                await self._append_one_fallback(pipe, pair, exc)
 
-    async def _append_one_fallback(self, pair: tuple[MessageMeta, AppendItem], exc: CommandFailed) -> None:
+    async def _append_one_fallback(
+        self, pipe: AppendPipeline, pair: tuple[MessageMeta, AppendItem], exc: CommandFailed
+    ) -> None:
         m, item = pair
         if item.flags:
             try:  # the server may refuse a flag/keyword: store the message without them
-                await self.dst.append(self.plan.destination, [AppendItem(item.data, (), item.internaldate)])
+                await pipe.append_now([AppendItem(item.data, (), item.internaldate)])
                 self.stats.flag_errors += len(item.flags)
                 self._pending.flag_errors += len(item.flags)
                 self._count([pair])
@@ -380,6 +430,18 @@ class FolderSync:
         self.counters.flag_errors += p.flag_errors
         self._pending = FolderStats()
         ck.last_uid = max(lo, to)
+
+
+@dataclass
+class _InFlight:
+    """One chunk on its way to the destination."""
+
+    batch: list[MessageMeta]
+    bodies: dict[int, Literal]
+    items: list[tuple[MessageMeta, AppendItem]]
+    tag: bytes | None = None  # its pipelined command, until its result is taken
+    failed: CommandFailed | None = None  # its result, when taken early (an earlier chunk failed)
+    done: bool = False  # its result, when taken early: it succeeded
 
 
 def _close_bodies(bodies: dict[int, Literal]) -> None:
