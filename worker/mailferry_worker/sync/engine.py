@@ -38,6 +38,8 @@ from ..logs import log
 from ..plan import FolderPlan, folder_unchanged, plan_folders
 from .folder import FolderSync, MailboxCounters
 
+CHECKPOINT_INTERVAL = 1.0  # seconds between two checkpoint writes of one mailbox during a copy
+
 Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
 
 
@@ -108,6 +110,7 @@ class MailboxRunner:
         self._save_lock = asyncio.Lock()
         self._saving: asyncio.Task[None] | None = None
         self._save_again = False
+        self._hurry = asyncio.Event()
         self._save_error: KubeError | None = None
         self._stop = False
 
@@ -139,14 +142,18 @@ class MailboxRunner:
             await self.store.save(self.name, self.status)
 
     async def checkpoint_soon(self) -> None:
-        """Write the checkpoint without stalling the copy: at most one write in flight, coalesced.
+        """Write the checkpoint without stalling the copy: at most one write in flight, coalesced, and
+        at most one every CHECKPOINT_INTERVAL seconds (the latest state; flush() writes it at once).
 
         Safe because recovery never trusts the checkpoint alone: after an unclean stop every folder is
-        matched against the destination before anything is re-sent.
+        matched against the destination before anything is re-sent (phase is not Synced until the
+        final write), so a checkpoint that lags the copy costs re-match work, never a lost or
+        duplicated message.
         """
         if self._save_error is not None:
             raise self._save_error
         if self._saving is None or self._saving.done():
+            self._hurry.clear()
             self._saving = asyncio.create_task(self._save_loop())
         else:
             self._save_again = True
@@ -159,11 +166,15 @@ class MailboxRunner:
             except KubeError as exc:
                 self._save_error = exc
                 return
+            # Each write costs the API server (and etcd) a status update: pace them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), CHECKPOINT_INTERVAL)
             if not self._save_again:
                 return
 
     async def flush(self) -> None:
         if self._saving is not None:
+            self._hurry.set()
             await self._saving
         if self._save_error is not None:
             raise self._save_error
