@@ -98,6 +98,19 @@ def parse_status_text(text: str) -> tuple[str | None, str | None, str]:
     return m.group(1).upper(), m.group(2), text[m.end() :]
 
 
+class _NoTimer:
+    """An async context manager that does nothing (data already buffered: nothing to time out)."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_TIMER = _NoTimer()
+
+
 class ResponseReader:
     def __init__(self, reader: asyncio.StreamReader, timeout: float) -> None:
         self.reader = reader
@@ -112,8 +125,12 @@ class ResponseReader:
         pieces: list[bytes] = []
         total = 0
         while True:
+            buf = getattr(self.reader, "_buffer", None)
+            # Already buffered: readuntil returns without waiting, so no timer is needed (a timer per
+            # line was a measurable share of the worker's CPU on bulk FETCH responses).
+            buffered = buf is not None and buf.find(b"\r\n", 0, READ_CHUNK) >= 0
             try:
-                async with asyncio.timeout(self.timeout):  # cheaper than wait_for: no extra Task per read
+                async with _NO_TIMER if buffered else asyncio.timeout(self.timeout):
                     line = await self.reader.readuntil(b"\r\n")
             except asyncio.IncompleteReadError as exc:
                 raise ConnectionLost("connection closed by server") from exc
@@ -134,8 +151,9 @@ class ResponseReader:
             return line
 
     async def _readexactly(self, n: int) -> bytes:
+        buf = getattr(self.reader, "_buffer", None)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with _NO_TIMER if buf is not None and len(buf) >= n else asyncio.timeout(self.timeout):
                 return await self.reader.readexactly(n)
         except asyncio.IncompleteReadError as exc:
             raise ConnectionLost("connection closed by server inside a literal") from exc
