@@ -193,6 +193,7 @@ class ResponseReader:
 
 
 _DELIMS = b' ()"\x00'
+_PLAIN_ATOM = re.compile(rb'[^ ()"\x00\[]+')  # an atom's run up to a delimiter or an opening bracket
 
 
 def tokenize(data: bytes, literals: list[Literal] | None = None) -> list[Any]:
@@ -222,6 +223,11 @@ def tokenize(data: bytes, literals: list[Literal] | None = None) -> list[Any]:
             i += 1
         elif c == 0x22:  # "
             i += 1
+            end = data.find(b'"', i)
+            if end >= 0 and data.find(b"\\", i, end) < 0:  # no escapes: one slice
+                stack[-1].append(data[i:end])
+                i = end + 1
+                continue
             buf = bytearray()
             while i < n:
                 ch = data[i]
@@ -248,7 +254,12 @@ def tokenize(data: bytes, literals: list[Literal] | None = None) -> list[Any]:
                 stack[-1].append(data[i:j])
                 i = j
         else:
-            j = i
+            m = _PLAIN_ATOM.match(data, i)
+            j = m.end() if m else i
+            if j >= n or data[j] != 0x5B:  # [ : a bracketed section continues the atom
+                stack[-1].append(data[i:j])
+                i = j
+                continue
             depth = 0
             while j < n:
                 ch = data[j]
