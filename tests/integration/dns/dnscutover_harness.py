@@ -221,17 +221,23 @@ class PolicyMirror:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.3):
-            try:
-                cm = self.kube.get("configmap", self.configmap, self.namespace)
-            except Exception:
-                continue
-            text = (cm.get("data") or {}).get("mta-sts.txt")
-            if text is not None and (not self.file.exists() or self.file.read_bytes() != text.encode()):
-                tmp = self.file.with_suffix(".tmp")
-                tmp.write_bytes(text.encode())
-                tmp.replace(self.file)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Copy the ConfigMap's policy into the served file now (the kubelet does it with some delay)."""
+        try:
+            cm = self.kube.get("configmap", self.configmap, self.namespace)
+        except Exception:
+            return
+        text = (cm.get("data") or {}).get("mta-sts.txt")
+        if text is not None and (not self.file.exists() or self.file.read_bytes() != text.encode()):
+            tmp = self.file.with_suffix(f".{threading.get_ident()}.tmp")
+            tmp.write_bytes(text.encode())
+            tmp.replace(self.file)
 
     def fetch(self) -> str:
+        """The policy as served once the latest ConfigMap content has reached the file."""
+        self.refresh()
         return httpx.get(self.url, timeout=5).text
 
     def close(self) -> None:
