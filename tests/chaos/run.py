@@ -11,6 +11,9 @@ Scenarios (all by default):
   crash     the destination, then the source Dovecot killed (SIGKILL) mid-copy and started again; rerun
   operator-kill  kill -9 of the operator N times during a 20-mailbox MailMigration (bulk, then complete),
             with the local job runner: duplicate Jobs, Jobs run twice, lost/duplicated, time to converge
+Not in the default list (run with --scenario):
+  load      2 peered operators, one N-row inventory (--rows) + M MailMigrations at once (--migrations):
+            RSS, CPU, reconcile latency percentiles, API requests/s (tests/chaos/load.py)
 
 Every scenario ends by counting messages by Message-ID on both servers: lost and duplicated must be 0.
 Exit status 1 if any scenario's invariant fails. Needs dovecot (make deps) and the .venv.
@@ -361,6 +364,16 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace, Path], tuple[bool, dict[str, 
     "crash": scenario_crash,
     "operator-kill": scenario_operator_kill,
 }
+DEFAULT_SCENARIOS = list(SCENARIOS)
+
+
+def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.load import scenario_load as load
+
+    return load(args, work)
+
+
+SCENARIOS["load"] = scenario_load  # opt-in only: not in DEFAULT_SCENARIOS
 
 
 def main() -> int:
@@ -374,6 +387,9 @@ def main() -> int:
                     help="cuts: reset each connection after U(LO, HI) bytes")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, status files)")
     ap.add_argument("--hang-seconds", type=float, default=120.0, help="a longer worker run is a hang")
+    ap.add_argument("--rows", type=int, default=10_000, help="load: inventory rows of the big MailMigration")
+    ap.add_argument("--migrations", type=int, default=50, help="load: MailMigrations created at once")
+    ap.add_argument("--timeout", type=float, default=600.0, help="load: seconds to wait for each step")
     args = ap.parse_args()
     HANG_SECONDS[0] = args.hang_seconds
     work = Path(tempfile.mkdtemp(prefix="mailferry-chaos-"))
@@ -381,7 +397,7 @@ def main() -> int:
     results: dict[str, Any] = {"seed": args.seed, "kills": args.kills, "messages": args.messages}
     failed: list[str] = []
     try:
-        for name in args.scenario or list(SCENARIOS):
+        for name in args.scenario or DEFAULT_SCENARIOS:
             say(f"== {name}")
             t0 = time.monotonic()
             d = work / name
