@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -82,7 +83,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--peering", metavar="NAME", help="coordinate with other operators via this KopfPeering"
     )
     peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
-    p.add_argument("--priority", type=int, default=0, help="peering priority")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: random, so replicas of one Deployment never tie)",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,
@@ -108,6 +114,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.all_namespaces and not _namespaces(args):
         p.error("give --namespace NS (or MAILFERRY_WATCH_NAMESPACES) or --all-namespaces")
     return args
+
+
+def peering_priority(args: argparse.Namespace) -> int:
+    """Kopf pauses every operator that shares the highest priority, so replicas of one Deployment
+    (same args) must not tie: without an explicit --priority each takes a random one."""
+    if args.priority is not None:
+        return int(args.priority)
+    return random.SystemRandom().randint(1, 2**31 - 1) if args.peering else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespaces=namespaces,
         standalone=not args.peering,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=peering_priority(args),
         liveness_endpoint=liveness,
     )
     return 0

@@ -92,3 +92,14 @@ def test_job_body_is_plain_json_with_worker_resources() -> None:
     container = body["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"] == spec.worker.resources.to_api()
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_peering_replicas_do_not_tie_on_priority() -> None:
+    """Kopf pauses all operators sharing the top priority: replicas with the same args must differ."""
+    from mailferry_operator.main import parse_args, peering_priority
+
+    replica_args = ["--namespace", "mail", "--peering", "mailferry"]
+    priorities = {peering_priority(parse_args(replica_args)) for _ in range(20)}
+    assert len(priorities) == 20
+    assert peering_priority(parse_args([*replica_args, "--priority", "7"])) == 7
+    assert peering_priority(parse_args(["--namespace", "mail"])) == 0
