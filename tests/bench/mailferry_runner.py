@@ -1,5 +1,5 @@
 """Run mailferry the way a Job would: MailboxSync objects in a real kube-apiserver, Secret files on disk,
-then ``mailferry-worker sync`` with the pod env (see CONTRACTS.md, "Operator <-> worker contract").
+then ``mailferry-worker sync`` with the pod env (see docs/job-contract.md).
 
 The API server comes from tests/fixtures/kubeapi.py (``start_envtest``, its non-pytest factory).
 """

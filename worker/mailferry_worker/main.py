@@ -1,6 +1,6 @@
 """`mailferry-worker`: the Job entrypoint.
 
-    mailferry-worker sync                      # in a Job: everything from the env (see CONTRACTS.md)
+    mailferry-worker sync                      # in a Job: everything from the env (see docs/job-contract.md)
     mailferry-worker sync --mailboxsync NAME [--mailboxsync NAME2 ...] --namespace NS --secrets-dir DIR
         [--kubeconfig FILE] [--round N] [--concurrency N] [--connections N]
 

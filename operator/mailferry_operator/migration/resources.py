@@ -101,7 +101,7 @@ def mailbox_sync_body(
 def job_body(
     migration: str, uid: str, namespace: str, spec: MailMigrationSpec, job: JobPlan
 ) -> dict[str, Any]:
-    """A batch/v1 Job per CONTRACTS.md: restricted pod security, Secret volumes, no credential literals."""
+    """A batch/v1 Job per docs/job-contract.md: restricted pod security, Secret volumes, no secrets inline."""
     worker = spec.worker
     labels = {
         LABEL_APP: WORKER_APP,
