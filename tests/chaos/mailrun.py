@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.dovecot import Dovecot, make_message
+from mailferry_worker.imap import utf7
 
 WORKER = str(Path(sys.executable).parent / "mailferry-worker")
 DEBUG_WRAPPER = Path(__file__).resolve().parent / "worker_debug.py"
@@ -118,6 +119,12 @@ def compare(src: Dovecot, dst: Dovecot, user: str) -> Diff:
                 detail)
 
 
+def quote_folder(name: str) -> str:
+    """An IMAP quoted string of the folder's modified UTF-7 name."""
+    enc = utf7.encode(name)
+    return '"' + enc.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 class DestCounter:
     """Messages on the destination over one persistent connection (cheap to poll)."""
 
@@ -131,7 +138,7 @@ class DestCounter:
                 self.conn = self.d.connect_as(self.user)
             n = 0
             for f in self.names:
-                typ, data = self.conn.status(f'"{f}"', "(MESSAGES)")
+                typ, data = self.conn.status(quote_folder(f), "(MESSAGES)")
                 if typ == "OK" and data and isinstance(data[0], bytes):
                     n += int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" ()"))
             return n

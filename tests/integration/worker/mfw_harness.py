@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from chaos.mailrun import quote_folder
 from fixtures.dovecot import Dovecot, make_message
 from fixtures.kubeapi import KubeAPI
 from mailferry_worker.imap import utf7
@@ -97,6 +98,32 @@ def create_mailboxsync(
             namespace=namespace,
         )
     return Mailbox(kube, namespace, name, secrets_dir)
+
+
+def user_mailboxsync(
+    kube: KubeAPI,
+    namespace: str,
+    name: str,
+    user: str,
+    source: dict[str, Any],
+    destination: dict[str, Any],
+    secrets_dir: Path,
+    **options: Any,
+) -> Mailbox:
+    """``create_mailboxsync`` for one user whose passwords are pw-src / pw-dst (how the tests add users)."""
+    key = user.replace("@", "_")
+    return create_mailboxsync(
+        kube,
+        namespace,
+        name,
+        user,
+        source,
+        destination,
+        secrets_dir,
+        {key: "pw-src"},
+        {key: "pw-dst"},
+        **options,
+    )
 
 
 def worker_env(
@@ -191,16 +218,11 @@ def message_count(d: Dovecot, user: str) -> int:
 
 def imap_count(d: Dovecot, user: str, folder: str = "INBOX") -> int:
     with d.connect_as(user) as c:
-        typ, data = c.status(_q(folder), "(MESSAGES)")
+        typ, data = c.status(quote_folder(folder), "(MESSAGES)")
         if typ != "OK":
             return 0
         raw = data[0].decode() if isinstance(data[0], bytes) else str(data[0])
         return int(raw.rsplit("MESSAGES", 1)[1].strip(" ()"))
-
-
-def _q(folder: str) -> str:
-    enc = utf7.encode(folder)
-    return '"' + enc.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def append(
@@ -228,7 +250,7 @@ def bulk_corpus(d: Dovecot, user: str, folders: dict[str, int], size: int = 3000
     total = 0
     with d.connect_as(user) as c:
         for folder, n in folders.items():
-            mbox = _q(folder)
+            mbox = quote_folder(folder)
             if folder.upper() != "INBOX":
                 c.create(mbox)
             when = imaplib.Time2Internaldate(time.time() - 86400)

@@ -56,8 +56,7 @@ def test_rejected_middle_chunk_is_isolated_and_rerun_adds_nothing(
     want = Counter(m.group(1) for m in (MSGID.search(raw) for raw in good) if m)
     assert len(want) == 248 and set(want.values()) == {1}
 
-    key = user.replace("@", "_")
-    mb = h.create_mailboxsync(
+    mb = h.user_mailboxsync(
         kube,
         namespace,
         "rejected",
@@ -65,8 +64,6 @@ def test_rejected_middle_chunk_is_isolated_and_rerun_adds_nothing(
         h.endpoint(src, "s"),
         h.endpoint(dst, "d"),
         tmp_path / "secrets",
-        {key: "pw-src"},
-        {key: "pw-dst"},
     )
     env = h.worker_env(kube, namespace, ["rejected"], tmp_path / "secrets", None, MAILFERRY_MAX_RETRIES="1")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import imaplib
 import os
 import secrets
 import signal
@@ -12,37 +10,11 @@ from pathlib import Path
 
 import mfw_harness as h
 
-from fixtures.dovecot import Dovecot, DovecotPair
+from chaos.mailrun import DestCounter
+from fixtures.dovecot import DovecotPair
 from fixtures.kubeapi import KubeAPI
 
 FOLDERS = {"INBOX": 900, "Archive": 300, "Work/Reports": 300, "Ünï": 150}
-
-
-class Counter:
-    """Counts destination messages over one persistent IMAP connection (cheap to poll)."""
-
-    def __init__(self, d: Dovecot, user: str) -> None:
-        self.d, self.user = d, user
-        self.conn: imaplib.IMAP4 | None = None
-
-    def __call__(self) -> int:
-        try:
-            if self.conn is None:
-                self.conn = self.d.connect_as(self.user)
-            n = 0
-            for f in FOLDERS:
-                typ, data = self.conn.status(h._q(f), "(MESSAGES)")
-                if typ == "OK":
-                    n += int(data[0].decode().rsplit("MESSAGES", 1)[1].strip(" ()"))
-            return n
-        except (imaplib.IMAP4.error, OSError):
-            self.conn = None
-            return -1
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(imaplib.IMAP4.error, OSError):
-                self.conn.logout()
 
 
 def _setup(
@@ -53,8 +25,7 @@ def _setup(
     src.add_user(user, "pw-src")
     dst.add_user(user, "pw-dst")
     total = h.bulk_corpus(src, user, FOLDERS, size=3000)
-    key = user.replace("@", "_")
-    h.create_mailboxsync(
+    h.user_mailboxsync(
         kube,
         namespace,
         name,
@@ -62,8 +33,6 @@ def _setup(
         h.endpoint(src, "src-creds"),
         h.endpoint(dst, "dst-creds"),
         tmp / "secrets",
-        {key: "pw-src"},
-        {key: "pw-dst"},
         connectionsPerMailbox=2,
     )
     env = h.worker_env(kube, namespace, [name], tmp / "secrets", None, MAILFERRY_MAX_RETRIES="6")
@@ -81,7 +50,7 @@ def test_kill9_at_ten_moments_then_rerun_loses_and_duplicates_nothing(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
 ) -> None:
     user, env, total = _setup(kube, namespace, dovecot_pair, tmp_path, "killnine")
-    count = Counter(dovecot_pair.destination, user)
+    count = DestCounter(dovecot_pair.destination, user, list(FOLDERS))
     fractions = [0.0, 0.03, 0.08, 0.15, 0.25, 0.35, 0.5, 0.62, 0.75, 0.9]
     killed_mid_copy = 0
     try:
@@ -116,7 +85,7 @@ def test_destination_and_source_restart_mid_copy(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
 ) -> None:
     user, env, total = _setup(kube, namespace, dovecot_pair, tmp_path, "restart")
-    count = Counter(dovecot_pair.destination, user)
+    count = DestCounter(dovecot_pair.destination, user, list(FOLDERS))
     restarted = []
     try:
         p = h.start_worker(env, tmp_path / "worker.log")
@@ -155,8 +124,7 @@ def test_uidvalidity_reset_rematches_without_duplicates(
     dst.add_user(user, "pw-dst")
     h.append(src, user, "Proj", [h.message(f"p {i}") for i in range(30)])
     h.append(src, user, "Proj", [h.message("no id", msgid=False)], flags="\\Flagged")
-    key = user.replace("@", "_")
-    mb = h.create_mailboxsync(
+    mb = h.user_mailboxsync(
         kube,
         namespace,
         "uidv",
@@ -164,8 +132,6 @@ def test_uidvalidity_reset_rematches_without_duplicates(
         h.endpoint(src, "s"),
         h.endpoint(dst, "d"),
         tmp_path / "secrets",
-        {key: "pw-src"},
-        {key: "pw-dst"},
     )
     env = h.worker_env(kube, namespace, ["uidv"], tmp_path / "secrets", None)
     assert h.run_worker(env).returncode == 0

@@ -72,9 +72,8 @@ def test_fidelity_corpus_verifies_with_zero_differences(
     src.add_user(user, "pw-src")
     dst.add_user(user, "pw-dst")
     total = _corpus(src, user)
-    key = user.replace("@", "_")
     ca = h.ca_bundle(tmp_path, src, dst)
-    mb = h.create_mailboxsync(
+    mb = h.user_mailboxsync(
         kube,
         namespace,
         "fidelity",
@@ -82,8 +81,6 @@ def test_fidelity_corpus_verifies_with_zero_differences(
         h.endpoint(src, "src-creds", "starttls"),
         h.endpoint(dst, "dst-creds", "tls"),
         tmp_path / "secrets",
-        {key: "pw-src"},
-        {key: "pw-dst"},
         connectionsPerMailbox=3,
     )
     env = h.worker_env(kube, namespace, ["fidelity"], tmp_path / "secrets", ca)

@@ -23,8 +23,7 @@ def test_connection_limit_throttles_then_degrades_to_fewer_connections(
     dst.add_user(user, "pw-dst")
     for folder in ("INBOX", "A", "B", "C"):
         h.append(src, user, folder, [h.message(f"{folder} {i}") for i in range(15)])
-    key = user.replace("@", "_")
-    mb = h.create_mailboxsync(
+    mb = h.user_mailboxsync(
         kube,
         namespace,
         "limited",
@@ -32,8 +31,6 @@ def test_connection_limit_throttles_then_degrades_to_fewer_connections(
         h.endpoint(src, "s"),
         h.endpoint(dst, "d"),
         tmp_path / "secrets",
-        {key: "pw-src"},
-        {key: "pw-dst"},
         connectionsPerMailbox=3,
     )
     env = h.worker_env(kube, namespace, ["limited"], tmp_path / "secrets", None, MAILFERRY_MAX_RETRIES="1")
