@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +18,10 @@ from chaos.hostile_imap import HostileImap
 from chaos.mailrun import WorkerRun, endpoint
 from fixtures.dovecot import DovecotPair
 from fixtures.kubeapi import KubeAPI
+from support.canaries import canary, hits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import demolib as d
-
-
-def canary(kind: str) -> str:
-    return f"S3cr3t-MAILFERRY-CANARY-{kind}-{secrets.token_hex(8)}"
-
-
-def forms(value: str) -> set[str]:
-    """The value and the encodings a leak might take (base64 as in Secret data, SASL PLAIN/XOAUTH2)."""
-    out = {value, base64.b64encode(value.encode()).decode()}
-    out.add(value[len("S3cr3t-") :])  # a truncated copy still counts
-    return out
-
-
-def hits(texts: Iterable[tuple[str, str]], values: Iterable[str]) -> list[str]:
-    needles = set().union(*(forms(v) for v in values))
-    found = []
-    for where, text in texts:
-        for n in needles:
-            if n in text:
-                found.append(f"{where}: {n[:24]}...")
-    return found
 
 
 def test_worker_never_reveals_credentials_even_when_the_server_echoes_them(tmp_path: Path) -> None:
