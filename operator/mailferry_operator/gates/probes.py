@@ -20,6 +20,7 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.resolver
 import httpx
 
 from mailferry_api.dnscutover import RRset
@@ -67,22 +68,22 @@ async def _ip(host: str) -> str:
         return host
     except ValueError:
         pass
-    ans = await dns.asyncresolver.resolve(host, "A", lifetime=5)
-    return str(ans[0])
+    for rtype in ("A", "AAAA"):
+        try:
+            ans = await dns.asyncresolver.resolve(host, rtype, lifetime=5)
+            return str(ans[0])
+        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+            continue
+    raise LookupError(f"nameserver {host} has no A or AAAA record")
 
 
 async def discover_nameservers(zone: str) -> list[tuple[str, int]]:
-    """The zone's authoritative servers from its NS RRset (SOA MNAME added), via the system resolver."""
-    names: list[str] = []
+    """The zone's authoritative servers: its NS RRset, via the system resolver.
+
+    Not the SOA MNAME: it often names a hidden primary that answers nobody (or does not resolve), and
+    resolvers never ask it, so a gate waiting on it would never pass."""
     ns = await dns.asyncresolver.resolve(zone, "NS", lifetime=5)
-    names.extend(str(r.target) for r in ns)
-    try:
-        soa = await dns.asyncresolver.resolve(zone, "SOA", lifetime=5)
-        mname = str(soa[0].mname)
-        if mname not in names:
-            names.append(mname)
-    except dns.exception.DNSException:
-        pass
+    names = sorted({str(r.target) for r in ns})
     return [(await _ip(n), 53) for n in names]
 
 
