@@ -538,9 +538,18 @@ class ImapClient:
                     return {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
         raise ProtocolError(f"no STATUS response for {mailbox}")
 
-    async def status_many(self, mailboxes: Sequence[str]) -> dict[str, dict[str, int] | ImapError]:
-        """STATUS of several mailboxes, pipelined (all commands sent at once): one round trip in total."""
-        items = b"(MESSAGES UIDNEXT UIDVALIDITY" + (b" HIGHESTMODSEQ)" if self.has("CONDSTORE") else b")")
+    async def status_many(
+        self, mailboxes: Sequence[str], items: Sequence[str] | None = None
+    ) -> dict[str, dict[str, int] | ImapError]:
+        """STATUS of several mailboxes, pipelined (all commands sent at once): one round trip in total.
+
+        ``items``: the STATUS data items to ask for (e.g. ``("MESSAGES", "SIZE")`` where the server has
+        STATUS=SIZE); default MESSAGES UIDNEXT UIDVALIDITY (+ HIGHESTMODSEQ with CONDSTORE)."""
+        if items is None:
+            items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
+            if self.has("CONDSTORE"):
+                items.append("HIGHESTMODSEQ")
+        wanted = b"(" + " ".join(items).encode("ascii") + b")"
         if self.closed:
             raise ConnectionLost("connection already closed")
         results: dict[str, dict[str, int] | ImapError] = {}
@@ -553,7 +562,7 @@ class ImapClient:
                     tag = self._next_tag()
                     tags[tag] = mb
                     wire[utf7.encode(mb)] = mb
-                    buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + items + b"\r\n"
+                    buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + wanted + b"\r\n"
                 self._writer.write(bytes(buf))
                 await self._drain()
                 pending = set(tags)
