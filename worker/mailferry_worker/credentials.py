@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import httpx
+
 from mailferry_api.imap import ImapEndpoint, default_secret_key
 from mailferry_api.mailboxsync import MailboxSide
 
@@ -86,6 +88,7 @@ class Connector:
     fallback_key: str | None = None
     ca_file: str | None = None
     _token_source: TokenSource | None = None
+    http: httpx.AsyncClient | None = None  # shared client for token requests (default: one per request)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """None for plain connections; otherwise one cached context per (CA file, verify) per process."""
@@ -143,7 +146,7 @@ class Connector:
             password = await self._secret(auth.master_password_key)
             await _password_login(client, f"{self.username}{auth.master_separator}{master}", password)
         else:
-            token = await (await self.token_source()).token()
+            token = await (await self.token_source()).token(self.http)
             await client.authenticate_xoauth2(self.username, token)
 
     async def token_source(self) -> TokenSource:
