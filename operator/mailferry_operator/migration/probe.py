@@ -1,37 +1,34 @@
 """Validation: log in to every mailbox on both sides, and scan the source (folders, counts, bytes).
 
-Uses Python's imaplib in worker threads (bounded concurrency). The worker's async IMAP client is the
-sync engine; a connection test needs only LOGIN/LIST/STATUS, and keeping it here means the operator
-does not depend on the sync engine's internals. Credentials come from Secret data in memory and never
-reach logs, status or exception messages.
+Runs the worker's own code: `mailferry_worker.credentials.Connector` (connect, STARTTLS, LOGIN /
+AUTHENTICATE PLAIN, master user, XOAUTH2 with the static / Google service-account / Microsoft
+client-credentials token sources) on the worker's asyncio IMAP client, so a mailbox that validates here
+logs in the same way in its Job. Everything runs on the operator's event loop, `concurrency` connections
+at once (no threads). Credentials come from Secret data in memory and never reach logs, status or
+exception messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import imaplib
-import re
-import ssl
+import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
+
+import httpx
 
 from mailferry_api.imap import ImapEndpoint
+from mailferry_worker.credentials import Connector, MissingSecret, StaticSecrets
+from mailferry_worker.imap import CommandFailed, ImapClient, ImapError
+from mailferry_worker.imap.auth import TokenSource
 
-_LIST_LINE = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<sep>"[^"]*"|NIL) (?P<name>.+)$')
-_STATUS = re.compile(rb"\((?P<items>[^)]*)\)\s*$")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    login: str
-    password: str | None = None
-    token: str | None = None  # XOAUTH2 access token
+Side = Literal["source", "destination"]
+TOKEN_TIMEOUT = 30.0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     ok: bool
     reason: str = ""
@@ -41,140 +38,119 @@ class ProbeResult:
     bytes: int = 0
 
 
-class CredentialError(Exception):
-    """The Secret lacks the key for this mailbox (the message names the key, never a value)."""
+OK = ProbeResult(True)
 
 
-def credentials_for(
-    endpoint: ImapEndpoint, username: str, secret_key: str, data: Mapping[str, str]
-) -> Credentials:
-    auth = endpoint.auth
-    if auth.method == "master-user":
-        for key in (auth.master_user_key, auth.master_password_key):
-            if key not in data:
-                raise CredentialError(f"Secret {auth.secret_ref.name} has no key {key}")
-        login = f"{username}{auth.master_separator}{data[auth.master_user_key]}"
-        return Credentials(login=login, password=data[auth.master_password_key])
-    if auth.method == "xoauth2":
-        token_key = auth.oauth2.token_key if auth.oauth2 else "token"
-        if auth.oauth2 is not None and auth.oauth2.provider != "static":
-            raise CredentialError(f"token provider {auth.oauth2.provider} is checked by the worker only")
-        if token_key not in data:
-            raise CredentialError(f"Secret {auth.secret_ref.name} has no key {token_key}")
-        return Credentials(login=username, token=data[token_key])
-    if secret_key not in data:
-        raise CredentialError(f"Secret {auth.secret_ref.name} has no key {secret_key}")
-    return Credentials(login=username, password=data[secret_key])
-
-
-def _connect(endpoint: ImapEndpoint) -> imaplib.IMAP4:
-    timeout = float(endpoint.connect_timeout_seconds)
-    ctx = ssl.create_default_context()
-    if not endpoint.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    client: imaplib.IMAP4
-    if endpoint.security == "tls":
-        client = imaplib.IMAP4_SSL(endpoint.host, endpoint.port, ssl_context=ctx, timeout=timeout)
-    else:
-        client = imaplib.IMAP4(endpoint.host, endpoint.port, timeout=timeout)
-        if endpoint.security == "starttls":
-            client.starttls(ssl_context=ctx)
-    if client.sock is not None:
-        client.sock.settimeout(float(endpoint.read_timeout_seconds))
-    return client
-
-
-def _login(client: imaplib.IMAP4, creds: Credentials) -> None:
-    if creds.token is not None:
-        raw = f"user={creds.login}\x01auth=Bearer {creds.token}\x01\x01".encode()
-        client.authenticate("XOAUTH2", lambda _: raw)
-    else:
-        client.login(creds.login, creds.password or "")
-
-
-def _decode_name(raw: bytes) -> bytes:
-    raw = raw.strip()
-    if raw.startswith(b'"') and raw.endswith(b'"'):
-        return raw[1:-1].replace(b'\\"', b'"').replace(b"\\\\", b"\\")
-    return raw
-
-
-def _quote(name: bytes) -> str:
-    text = name.decode("utf-8", "replace")
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _scan(client: imaplib.IMAP4) -> tuple[int, int, int]:
-    typ, data = client.list()
-    if typ != "OK":
-        return 0, 0, 0
-    caps = {c.upper() for c in client.capabilities}
-    items = "(MESSAGES SIZE)" if "STATUS=SIZE" in caps else "(MESSAGES)"
-    folders = messages = size = 0
-    for line in data:
-        if not isinstance(line, bytes):
-            continue
-        match = _LIST_LINE.match(line)
-        if not match or b"\\noselect" in match.group("flags").lower():
-            continue
-        folders += 1
-        typ, sdata = client.status(_quote(_decode_name(match.group("name"))), items)
-        if typ != "OK" or not sdata or not isinstance(sdata[0], bytes):
-            continue
-        found = _STATUS.search(sdata[0])
-        if not found:
-            continue
-        parts = found.group("items").split()
-        values = dict(zip(parts[0::2], parts[1::2], strict=False))
-        messages += int(values.get(b"MESSAGES", b"0"))
-        size += int(values.get(b"SIZE", b"0"))
-    return folders, messages, size
-
-
-def probe_mailbox(endpoint: ImapEndpoint, creds: Credentials, scan: bool) -> ProbeResult:
-    """Blocking: connect, log in, optionally scan, log out. Classifies failures into CamelCase reasons."""
-    try:
-        client = _connect(endpoint)
-    except ssl.SSLError as exc:
-        return ProbeResult(
-            False, "TLSError", f"TLS with {endpoint.host}:{endpoint.port} failed: {exc.reason}"
-        )
-    except (OSError, imaplib.IMAP4.error) as exc:
-        return ProbeResult(
-            False,
-            "ConnectionFailed",
-            f"cannot connect to {endpoint.host}:{endpoint.port}: {type(exc).__name__}",
-        )
-    try:
-        try:
-            _login(client, creds)
-        except imaplib.IMAP4.error:
-            # the server's text may echo what was sent: never include it
-            return ProbeResult(
-                False, "AuthenticationFailed", f"login as {creds.login.split('*')[0]} was refused"
-            )
-        if not scan:
-            return ProbeResult(True)
-        folders, messages, size = _scan(client)
-        return ProbeResult(True, folders=folders, messages=messages, bytes=size)
-    except (TimeoutError, OSError, imaplib.IMAP4.error) as exc:
-        return ProbeResult(
-            False, "ConnectionFailed", f"{endpoint.host}:{endpoint.port}: {type(exc).__name__}"
-        )
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeTask:
     mailbox: str  # source address, for reporting
-    side: str  # "source" | "destination"
+    side: Side
     endpoint: ImapEndpoint
     username: str
-    secret_key: str
+    secret_key: str | None  # the mailbox's Secret key (password auth); None: the worker's default
     scan: bool
+    fallback_key: str | None = None  # tried when `secret_key` is absent (the worker's fallback)
+
+
+async def scan_mailbox(client: ImapClient) -> tuple[int, int, int]:
+    """(selectable folders, messages, bytes): one LIST and one pipelined STATUS round trip. Bytes need
+    STATUS=SIZE (RFC 8438); without it they stay 0. A refused LIST or STATUS counts as nothing."""
+    try:
+        folders = [f.name for f in await client.list_folders() if f.selectable]
+    except CommandFailed:
+        return 0, 0, 0
+    if not folders:
+        return 0, 0, 0
+    items = ("MESSAGES", "SIZE") if client.has("STATUS=SIZE") else ("MESSAGES",)
+    messages = size = 0
+    for found in (await client.status_many(folders, items)).values():
+        if isinstance(found, dict):
+            messages += found.get("MESSAGES", 0)
+            size += found.get("SIZE", 0)
+    return len(folders), messages, size
+
+
+def _failure(exc: BaseException, task: ProbeTask) -> ProbeResult:
+    """CamelCase reason + a message that names no credential (the worker's messages never do; a
+    master-user login is reported by the mailbox's name alone, not the master user's)."""
+    if isinstance(exc, MissingSecret):
+        return ProbeResult(False, "SecretNotFound", exc.message)
+    if isinstance(exc, ImapError):
+        message = exc.message
+        if task.endpoint.auth.method == "master-user" and exc.reason == "AuthenticationFailed":
+            message = f"login as {task.username} (master user) was refused"
+        return ProbeResult(False, exc.reason, message)
+    if isinstance(exc, httpx.HTTPError):
+        return ProbeResult(False, "ConnectionFailed", f"token endpoint: {type(exc).__name__}")
+    if isinstance(exc, ValueError | LookupError):  # an unusable service-account key / JSON
+        return ProbeResult(
+            False, "AuthenticationFailed", f"OAuth2 credentials unusable: {type(exc).__name__}"
+        )
+    ep = task.endpoint
+    return ProbeResult(False, "ConnectionFailed", f"{ep.host}:{ep.port}: {type(exc).__name__}")
+
+
+_EXPECTED = (ImapError, OSError, TimeoutError, httpx.HTTPError, ValueError, LookupError)
+
+
+async def probe_mailbox(connector: Connector, task: ProbeTask) -> ProbeResult:
+    """Connect, log in, optionally scan, log out. Never raises for an IMAP, TLS, token or socket failure."""
+    try:
+        client = await connector.open()
+    except _EXPECTED as exc:
+        return _failure(exc, task)
+    try:
+        if not task.scan:
+            return OK
+        folders, messages, size = await scan_mailbox(client)
+        return ProbeResult(True, folders=folders, messages=messages, bytes=size)
+    except (ImapError, OSError, TimeoutError) as exc:
+        return _failure(exc, task)
+    finally:
+        await client.logout()
+
+
+class _Connectors:
+    """One Connector per probe, built when its turn comes. Token sources whose token does not depend on
+    the mailbox (static, Microsoft client credentials) are shared per side and asked once, so 10,000
+    mailboxes cost one token request, not 10,000 (a refusal is remembered for the rest of the run);
+    Google (domain-wide delegation: one subject per mailbox) asks one token per mailbox."""
+
+    def __init__(self, secrets: StaticSecrets, http: httpx.AsyncClient) -> None:
+        self.secrets = secrets
+        self.http = http
+        self.ca_file = os.environ.get("MAILFERRY_CA_FILE") or None  # as the worker reads it
+        self.shared: dict[str, TokenSource | BaseException] = {}
+        self.lock = asyncio.Lock()
+
+    async def get(self, task: ProbeTask) -> Connector:
+        c = Connector(
+            task.side,
+            task.endpoint,
+            task.username,
+            self.secrets,
+            task.secret_key,
+            task.fallback_key,
+            self.ca_file,
+            http=self.http,
+        )
+        oauth2 = task.endpoint.auth.oauth2
+        if task.endpoint.auth.method != "xoauth2" or oauth2 is None or oauth2.provider == "google":
+            return c
+        async with self.lock:
+            shared = self.shared.get(task.side)
+            if shared is None:
+                try:
+                    source = await c.token_source()
+                    await source.token(self.http)  # cached in the source from now on
+                    shared = source
+                except (ImapError, httpx.HTTPError, ValueError, LookupError) as exc:
+                    shared = exc
+                self.shared[task.side] = shared
+        if isinstance(shared, BaseException):
+            raise shared
+        c._token_source = shared  # the Connector's own cache slot
+        return c
 
 
 async def probe_all(
@@ -186,22 +162,22 @@ async def probe_all(
     """Run every probe, at most `concurrency` connections at once, roughly in the order given (so the
     first batches are tested first). `secrets`: side -> key -> value. Work is handed out lazily: memory
     stays flat however many mailboxes there are."""
-    loop = asyncio.get_running_loop()
     results: list[tuple[ProbeTask, ProbeResult]] = []
     queue = iter(tasks)
+    values = {side: dict(data) for side, data in secrets.items()}
+    async with httpx.AsyncClient(timeout=TOKEN_TIMEOUT) as http:
+        connectors = _Connectors(StaticSecrets(values), http)
 
-    def one(task: ProbeTask) -> ProbeResult:
-        try:
-            creds = credentials_for(task.endpoint, task.username, task.secret_key, secrets.get(task.side, {}))
-        except CredentialError as exc:
-            return ProbeResult(False, "SecretNotFound", str(exc))
-        return probe_mailbox(task.endpoint, creds, task.scan)
-
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="mf-probe") as pool:
+        async def one(task: ProbeTask) -> ProbeResult:
+            try:
+                connector = await connectors.get(task)
+            except _EXPECTED as exc:  # the side's shared token source was refused
+                return _failure(exc, task)
+            return await probe_mailbox(connector, task)
 
         async def lane() -> None:
             for task in queue:
-                result = await loop.run_in_executor(pool, one, task)
+                result = await one(task)
                 results.append((task, result))
                 if on_result is not None:
                     on_result(task, result)
