@@ -10,13 +10,15 @@ and metrics. Watch events on MailboxSyncs, Jobs and the MailMigration wake the l
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, get_args
 
 import kopf
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from mailferry_api.common import API_GROUP, API_VERSION, MAX_ERRORS
 from mailferry_api.conditions import get_condition, set_condition
 from mailferry_api.mailmigration import (
+    InventoryStatus,
     MailboxEntry,
     MailboxError,
     MailMigrationSpec,
@@ -36,8 +39,9 @@ from mailferry_api.mailmigration import (
 from .. import metrics
 from ..kube import client as kube
 from ..migration import inventory as inv
+from ..migration import spec_checks
 from ..migration.naming import mailbox_sync_name
-from ..migration.probe import ProbeResult, ProbeTask, decode_secret_data, probe_all
+from ..migration.probe import ProbeResult, ProbeTask, probe_all
 from ..migration.reconcile import Plan, Snapshot, decide
 from ..migration.resources import job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
 from ..migration.views import (
@@ -110,6 +114,8 @@ class Runtime:
     names: dict[str, MailboxEntry] = field(default_factory=dict)  # MailboxSync name -> entry
     inventory_status: Any = None
     inventory_problem: tuple[str, str] | None = None  # (reason, message) when the inventory is unreadable
+    spec_problem: tuple[str, str] | None = None  # (reason, message): the spec cannot run (spec_checks)
+    spec_checked_key: tuple[Any, ...] | None = None
     ensured_key: tuple[Any, ...] | None = None
     next_validation: float = 0.0
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
@@ -128,6 +134,63 @@ def _store_values(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any
         return list(index.get(key, []))
     except Exception:  # a Store can change while being read by a concurrent watch event
         return []
+
+
+# ------------------------------------------------------------------------------------ reads
+async def _read_configmap(namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]] | None:
+    """(data, binaryData) of a ConfigMap, None when absent. kubectl puts a file that is not UTF-8 into
+    binaryData: the inventory is looked up in both so the message can say what is wrong with it."""
+    try:
+        cm = await (await kube.api()).request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    except kube.KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(cm.get("data") or {}), dict(cm.get("binaryData") or {})
+
+
+async def _read_secret(namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
+    """(type, base64 .data) of a Secret, None when absent; values are decoded only where needed."""
+    try:
+        secret = await (await kube.api()).request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    except kube.KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return secret.get("type"), dict(secret.get("data") or {})
+
+
+async def _addresses(host: str, port: int) -> set[str]:
+    """The host's addresses (empty when it does not resolve within a few seconds)."""
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM), 5.0
+        )
+    except (OSError, TimeoutError, UnicodeError):
+        return set()
+    return {str(info[4][0]) for info in infos}
+
+
+async def _check_spec(rt: Runtime, spec: MailMigrationSpec, generation: int) -> None:
+    """Problems of the spec the schema cannot see (migration/spec_checks.py): once per generation and
+    inventory. Source == destination needs the inventory and the hosts' addresses."""
+    key = (generation, rt.inventory_key)
+    if key == rt.spec_checked_key:
+        return
+    rt.spec_checked_key = key
+    problem = spec_checks.spec_problem(spec, date.today())
+    if problem is None and rt.entries:
+        same = spec.source.port == spec.destination.port and (
+            spec_checks.normal_host(spec.source.host) == spec_checks.normal_host(spec.destination.host)
+            or spec_checks.same_server(
+                spec.source,
+                spec.destination,
+                await _addresses(spec.source.host, spec.source.port),
+                await _addresses(spec.destination.host, spec.destination.port),
+            )
+        )
+        problem = spec_checks.self_copy_problem(spec, rt.entries, same)
+    rt.spec_problem = (problem.reason, problem.message) if problem is not None else None
 
 
 # ------------------------------------------------------------------------------------ inventory
@@ -151,22 +214,37 @@ async def _load_inventory(
         ):
             return
         rt.inventory_checked = now
-        data = await kube.read_configmap(namespace, ref.name)
-        if data is None or ref.key not in data:
-            problem = (
-                f"ConfigMap {ref.name} not found"
-                if data is None
-                else f"ConfigMap {ref.name} has no key {ref.key}"
-            )
+        cm = await _read_configmap(namespace, ref.name)
+        text: str | inv.Inventory | None = None
+        if cm is not None:
+            data, binary = cm
+            if ref.key in data:
+                text = data[ref.key]
+            elif ref.key in binary:
+                text = inv.decode(base64.b64decode(binary[ref.key]))
+        if text is None:
+            if cm is None:
+                problem = f"ConfigMap {ref.name} (spec.inventoryRef.name) not found in namespace {namespace}"
+            else:
+                keys = sorted([*cm[0], *cm[1]])[:10]
+                problem = (
+                    f"ConfigMap {ref.name} has no key {ref.key} (spec.inventoryRef.key); "
+                    f"its keys: {', '.join(keys) or 'none'}"
+                )
             rt.inventory_problem = ("InventoryNotFound", problem)
             rt.inventory_key = None
             return
-        text = data[ref.key]
-        key = ("configmap", generation, hash(text))
+        key = ("configmap", generation, hash(text) if isinstance(text, str) else id(text))
         rt.inventory_problem = None
         if key == rt.inventory_key:
             return
-        parsed = inv.parse_text(text, ref.format)
+        parsed = inv.parse_text(text, ref.format) if isinstance(text, str) else text
+        if parsed.problem is not None:
+            reason, message = parsed.problem
+            where = f"ConfigMap {ref.name} key {ref.key} (spec.inventoryRef)"
+            rt.inventory_problem = (reason, f"{where}: {message}")
+            rt.inventory_key = None
+            return
     rt.inventory_key = key
     rt.entries = parsed.entries
     rt.names = {mailbox_sync_name(name, e.source): e for e in parsed.entries}
@@ -234,6 +312,36 @@ async def _ensure_mailboxsyncs(
 
 
 # ------------------------------------------------------------------------------------ validation
+def _inventory_summary(spec: MailMigrationSpec, inventory: InventoryStatus | None) -> str:
+    """`; first: spec.mailboxes[1]: duplicate source ... (see status.inventory.errors)` or ``."""
+    if inventory is None or not inventory.errors:
+        return "" if inventory is None or inventory.total else "; it has no rows"
+    first = inventory.errors[0]
+    where = f"spec.mailboxes[{first.line - 1}]" if spec.mailboxes is not None else f"line {first.line}"
+    return f"; first: {where}: {first.reason} (see status.inventory.errors)"
+
+
+def _mailbox_key_problem(
+    task: ProbeTask,
+    entry: MailboxEntry,
+    checks: Mapping[str, tuple[str | None, str, list[str]]],
+    secrets: Mapping[str, Mapping[str, str]],
+) -> spec_checks.Problem | None:
+    """Password auth: the mailbox's key must be in its side's Secret (or the worker's fallback key)."""
+    if task.endpoint.auth.method != "password" or task.side not in checks:
+        return None
+    secret_type, secret_name, not_text = checks[task.side]
+    values = secrets.get(task.side, {})
+    key = task.secret_key or inv.default_secret_key(entry.source)
+    if key not in values and key not in not_text:
+        fallback = inv.default_secret_key(task.username)
+        if fallback in values:
+            return None
+    return spec_checks.key_problem(
+        task.side, secret_name, secret_type, values, not_text, key, spec_checks.mailbox_key_field(entry)
+    )
+
+
 async def _validate(
     namespace: str,
     spec: MailMigrationSpec,
@@ -242,6 +350,7 @@ async def _validate(
     generation: int,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     on_mailbox: Callable[[str], None] | None = None,
+    inventory: InventoryStatus | None = None,
 ) -> None:
     """Connection + credential test of every mailbox on both sides, and a scan of the source.
 
@@ -250,26 +359,26 @@ async def _validate(
     """
     entries = list(entries)
     secrets: dict[str, dict[str, str]] = {}
+    checks: dict[str, tuple[str | None, str, list[str]]] = {}  # side -> (type, Secret name, not UTF-8)
     for side, endpoint in (("source", spec.source), ("destination", spec.destination)):
-        raw = await kube.read_secret_data(namespace, endpoint.auth.secret_ref.name)
-        if raw is None:
-            status.conditions = set_condition(
-                status.conditions,
-                "Validated",
-                "False",
+        secret_name = endpoint.auth.secret_ref.name
+        found = await _read_secret(namespace, secret_name)
+        problem: spec_checks.Problem | None = None
+        if found is None:
+            problem = spec_checks.Problem(
                 "SecretNotFound",
-                f"{side} Secret {endpoint.auth.secret_ref.name} not found",
-                generation,
+                f"{side} Secret {secret_name} (spec.{side}.auth.secretRef) not found "
+                f"in namespace {namespace}",
+            )
+        else:
+            secrets[side], not_text = spec_checks.decode_values(found[1])
+            checks[side] = (found[0], secret_name, not_text)
+            problem = spec_checks.endpoint_secret_problem(side, endpoint, found[0], secrets[side], not_text)
+        if problem is not None:
+            status.conditions = set_condition(
+                status.conditions, "Validated", "False", problem.reason, problem.message, generation
             )
             return
-        secrets[side] = decode_secret_data(raw)
-    tasks: list[ProbeTask] = []
-    for e in entries:
-        key = e.secret_key or inv.default_secret_key(e.source)
-        tasks.append(ProbeTask(e.source, "source", spec.source, e.source, key, True))
-        tasks.append(
-            ProbeTask(e.source, "destination", spec.destination, e.destination or e.source, key, False)
-        )
     started = time.monotonic()
     sides_done: dict[str, int] = {}
 
@@ -278,7 +387,44 @@ async def _validate(
         if sides_done[task.mailbox] == 2 and on_mailbox is not None:
             on_mailbox(task.mailbox)
 
-    results = await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY, on_result=progress)
+    tasks: list[ProbeTask] = []
+    results: list[tuple[ProbeTask, ProbeResult]] = []
+    first_key: spec_checks.Problem | None = None
+    for e in entries:
+        key = e.secret_key or inv.default_secret_key(e.source)
+        for task in (
+            ProbeTask(e.source, "source", spec.source, e.source, key, True),
+            ProbeTask(e.source, "destination", spec.destination, e.destination or e.source, key, False),
+        ):
+            problem = _mailbox_key_problem(task, e, checks, secrets)
+            if problem is None:
+                tasks.append(task)
+                continue
+            first_key = first_key or problem
+            results.append((task, ProbeResult(False, problem.reason, problem.message)))
+            progress(task, results[-1][1])
+    if first_key is not None and len({t.mailbox for t, _ in results}) == len(entries):
+        # not one mailbox has its key: say so once, with the first key that is missing
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "False",
+            first_key.reason,
+            f"{first_key.message}; no mailbox has its key (see status.scan.errors)"
+            if len(entries) > 1
+            else first_key.message,
+            generation,
+        )
+        status.scan = ScanStatus(
+            mailboxes=len(entries),
+            completed_at=_now(),
+            errors=[
+                MailboxError(mailbox=t.mailbox, side=t.side, reason=r.reason[:128], message=r.message[:1024])
+                for t, r in results[:MAX_ERRORS]
+            ],
+        )
+        return
+    results += await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY, on_result=progress)
     del secrets
     scan = ScanStatus(mailboxes=len(entries), completed_at=_now())
     problems: dict[str, list[tuple[str, ProbeResult]]] = {}
@@ -310,13 +456,17 @@ async def _validate(
         scan.folders,
         scan.messages,
     )
+    first_error = ""
+    if scan.errors:
+        e0 = scan.errors[0]
+        first_error = f": {e0.mailbox} ({e0.side}): {e0.reason}: {e0.message}"
     if not entries:
         status.conditions = set_condition(
             status.conditions,
             "Validated",
             "False",
             "NoMailboxes",
-            "the inventory has no valid mailbox",
+            "the inventory has no valid mailbox" + _inventory_summary(spec, inventory),
             generation,
         )
     elif scan.reachable == 0:
@@ -325,7 +475,8 @@ async def _validate(
             "Validated",
             "False",
             "NoMailboxReachable",
-            f"none of {len(entries)} mailboxes passed the connection test; see status.scan.errors",
+            f"none of {len(entries)} mailboxes passed the connection test{first_error[:600]}"
+            " (see status.scan.errors)",
             generation,
         )
     elif error_count:
@@ -334,8 +485,18 @@ async def _validate(
             "Validated",
             "True",
             "SomeMailboxesUnreachable",
-            f"{error_count} of {len(entries)} mailboxes failed the connection test (see status.scan.errors); "
-            "they are still attempted and fail with a reason if the problem stays",
+            f"{error_count} of {len(entries)} mailboxes failed the connection test{first_error[:600]} "
+            "(see status.scan.errors); they are still attempted and fail with a reason if the problem stays",
+            generation,
+        )
+    elif inventory is not None and inventory.invalid:
+        status.conditions = set_condition(
+            status.conditions,
+            "Validated",
+            "True",
+            "InventoryRowsSkipped",
+            f"{len(entries)} mailboxes passed the connection test; "
+            f"{inventory.invalid} inventory row(s) skipped" + _inventory_summary(spec, inventory),
             generation,
         )
     else:
@@ -392,6 +553,7 @@ async def _drive_validation(
     validated = get_condition(status.conditions, "Validated")
     due = (
         rt.inventory_problem is None
+        and rt.spec_problem is None
         and rt.inventory_key is not None
         and (
             validated is None
@@ -417,9 +579,13 @@ async def _drive_validation(
         if rt.wake is not None:
             rt.wake.set()
 
+    inventory = rt.inventory_status if isinstance(rt.inventory_status, InventoryStatus) else None
+
     async def run() -> MailMigrationStatus:
         scratch = MailMigrationStatus()
-        await _validate(namespace, spec, ordered, scratch, generation, logger, on_mailbox=tested)
+        await _validate(
+            namespace, spec, ordered, scratch, generation, logger, on_mailbox=tested, inventory=inventory
+        )
         if rt.wake is not None:
             rt.wake.set()
         return scratch
@@ -555,14 +721,22 @@ async def reconcile_once(
         rt.last_status = _status_dict(status)
 
     await _load_inventory(rt, body, namespace, name, generation, spec)
+    await _check_spec(rt, spec, generation)
     if rt.inventory_status is not None:
         status.inventory = rt.inventory_status
     existing: dict[str, MailboxView] = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}
-    if rt.inventory_problem is not None:
-        reason, message = rt.inventory_problem
+    problem = rt.inventory_problem or rt.spec_problem
+    if problem is not None:
+        reason, message = problem
+        before = get_condition(status.conditions, "Validated")
+        if before is None or (before.reason, before.message) != (reason, message):
+            kopf_event_safe(body, "Warning", reason, message)
         status.conditions = set_condition(
             status.conditions, "Validated", "False", reason, message, generation
         )
+        if rt.validation is not None:  # started before the problem appeared: its result no longer holds
+            rt.validation.cancel()
+            rt.validation = None
     elif rt.inventory_key is not None:
         await _ensure_mailboxsyncs(rt, body, namespace, name, uid, spec, existing, logger)
         existing = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}

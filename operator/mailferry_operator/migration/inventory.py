@@ -21,9 +21,63 @@ from mailferry_api.mailmigration import InventoryError, InventoryStatus, Mailbox
 __all__ = ["Inventory", "default_secret_key", "from_entries", "parse_csv", "parse_json", "parse_text"]
 
 MAX_ROWS = 10_000
-_ADDRESS = re.compile(r"^[^\s@,;\"<>]+@[^\s@,;\"<>]+\.[^\s@,;\"<>]+$|^[^\s@,;\"<>]+$")
+_NOT_IN_ADDRESS = r"\s@,;\"<>\x00-\x1f\x7f"
+_ADDRESS = re.compile(
+    rf"^[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}]+$|^[^{_NOT_IN_ADDRESS}]+$"
+)
 _SECRET_KEY = re.compile(SECRET_KEY_PATTERN)
-_HEADER_WORDS = {"source", "src", "from", "mailbox", "email"}
+# CSV header words (lower case, letters and digits only) -> column role
+_SOURCE_WORDS = {
+    "source",
+    "src",
+    "from",
+    "mailbox",
+    "email",
+    "address",
+    "user",
+    "username",
+    "login",
+    "sourceemail",
+    "sourceaddress",
+    "sourcemailbox",
+    "sourceuser",
+    "olduser",
+    "oldemail",
+    "oldaddress",
+}
+_DESTINATION_WORDS = {
+    "destination",
+    "dest",
+    "dst",
+    "to",
+    "target",
+    "newemail",
+    "newaddress",
+    "newuser",
+    "newmailbox",
+    "destinationemail",
+    "destinationaddress",
+    "destinationmailbox",
+    "destinationuser",
+}
+_KEY_WORDS = {"secretkey", "key", "passwordkey"}
+_PASSWORD_WORDS = {
+    "password",
+    "passwords",
+    "pass",
+    "passwd",
+    "pw",
+    "pwd",
+    "secret",
+    "token",
+    "credential",
+    "credentials",
+    "sourcepassword",
+    "destinationpassword",
+    "oldpassword",
+    "newpassword",
+}
+INVALID = "InventoryInvalid"
 
 
 @dataclass
@@ -32,6 +86,13 @@ class Inventory:
     total: int = 0
     errors: list[InventoryError] = field(default_factory=list)
     error_count: int = 0
+    # The inventory as a whole cannot be used (not UTF-8, not a list, a password column...): reason, message.
+    problem: tuple[str, str] | None = None
+
+    def fail(self, message: str, line: int = 0) -> Inventory:
+        self.error(line, message)
+        self.problem = (INVALID, message)
+        return self
 
     def error(self, line: int, reason: str) -> None:
         self.error_count += 1
@@ -93,35 +154,93 @@ def _cell(value: Any) -> str | None:
     return text or None
 
 
+def _word(cell: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", cell.lower())
+
+
+def header_roles(cells: list[str]) -> tuple[dict[str, int] | None, str | None]:
+    """(role -> column, problem) when `cells` is a header row; (None, None) when it is data.
+
+    A header has no '@' and at least one known column name. Unknown names are refused (a shifted or
+    foreign export would otherwise be read as addresses), and so is a password column: passwords
+    belong in the Secret, never in a ConfigMap."""
+    words = [_word(c) for c in cells]
+    known = _SOURCE_WORDS | _DESTINATION_WORDS | _KEY_WORDS | _PASSWORD_WORDS
+    if any("@" in c for c in cells) or not any(w in known for w in words):
+        return None, None
+    roles: dict[str, int] = {}
+    for index, (cell, word) in enumerate(zip(cells, words, strict=True), start=1):
+        if not word:
+            if cell.strip():
+                return None, f"CSV header column {index} {cell.strip()[:40]!r} is not a column name"
+            continue
+        if word in _PASSWORD_WORDS:
+            return None, (
+                f"CSV header column {index} {cell.strip()[:40]!r}: passwords do not belong in the inventory "
+                "(a ConfigMap); put them in the Secret of spec.source/destination.auth.secretRef and "
+                "remove the column (the inventory was not read)"
+            )
+        role = (
+            "source"
+            if word in _SOURCE_WORDS
+            else "destination"
+            if word in _DESTINATION_WORDS
+            else "secretKey"
+            if word in _KEY_WORDS
+            else None
+        )
+        if role is None:
+            return None, (
+                f"CSV header column {index} {cell.strip()[:40]!r} is not one of "
+                "source, destination, secretKey"
+            )
+        if role in roles:
+            return None, f"CSV header names the {role} column twice (columns {roles[role] + 1} and {index})"
+        roles[role] = index - 1
+    if "source" not in roles:
+        return None, "CSV header has no source column (source, destination, secretKey)"
+    return roles, None
+
+
 def parse_csv(text: str) -> Inventory:
-    """`source,destination[,secretKey]` per line; optional header; `#` comments and blank lines skipped."""
+    """`source,destination[,secretKey]` per line; optional header (columns by name, any order);
+    `#` comments and blank lines skipped."""
     inv = Inventory()
+    roles: dict[str, int] = {"source": 0, "destination": 1, "secretKey": 2}
+    width = 3
 
     def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
+        nonlocal roles, width
         reader = csv.reader(io.StringIO(text), skipinitialspace=True)
         first = True
         for cells in reader:
             line = reader.line_num
             if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
                 continue
-            if first and cells[0].strip().lower() in _HEADER_WORDS:
+            if first:
                 first = False
-                continue
-            first = False
-            if len(cells) > 3:
+                found, problem = header_roles(cells)
+                if problem is not None:
+                    inv.fail(problem, line)
+                    return
+                if found is not None:
+                    roles, width = found, len(cells)
+                    continue
+            if len(cells) > width and any(c.strip() for c in cells[width:]):
                 inv.total += 1
                 inv.error(
-                    line, f"expected at most 3 columns (source,destination,secretKey), got {len(cells)}"
+                    line, f"expected at most {width} columns (source,destination,secretKey), got {len(cells)}"
                 )
                 continue
-            padded = [*cells, "", ""][:3]
-            yield line, (padded[0] or "").strip(), _cell(padded[1]), _cell(padded[2])
+            padded = [*cells, *([""] * width)]
+            dest = padded[roles["destination"]] if "destination" in roles else None
+            key = padded[roles["secretKey"]] if "secretKey" in roles else None
+            yield line, (padded[roles["source"]] or "").strip(), _cell(dest), _cell(key)
 
     try:
         return _add_rows(inv, rows())
     except csv.Error as exc:
-        inv.error(0, f"CSV could not be read: {exc}")
-        return inv
+        return inv.fail(f"CSV could not be read: {exc}")
 
 
 def parse_json(text: str) -> Inventory:
@@ -130,13 +249,15 @@ def parse_json(text: str) -> Inventory:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        inv.error(exc.lineno, f"JSON could not be read: {exc.msg}")
-        return inv
+        return inv.fail(
+            f"JSON could not be read: {exc.msg} at line {exc.lineno} column {exc.colno}", exc.lineno
+        )
     if isinstance(data, dict) and isinstance(data.get("mailboxes"), list):
         data = data["mailboxes"]
     if not isinstance(data, list):
-        inv.error(0, "JSON inventory must be a list of {source, destination, secretKey} objects")
-        return inv
+        kind = {dict: "an object", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        shape = '[{"source": ..., "destination": ..., "secretKey": ...}, ...] (or {"mailboxes": [...]})'
+        return inv.fail(f"JSON inventory is {kind.get(type(data), 'null')}, not a list: write {shape}")
 
     def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
         for index, item in enumerate(data, start=1):
@@ -153,9 +274,29 @@ def parse_json(text: str) -> Inventory:
 
 
 def parse_text(text: str, fmt: str = "auto") -> Inventory:
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark from a spreadsheet export
+    if "\x00" in text:
+        return Inventory().fail("the inventory contains NUL bytes: it is binary data, not CSV or JSON text")
+    if not text.strip():
+        return Inventory().fail("the inventory is empty")
     if fmt == "json" or (fmt == "auto" and text.lstrip()[:1] in ("[", "{")):
         return parse_json(text)
     return parse_csv(text)
+
+
+def decode(raw: bytes) -> str | Inventory:
+    """ConfigMap binaryData (kubectl puts a file that is not UTF-8 there) -> text, or a failed Inventory."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return Inventory().fail("the inventory is UTF-16 text: save it as UTF-8")
+    if raw[:2] == b"\x1f\x8b":
+        return Inventory().fail("the inventory is gzip-compressed: store the CSV or JSON text itself")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return Inventory().fail(
+            f"the inventory is not UTF-8 text (byte {exc.start + 1} is 0x{raw[exc.start]:02x}; "
+            "a Latin-1/Windows-1252 export?): save it as UTF-8"
+        )
 
 
 def from_entries(entries: Sequence[MailboxEntry | dict[str, Any]]) -> Inventory:
