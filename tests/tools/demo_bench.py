@@ -1,8 +1,8 @@
 """`make bench-operator`: how the operator copes with a 5,000-row inventory (a benchmark, not a test).
 
-Starts the local API server and one Dovecot with 5,000 users (source and destination are the same
-server here: only logins are tested before the first Job), puts a 5,000-row CSV inventory in a
-ConfigMap, applies a MailMigration, and measures with the operator running as a process:
+Starts the local API server and two Dovecots (source, destination) with the same 5,000 users (two
+servers: the operator refuses a migration that would copy a mailbox onto itself), puts a 5,000-row CSV
+inventory in a ConfigMap, applies a MailMigration, and measures with the operator running as a process:
   - seconds until every MailboxSync exists,
   - seconds until validation (10,000 IMAP logins + source scan) is done,
   - seconds until the first batch Job exists,
@@ -59,12 +59,16 @@ def main() -> int:
         kube = start_envtest(work / "kube", find_bin_dir())
         parts.append(kube)
         kube.install_crds()
-        (work / "imap").mkdir()
-        imap = Dovecot(work / "imap", "bench")
-        parts.append(imap)
-        imap.start()
         org = d.make_org(args.rows, domain="bench.test", prefix="u")
-        imap.add_users(dict(org.users))
+        servers = []
+        for role in ("source", "destination"):
+            (work / role).mkdir()
+            server = Dovecot(work / role, f"bench-{role}")
+            parts.append(server)
+            server.start()
+            server.add_users(dict(org.users))
+            servers.append(server)
+        src, dst = servers
         csv = "source,destination,secretKey\n" + "".join(
             f"{a},{a},{a.replace('@', '_')}\n" for a in org.addresses
         )
@@ -75,8 +79,8 @@ def main() -> int:
         manifest = d.migration_manifest(
             NAME,
             NS,
-            imap,
-            imap,
+            src,
+            dst,
             inventory_configmap="inventory",
             batchSize=50,
             maxConcurrentJobs=4,
