@@ -4,11 +4,21 @@ credential code, on the event loop, with the reasons the operator reports and th
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import secrets
 import socket
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from fixtures.dovecot import Dovecot, DovecotPair
 from mailferry_api.imap import ImapEndpoint
@@ -137,3 +147,197 @@ def test_many_mailboxes_run_on_the_event_loop_with_bounded_concurrency(dovecot_p
     assert all(r.ok for r in results), [r for r in results if not r.ok][:3]
     assert len(seen) == len(tasks)
     assert not [t for t in threads if t.startswith("mf-probe")], threads  # no probe threads any more
+
+
+# ------------------------------------------------------------------------------------------ XOAUTH2
+class OAuthProvider:
+    """The token endpoints of Google (JWT bearer, RS256 checked with the service account's public key)
+    and Microsoft (client credentials) on loopback HTTP, plus the introspection endpoint Dovecot's oauth2
+    passdb asks whether a bearer token is live. The providers cannot run here: this is their request
+    shape, as the worker's respx contract tests record it, served for real so the whole path runs."""
+
+    CLIENT_ID, CLIENT_SECRET, TENANT = "app-1", "CANARY-client-secret", "tenant-1"
+    STATIC = "static-token-CANARY"
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.issued: set[str] = {self.STATIC}
+        self.requests: list[tuple[str, dict[str, list[str]]]] = []
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode())
+                provider.requests.append((self.path, form))
+                status, body = provider.answer(self.path, form)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="oauth-fake").start()
+
+    def service_account(self) -> str:
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        return json.dumps({"client_email": "mf@proj.iam.gserviceaccount.com", "private_key": pem})
+
+    def _issue(self, prefix: str) -> tuple[int, dict[str, Any]]:
+        token = f"{prefix}-{secrets.token_hex(8)}"
+        self.issued.add(token)
+        return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+
+    def answer(self, path: str, form: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        one = {k: v[0] for k, v in form.items()}
+        if path == "/introspect":
+            return 200, {"active": one.get("token") in self.issued, "username": "any"}
+        if path == f"/{self.TENANT}/oauth2/v2.0/token":
+            if one.get("grant_type") != "client_credentials" or one.get("client_id") != self.CLIENT_ID:
+                return 400, {"error": "unsupported_grant_type"}
+            if one.get("client_secret") != self.CLIENT_SECRET:
+                return 401, {"error": "invalid_client"}
+            return self._issue("ms")
+        if path == "/google/token":
+            header, claims, signature = one.get("assertion", "..").split(".")
+            try:
+                self.key.public_key().verify(
+                    _b64d(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256()
+                )
+            except InvalidSignature:
+                return 400, {"error": "invalid_grant"}
+            sub = json.loads(_b64d(claims))["sub"]
+            return self._issue(f"g.{sub}")
+        return 404, {"error": "not_found"}
+
+    def dovecot_config(self, directory: Path) -> str:
+        conf = directory / "dovecot-oauth2.conf.ext"
+        # A client-credentials token is the application's, not one user's: the fake introspection
+        # cannot name the user, so the username check compares two constants.
+        conf.write_text(
+            f"introspection_mode = post\nintrospection_url = {self.url}/introspect\n"
+            "username_attribute = username\nusername_format = any\n"
+            "active_attribute = active\nactive_value = true\n"
+        )
+        return (
+            "auth_mechanisms = plain login xoauth2\n"
+            f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2\n  args = {conf}\n}}\n"
+        )
+
+    def token_requests(self, kind: str) -> list[dict[str, list[str]]]:
+        return [form for path, form in self.requests if path != "/introspect" and kind in path]
+
+
+def _b64d(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+@pytest.fixture
+def oauth(dovecot_factory: Any, tmp_path: Path) -> Iterator[tuple[OAuthProvider, Dovecot]]:
+    provider = OAuthProvider()
+    server = dovecot_factory(extra_config=provider.dovecot_config(tmp_path))
+    try:
+        yield provider, server
+    finally:
+        provider.server.shutdown()
+
+
+def xoauth2(server: Dovecot, provider: str, token_url: str | None = None, **extra: Any) -> ImapEndpoint:
+    oauth2: dict[str, Any] = {"provider": provider, **extra}
+    if token_url:
+        oauth2["tokenUrl"] = token_url
+    return endpoint(server, method="xoauth2", oauth2=oauth2)
+
+
+def test_xoauth2_static_google_and_microsoft_tokens_log_in(oauth: tuple[OAuthProvider, Dovecot]) -> None:
+    provider, server = oauth
+    users = [f"val-oauth{i}@example.test" for i in range(5)]
+    server.add_users({u: secrets.token_hex(8) for u in users})
+    ms = xoauth2(
+        server,
+        "microsoft",
+        f"{provider.url}/{provider.TENANT}/oauth2/v2.0/token",
+        clientId=provider.CLIENT_ID,
+        tenantId=provider.TENANT,
+    )
+    google = xoauth2(server, "google", f"{provider.url}/google/token")
+    static = xoauth2(server, "static")
+    sides = {
+        "source": {"client-secret": provider.CLIENT_SECRET, "token": provider.STATIC},
+        "destination": {"service-account.json": provider.service_account()},
+    }
+    cases = [(ms, "source"), (google, "destination"), (static, "source")]
+    for ep, side in cases:
+        before = len(provider.requests)
+        tasks = [ProbeTask(u, side, ep, u, None, side == "source") for u in users]  # type: ignore[arg-type]
+        results = run(tasks, sides, concurrency=5)
+        assert all(r.ok for r in results), (ep.auth.oauth2, results)
+        made = [form for path, form in provider.requests[before:] if path != "/introspect"]
+        if ep is ms:  # one token for the application, shared by every mailbox of the side
+            assert len(made) == 1 and made[0]["client_id"] == [provider.CLIENT_ID], made
+        elif ep is google:  # one token per mailbox: the JWT's subject is the mailbox
+            subjects = sorted(json.loads(_b64d(f["assertion"][0].split(".")[1]))["sub"] for f in made)
+            assert subjects == sorted(users)
+        else:
+            assert made == []
+
+
+def test_xoauth2_refusals_are_reported_once_per_side_without_secrets(
+    oauth: tuple[OAuthProvider, Dovecot],
+) -> None:
+    provider, server = oauth
+    users = [f"val-oauthbad{i}@example.test" for i in range(4)]
+    server.add_users({u: secrets.token_hex(8) for u in users})
+    ms_url = f"{provider.url}/{provider.TENANT}/oauth2/v2.0/token"
+    ms = xoauth2(server, "microsoft", ms_url, clientId=provider.CLIENT_ID, tenantId=provider.TENANT)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = json.loads(provider.service_account()) | {
+        "private_key": other_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    }
+    dead_url = f"http://127.0.0.1:{closed_port()}/token"
+    cases = [
+        # wrong client secret: refused by the token endpoint, asked once for the whole side
+        (ms, {"client-secret": "CANARY-wrong-secret"}, "AuthenticationFailed", 1),
+        # a service account key the provider does not know
+        (
+            xoauth2(server, "google", f"{provider.url}/google/token"),
+            {"service-account.json": json.dumps(forged)},
+            "AuthenticationFailed",
+            len(users),
+        ),
+        # a static token the IMAP server refuses
+        (xoauth2(server, "static"), {"token": "CANARY-revoked-token"}, "AuthenticationFailed", 0),
+        # the token endpoint is down
+        (
+            xoauth2(server, "microsoft", dead_url, clientId="a", tenantId="t"),
+            {"client-secret": "x"},
+            "ConnectionFailed",
+            0,
+        ),
+        (xoauth2(server, "google", f"{provider.url}/google/token"), {}, "SecretNotFound", 0),
+    ]
+    for ep, data, reason, token_requests in cases:
+        before = len(provider.token_requests("token"))
+        tasks = [ProbeTask(u, "source", ep, u, None, False) for u in users]
+        results = run(tasks, {"source": data}, concurrency=4)
+        assert [r.reason for r in results] == [reason] * len(users), (ep.auth.oauth2, results)
+        assert len(provider.token_requests("token")) - before == token_requests, ep.auth.oauth2
+        for r in results:
+            assert "CANARY" not in r.message and "BEGIN PRIVATE KEY" not in r.message, r
+    assert (
+        "invalid_client"
+        in run(
+            [ProbeTask(users[0], "source", ms, users[0], None, False)],
+            {"source": {"client-secret": "CANARY-wrong-secret"}},
+        )[0].message
+    )
