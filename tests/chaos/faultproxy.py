@@ -5,6 +5,8 @@
     proxy.random_cuts(50_000, 2_000_000, seed=7)   # each new connection: reset after U(lo, hi) bytes
     proxy.cut_every(0.5, 3.0)           # reset one live connection at random moments
     proxy.stall() / proxy.resume()      # stop forwarding (the peers see a silent connection)
+    proxy.connect_delay(1.5)            # each new connection waits 1.5 s before the server is reached
+                                        # (a slow IMAP login / greeting, e.g. a remote provider)
     proxy.cut_all()                     # reset every live connection now
     proxy.refuse(True)                  # accept and reset at once (server "down")
     proxy.inject_throttle(n=1)          # the next n IMAP commands (no literal) get ``NO [THROTTLED]``
@@ -108,6 +110,7 @@ class FaultProxy:
         self._p_throttle = 0.0
         self._p_bye = 0.0
         self._cutter: asyncio.Task[None] | None = None
+        self._connect_delay = 0.0
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> FaultProxy:
@@ -237,6 +240,15 @@ class FaultProxy:
 
         self._do(_set)
 
+    def connect_delay(self, seconds: float) -> None:
+        """New connections wait ``seconds`` before the proxy connects to the target (the client sees
+        a slow greeting, so every login takes that much longer)."""
+
+        def _set() -> None:
+            self._connect_delay = seconds
+
+        self._do(_set)
+
     def inject_probability(self, throttle: float = 0.0, bye: float = 0.0, seed: int = 0) -> None:
         def _set() -> None:
             self._p_throttle, self._p_bye = throttle, bye
@@ -260,6 +272,8 @@ class FaultProxy:
             conn.budget = self._budget_fixed
         elif self._budget_range is not None:
             conn.budget = self._rng.randint(*self._budget_range)
+        if self._connect_delay:
+            await asyncio.sleep(self._connect_delay)
         try:
             sreader, swriter = await asyncio.open_connection(*self.target)
         except OSError:
