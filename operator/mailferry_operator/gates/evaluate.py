@@ -156,6 +156,7 @@ def manual_approval(st: GateStatus, target: str, approved: str | None, now: date
 class PromObservation:
     values: list[float] | None = None  # None or [] = no data
     error: str | None = None
+    invalid: bool = False  # Prometheus refused the query itself (bad_data): it never passes as written
 
 
 def prometheus_due(gate: Gate, st: GateStatus, now: datetime) -> bool:
@@ -172,6 +173,10 @@ def prometheus(gate: Gate, st: GateStatus, obs: PromObservation, now: datetime) 
     cfg = gate.prometheus
     assert cfg is not None
     rng = cfg.threshold_range
+    if obs.invalid:
+        return _set(
+            st, now, "Failed", f"Prometheus rejected prometheus.query: {obs.error}", f"error: {obs.error}"
+        )
     if obs.error:
         return _set(st, now, "Inconclusive", f"query failed: {obs.error}", f"error: {obs.error}")
     values = [v for v in (obs.values or []) if not math.isnan(v)]
@@ -184,6 +189,8 @@ def prometheus(gate: Gate, st: GateStatus, obs: PromObservation, now: datetime) 
     else:
         ok = all((rng.min is None or v >= rng.min) and (rng.max is None or v <= rng.max) for v in values)
         shown = ",".join(f"{v:.6g}" for v in values[:5])
+        if len(values) > 1:  # every series must be within the range
+            shown = f"{len(values)} series: {shown}{',...' if len(values) > 5 else ''}"
     if ok:
         successes, consecutive = successes + 1, consecutive + 1
     else:

@@ -168,14 +168,28 @@ async def probe_dns(
 
 
 async def probe_prometheus(address: str, query: str, timeout: float = 10.0) -> PromObservation:
+    url = address.rstrip("/") + "/api/v1/query"
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
-            resp = await client.get(address.rstrip("/") + "/api/v1/query", params={"query": query})
+            resp = await client.get(url, params={"query": query})
+    except httpx.HTTPError as exc:
+        return PromObservation(error=f"cannot reach {url} ({type(exc).__name__})")
+    try:
         data = resp.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return PromObservation(error=f"{type(exc).__name__}")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or "status" not in data:
+        kind = resp.headers.get("content-type", "no content type").split(";")[0]
+        return PromObservation(
+            error=f"{url} answered HTTP {resp.status_code} ({kind}), not a Prometheus API answer: "
+            "check prometheus.address"
+        )
     if resp.status_code != 200 or data.get("status") != "success":
-        return PromObservation(error=f"HTTP {resp.status_code}: {str(data.get('error', ''))[:200]}")
+        detail = f"{data.get('errorType', '')}: {str(data.get('error', ''))[:200]}"
+        # bad_data = the query does not parse or cannot run: asking again will not help
+        return PromObservation(
+            error=f"HTTP {resp.status_code} {detail}", invalid=data.get("errorType") == "bad_data"
+        )
     result = data.get("data", {})
     rtype, res = result.get("resultType"), result.get("result")
     try:

@@ -44,6 +44,7 @@ from mailferry_api.dnscutover import (
 from .. import metrics
 from ..dns import dkim as dkimlib
 from ..dns import phases as ph
+from ..dns import spec_checks as dns_checks
 from ..dns import spf as spflib
 from ..dns.providers.base import DnsProvider, ProviderError
 from ..dns.providers.factory import build as build_provider
@@ -159,6 +160,19 @@ async def _create_secret(namespace: str, name: str, data: dict[str, str], owner:
         raise
 
 
+async def _ours(ctx: Ctx, kind: str, name: str) -> bool:
+    """Whether the Secret/ConfigMap `name` carries this DnsCutover's label or ownerReference."""
+    try:
+        obj = await request("GET", f"/api/v1/namespaces/{ctx.namespace}/{kind}/{name}")
+    except kube.KubeError as exc:
+        if exc.status == 404:
+            return True
+        raise
+    meta = obj.get("metadata") or {}
+    owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+    return (meta.get("labels") or {}).get("mailferry.io/dnscutover") == ctx.name or ctx.uid in owners
+
+
 async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cutover: str) -> None:
     labels = {
         "app.kubernetes.io/managed-by": "mailferry",
@@ -167,6 +181,21 @@ async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cut
     }
     try:
         cm = await request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        owner = ((cm.get("metadata") or {}).get("labels") or {}).get("mailferry.io/dnscutover")
+        others = sorted(k for k in (cm.get("data") or {}) if k not in data) + sorted(
+            cm.get("binaryData") or {}
+        )
+        if (owner is not None and owner != cutover) or (owner is None and others):
+            whose = (
+                f"DnsCutover {owner}'s policy"
+                if owner
+                else f"another object's (keys: {', '.join(others[:5])})"
+            )
+            raise SpecProblem(
+                "ConfigMapConflict",
+                f"ConfigMap {name} (records.mtaSts.policyConfigMap) is {whose}: the MTA-STS policy would be "
+                "written into it; choose a ConfigMap name of its own",
+            )
         if dict(cm.get("data") or {}) == data:
             return
         await request(
@@ -203,6 +232,23 @@ async def _domain_owner(namespace: str, name: str, meta: dict[str, Any], domain:
         if same and other[1] != name and not m.get("deletionTimestamp") and other < mine:
             owners.append(other)
     return min(owners)[1] if owners else None
+
+
+async def _check_migration(ctx: Ctx, name: str) -> None:
+    """spec.migrationRef must name a MailMigration of this namespace before DNS moves forward
+    (rolling back never needs it)."""
+    try:
+        await request("GET", f"/apis/mailferry.io/v1alpha1/namespaces/{ctx.namespace}/mailmigrations/{name}")
+    except kube.KubeError as exc:
+        if exc.status != 404:
+            raise
+        raise SpecProblem(
+            "MigrationNotFound",
+            f"spec.migrationRef: MailMigration {name} not found in namespace {ctx.namespace} (a DnsCutover "
+            "refers to a MailMigration of its own namespace): create it, fix the name or remove "
+            "migrationRef; "
+            "nothing moves forward until then",
+        ) from exc
 
 
 async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
@@ -293,9 +339,9 @@ def _validate_extra(spec: DnsCutoverSpec) -> None:
         names = [s.name for s in sels]
         if len(names) != len(set(names)):
             raise SpecProblem("InvalidSpec", "DKIM selector names must be unique")
-    zone = fqdn(spec.provider.zone or spec.domain)
-    if not fqdn(spec.domain).endswith(zone):
-        raise SpecProblem("InvalidSpec", f"spec.domain {spec.domain} is not inside provider.zone {zone}")
+    found = dns_checks.spec_problem(spec)
+    if found is not None:
+        raise SpecProblem(*found)
     if spec.ttl.lowered > spec.ttl.normal:
         raise SpecProblem("InvalidSpec", "ttl.lowered must not exceed ttl.normal")
 
@@ -370,6 +416,19 @@ async def _ensure_dkim(ctx: Ctx, needed: bool) -> None:
             data = await _secret(ctx.namespace, sname)
             if data is None:
                 raise SpecProblem("DkimKeyMissing", f"DKIM Secret {sname} vanished right after creation")
+        if dkimlib.PRIVATE_KEY not in data and not await _ours(ctx, "secrets", sname):
+            provider = ctx.spec.provider.secret_ref
+            loop = (
+                " (it is this DnsCutover's own provider Secret)"
+                if provider and provider.name == sname
+                else ""
+            )
+            raise SpecProblem(
+                "DkimSecretConflict",
+                f"Secret {sname}, where selector {sel.name} keeps its DKIM key ({ctx.name}-dkim-<selector>), "
+                f"already exists, was not created by this DnsCutover and has no {dkimlib.PRIVATE_KEY}{loop}: "
+                "rename the selector or that Secret (do not delete it: it belongs to something else)",
+            )
         try:
             alg, pub = dkimlib.public_key_b64(data[dkimlib.PRIVATE_KEY].encode())
         except (KeyError, ValueError) as exc:
@@ -419,6 +478,45 @@ async def _check_spf(ctx: Ctx, inp: ph.Inputs) -> None:
         count.check()
     except spflib.SpfError as exc:
         raise SpecProblem("SpfLimitExceeded", f"{exc}: merged record would be {values[0]!r}") from exc
+
+
+async def _check_mx(ctx: Ctx) -> None:
+    """Before the MX swap: every new MX host must have an address. In the managed zone the provider
+    says so authoritatively; elsewhere only a definite NXDOMAIN counts (MAILFERRY_SPF_RESOLVE=0: skipped)."""
+    assert ctx.provider is not None
+    zone = ctx.provider.zone
+    resolve = os.environ.get("MAILFERRY_SPF_RESOLVE", "1") != "0"
+    for i, mx in enumerate(ctx.spec.records.mx):
+        host = fqdn(mx.host)
+        if dns_checks.in_zone(host, zone):
+            for rtype in ("A", "AAAA", "CNAME"):
+                if await ctx.provider.get(host, rtype) is not None:
+                    break
+            else:
+                raise SpecProblem(
+                    "MxHostUnresolvable",
+                    f"spec.records.mx[{i}].host {host} has no A, AAAA or CNAME record in zone {zone}: "
+                    "mail would bounce after the MX switch; publish its address first",
+                )
+        elif resolve and await _nxdomain(host):
+            raise SpecProblem(
+                "MxHostUnresolvable",
+                f"spec.records.mx[{i}].host {host} does not exist (NXDOMAIN): mail would bounce after the "
+                "MX switch; check the name",
+            )
+
+
+async def _nxdomain(name: str) -> bool:
+    import dns.exception
+    import dns.resolver
+
+    try:
+        await _spf_resolver().resolve(name, "A", lifetime=3)
+    except dns.resolver.NXDOMAIN:
+        return True
+    except dns.exception.DNSException:
+        return False
+    return False
 
 
 def _spf_resolver() -> Any:
@@ -630,8 +728,12 @@ async def _evaluate_gate(
         try:
             servers = await probes.resolve_nameservers(cfg.nameservers if cfg else [], zone)
         except Exception as exc:  # resolver failures of many kinds
+            which = ", ".join(cfg.nameservers) if cfg and cfg.nameservers else f"of zone {zone}"
             return ev.dns_record(
-                gate, st, ev.DnsObservation(error=f"finding nameservers: {type(exc).__name__}"), t
+                gate,
+                st,
+                ev.DnsObservation(error=f"finding nameservers ({which}): {type(exc).__name__} {exc}"[:300]),
+                t,
             )
         exps = await _expectations(ctx, gate, inp)
         dobs = await probes.probe_dns(exps, servers)
@@ -715,8 +817,12 @@ async def _step(ctx: Ctx) -> bool:
         ctx.cond("GatesPassed", "True", "AtTarget", f"at the target phase {target}")
         ctx.cond("Paused", "False", "AtTarget", "")
         return False
+    if spec.migration_ref is not None:
+        await _check_migration(ctx, spec.migration_ref.name)
     if ph.phase_index(nxt) >= ph.phase_index("Staged"):
         await _check_spf(ctx, inp)
+    if nxt == "Switched":
+        await _check_mx(ctx)
     plan = ph.plan(inp, current, phase, nxt, nstage, now())
     if ctx.status.plan is None or ctx.status.plan.changes != plan.changes:
         log.info(

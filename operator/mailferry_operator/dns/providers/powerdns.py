@@ -32,6 +32,8 @@ class PowerDnsProvider:
         self.zone = fqdn(zone)
         self.retry = retry or RetryPolicy()
         self._zone_url = f"{base}/servers/{server_id}/zones/{self.zone}"
+        self._servers_url = f"{base}/servers"
+        self._server_id = server_id
         self._http = httpx.AsyncClient(headers={"X-API-Key": api_key}, timeout=timeout, transport=transport)
         # The API returns the whole zone; one provider instance lives for one reconcile, so the zone is
         # fetched once and fetched again after any change.
@@ -47,16 +49,50 @@ class PowerDnsProvider:
         async def once() -> dict[str, Any]:
             resp = await request(self.kind, lambda: self._http.get(self._zone_url), "GET zone")
             if resp.status_code in (404, 422):
-                raise ProviderError("ZoneNotFound", f"powerdns: zone {self.zone} not found on the server")
+                raise await self._not_found()
             if resp.status_code >= 400:
                 raise ProviderError(
                     "ProviderError", f"powerdns: GET zone -> {resp.status_code}: {brief(resp.text)}"
                 )
-            data: dict[str, Any] = resp.json()
+            try:
+                data = resp.json()
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise self._not_powerdns(resp)
             return data
 
         self._cache = await with_retries(self.kind, "GET zone", once, self.retry)
         return self._cache
+
+    def _not_powerdns(self, resp: httpx.Response) -> ProviderError:
+        kind = resp.headers.get("content-type", "no content type").split(";")[0]
+        return ProviderError(
+            "ProviderError",
+            f"powerdns: {resp.request.url.path} -> HTTP {resp.status_code} ({kind}), not a PowerDNS API "
+            "answer: check provider.powerdns.apiUrl (http(s)://host:8081)",
+        )
+
+    async def _not_found(self) -> ProviderError:
+        """PowerDNS answers a plain-text 404 for an unknown zone and for an unknown server id alike:
+        ask for the server list to say which (and whether apiUrl is PowerDNS at all)."""
+        resp = await request(self.kind, lambda: self._http.get(self._servers_url), "GET servers")
+        try:
+            servers = resp.json() if resp.status_code == 200 else None
+        except ValueError:
+            servers = None
+        if not isinstance(servers, list):
+            return self._not_powerdns(resp)
+        ids = [str(s.get("id")) for s in servers if isinstance(s, dict)]
+        if self._server_id not in ids:
+            return ProviderError(
+                "ProviderError",
+                f"powerdns: provider.powerdns.serverId {self._server_id!r} not found "
+                f"(the server has: {', '.join(ids[:5]) or 'none'})",
+            )
+        return ProviderError(
+            "ZoneNotFound", f"powerdns: zone {self.zone} not found on the server (provider.zone)"
+        )
 
     async def check_zone(self) -> None:
         self._cache = None

@@ -8,6 +8,12 @@ concurrent change makes the prerequisite fail instead of being overwritten (we r
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import ipaddress
+import socket
+
 import dns.asyncquery
 import dns.exception
 import dns.flags
@@ -58,9 +64,48 @@ class Rfc2136Provider:
         self._keyring = None
         self._keyname: dns.name.Name | None = None
         self._alg = dns.name.from_text(tsig_algorithm)
+        self._address: str | None = None
         if tsig_name and tsig_secret:
-            self._keyname = dns.name.from_text(tsig_name)
-            self._keyring = dns.tsigkeyring.from_text({tsig_name: (tsig_algorithm, tsig_secret)})
+            try:
+                self._keyname = dns.name.from_text(tsig_name)
+            except dns.exception.DNSException as exc:
+                raise ProviderError(
+                    "InvalidSpec",
+                    f"rfc2136: provider.rfc2136.tsigKeyName {tsig_name[:80]!r} is not a DNS name: {exc}",
+                ) from exc
+            try:
+                base64.b64decode(tsig_secret, validate=True)
+                self._keyring = dns.tsigkeyring.from_text({tsig_name: (tsig_algorithm, tsig_secret)})
+            except (binascii.Error, ValueError, dns.exception.DNSException) as exc:
+                # never the value itself in the message
+                raise ProviderError(
+                    "InvalidCredentials",
+                    "rfc2136: the TSIG secret (provider.rfc2136.tsigSecretKey in the provider Secret) "
+                    "is not base64 (as `tsig-keygen`/`pdnsutil generate-tsig-key` print it)",
+                ) from exc
+
+    async def _server(self) -> str:
+        """provider.rfc2136.server as an address (dnspython sends to addresses only)."""
+        if self._address is not None:
+            return self._address
+        try:
+            ipaddress.ip_address(self.server)
+            self._address = self.server
+        except ValueError:
+            try:
+                infos = await asyncio.wait_for(
+                    asyncio.get_running_loop().getaddrinfo(self.server, self.port, type=socket.SOCK_STREAM),
+                    self.timeout,
+                )
+            except (OSError, TimeoutError, UnicodeError) as exc:
+                raise ProviderError(
+                    "ProviderUnreachable",
+                    f"rfc2136: provider.rfc2136.server {self.server!r} does not resolve "
+                    f"({type(exc).__name__})",
+                    transient=True,
+                ) from exc
+            self._address = str(infos[0][4][0])
+        return self._address
 
     async def aclose(self) -> None:
         return None
@@ -68,8 +113,9 @@ class Rfc2136Provider:
     async def _query(self, name: str, rtype: str) -> dns.message.Message:
         q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
         q.flags &= ~dns.flags.RD
+        server = await self._server()
         try:
-            return await dns.asyncquery.tcp(q, self.server, port=self.port, timeout=self.timeout)
+            return await dns.asyncquery.tcp(q, server, port=self.port, timeout=self.timeout)
         except dns.exception.Timeout as exc:
             raise ProviderError(
                 "ProviderTimeout", f"rfc2136: query {name} {rtype} timed out", transient=True
@@ -95,6 +141,47 @@ class Rfc2136Provider:
                 )
 
         await with_retries(self.kind, "SOA", once, self.retry)
+        if self._keyring is not None:
+            await with_retries(self.kind, "signed no-op UPDATE", self._check_key, self.retry)
+
+    async def _check_key(self) -> None:
+        """A signed UPDATE whose only content is the prerequisite "the apex SOA exists": it changes
+        nothing, but the server checks the TSIG key and the zone's update policy, so a wrong key,
+        secret or algorithm is reported before any phase starts (not halfway through one)."""
+        upd = dns.update.UpdateMessage(
+            self.zone, keyring=self._keyring, keyname=self._keyname, keyalgorithm=self._alg
+        )
+        upd.present(self.zone, dns.rdatatype.SOA)
+        try:
+            resp = await dns.asyncquery.tcp(upd, await self._server(), port=self.port, timeout=self.timeout)
+        except dns.exception.Timeout as exc:
+            raise ProviderError(
+                "ProviderTimeout", "rfc2136: signed UPDATE timed out", transient=True
+            ) from exc
+        except OSError as exc:
+            raise ProviderError(
+                "ProviderUnreachable",
+                f"rfc2136: {self.server}:{self.port}: {exc.strerror or exc}",
+                transient=True,
+            ) from exc
+        except (dns.exception.FormError, dns.tsig.PeerError) as exc:
+            raise ProviderError(
+                "ProviderAuthFailed",
+                f"rfc2136: the server did not accept TSIG key {self._keyname} ({type(exc).__name__}): "
+                "check provider.rfc2136.tsigKeyName, tsigAlgorithm and the secret",
+            ) from exc
+        rc = resp.rcode()
+        if rc == dns.rcode.NOERROR:
+            return
+        if rc in (dns.rcode.NOTAUTH, dns.rcode.REFUSED):
+            raise ProviderError(
+                "ProviderAuthFailed",
+                f"rfc2136: the server refused updates to {self.zone} with TSIG key {self._keyname} "
+                f"({dns.rcode.to_text(rc)}): check the key, its algorithm and the zone's update policy",
+            )
+        if rc == dns.rcode.SERVFAIL:
+            raise ProviderError("ProviderError", "rfc2136: signed UPDATE: SERVFAIL", transient=True)
+        raise ProviderError("ProviderRejected", f"rfc2136: signed no-op UPDATE: {dns.rcode.to_text(rc)}")
 
     async def _read(self, name: str, rtype: str) -> dns.rdataset.Rdataset | None:
         resp = await self._query(name, rtype)
@@ -153,7 +240,9 @@ class Rfc2136Provider:
             else:
                 upd.delete(name, rdtype)
             try:
-                resp = await dns.asyncquery.tcp(upd, self.server, port=self.port, timeout=self.timeout)
+                resp = await dns.asyncquery.tcp(
+                    upd, await self._server(), port=self.port, timeout=self.timeout
+                )
             except dns.exception.Timeout as exc:
                 raise ProviderError(
                     "ProviderTimeout", f"rfc2136: UPDATE {name} {rtype} timed out", transient=True
