@@ -290,6 +290,8 @@ def decode(raw: bytes) -> str | Inventory:
         return Inventory().fail("the inventory is UTF-16 text: save it as UTF-8")
     if raw[:2] == b"\x1f\x8b":
         return Inventory().fail("the inventory is gzip-compressed: store the CSV or JSON text itself")
+    if b"\x00" in raw[:65536]:
+        return Inventory().fail("the inventory contains NUL bytes: it is binary data, not CSV or JSON text")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -180,8 +180,9 @@ def test_json_format_forced_on_csv_text() -> None:
         ("source\nmüller@x.test\n".encode("latin-1"), ("not UTF-8", "Latin-1")),
         ("a@x.test\n".encode("utf-16"), ("UTF-16",)),
         (b"\x1f\x8b\x08\x00rest", ("gzip",)),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ("binary data",)),
     ],
-    ids=["latin-1", "utf-16", "gzip"],
+    ids=["latin-1", "utf-16", "gzip", "png"],
 )
 def test_binary_data_that_is_not_utf8(raw: bytes, words: tuple[str, ...]) -> None:
     decoded = inv.decode(raw)
