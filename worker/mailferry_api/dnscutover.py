@@ -37,7 +37,9 @@ HostName = Annotated[
 class Rfc2136Provider(ApiModel):
     server: str = Field(min_length=1, max_length=253)
     port: int = Field(default=53, ge=1, le=65535)
-    tsig_key_name: str | None = Field(default=None, max_length=253)
+    tsig_key_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?\.?$"
+    )
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha1", "hmac-md5"] = "hmac-sha256"
     tsig_secret_key: SecretKey = "tsig-secret"
 
@@ -101,6 +103,19 @@ class SpfTarget(ApiModel):
     remove_include: Annotated[list[HostName], Field(max_length=10)] = []
     all: Literal["-all", "~all", "?all"] = "~all"
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.include) || !has(self.removeInclude) || "
+                    "self.include.all(h, !(h in self.removeInclude))",
+                    "message": "a host cannot be in both include and removeInclude",
+                    "fieldPath": ".removeInclude",
+                }
+            ]
+        }
+    }
+
 
 class DkimSelector(ApiModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
@@ -140,8 +155,13 @@ class DmarcStage(ApiModel):
     pct: int | None = Field(default=None, ge=0, le=100, description="legacy; RFC 9989 drops pct")
 
 
+# A report address (mailto: is added when missing) or URL: one URI, so no ',' ';' or spaces, which would
+# end the tag and let the rest be read as other tags of the record.
+ReportUri = Annotated[str, Field(min_length=3, max_length=512, pattern=r"^[^\s,;]+$")]
+
+
 class Dmarc(ApiModel):
-    rua: Annotated[list[str], Field(max_length=8)] = []
+    rua: Annotated[list[ReportUri], Field(max_length=8)] = []
     stages: Annotated[list[DmarcStage], Field(min_length=1, max_length=8)] = [
         DmarcStage(policy="quarantine", testing=True),
         DmarcStage(policy="quarantine"),
@@ -176,7 +196,7 @@ class MtaSts(ApiModel):
 
 
 class TlsRpt(ApiModel):
-    rua: Annotated[list[str], Field(min_length=1, max_length=8)]
+    rua: Annotated[list[ReportUri], Field(min_length=1, max_length=8)]
 
 
 class TargetRecords(ApiModel):
@@ -215,13 +235,24 @@ class SyncLagGate(ApiModel):
     max_pending_messages: int = Field(default=0, ge=0)
 
 
+# host, host:port, [IPv6]:port or a bare IPv6 address
+NameserverAddress = Annotated[
+    str,
+    Field(
+        max_length=260,
+        pattern=r"^\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?$|^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?\.?(:[0-9]{1,5})?$"
+        r"|^[0-9a-fA-F:.]+$",
+    ),
+]
+
+
 class DnsRecordGate(ApiModel):
     name: HostName | None = Field(
         default=None, description="relative or absolute; default: every record of the phase"
     )
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = None
     value: str | None = Field(default=None, max_length=4096)
-    nameservers: Annotated[list[str], Field(max_length=16)] = Field(
+    nameservers: Annotated[list[NameserverAddress], Field(max_length=16)] = Field(
         default=[], description="host:port to query; default: the zone's NS found via SOA/NS"
     )
 

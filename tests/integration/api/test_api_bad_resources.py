@@ -427,6 +427,60 @@ CASES = [
         _set("spec.records.dkim", {"selectors": [{"name": "s1", "source": "cname"}]}),
         ("spec.records.dkim.selectors[0].cnameTarget: Invalid value", "cnameTarget is required"),
     ),
+    # --- rules added for issue 7 (bad input): the schema refuses what it can express
+    Case(
+        "mm-max-concurrent-jobs-zero",
+        migration,
+        _set("spec.maxConcurrentJobs", 0),
+        ("spec.maxConcurrentJobs: Invalid value: 0", "greater than or equal to 1"),
+    ),
+    Case(
+        "dnsc-migrationref-other-namespace",
+        cutover,
+        _set("spec.migrationRef", {"name": "mail", "namespace": "other"}),
+        ("spec.migrationRef.namespace", "field not declared in schema"),
+    ),
+    Case(
+        "dnsc-dmarc-rua-injection",
+        cutover,
+        _set("spec.records.dmarc", {"rua": ["dmarc@example.com; p=none"]}),
+        ("spec.records.dmarc.rua[0]: Invalid value", "should match"),
+    ),
+    Case(
+        "dnsc-tlsrpt-rua-two-in-one",
+        cutover,
+        _set("spec.records.tlsRpt", {"rua": ["a@example.com,b@example.com"]}),
+        ("spec.records.tlsRpt.rua[0]: Invalid value", "should match"),
+    ),
+    Case(
+        "dnsc-spf-include-and-remove",
+        cutover,
+        _set(
+            "spec.records.spf", {"include": ["spf.new.example.org"], "removeInclude": ["spf.new.example.org"]}
+        ),
+        (
+            "spec.records.spf.removeInclude: Invalid value",
+            "a host cannot be in both include and removeInclude",
+        ),
+    ),
+    Case(
+        "dnsc-gate-nameserver-not-host-port",
+        cutover,
+        _set(
+            "spec.gates.enforced.0",
+            {"name": "ns", "type": "dnsRecord", "dnsRecord": {"nameservers": ["127.0.0.1:domain"]}},
+        ),
+        ("spec.gates.enforced[0].dnsRecord.nameservers[0]: Invalid value", "should match"),
+    ),
+    Case(
+        "dnsc-tsig-key-name",
+        cutover,
+        _set(
+            "spec.provider",
+            {"type": "rfc2136", "rfc2136": {"server": "127.0.0.1", "tsigKeyName": "my key"}},
+        ),
+        ("spec.provider.rfc2136.tsigKeyName: Invalid value", "should match"),
+    ),
     Case(
         "dnsc-status-unknown-phase",
         cutover,
