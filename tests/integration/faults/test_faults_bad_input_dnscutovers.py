@@ -374,11 +374,11 @@ def test_semantically_bad_dnscutovers(
         ),
         Case(
             "spf-include-and-remove",
-            "one host in SPF include and removeInclude",
+            "one host in SPF include and removeInclude, spelled differently (exact duplicates: schema)",
             "Stalled",
             "InvalidSpec",
             ("spf.dest.test is in both include and removeInclude",),
-            body("t", records={"spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.dest.test"]}}),
+            body("t", records={"spf": {"include": ["spf.dest.test"], "removeInclude": ["SPF.Dest.Test."]}}),
         ),
         Case(
             "mx-in-zone-no-address",
