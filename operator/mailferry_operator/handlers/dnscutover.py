@@ -219,6 +219,44 @@ async def _upsert_configmap(namespace: str, name: str, data: dict[str, str], cut
         )
 
 
+# ------------------------------------------------------------------ one domain, one DnsCutover
+# Kopf keeps this index of every watched DnsCutover (all namespaces the operator watches) in memory:
+# a second DnsCutover for a domain in *another* namespace is found without listing the cluster.
+_by_domain: kopf.Index[str, tuple[str, str, str, bool]] | None = None
+
+
+@kopf.index(API_GROUP, API_VERSION, PLURAL)
+def dnscutovers_by_domain(
+    namespace: str | None, name: str | None, spec: Any, meta: Any, **_: Any
+) -> dict[str, tuple[str, str, str, bool]]:
+    """domain -> (creationTimestamp, namespace, name, being deleted)"""
+    domain = str((spec or {}).get("domain", "")).lower().rstrip(".")
+    created = str(meta.get("creationTimestamp") or "")
+    return {domain: (created, namespace or "", name or "", bool(meta.get("deletionTimestamp")))}
+
+
+def _remember_index(kwargs: dict[str, Any]) -> None:
+    global _by_domain
+    index = kwargs.get("dnscutovers_by_domain")
+    if index is not None:
+        _by_domain = index
+
+
+def _other_namespace_owner(namespace: str, name: str, meta: dict[str, Any], domain: str) -> str | None:
+    """An older DnsCutover for the same domain in another watched namespace: `namespace/name`."""
+    if _by_domain is None:
+        return None
+    mine = (str(meta.get("creationTimestamp") or ""), namespace, name)
+    try:
+        entries = list(_by_domain.get(domain.lower().rstrip("."), []))
+    except Exception:  # a Store can change while being read by a concurrent watch event
+        return None
+    older = [
+        (c, ns, n) for c, ns, n, deleting in entries if ns != namespace and not deleting and (c, ns, n) < mine
+    ]
+    return "/".join(min(older)[1:]) if older else None
+
+
 async def _domain_owner(namespace: str, name: str, meta: dict[str, Any], domain: str) -> str | None:
     """The older DnsCutover of the same namespace for the same domain, if any (it wins; ties by name)."""
     found = await request("GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers")
@@ -973,6 +1011,13 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
         ctx.status.gates = [g for g in ctx.status.gates if g.result != "Failed"]
     try:
         owner = await _domain_owner(namespace, name, meta, spec.domain)
+        elsewhere = _other_namespace_owner(namespace, name, meta, spec.domain)
+        if owner is None and elsewhere is not None:
+            raise SpecProblem(
+                "DomainConflict",
+                f"DnsCutover {elsewhere} (another namespace) already manages {spec.domain}: this one changes "
+                "nothing until that one is deleted or this one's domain changes",
+            )
         if owner is not None:
             raise SpecProblem(
                 "DomainConflict",
@@ -1047,10 +1092,12 @@ def dnscutover_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL)
-async def dnscutover_changed(namespace: str | None, name: str, uid: str, body: Any, **_: Any) -> None:
+async def dnscutover_changed(namespace: str | None, name: str, uid: str, body: Any, **kwargs: Any) -> None:
+    _remember_index(kwargs)
     await _locked(namespace or "default", name, uid, body)
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=GATE_INTERVAL, initial_delay=min(GATE_INTERVAL, 5.0))
-async def dnscutover_gates(namespace: str | None, name: str, uid: str, body: Any, **_: Any) -> None:
+async def dnscutover_gates(namespace: str | None, name: str, uid: str, body: Any, **kwargs: Any) -> None:
+    _remember_index(kwargs)
     await _locked(namespace or "default", name, uid, body)

@@ -590,3 +590,64 @@ def test_semantically_bad_dnscutovers(
     print(f"SOA serial before the good ones {serial}, after {after}")
     assert _alive(op)
     kube.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
+
+
+def test_two_dnscutovers_for_one_domain_in_two_namespaces(
+    kube: KubeAPI, namespace: str, powerdns: PowerDNS, tmp_path: Path
+) -> None:
+    """The same-namespace case is in test_faults_bad_input.py; across namespaces the operator finds the
+    older one in its in-memory index of every DnsCutover it watches (no cluster-wide list)."""
+    other = f"{namespace[:50]}-b"
+    kube.kubectl("create", "namespace", other)
+    zone = f"twins{namespace[-6:]}.test"
+    powerdns.create_zone(zone + ".", [("@", "MX", 60, ["10 mx.old.test."])])
+    op = d.OperatorProcess(kube, [namespace, other], tmp_path, extra_env=FAST_ENV).start()
+    try:
+        for ns in (namespace, other):
+            d.apply(kube, _secret("pdns", ns, {"api-key": powerdns.api_key}))
+
+        def cutover(ns: str) -> Obj:
+            return {
+                "apiVersion": "mailferry.io/v1alpha1",
+                "kind": "DnsCutover",
+                "metadata": {"name": "twin", "namespace": ns},
+                "spec": {
+                    "domain": zone,
+                    "provider": {
+                        "type": "powerdns",
+                        "secretRef": {"name": "pdns"},
+                        "powerdns": {"apiUrl": powerdns.api_url},
+                    },
+                    "targetPhase": "TTLLowered",
+                    "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+                },
+            }
+
+        def get(ns: str) -> Obj:
+            return dict(d.get(kube, "dnscutovers.mailferry.io", ns, "twin"))
+
+        d.apply(kube, cutover(namespace))
+        d.wait_for(
+            lambda: condition(get(namespace), "Ready").get("status") == "True", 60, "the first one Ready"
+        )
+        time.sleep(1.1)  # creationTimestamp has a one-second resolution: the second one is younger
+        d.apply(kube, cutover(other))
+        c = d.wait_for(
+            lambda: (s := condition(get(other), "Stalled")).get("reason") == "DomainConflict" and s,
+            60,
+            "DomainConflict on the DnsCutover in the other namespace",
+        )
+        print(f"{other}/twin: Stalled=True reason={c['reason']} message={c['message']!r}")
+        assert c["status"] == "True" and f"DnsCutover {namespace}/twin (another namespace)" in c["message"]
+        assert condition(get(namespace), "Ready").get("status") == "True"  # the older one is unaffected
+        kube.kubectl("delete", "dnscutover", "twin", "-n", namespace, "--wait=true", "--timeout=60s")
+        d.wait_for(
+            lambda: condition(get(other), "Ready").get("status") == "True",
+            60,
+            "the other one proceeds once the first is deleted",
+        )
+        print(f"{other}/twin: Ready once {namespace}/twin was deleted")
+        assert _alive(op)
+    finally:
+        op.stop()
+        kube.kubectl("delete", "namespace", other, "--wait=false", check=False)
