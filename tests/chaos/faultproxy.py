@@ -92,8 +92,10 @@ class _Conn:
 
 
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
+    def __init__(self, target_host: str, target_port: int, listen_port: int = 0, raw: bool = False) -> None:
+        """``raw=True``: any TCP protocol (e.g. TLS to kube-apiserver); no IMAP-aware injection."""
         self.target = (target_host, target_port)
+        self.raw = raw
         self._listen_port = listen_port
         self.port = 0
         self.stats = ProxyStats()
@@ -282,7 +284,9 @@ class FaultProxy:
         conn.server = swriter
         self._conns.add(conn)
         loop = asyncio.get_running_loop()
-        up = loop.create_task(self._pump_client(conn, reader, swriter))
+        up = loop.create_task(
+            self._pump(conn, reader, swriter, "up") if self.raw else self._pump_client(conn, reader, swriter)
+        )
         down = loop.create_task(self._pump(conn, sreader, writer, "down"))
         conn.tasks = [up, down]
         try:

@@ -492,6 +492,47 @@ def mm_apiserver_restart(
 
 
 # ---------------------------------------------------------------------------------------- scenario 4
+# An API server whose watches go straight to etcd (no watch cache), so a watch from a compacted
+# resourceVersion gets 410 Gone; it also compacts etcd itself every 10 s, as a real one does every 5 min.
+WATCH_410_APISERVER_ARGS = ("--watch-cache=false", "--etcd-compaction-interval=10s")
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["list", "watch"]
+  resources: [{group: "mailferry.io"}, {group: "batch"}]
+- level: None
+"""
+
+
+def audit_args(directory: Path) -> list[str]:
+    """kube-apiserver flags for an audit log of list/watch calls on our resources (who listed what)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    policy = directory / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    return [f"--audit-policy-file={policy}", f"--audit-log-path={directory / 'audit.log'}"]
+
+
+def _rv(uri: str) -> int:
+    m = re.search(r"resourceVersion=(\d+)", uri)
+    return int(m.group(1)) if m else 0
+
+
+def audit_after(log: Path, since: float, agent: str = "kopf") -> list[dict[str, Any]]:
+    """Audit events (ResponseComplete/ResponseStarted) from `agent` after epoch `since`."""
+    out: list[dict[str, Any]] = []
+    if not log.exists():
+        return out
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            ev = json.loads(line)
+            t = epoch(ev.get("requestReceivedTimestamp"))
+            if t is not None and t >= since and str(ev.get("userAgent", "")).startswith(agent):
+                out.append(ev)
+    return out
+
+
 GONE_LOG = re.compile(r"Restarting the watch-stream for (\S+)")
 
 
@@ -507,6 +548,7 @@ def mm_watch_gone(
     mailboxes: int = 10,
     per_mailbox: int = 16,
     login_delay: float = 0.5,
+    audit_log: Path | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """The operator reaches kube-apiserver through a TCP proxy. Mid-copy the proxy resets every
     connection and refuses new ones for `blackout_seconds`; meanwhile the MailMigration, its
@@ -515,7 +557,7 @@ def mm_watch_gone(
     resourceVersions: kube-apiserver must answer 410 Gone (it needs `--watch-cache=false`, or a watch
     cache that no longer holds them) and Kopf re-lists. Checked from the operator's debug log."""
     rng = random.Random(seed)
-    api_proxy = FaultProxy("127.0.0.1", int(kube.server.rsplit(":", 1)[1])).start()
+    api_proxy = FaultProxy("127.0.0.1", int(kube.server.rsplit(":", 1)[1]), raw=True).start()
     kcfg = proxied_kubeconfig(kube, api_proxy.port, work / "operator-via-proxy.kubeconfig")
     rig = MigrationRig(
         kube,
@@ -550,6 +592,7 @@ def mm_watch_gone(
         compacted = kube.compact_etcd()
         api_proxy.refuse(False)
         t_back = time.monotonic()
+        wall_back = time.time() - 1
         # Kopf reconnects with its last resourceVersion (compacted) -> 410 -> "Restarting the watch-stream"
         seen: list[str] = []
         deadline = time.monotonic() + 90
@@ -578,6 +621,16 @@ def mm_watch_gone(
         wanted = {"mailmigrations", "mailboxsyncs", "jobs"}
         got = {s.split(".")[0] for s in seen}
         ok = ok and wanted <= got and res["operator_pid_unchanged"] and res["watch_errors_other"] == 0
+        if audit_log is not None:  # the API server's own record: stale watches, then fresh lists
+            evs = audit_after(audit_log, wall_back)
+            stale = [
+                e for e in evs if e.get("verb") == "watch" and _rv(str(e.get("requestURI", ""))) < compacted
+            ]
+            res["audit_watches_from_compacted_rv"] = len(stale)
+            res["audit_relisted_after"] = sorted(
+                {e["objectRef"]["resource"] for e in evs if e.get("verb") == "list" and e.get("objectRef")}
+            )
+            ok = ok and bool(stale) and wanted <= set(res["audit_relisted_after"])
         return ok, res
     finally:
         rig.close()
