@@ -1,0 +1,45 @@
+"""The operator's Kopf activities: login, settings, cleanup (registered when imported, by `main`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+ANNOTATION_PREFIX = "mailferry.io"
+
+# Set by main(): in namespaced mode the operator may not list namespaces or CRDs cluster-wide, and
+# Kopf would retry those refused scans for about a minute before it reconciles anything.
+clusterwide = False
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Kopf's own kubeconfig / service-account login: no Kubernetes client library is imported."""
+    if os.environ.get("KUBECONFIG") or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.cleanup()
+async def close_client(**_: Any) -> None:
+    from .kube import client
+
+    await client.close()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.batching.worker_limit = 256
+    settings.scanning.disabled = not clusterwide
