@@ -111,10 +111,18 @@ def _check(source: str, destination: str | None, secret_key: str | None) -> str 
     if len(source) > 320 or not _ADDRESS.match(source):
         return f"source {source[:80]!r} is not a mailbox address"
     if destination is not None and (len(destination) > 320 or not _ADDRESS.match(destination)):
-        return f"destination {destination[:80]!r} is not a mailbox address"
-    key = secret_key if secret_key is not None else default_secret_key(source)
-    if len(key) > 253 or not _SECRET_KEY.match(key):
-        return f"secretKey {key[:80]!r} is not a valid Secret key (letters, digits, '-', '_', '.')"
+        # shown only when it looks like an address: a shifted column may hold a password
+        shown = f" {destination[:80]!r}" if "@" in destination else " (value not shown)"
+        return f"destination{shown} is not a mailbox address"
+    if secret_key is None:
+        key = default_secret_key(source)
+        if len(key) > 253 or not _SECRET_KEY.match(key):
+            return (
+                f"the default secretKey {key[:80]!r} (the login with '@' as '_') is not a valid Secret key "
+                "(letters, digits, '-', '_', '.'): give the row a secretKey"
+            )
+    elif len(secret_key) > 253 or not _SECRET_KEY.match(secret_key):
+        return "secretKey (value not shown) is not a valid Secret key (letters, digits, '-', '_', '.')"
     return None
 
 
@@ -208,9 +216,10 @@ def parse_csv(text: str) -> Inventory:
     inv = Inventory()
     roles: dict[str, int] = {"source": 0, "destination": 1, "secretKey": 2}
     width = 3
+    named = False  # a header row named the columns
 
     def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
-        nonlocal roles, width
+        nonlocal roles, width, named
         reader = csv.reader(io.StringIO(text), skipinitialspace=True)
         first = True
         for cells in reader:
@@ -224,7 +233,7 @@ def parse_csv(text: str) -> Inventory:
                     inv.fail(problem, line)
                     return
                 if found is not None:
-                    roles, width = found, len(cells)
+                    roles, width, named = found, len(cells), True
                     continue
             if len(cells) > width and any(c.strip() for c in cells[width:]):
                 inv.total += 1
@@ -235,7 +244,25 @@ def parse_csv(text: str) -> Inventory:
             padded = [*cells, *([""] * width)]
             dest = padded[roles["destination"]] if "destination" in roles else None
             key = padded[roles["secretKey"]] if "secretKey" in roles else None
-            yield line, (padded[roles["source"]] or "").strip(), _cell(dest), _cell(key)
+            source = (padded[roles["source"]] or "").strip()
+            dest_cell = _cell(dest)
+            if (
+                not named
+                and dest_cell is not None
+                and ("@" in source) != ("@" in dest_cell)
+                and _check(source, dest_cell, _cell(key)) is None
+            ):
+                # without a header, an address next to a non-address is more often a password or a
+                # shifted column than a bare login: ask for the header that says what the columns are
+                inv.total += 1
+                inv.error(
+                    line,
+                    "column 1 and column 2 are not both addresses (or both bare logins): give the CSV a "
+                    "header (source,destination[,secretKey]) if that is meant; passwords belong in the "
+                    "Secret",
+                )
+                continue
+            yield line, source, dest_cell, _cell(key)
 
     try:
         return _add_rows(inv, rows())

@@ -216,6 +216,15 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
             [_configmap("inv-pw", ns, f"email,password\n{user},hunter2\n")],
         ),
         Case(
+            "csv-headerless-password",
+            "CSV without header, passwords in column 2",
+            "False",
+            {"NoMailboxes"},
+            ("line 1", "give the CSV a header"),
+            {"inventoryRef": {"name": "inv-pw2"}},
+            [_configmap("inv-pw2", ns, f"{user},hunter2\n")],
+        ),
+        Case(
             "csv-unknown-header",
             "CSV with unknown header columns",
             "False",
@@ -484,7 +493,7 @@ def test_thirty_semantically_bad_migrations(
             "items"
         ]
         assert not syncs, f"{name}: MailboxSyncs were created for a refused migration"
-    for name in ("csv-password-column",):  # the password column is never echoed
+    for name in ("csv-password-column", "csv-headerless-password"):  # the password column is never echoed
         assert "hunter2" not in json.dumps(d.migration(kube, ns, name).get("status"))
 
     # the operator is up, bounded, and still does its job

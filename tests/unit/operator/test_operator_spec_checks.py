@@ -201,3 +201,18 @@ def test_control_characters_are_not_addresses() -> None:
     parsed = inv.parse_csv("a\x01b@x.test\nok@x.test\n")
     assert [e.source for e in parsed.entries] == ["ok@x.test"]
     assert "not a mailbox address" in parsed.errors[0].reason
+
+
+def test_headerless_password_column_is_refused_and_never_echoed() -> None:
+    parsed = inv.parse_text("alice@x.test,hunter2\nbob@x.test,my secret pw\ncarol@x.test,,pass word!\n")
+    assert parsed.entries == [] and parsed.error_count == 3
+    reasons = [e.reason for e in parsed.errors]
+    assert "give the CSV a header" in reasons[0]
+    assert "destination (value not shown) is not a mailbox address" in reasons[1]
+    assert "secretKey (value not shown)" in reasons[2]
+    assert not any(w in r for r in reasons for w in ("hunter2", "secret pw", "pass word"))
+    # with a header that says so, a bare destination login is fine
+    named = inv.parse_text("source,destination\nalice@x.test,alice\n")
+    assert [(e.source, e.destination) for e in named.entries] == [("alice@x.test", "alice")]
+    # and so are bare logins on both sides
+    assert len(inv.parse_text("alice,alice2\n").entries) == 1
