@@ -116,14 +116,24 @@ class _Connectors:
     mailboxes cost one token request, not 10,000 (a refusal is remembered for the rest of the run);
     Google (domain-wide delegation: one subject per mailbox) asks one token per mailbox."""
 
-    def __init__(self, secrets: StaticSecrets, http: httpx.AsyncClient) -> None:
+    def __init__(self, secrets: StaticSecrets) -> None:
         self.secrets = secrets
-        self.http = http
+        self.http: httpx.AsyncClient | None = None  # made on first need: one costs ~1 MB and 20 ms (CAs)
         self.ca_file = os.environ.get("MAILFERRY_CA_FILE") or None  # as the worker reads it
         self.shared: dict[str, TokenSource | BaseException] = {}
         self.lock = asyncio.Lock()
 
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
     async def get(self, task: ProbeTask) -> Connector:
+        oauth2 = task.endpoint.auth.oauth2
+        token_http = (
+            task.endpoint.auth.method == "xoauth2" and oauth2 is not None and oauth2.provider != "static"
+        )
+        if token_http and self.http is None:
+            self.http = httpx.AsyncClient(timeout=TOKEN_TIMEOUT)
         c = Connector(
             task.side,
             task.endpoint,
@@ -134,7 +144,6 @@ class _Connectors:
             self.ca_file,
             http=self.http,
         )
-        oauth2 = task.endpoint.auth.oauth2
         if task.endpoint.auth.method != "xoauth2" or oauth2 is None or oauth2.provider == "google":
             return c
         async with self.lock:
@@ -165,8 +174,8 @@ async def probe_all(
     results: list[tuple[ProbeTask, ProbeResult]] = []
     queue = iter(tasks)
     values = {side: dict(data) for side, data in secrets.items()}
-    async with httpx.AsyncClient(timeout=TOKEN_TIMEOUT) as http:
-        connectors = _Connectors(StaticSecrets(values), http)
+    connectors = _Connectors(StaticSecrets(values))
+    try:
 
         async def one(task: ProbeTask) -> ProbeResult:
             try:
@@ -183,6 +192,8 @@ async def probe_all(
                     on_result(task, result)
 
         await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
+    finally:
+        await connectors.close()
     return results
 
 
