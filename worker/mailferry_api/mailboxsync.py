@@ -37,6 +37,25 @@ class FolderCheckpoint(ApiModel):
     last_uid: int = Field(default=0, ge=0)
     uid_next: int | None = Field(default=None, ge=0)
     highest_mod_seq: int | None = Field(default=None, ge=0)
+    dest_uid_validity: int | None = Field(
+        default=None, ge=0, description="destination folder UIDVALIDITY that `destUidNext` refers to"
+    )
+    dest_uid_next: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "destination UID that divides copies at `floorUid`: copies of source messages above "
+            "`floorUid` are at or above it, copies of those at or below it are below it"
+        ),
+    )
+    floor_uid: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "source UID (<= `lastUid`) that `destUidNext` belongs to: after an interruption only source "
+            "UIDs above it are re-matched, against destination UIDs from `destUidNext` up"
+        ),
+    )
     messages: int = 0
     copied: int = 0
     skipped: int = 0

@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,10 @@ def test_random_cuts_during_bulk_and_delta_lose_and_duplicate_nothing(
     diff = compare(dovecot_pair.source, dovecot_pair.destination, user)
     print(f"bulk: {diff}")
     assert (diff.lost, diff.duplicated) == (0, 0), diff.detail
+    # A new process (run 2, 3, ...) re-matches from the stored checkpoint: partial, not the whole folder.
+    later = _rematches(run.logs[1:])
+    print(f"bulk: re-matches in later runs: {_summary(later)}")
+    assert runs == 1 or any(e["partial"] for e in later), later
 
     added = corpus(dovecot_pair.source, user, {"INBOX": 60, "Archive": 20}, tag="delta")
     runs, secs, codes = run.run_until_done(MAILFERRY_ROUND="2")
@@ -76,6 +81,21 @@ def test_random_cuts_during_bulk_and_delta_lose_and_duplicate_nothing(
     assert diff.source == total + added
     assert (diff.lost, diff.duplicated) == (0, 0), diff.detail
     assert run.status()["phase"] == "Synced"
+
+
+def _rematches(logs: list[str]) -> list[dict[str, Any]]:
+    return [e for log in logs for e in events(log) if e.get("event") == "rematch"]
+
+
+def _summary(rematches: list[dict[str, Any]]) -> dict[str, int]:
+    part = [e for e in rematches if e["partial"]]
+    full = [e for e in rematches if not e["partial"]]
+    return {
+        "partial": len(part),
+        "full": len(full),
+        "dest_meta_partial": sum(e["dest_meta"] for e in part),
+        "dest_meta_full": sum(e["dest_meta"] for e in full),
+    }
 
 
 def test_throttled_and_bye_injected_then_completes(
@@ -139,8 +159,13 @@ def test_kill9_three_times_during_delta_round(
             p.wait()
     finally:
         count.close()
+    logs_before = len(run.logs)
     runs, _, codes = run.run_until_done(MAILFERRY_ROUND="2")
     recover = time.monotonic() - t0
+    kill_logs = [(tmp_path / f"kill-{i}.log").read_text() for i in range(3)]
+    later = _rematches(kill_logs[1:] + run.logs[logs_before:])
+    print(f"kill -9 during delta: re-matches after the first kill: {_summary(later)}")
+    assert later and all(e["partial"] for e in later), later
     diff = compare(dovecot_pair.source, dovecot_pair.destination, user)
     print(f"kill -9 during delta: kills={kills} reruns={runs} seconds to complete={recover:.1f} {diff}")
     assert codes[-1] == 0

@@ -7,11 +7,12 @@ import secrets
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import mfw_harness as h
 
 from chaos.mailrun import DestCounter
-from fixtures.dovecot import DovecotPair
+from fixtures.dovecot import Dovecot, DovecotPair
 from fixtures.kubeapi import KubeAPI
 
 FOLDERS = {"INBOX": 900, "Archive": 300, "Work/Reports": 300, "Ünï": 150}
@@ -79,6 +80,60 @@ def test_kill9_at_ten_moments_then_rerun_loses_and_duplicates_nothing(
     assert st["phase"] == "Synced"
     assert st["totals"]["copied"] == total
     assert st["attempts"] >= 2  # kills before the first status write do not count
+
+
+def _uidnext(d: Dovecot, user: str, folder: str) -> int:
+    with d.connect_as(user) as c:
+        typ, data = c.status(f'"{folder}"', "(UIDNEXT)")
+        assert typ == "OK" and isinstance(data[0], bytes), data
+        return int(data[0].decode().rsplit("UIDNEXT", 1)[1].strip(" ()"))
+
+
+def test_new_process_after_kill_rematches_only_above_the_checkpoint(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    """kill -9 mid-copy, then a new process: it compares only source UIDs above lastUid with destination
+    UIDs at/above the checkpoint's destUidNext (not the whole folder), and still ends exact."""
+    src, dst = dovecot_pair.source, dovecot_pair.destination
+    user = f"tail-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    dst.add_user(user, "pw-dst")
+    total = h.bulk_corpus(src, user, {"INBOX": 2500}, size=3000)
+    mb = h.user_mailboxsync(
+        kube, namespace, "tail", user, h.endpoint(src, "s"), h.endpoint(dst, "d"), tmp_path / "secrets"
+    )
+    env = h.worker_env(kube, namespace, ["tail"], tmp_path / "secrets", None)
+
+    def inbox() -> dict[str, Any]:
+        return {f["name"]: f for f in mb.status().get("folders", [])}.get("INBOX", {})
+
+    # Kill once a checkpoint with a destination floor is stored (they are written at most once a
+    # second, so the stored one lags the copy a little: that lag is what the rerun re-matches).
+    p = h.start_worker(env, tmp_path / "killed.log")
+    deadline = time.monotonic() + 120
+    while p.poll() is None and time.monotonic() < deadline and inbox().get("lastUid", 0) < 200:
+        time.sleep(0.01)
+    assert p.poll() is None, "the worker finished before the kill"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    st = mb.status()
+    ck = inbox()
+    top = _uidnext(dst, user, "INBOX")
+    print(f"killed with {top - 1}/{total} on the destination; checkpoint {ck}")
+    assert st["phase"] != "Synced"
+    assert 0 < ck["lastUid"] < total and ck["destUidNext"] > 1, ck
+    cp = h.run_worker(env)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    rematch = [e for e in h.events(cp.stderr) if e.get("event") == "rematch"]
+    print(f"rerun: {rematch}")
+    assert len(rematch) == 1, rematch
+    ev = rematch[0]
+    assert ev["partial"] is True, ev
+    assert (ev["source_from"], ev["dest_from"]) == (ck["lastUid"] + 1, ck["destUidNext"])
+    # Dovecot UIDs here are dense (no expunges): exactly the messages above the floor were read.
+    assert ev["dest_meta"] == top - ck["destUidNext"] < top - 1
+    _assert_exact(dovecot_pair, user, total)
+    assert mb.status()["totals"]["copied"] == total
 
 
 def test_destination_and_source_restart_mid_copy(

@@ -786,6 +786,16 @@ class ImapClient:
     async def noop(self) -> None:
         await self.execute(b"NOOP")
 
+    async def exists_now(self) -> int | None:
+        """NOOP on the selected mailbox: the message count it reports (None: no EXISTS update)."""
+        done = await self.execute(b"NOOP")
+        count: int | None = None
+        for r in done.untagged:
+            parts = r.line.split(b" ", 3)
+            if len(parts) >= 3 and parts[2].upper().startswith(b"EXISTS") and parts[1].isdigit():
+                count = int(parts[1])
+        return count
+
     async def logout(self) -> None:
         if self.closed:
             return

@@ -57,6 +57,14 @@ class CommandFailed(ImapError):
         self.code = code
 
 
+class DestinationChanged(ImapError):
+    """The destination folder got messages between a re-match and the first APPEND (e.g. an APPEND of an
+    interrupted connection the server committed late): match again before copying."""
+
+    reason = "DestinationChanged"
+    transient = True
+
+
 class DestinationFull(ImapError):
     """The destination refuses to store more (quota, disk full): retry later, never skip the message."""
 

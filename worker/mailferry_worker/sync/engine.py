@@ -28,6 +28,7 @@ from ..imap.client import FolderInfo, ImapClient
 from ..imap.errors import (
     AuthenticationFailed,
     CommandFailed,
+    DestinationChanged,
     FolderVanished,
     ImapError,
     Throttled,
@@ -39,6 +40,8 @@ from ..plan import FolderPlan, folder_unchanged, plan_folders
 from .folder import FolderSync, MailboxCounters
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between two checkpoint writes of one mailbox during a copy
+REMATCH_AGAIN = 5  # times a folder is matched again when its destination changed during a re-match
+REMATCH_DELAY = 0.5  # seconds before matching again (a late APPEND of a lost connection settles)
 
 Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
 
@@ -102,7 +105,6 @@ class MailboxRunner:
         self.ckpts: dict[str, FolderCheckpoint] = {}
         self.counters = MailboxCounters()
         self.run_skips: Counter[str] = Counter()
-        self.marks: dict[str, tuple[int, int, int]] = {}
         self.folder_errors: list[ErrorInfo] = []
         self.copied = 0
         self.bytes = 0
@@ -537,26 +539,32 @@ class MailboxRunner:
         if ck is None:
             ck = FolderCheckpoint(name=plan.source, destination=plan.destination)
             self.ckpts[plan.source] = ck
-        fs = FolderSync(
-            src,
-            dst,
-            plan,
-            ck,
-            spec,
-            full_match=full,
-            checkpoint=self.checkpoint_soon,
-            dest_exists=lambda n: n in self._dest_names,
-            dest_created=self._dest_names.add,
-            log=lambda ev, **kw: self.log(ev, **kw),
-            counters=self.counters,
-            marks=self.marks,
-        )
-        try:
-            stats = await fs.run()
-        finally:
-            self.copied += fs.stats.copied
-            self.bytes += fs.stats.bytes
-            self.run_skips.update(fs.stats.skipped)
+        for again in range(REMATCH_AGAIN + 1):
+            fs = FolderSync(
+                src,
+                dst,
+                plan,
+                ck,
+                spec,
+                full_match=full,
+                checkpoint=self.checkpoint_soon,
+                dest_exists=lambda n: n in self._dest_names,
+                dest_created=self._dest_names.add,
+                log=lambda ev, **kw: self.log(ev, **kw),
+                counters=self.counters,
+            )
+            try:
+                stats = await fs.run()
+                break
+            except DestinationChanged as exc:
+                if again == REMATCH_AGAIN:
+                    raise
+                self.log("destination_changed", "warning", folder=plan.source, error=exc.message[:200])
+                await asyncio.sleep(REMATCH_DELAY)
+            finally:
+                self.copied += fs.stats.copied
+                self.bytes += fs.stats.bytes
+                self.run_skips.update(fs.stats.skipped)
         if not stats.unchanged:
             self.log(
                 "folder_synced",

@@ -12,15 +12,32 @@ from datetime import UTC, datetime
 from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
 
-from ..imap.client import AppendItem, AppendPipeline, ImapClient, MessageMeta, compress_uids
-from ..imap.errors import CommandFailed, ConnectionLost, FolderVanished
+from ..imap.client import AppendItem, AppendPipeline, ImapClient, MessageMeta, SelectInfo, compress_uids
+from ..imap.errors import CommandFailed, ConnectionLost, DestinationChanged, FolderVanished
 from ..imap.parser import Literal, Spool
-from ..plan import FolderPlan, appendable_flags, chunks, decide, flag_updates, folder_unchanged, needs_hash
+from ..plan import (
+    Decision,
+    DestFloor,
+    FolderPlan,
+    Rematch,
+    appendable_flags,
+    chunks,
+    decide,
+    flag_updates,
+    floor_after_append,
+    floor_after_match,
+    floor_at_end,
+    folder_unchanged,
+    needs_hash,
+    rematch_scope,
+)
 
 CHUNK_MESSAGES = 100
 CHUNK_BYTES = 4 << 20
 PIPELINE_DEPTH = 1  # MULTIAPPENDs outstanding while the next one streams
 META_RANGE = 20000  # metadata is fetched in UID windows of this many UIDs
+WINDOW_FIRST = 500  # above the checkpoint: the first window of source UIDs matched and copied ...
+WINDOW_MAX = 8000  # ... doubling up to this
 
 
 @dataclass
@@ -104,11 +121,21 @@ class FolderSync:
         dest_created: Callable[[str], None],
         log: Callable[..., None],
         counters: MailboxCounters | None = None,
-        marks: dict[str, tuple[int, int, int]] | None = None,
     ) -> None:
-        # (source UID, destination UIDVALIDITY, destination UIDNEXT) per folder, kept across retries
-        # in one process: below them everything is matched or checkpointed.
-        self.marks = marks if marks is not None else {}
+        # The newest destination floor this run knows; the checkpoint takes it (floorUid, destUidNext,
+        # destUidValidity) once lastUid reaches floorUid. A floor stays true for good (it describes the
+        # destination, and every later message there gets a higher UID): the checkpoint keeps the one
+        # it has until then.
+        self._floor: DestFloor | None = None
+        # Destination UIDs from the old floor up not paired with a source message yet (an interrupted
+        # run's appends, or mail delivered there): while any is left no new floor can be set.
+        self._uncertain: set[int] = set()
+        self._present_max = 0  # highest source UID found on the destination by this run's match
+        self._appended = False  # this run sent an APPEND (a floor from the match would be too late)
+        self._in_order = True  # chunks landed in send order (APPENDUID can raise the floor)
+        self._dest_uv = 0
+        self._dest_exists = 0
+        self._dest_top = 0  # highest destination UID this run's APPENDs got (APPENDUID)
         self.counters = counters or MailboxCounters()
         self._present: dict[int, int] = {}
         self._skipped: dict[int, str] = {}
@@ -139,73 +166,184 @@ class FolderSync:
         first = ck.uid_validity is None
         full = self.full_match or first or uv_changed or self.options.skip_duplicates
         self.stats.full_match = full
+        scope = rematch_scope(
+            ck,
+            destination=self.plan.destination,
+            source_uidvalidity=sel.uidvalidity,
+            dest_uidvalidity=dsel.uidvalidity,
+            skip_duplicates=self.options.skip_duplicates,
+        )
+        partial = full and scope.partial
         base = 0 if (first or uv_changed) else ck.last_uid
+        # From here until the run ends the folder is unfinished: no STATUS can call it unchanged.
+        ck.uid_next = None
         if uv_changed:
             self.log("uidvalidity_changed", folder=self.plan.source, old=ck.uid_validity, new=sel.uidvalidity)
             ck.copied = ck.skipped = ck.failed = ck.bytes = 0
         if first or uv_changed:
             ck.last_uid = 0
             ck.highest_mod_seq = None
+        if full and not partial:
+            # The recorded floor may belong to another destination folder / UIDVALIDITY or an older
+            # lastUid: forget it until this match sets a new one (a full re-match after a restart).
+            ck.dest_uid_validity = ck.dest_uid_next = ck.floor_uid = None
         ck.destination = self.plan.destination
+        self._dest_uv = dsel.uidvalidity
+        self._dest_exists = dsel.exists
 
-        mark = self.marks.get(self.plan.source)
-        partial = (
-            full
-            and self.full_match
-            and mark is not None
-            and not (first or uv_changed or self.options.skip_duplicates)
-            and mark[1] == dsel.uidvalidity
-        )
-        if full:
-            if self.full_match:
-                self.log("rematch", folder=self.plan.source, partial=partial)
-            if partial and mark is not None:
-                # A retry in this process: only what happened since the mark can be uncertain.
-                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, low=mark[0] + 1)
-                dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext, low=mark[2])
-            else:
-                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
-                dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
-            s_need, d_need = needs_hash(smeta, dmeta)
-            s_hash = await content_hashes(self.src, s_need) if s_need else {}
-            d_hash = await content_hashes(self.dst, d_need) if d_need else {}
-            dec = decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
-            await self._apply_flags(dec.present, dsel.permanentflags)
-            # Messages an interrupted run appended count as copied when the checkpoint passes them.
-            self._present = {s.uid: s.size for s, _ in dec.present if s.uid > base}
-            self.stats.present = len(self._present)
-            if not partial and dsel.uidnext:
-                # Everything below the first message to copy is matched: later retries in this
-                # process need to look only above (source) / at our own appends (destination).
-                first_copy = min((m.uid for m in dec.copy), default=None)
-                src_mark = first_copy - 1 if first_copy else max([base, *(m.uid for m in smeta)])
-                if all(s.uid <= src_mark for s, _ in dec.present):
-                    self.marks[self.plan.source] = (src_mark, dsel.uidvalidity, dsel.uidnext)
+        if full and not partial:
+            max_uid = await self._match_whole(sel, dsel, base)
         else:
-            smeta = []
-            if sel.exists and (sel.uidnext is None or sel.uidnext > base + 1):
-                smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, low=base + 1)
-            dec = decide(smeta, None, self.options)
-            if dsel.uidnext:  # a clean start: nothing above the checkpoint is on the destination yet
-                self.marks[self.plan.source] = (base, dsel.uidvalidity, dsel.uidnext)
-            await self._delta_flags(sel.highestmodseq, base, dsel.permanentflags, dsel.exists, dsel.uidnext)
-
-        self._skipped = {m.uid: reason for m, reason in dec.skipped if m.uid > base}
-        max_uid = max([base, *(m.uid for m in smeta)])
-        copy = dec.copy
-        ck.uid_validity = sel.uidvalidity
-        ck.pending = len(copy)
-        ck.messages = sel.exists
-        if copy:
-            await self._copy(copy, dsel.permanentflags, max_uid)
+            max_uid = await self._windows(sel, dsel, base, scope if partial else None)
+        self._floor = (
+            floor_at_end(
+                max_uid, dsel.uidvalidity, dsel.uidnext, self._dest_top, self._appended, self._in_order
+            )
+            or self._floor
+        )
         self._advance(max_uid)
         ck.uid_next = sel.uidnext
-        if not partial:  # a partial re-match did not compare older flags: the next delta does
+        if not full:  # a clean delta compared the flags changed since the last modseq
             ck.highest_mod_seq = sel.highestmodseq
         ck.pending = 0
         ck.last_sync_time = datetime.now(UTC).replace(microsecond=0)
         await self.checkpoint()
         return self.stats
+
+    async def _match_whole(self, sel: SelectInfo, dsel: SelectInfo, base: int) -> int:
+        """Match the whole source folder against the whole destination folder, then copy what is missing.
+
+        The first run, a recreated folder, a status without a destination floor, skipDuplicates."""
+        ck = self.ckpt
+        smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
+        dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
+        if self.full_match:
+            self.log(
+                "rematch",
+                folder=self.plan.source,
+                partial=False,
+                source_from=1,
+                dest_from=1,
+                source_meta=len(smeta),
+                dest_meta=len(dmeta),
+            )
+        dec = await self._decide(smeta, dmeta, {})
+        await self._apply_flags(dec.present, dsel.permanentflags)
+        # Every destination flag is now the source's as of this SELECT: a later delta looks at changes
+        # since then.
+        ck.highest_mod_seq = sel.highestmodseq
+        self._note(dec, base)
+        ck.uid_validity = sel.uidvalidity
+        max_uid = max([base, *(m.uid for m in smeta)])
+        first_copy = dec.copy[0].uid if dec.copy else None
+        self._floor = floor_after_match(
+            first_copy, max_uid, self._present_max, dsel.uidvalidity, dsel.uidnext
+        )
+        await self._copy_window(dec.copy, dsel.permanentflags, max_uid, 0)
+        return max_uid
+
+    async def _windows(self, sel: SelectInfo, dsel: SelectInfo, base: int, scope: Rematch | None) -> int:
+        """Go through the source above the checkpoint in UID windows: metadata, match, copy, checkpoint.
+
+        ``scope`` set (an interrupted run): source UIDs above the floor are matched, window by window,
+        against the destination from the floor up; only those above ``lastUid`` are copied. None (a
+        clean delta): nothing above the checkpoint is on the destination yet. The work of a restart is
+        proportional to what is near the checkpoint, not to the folder.
+        """
+        ck = self.ckpt
+        ck.uid_validity = sel.uidvalidity
+        pool: list[MessageMeta] | None = None
+        d_hash: dict[int, str] = {}
+        if scope is not None:
+            pool = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext, low=scope.dest_low)
+            self._uncertain = {m.uid for m in pool}
+            self.log(
+                "rematch",
+                folder=self.plan.source,
+                partial=True,
+                source_from=scope.source_low,
+                dest_from=scope.dest_low,
+                dest_meta=len(pool),
+            )
+        else:
+            self._floor = floor_after_match(None, base, 0, dsel.uidvalidity, dsel.uidnext)
+            await self._delta_flags(sel.highestmodseq, base, dsel.permanentflags, dsel.exists, dsel.uidnext)
+        top = sel.uidnext - 1 if sel.uidnext else None
+        lo = scope.source_low if scope is not None else base + 1
+        width, seen, end = WINDOW_FIRST, 0, max(base, top or 0)
+        while sel.exists and (top is None or lo <= top):
+            hi = min(lo + width - 1, top) if top is not None else None
+            rng = f"{lo}:{hi}" if hi is not None else f"{lo}:*"
+            smeta = [m for m in await self.src.fetch_meta(rng) if m.uid >= lo and (hi is None or m.uid <= hi)]
+            end = hi if hi is not None else max([lo - 1, *(m.uid for m in smeta)])
+            seen += len(smeta)
+            if pool is not None:
+                dec = await self._decide(smeta, pool, d_hash)
+                paired = {d.uid for _, d in dec.present}
+                pool = [d for d in pool if d.uid not in paired]
+                self._uncertain -= paired
+                await self._apply_flags(dec.present, dsel.permanentflags)
+            else:
+                dec = decide(smeta, None, self.options)
+            self._note(dec, base)
+            # At or below lastUid everything is done: the match only pairs them (so that a message
+            # twice in the folder is not paired with the copy of its twin).
+            copy = [m for m in dec.copy if m.uid > base]
+            if pool is not None and not self._uncertain and not self._appended:
+                first_copy = copy[0].uid if copy else None
+                self._floor = floor_after_match(
+                    first_copy, end, self._present_max, dsel.uidvalidity, dsel.uidnext
+                )
+            later = max(0, min((top or end) - end, sel.exists - seen))
+            await self._copy_window(copy, dsel.permanentflags, max(end, base), later)
+            if top is None:
+                break
+            lo, width = end + 1, min(width * 2, WINDOW_MAX)
+        return max(end, base)
+
+    async def _check_unchanged(self) -> None:
+        """After an interruption: the destination must not have changed since this match's SELECT.
+
+        A server may commit an APPEND of the lost connection late, after this run looked; copying then
+        would duplicate it. A change means: match again (DestinationChanged)."""
+        now = await self.dst.exists_now()
+        if now is not None and now != self._dest_exists:
+            raise DestinationChanged(
+                f"destination folder {self.plan.destination} changed during the re-match "
+                f"({self._dest_exists} -> {now} messages)"
+            )
+
+    async def _decide(
+        self, smeta: list[MessageMeta], dmeta: list[MessageMeta], d_hash: dict[int, str]
+    ) -> Decision:
+        s_need, d_need = needs_hash(smeta, dmeta)
+        s_hash = await content_hashes(self.src, s_need) if s_need else {}
+        d_need = [u for u in d_need if u not in d_hash]
+        if d_need:
+            d_hash.update(await content_hashes(self.dst, d_need))
+        return decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
+
+    def _note(self, dec: Decision, base: int) -> None:
+        """Remember what the checkpoint counts when it passes them (messages an interrupted run appended
+        count as copied)."""
+        self._present_max = max([self._present_max, *(s.uid for s, _ in dec.present)])
+        present = {s.uid: s.size for s, _ in dec.present if s.uid > base}
+        self._present.update(present)
+        self.stats.present += len(present)
+        self._skipped.update({m.uid: reason for m, reason in dec.skipped if m.uid > base})
+
+    async def _copy_window(self, copy: list[MessageMeta], permanent: set[str], end: int, later: int) -> None:
+        """Copy ``copy`` (source UIDs up to ``end``) and move the checkpoint to ``end``."""
+        ck = self.ckpt
+        ck.pending = len(copy) + later
+        # Everything below the first message to copy is on the destination or skipped.
+        self._advance(copy[0].uid - 1 if copy else end)
+        if copy:
+            if self.full_match and not self._appended:
+                await self._check_unchanged()
+            self._appended = True
+            await self._copy(copy, permanent, end)
+        self._advance(end)
 
     async def _ensure_destination(self) -> None:
         name = self.plan.destination
@@ -349,16 +487,31 @@ class FolderSync:
         if entry.done:  # taken early, when an earlier chunk failed
             self._count(items)
             return
+        if entry.tag is None and len(items) > 1 and not self.dst.has("MULTIAPPEND"):
+            # One APPEND per message: a refusal in the middle leaves the earlier ones stored.
+            landed: list[int] = []
+            for pair in items:
+                try:
+                    got = await pipe.append_now([pair[1]])
+                    self._count([pair])
+                    landed += got or []
+                except CommandFailed as exc:
+                    self._in_order = False
+                    await self._append_one_fallback(pipe, pair, exc)
+            self._raise_floor(landed, items, entry.batch[-1].uid)
+            return
         try:
             if entry.failed is not None:
                 raise entry.failed
             if entry.tag is not None:
-                await pipe.result(entry.tag)
+                got = await pipe.result(entry.tag)
             else:
-                await pipe.append_now([it for _, it in items])
+                got = await pipe.append_now([it for _, it in items])
             self._count(items)
+            self._raise_floor(got, items, entry.batch[-1].uid)
             return
         except CommandFailed as exc:
+            self._in_order = False  # what lands from here on may land out of source order
             # The later chunks are on the wire already: read their outcomes before appending again.
             for e in later:
                 if e.tag is not None and e.failed is None:
@@ -398,6 +551,26 @@ class FolderSync:
         self._pending.skipped["AppendRejected"] += 1
         self.log("append_rejected", folder=self.plan.source, uid=m.uid, size=m.size, error=exc.message[:200])
 
+    def _raise_floor(
+        self, got: Sequence[int] | None, items: Sequence[tuple[MessageMeta, AppendItem]], chunk_end: int
+    ) -> None:
+        """A chunk confirmed with APPENDUID for every message, all chunks so far in order: later copies
+        are above its destination UIDs."""
+        if not (self._in_order and got is not None and len(got) == len(items)):
+            self._in_order = False  # without the UIDs of this chunk, a later floor could skip it
+            return
+        self._dest_top = max(self._dest_top, *got)
+        if not self._uncertain:
+            new = floor_after_append(got, chunk_end, self._present_max, self._dest_uv)
+            if new is not None:
+                self._floor = new
+
+    def _take_floor(self) -> None:
+        """Record the destination floor with lastUid once lastUid has passed what it needs."""
+        f, ck = self._floor, self.ckpt
+        if f is not None and ck.last_uid >= f.source_uid:
+            ck.dest_uid_validity, ck.dest_uid_next, ck.floor_uid = f.uidvalidity, f.uidnext, f.source_uid
+
     def _count(self, items: Sequence[tuple[MessageMeta, AppendItem]]) -> None:
         n = len(items)
         size = sum(m.size for m, _ in items)
@@ -430,6 +603,7 @@ class FolderSync:
         self.counters.flag_errors += p.flag_errors
         self._pending = FolderStats()
         ck.last_uid = max(lo, to)
+        self._take_floor()
 
 
 @dataclass
