@@ -248,3 +248,172 @@ class HostileImap:
             "echo_credentials": echo_credentials,
         }
         await actions[b]()
+
+
+# ------------------------------------------------------------------------------ hostile destination
+DEST_BEHAVIOURS: dict[str, str] = {
+    "no_continuation": "APPEND with a synchronizing literal: never sends the '+' continuation (no LITERAL+)",
+    "ok_before_literal": "APPEND: a tagged OK instead of the '+' continuation, the literal never read",
+    "no_mid_multiappend": "MULTIAPPEND: a tagged NO after the first message, the rest discarded",
+    "drop_after_literal": "APPEND reaches the real server (stored), then the connection drops before its "
+    "tagged reply",
+}
+
+
+class HostileDestination:
+    """An IMAP proxy in front of a real server (Dovecot) that misbehaves on APPEND only.
+
+    Everything else is relayed. Commands are read whole from the client (the proxy answers the client's
+    synchronizing literals itself) and forwarded with non-synchronizing literals (the server needs
+    LITERAL+). ``literal_plus=False`` hides LITERAL+/LITERAL- from the client, so it has to wait for a
+    continuation before each literal. ``times`` limits how many APPENDs misbehave (None: all).
+    ``appends``/``misbehaved`` count what the proxy saw.
+    """
+
+    def __init__(
+        self, upstream_port: int, behaviour: str, *, literal_plus: bool = False, times: int | None = None
+    ) -> None:
+        if behaviour not in DEST_BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {behaviour!r}: {sorted(DEST_BEHAVIOURS)}")
+        self.upstream_port = upstream_port
+        self.behaviour = behaviour
+        self.literal_plus = literal_plus
+        self.times = times
+        self.port = 0
+        self.appends = 0
+        self.misbehaved = 0
+        self._lt: LoopThread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    def start(self) -> HostileDestination:
+        self._lt = LoopThread(f"hostile-dest-{self.behaviour}")
+
+        async def _start() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        self._lt.run(_start())
+        return self
+
+    def stop(self) -> None:
+        if self._lt is None:
+            return
+        server = self._server
+
+        async def _close() -> None:
+            if server is not None:
+                server.close()
+
+        with contextlib.suppress(Exception):
+            self._lt.run(_close())
+        self._lt.stop()
+        self._lt = None
+
+    def __enter__(self) -> HostileDestination:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _misbehave_now(self) -> bool:
+        if self.times is not None and self.misbehaved >= self.times:
+            return False
+        self.misbehaved += 1
+        return True
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            cw.close()
+            return
+        drop_on: set[bytes] = set()  # tags whose tagged reply closes the client connection instead
+        relay = asyncio.create_task(self._relay(ur, cw, drop_on))
+        try:
+            await self._commands(cr, cw, uw, drop_on, relay)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            relay.cancel()
+            for w in (cw, uw):
+                with contextlib.suppress(Exception):
+                    w.close()
+
+    def _caps(self, line: bytes) -> bytes:
+        if self.literal_plus or b"CAPABILITY" not in line.upper():
+            return line
+        return line.replace(b" LITERAL+", b"").replace(b" LITERAL-", b"")
+
+    async def _relay(self, ur: asyncio.StreamReader, cw: asyncio.StreamWriter, drop_on: set[bytes]) -> None:
+        """Server -> client, line by line (literals in responses passed through untouched)."""
+        with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+            while True:
+                line = await ur.readuntil(b"\r\n")
+                tag = line.split(b" ", 1)[0]
+                if tag in drop_on:
+                    # The server has stored the message and said so: the client never hears it.
+                    cw.transport.abort()
+                    return
+                cw.write(self._caps(line))
+                while line.endswith(b"}\r\n") and b"{" in line:
+                    size = int(line[line.rfind(b"{") + 1 : -3].rstrip(b"+"))
+                    cw.write(await ur.readexactly(size))
+                    line = await ur.readuntil(b"\r\n")
+                    cw.write(self._caps(line))
+                await cw.drain()
+        cw.transport.abort()
+
+    async def _commands(
+        self,
+        cr: asyncio.StreamReader,
+        cw: asyncio.StreamWriter,
+        uw: asyncio.StreamWriter,
+        drop_on: set[bytes],
+        relay: asyncio.Task[None],
+    ) -> None:
+        """Client -> server, one whole command at a time."""
+        while not relay.done():
+            line = await cr.readuntil(b"\r\n")
+            words = line.split(b" ", 2)
+            tag = words[0]
+            is_append = len(words) > 1 and words[1].upper() == b"APPEND"
+            hostile = is_append and self._misbehave_now()
+            if is_append:
+                self.appends += 1
+            out = bytearray()
+            literals = 0
+            refused = False
+            while line.endswith(b"}\r\n") and b"{" in line:
+                head = line[: line.rfind(b"{")]
+                sync = not line.endswith(b"+}\r\n")
+                size = int(line[line.rfind(b"{") + 1 : -3].rstrip(b"+"))
+                literals += 1
+                if hostile and self.behaviour == "no_continuation" and sync:
+                    await asyncio.sleep(3600)  # the client waits for a '+' that never comes
+                    return
+                if hostile and self.behaviour == "ok_before_literal" and sync:
+                    cw.write(tag + b" OK APPEND completed\r\n")  # the literal is never read
+                    await cw.drain()
+                    refused = True
+                    break
+                if hostile and self.behaviour == "no_mid_multiappend" and literals == 2 and not refused:
+                    cw.write(tag + b" NO [SERVERBUG] refused in the middle of the MULTIAPPEND\r\n")
+                    await cw.drain()
+                    refused = True
+                    if sync:
+                        break  # no continuation: the command ends here
+                if sync and not refused:
+                    cw.write(b"+ go ahead\r\n")
+                    await cw.drain()
+                data = await cr.readexactly(size)
+                out += head + b"{%d+}\r\n" % size + data
+                line = await cr.readuntil(b"\r\n")
+            if refused:
+                continue
+            out += line
+            if hostile and self.behaviour == "drop_after_literal":
+                drop_on.add(tag)
+            uw.write(bytes(out))
+            await uw.drain()

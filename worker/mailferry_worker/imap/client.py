@@ -360,7 +360,13 @@ class ImapClient:
                     await self._drain()
                     done = await self._await_continuation(tag, untagged, on_untagged)
                     if done is not None:
-                        return self._finish(done, check)
+                        if done.status == "OK":
+                            # Completed without the literal it asked for: whatever it "did" (an APPEND
+                            # without its message?) cannot be trusted, nor can the connection.
+                            raise ProtocolError(
+                                "server completed a command with OK before receiving its literal"
+                            )
+                        return self._finish(done, check)  # NO/BAD instead of '+': a refusal
                 await self._write_literal(data)
             else:
                 buf += b" " + part
