@@ -226,7 +226,7 @@ _by_domain: kopf.Index[str, tuple[str, str, str, bool]] | None = None
 
 
 @kopf.index(API_GROUP, API_VERSION, PLURAL)
-def dnscutovers_by_domain(
+async def dnscutovers_by_domain(
     namespace: str | None, name: str | None, spec: Any, meta: Any, **_: Any
 ) -> dict[str, tuple[str, str, str, bool]]:
     """domain -> (creationTimestamp, namespace, name, being deleted)"""

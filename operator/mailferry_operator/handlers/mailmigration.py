@@ -106,6 +106,69 @@ async def wake_on_migration_change(namespace: str | None, name: str | None, **_:
     _wake(namespace, name)
 
 
+DestinationEntry = tuple[str, str, str, bool]  # (creationTimestamp, namespace, name, copying)
+COPYING_PHASES = ("Syncing", "InSync", "Completing")
+_by_destination: kopf.Index[str, DestinationEntry] | None = None
+
+
+@kopf.index(API_GROUP, API_VERSION, PLURAL)
+async def migrations_by_destination(
+    namespace: str | None, name: str | None, spec: Any, meta: Any, status: Any, **_: Any
+) -> dict[str, DestinationEntry]:
+    """destination host:port -> the MailMigrations writing there (two must not write one mailbox)."""
+    dest = (spec or {}).get("destination") or {}
+    key = f"{spec_checks.normal_host(str(dest.get('host', '')))}:{dest.get('port', 993)}"
+    # phase alone is not enough: a round starts (Syncing) while validation still runs, even one that fails
+    validated = any(
+        c.get("type") == "Validated" and c.get("status") == "True"
+        for c in (status or {}).get("conditions") or []
+    )
+    copying = validated and (status or {}).get("phase") in COPYING_PHASES
+    return {key: (str(meta.get("creationTimestamp") or ""), namespace or "", name or "", copying)}
+
+
+def _mailbox_conflict(
+    rt: Runtime,
+    spec: MailMigrationSpec,
+    namespace: str,
+    name: str,
+    created: str,
+    mailboxsyncs: kopf.Index[Any, Any],
+) -> tuple[str, str] | None:
+    """An older MailMigration that is copying (validated; Syncing, InSync, Completing) into a destination
+    mailbox of this one (same destination host:port): from the in-memory indexes, no API call. One that only
+    validates or waits for approval writes nothing and blocks nobody."""
+    if _by_destination is None or not rt.entries:
+        return None
+    key = f"{spec_checks.normal_host(spec.destination.host)}:{spec.destination.port}"
+    try:
+        others = [
+            e
+            for e in _by_destination.get(key, [])
+            if e[3] and (e[0], e[1], e[2]) < (created, namespace, name)
+        ]
+    except Exception:  # a Store can change while being read by a concurrent watch event
+        return None
+    if not others:
+        return None
+    mine = {(e.destination or e.source).lower() for e in rt.entries}
+    for _, other_ns, other, _ in sorted(others):
+        theirs = {
+            v.destination.lower() for v in _store_values(mailboxsyncs, (other_ns, other)) if v.destination
+        }
+        shared = sorted(mine & theirs)
+        if shared:
+            more = f" and {len(shared) - 1} more" if len(shared) > 1 else ""
+            return (
+                "MailboxConflict",
+                f"MailMigration {other_ns}/{other} (older, copying) already copies into "
+                f"{shared[0]}{more} on {spec.destination.host}:{spec.destination.port}: two migrations "
+                "writing one mailbox would copy messages twice; remove the mailbox from one of them or wait "
+                "until that one is Completed",
+            )
+    return None
+
+
 # ------------------------------------------------------------------------------------ runtime state
 @dataclass
 class Runtime:
@@ -119,6 +182,7 @@ class Runtime:
     inventory_problem: tuple[str, str] | None = None  # (reason, message) when the inventory is unreadable
     spec_problem: tuple[str, str] | None = None  # (reason, message): the spec cannot run (spec_checks)
     spec_checked_key: tuple[Any, ...] | None = None
+    conflict: tuple[str, str] | None = None  # (reason, message): an older migration copies into a mailbox
     ensured_key: tuple[Any, ...] | None = None
     next_validation: float = 0.0
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
@@ -557,6 +621,7 @@ async def _drive_validation(
     due = (
         rt.inventory_problem is None
         and rt.spec_problem is None
+        and rt.conflict is None
         and rt.inventory_key is not None
         and (
             validated is None
@@ -728,7 +793,11 @@ async def reconcile_once(
     if rt.inventory_status is not None:
         status.inventory = rt.inventory_status
     existing: dict[str, MailboxView] = {v.name: v for v in _store_values(mailboxsyncs, (namespace, name))}
-    problem = rt.inventory_problem or rt.spec_problem
+    rt.conflict = None
+    if rt.inventory_problem is None and rt.spec_problem is None:
+        created = str(body.get("metadata", {}).get("creationTimestamp") or "")
+        rt.conflict = _mailbox_conflict(rt, spec, namespace, name, created, mailboxsyncs)
+    problem = rt.inventory_problem or rt.spec_problem or rt.conflict
     if problem is not None:
         reason, message = problem
         before = get_condition(status.conditions, "Validated")
@@ -827,6 +896,8 @@ async def migration_daemon(
     # Kopf passes every index as a kwarg named like its function.
     mailboxsyncs_by_migration: kopf.Index[Any, Any] = kwargs["mailboxsyncs_by_migration"]
     worker_jobs_by_migration: kopf.Index[Any, Any] = kwargs["worker_jobs_by_migration"]
+    global _by_destination
+    _by_destination = kwargs.get("migrations_by_destination", _by_destination)
     rt = Runtime()
     namespace = namespace or ""
     key = (namespace, name)

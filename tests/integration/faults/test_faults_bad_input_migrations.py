@@ -40,6 +40,8 @@ class Case:
     words: tuple[str, ...]  # substrings of the condition message
     spec: dict[str, Any] = field(default_factory=dict)
     extra: list[Obj] = field(default_factory=list)  # objects created before the migration
+    user: str | None = None  # its own mailbox: a migration that validates starts copying, and two
+    # migrations copying into one mailbox conflict (MailboxConflict, tested below)
 
 
 def _b64(raw: bytes) -> str:
@@ -96,7 +98,7 @@ def operator(kube: KubeAPI, namespace: str, tmp_path: Path) -> Iterator[d.Operat
         )
 
 
-def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
+def _cases(ns: str, pair: DovecotPair, user: str, pw: str, spare: list[str]) -> list[Case]:
     src, dst = pair.source, pair.destination
     key = user.replace("@", "_")
     latin1 = "source,destination\n" + "".join(
@@ -179,7 +181,8 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
             "True",
             {"InventoryRowsSkipped"},
             ("1 inventory row(s) skipped", "spec.mailboxes[1]", "duplicate source"),
-            {"mailboxes": [{"source": user}, {"source": user.upper()}]},
+            {"mailboxes": [{"source": spare[0]}, {"source": spare[0].upper()}]},
+            user=spare[0],
         ),
         Case(
             "two-into-one-mailbox",
@@ -187,7 +190,8 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
             "True",
             {"InventoryRowsSkipped"},
             ("spec.mailboxes[1]", "duplicate destination"),
-            {"mailboxes": [{"source": user}, {"source": f"other@{ns}.test", "destination": user}]},
+            {"mailboxes": [{"source": spare[1]}, {"source": f"other@{ns}.test", "destination": spare[1]}]},
+            user=spare[1],
         ),
         Case(
             "login-not-email",
@@ -240,7 +244,8 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
             {"AllMailboxesReachable"},
             ("1 mailboxes",),
             {"inventoryRef": {"name": "inv-bom"}},
-            [_configmap("inv-bom", ns, f"\ufeffsource,destination\n{user},{user}\n")],
+            [_configmap("inv-bom", ns, f"\ufeffsource,destination\n{spare[2]},{spare[2]}\n")],
+            user=spare[2],
         ),
         Case(
             "csv-latin1",
@@ -363,7 +368,8 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
             {"AllMailboxesReachable"},
             ("1 mailboxes",),
             {"source": {"secret": "newline"}, "destination": {"secret": "newline"}},
-            [_secret("newline", ns, {key: (pw + "\n").encode()})],
+            [_secret("newline", ns, {spare[3].replace("@", "_"): (pw + "\n").encode()})],
+            user=spare[3],
         ),
         Case(
             "wrong-password",
@@ -411,7 +417,7 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str) -> list[Case]:
 
 
 def _manifest(case: Case, ns: str, pair: DovecotPair, user: str) -> Obj:
-    m = d.migration_manifest(case.name, ns, pair.source, pair.destination, mailboxes=[user])
+    m = d.migration_manifest(case.name, ns, pair.source, pair.destination, mailboxes=[case.user or user])
     spec = m["spec"]
     for side in ("source", "destination"):
         spec[side]["auth"]["secretRef"]["name"] = "good"
@@ -442,11 +448,14 @@ def test_thirty_semantically_bad_migrations(
 ) -> None:
     ns = namespace
     user, pw = f"good@{ns}.test", "pw-good-" + ns
-    dovecot_pair.source.add_user(user, pw)
-    dovecot_pair.destination.add_user(user, pw)
-    cases = _cases(ns, dovecot_pair, user, pw)
+    spare = [f"good{i}@{ns}.test" for i in range(1, 6)]
+    for address in [user, *spare]:
+        dovecot_pair.source.add_user(address, pw)
+        dovecot_pair.destination.add_user(address, pw)
+    cases = _cases(ns, dovecot_pair, user, pw, spare)
     assert len(cases) >= 30 and len({c.name for c in cases}) == len(cases)
-    d.apply(kube, _secret("good", ns, {user.replace("@", "_"): pw.encode()}), verb=("create",))
+    keys = {a.replace("@", "_"): pw.encode() for a in [user, *spare]}
+    d.apply(kube, _secret("good", ns, keys), verb=("create",))
     time.sleep(2)  # the operator has started its watches
     rss_before, _ = rss_mb(operator.pid)
     extra = [o for c in cases for o in c.extra]
@@ -501,7 +510,7 @@ def test_thirty_semantically_bad_migrations(
     rss_after, hwm = rss_mb(operator.pid)
     print(f"operator RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB, peak {hwm:.0f} MB")
     assert hwm - rss_before < RSS_GROWTH_LIMIT_MB, (rss_before, hwm)
-    d.apply(kube, _manifest(Case("good-after", "", "", set(), ()), ns, dovecot_pair, user))
+    d.apply(kube, _manifest(Case("good-after", "", "", set(), (), user=spare[4]), ns, dovecot_pair, user))
     ok = d.wait_for(
         lambda: (
             (c := d.condition(d.migration(kube, ns, "good-after"), "Validated"))
@@ -515,3 +524,46 @@ def test_thirty_semantically_bad_migrations(
     assert ok["reason"] == "AllMailboxesReachable"
     assert _alive(operator)
     assert "Traceback" not in operator.log.read_text(errors="replace")
+
+
+def test_two_migrations_into_one_mailbox(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, operator: d.OperatorProcess
+) -> None:
+    """A second MailMigration writing into a mailbox an older one is copying into is refused
+    (MailboxConflict) until the older one is gone; one for another mailbox is not affected."""
+    ns = namespace
+    pw = "pw-twice-" + ns
+    shared, alone = f"twice@{ns}.test", f"alone@{ns}.test"
+    for address in (shared, alone):
+        dovecot_pair.source.add_user(address, pw)
+        dovecot_pair.destination.add_user(address, pw)
+    d.apply(kube, _secret("good", ns, {a.replace("@", "_"): pw.encode() for a in (shared, alone)}))
+    first = Case("first", "", "", set(), (), user=shared)
+    d.apply(kube, _manifest(first, ns, dovecot_pair, shared))
+    # no job runner here: its Jobs never finish, so it stays Syncing (copying) for the whole test
+    d.wait_for(
+        lambda: d.migration(kube, ns, "first").get("status", {}).get("phase") == "Syncing",
+        90,
+        "first Syncing",
+    )
+    time.sleep(1.1)  # creationTimestamp has a one-second resolution: the second one is younger
+    d.apply(
+        kube,
+        _manifest(Case("second", "", "", set(), (), user=shared), ns, dovecot_pair, shared),
+        _manifest(Case("other-mailbox", "", "", set(), (), user=alone), ns, dovecot_pair, alone),
+    )
+
+    def validated(name: str, status: str) -> dict[str, Any] | None:
+        c = d.condition(d.migration(kube, ns, name), "Validated")
+        return c if c and c["status"] == status and c.get("reason") != "InProgress" else None
+
+    c = d.wait_for(lambda: validated("second", "False"), 90, "second: Validated=False")
+    print(f"second: Validated=False reason={c['reason']} message={c['message']!r}")
+    assert c["reason"] == "MailboxConflict", c
+    assert f"MailMigration {ns}/first (older, copying) already copies into {shared}" in c["message"]
+    assert not d.worker_jobs(kube, ns, "second")
+    assert d.wait_for(lambda: validated("other-mailbox", "True"), 90, "other-mailbox validates")
+    kube.kubectl("delete", "mailmigration", "first", "-n", ns, "--wait=true", "--timeout=60s")
+    c = d.wait_for(lambda: validated("second", "True"), 120, "second validates once first is gone")
+    print(f"second: Validated=True reason={c['reason']} once first was deleted")
+    assert _alive(operator)
