@@ -60,7 +60,8 @@ log = logging.getLogger("mailferry.migration")
 
 PLURAL = "mailmigrations"
 MAILBOXSYNCS = "mailboxsyncs"
-CREATE_CONCURRENCY = int(os.environ.get("MAILFERRY_CREATE_CONCURRENCY", "48"))
+# 16 calls at once: on the envtest API server 48 were slower and cost 2.5x the CPU per MailboxSync
+CREATE_CONCURRENCY = int(os.environ.get("MAILFERRY_CREATE_CONCURRENCY", "16"))
 PROBE_CONCURRENCY = int(os.environ.get("MAILFERRY_PROBE_CONCURRENCY", "32"))
 INVENTORY_RECHECK_SECONDS = 60.0
 VALIDATION_RETRY_SECONDS = 30.0
@@ -339,21 +340,23 @@ async def _ensure_mailboxsyncs(
     key = (rt.inventory_key, spec_hash(spec.to_api()))
     if key == rt.ensured_key:
         return
-    sem = asyncio.Semaphore(CREATE_CONCURRENCY)
     created = updated = 0
     template = mailbox_sync_template(name, spec)
+    todo = iter(list(rt.names.items()))
 
-    async def one(sync_name: str, entry: MailboxEntry) -> None:
+    async def lane() -> None:
+        # CREATE_CONCURRENCY lanes take the next mailbox when free: no task per mailbox is waiting
+        # (10,000 of them cost ~12 MB), and a body is built only when its turn comes.
         nonlocal created, updated
-        async with sem:  # bodies are built only when their turn comes: memory stays flat
+        for sync_name, entry in todo:
             wanted = mailbox_sync_body(name, uid, namespace, spec, entry, template)
             want = wanted["metadata"]["annotations"]
             have = existing.get(sync_name)
             if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:
-                return
+                continue
             if have is None and await kube.create_custom(namespace, MAILBOXSYNCS, wanted):
                 created += 1
-                return
+                continue
             await kube.patch_custom(
                 namespace,
                 MAILBOXSYNCS,
@@ -363,7 +366,7 @@ async def _ensure_mailboxsyncs(
             updated += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(one(n, e) for n, e in rt.names.items()))
+    await asyncio.gather(*(lane() for _ in range(max(1, CREATE_CONCURRENCY))))
     rt.ensured_key = key
     if created or updated:
         logger.info(
