@@ -46,7 +46,7 @@ class Rfc2136Provider(ApiModel):
 
 class PowerDnsProvider(ApiModel):
     api_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
-    server_id: str = Field(default="localhost", max_length=128)
+    server_id: str = Field(default="localhost", max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     api_key_key: SecretKey = "api-key"
 
 
@@ -188,7 +188,15 @@ class MtaSts(ApiModel):
     enabled: bool = True
     max_age_seconds: int = Field(default=86400, ge=3600, le=31557600)
     enforced_max_age_seconds: int = Field(default=604800, ge=86400, le=31557600)
-    mx: Annotated[list[str], Field(max_length=16)] = []
+    # RFC 8461 mx patterns: a host name or "*." + one; a line break would inject policy lines
+    mx: Annotated[
+        list[
+            Annotated[
+                str, Field(max_length=253, pattern=r"^(\*\.)?[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9])?\.?$")
+            ]
+        ],
+        Field(max_length=16),
+    ] = []
     policy_config_map: K8sName | None = None
     policy_url: str | None = Field(
         default=None, pattern=r"^https?://", description="override for the gate's fetch"

@@ -482,6 +482,18 @@ CASES = [
         ("spec.provider.rfc2136.tsigKeyName: Invalid value", "should match"),
     ),
     Case(
+        "dnsc-mtasts-mx-line-break",
+        cutover,
+        _set("spec.records.mtaSts", {"mx": ["mx.example.org\nmode: none"]}),
+        ("spec.records.mtaSts.mx[0]: Invalid value", "should match"),
+    ),
+    Case(
+        "dnsc-powerdns-server-id-path",
+        cutover,
+        _set("spec.provider.powerdns.serverId", "../../servers/other"),
+        ("spec.provider.powerdns.serverId: Invalid value", "should match"),
+    ),
+    Case(
         "dnsc-status-unknown-phase",
         cutover,
         _set("status.phase", "Finished"),
