@@ -39,7 +39,7 @@ def _int(value: Any) -> int:
         return 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MailboxView:
     name: str
     source: str
@@ -88,7 +88,7 @@ def mailbox_view(body: Mapping[str, Any]) -> MailboxView:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobView:
     name: str
     round: int
