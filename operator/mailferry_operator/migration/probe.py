@@ -173,8 +173,7 @@ async def probe_all(
     stays flat however many mailboxes there are."""
     results: list[tuple[ProbeTask, ProbeResult]] = []
     queue = iter(tasks)
-    values = {side: dict(data) for side, data in secrets.items()}
-    connectors = _Connectors(StaticSecrets(values))
+    connectors = _Connectors(StaticSecrets(secrets))  # type: ignore[arg-type]  # read-only use
     try:
 
         async def one(task: ProbeTask) -> ProbeResult:
