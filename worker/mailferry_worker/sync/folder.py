@@ -160,6 +160,7 @@ class FolderSync:
             ck.pending = 0
             return self.stats
         sel = await self.src.select(self.plan.source, readonly=True)
+        ck.messages = sel.exists  # totals.messages: the MailMigration's expectedMessages and progress
         await self._ensure_destination()
         dsel = await self.dst.select(self.plan.destination)
         uv_changed = ck.uid_validity is not None and ck.uid_validity != sel.uidvalidity
