@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from mailferry_api.common import API_GROUP, API_VERSION
 
@@ -84,6 +83,8 @@ def connection(kubeconfig: str | None = None) -> tuple[str, ssl.SSLContext, str 
         path = str(Path.home() / ".kube" / "config")
     p = Path(path.split(os.pathsep)[0])
     try:
+        import yaml  # only for a kubeconfig file (in a pod: the ServiceAccount files)
+
         cfg = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise KubeError(f"cannot read kubeconfig {p}: {exc.strerror}", None, "KubeconfigUnusable") from None

@@ -118,7 +118,13 @@ def test_new_process_after_kill_rematches_only_above_the_checkpoint(
     p.wait()
     st = mb.status()
     ck = inbox()
+    # Dovecot may still commit the MULTIAPPEND that was in flight at the kill: wait until it has.
     top = _uidnext(dst, user, "INBOX")
+    for _ in range(20):
+        time.sleep(0.5)
+        before, top = top, _uidnext(dst, user, "INBOX")
+        if top == before:
+            break
     print(f"killed with {top - 1}/{total} on the destination; checkpoint {ck}")
     assert st["phase"] != "Synced"
     assert 0 < ck["lastUid"] < total and ck["destUidNext"] > 1, ck

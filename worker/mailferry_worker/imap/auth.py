@@ -8,8 +8,6 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .errors import AuthenticationFailed, ConnectionFailed, Throttled
 
@@ -43,6 +41,10 @@ def google_jwt(service_account: dict[str, str], subject: str, scope: str, now: f
         + "."
         + _b64url(json.dumps(claims, separators=(",", ":")).encode())
     )
+    # Only Google service accounts need it, and loading OpenSSL's bindings costs every run ~30 ms.
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
     key = serialization.load_pem_private_key(service_account["private_key"].encode(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise AuthenticationFailed("service account private key is not an RSA key")

@@ -86,20 +86,22 @@ async def content_hashes(client: ImapClient, uids: Sequence[int]) -> dict[int, s
 
 
 async def fetch_all_meta(
-    client: ImapClient, exists: int, uidnext: int | None, low: int = 1
+    client: ImapClient, exists: int, uidnext: int | None, low: int = 1, *, message_id: bool = True
 ) -> list[MessageMeta]:
-    """Metadata of every message with UID >= low, in UID windows (bounded response sizes)."""
+    """Metadata of every message with UID >= low, in UID windows (bounded response sizes).
+
+    ``message_id`` False: without the Message-ID header (nothing to match against: cheaper for both)."""
     if exists == 0:
         return []
     top = uidnext - 1 if uidnext else None
     if top is None:
-        return [m for m in await client.fetch_meta(f"{low}:*") if m.uid >= low]
+        return [m for m in await client.fetch_meta(f"{low}:*", with_message_id=message_id) if m.uid >= low]
     out: list[MessageMeta] = []
     start = low
     while start <= top:
         end = start + META_RANGE - 1
         rng = f"{start}:{end}" if end < top else f"{start}:*"
-        out += [m for m in await client.fetch_meta(rng) if m.uid >= start]
+        out += [m for m in await client.fetch_meta(rng, with_message_id=message_id) if m.uid >= start]
         if end >= top:
             break
         start = end + 1
@@ -216,7 +218,10 @@ class FolderSync:
 
         The first run, a recreated folder, a status without a destination floor, skipDuplicates."""
         ck = self.ckpt
-        smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext)
+        # An empty destination folder: nothing to pair, no Message-ID needed (unless skipDuplicates
+        # compares the source's own Message-IDs).
+        need_ids = dsel.exists > 0 or self.options.skip_duplicates
+        smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, message_id=need_ids)
         dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
         if self.full_match:
             self.log(
@@ -275,7 +280,8 @@ class FolderSync:
         while sel.exists and (top is None or lo <= top):
             hi = min(lo + width - 1, top) if top is not None else None
             rng = f"{lo}:{hi}" if hi is not None else f"{lo}:*"
-            smeta = [m for m in await self.src.fetch_meta(rng) if m.uid >= lo and (hi is None or m.uid <= hi)]
+            got = await self.src.fetch_meta(rng, with_message_id=bool(pool))
+            smeta = [m for m in got if m.uid >= lo and (hi is None or m.uid <= hi)]
             end = hi if hi is not None else max([lo - 1, *(m.uid for m in smeta)])
             seen += len(smeta)
             if pool is not None:
