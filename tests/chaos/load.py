@@ -122,6 +122,63 @@ def pct(values: list[float], p: float) -> float:
     return round(s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))], 2) if s else float("nan")
 
 
+def install_peering(kube: Any, work: Path) -> None:
+    """The namespace and Kopf's KopfPeering CRD + object, rendered from the chart."""
+    chart = TESTS.parent / "charts" / "mailferry"
+    rendered = kube.helm(
+        "template",
+        "mf",
+        str(chart),
+        "--namespace",
+        NS,
+        "--set",
+        "operator.peering.enabled=true",
+        "--set",
+        f"operator.peering.name={PEERING}",
+        "--show-only",
+        "templates/kopf-peering-crds.yaml",
+    ).stdout
+    crd = work / "peering.yaml"
+    crd.write_text(rendered)
+    kube.kubectl("create", "namespace", NS)
+    kube.kubectl("apply", "-f", str(crd), check=False)  # the CRD first; its KopfPeering once it is served
+    kube.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+    kube.kubectl("apply", "-f", str(crd))
+
+
+def create_inventory(kube: Any, rows: int) -> None:
+    """Secret `creds` and ConfigMap `inventory` with `rows` mailboxes u*@load.test."""
+    org = dl.make_org(rows, domain="load.test", prefix="u")
+    rows_csv = "".join(f"{a},{a},{a.replace('@', '_')}\n" for a in org.addresses)
+    csv = "source,destination,secretKey\n" + rows_csv
+    dl.apply(
+        kube,
+        dl.secret_manifest("creds", NS, dl.credentials(org)),
+        dl.inventory_manifest("inventory", NS, csv),
+        verb=("create",),
+    )
+
+
+DEAD_DESTINATION = SimpleNamespace(port=closed_port())
+
+
+def migration_spec(name: str, dead: Any, **kw: Any) -> dict[str, Any]:
+    """A MailMigration needing approval, both sides at closed ports (validation fails: part of the load).
+    Two different ports: the operator refuses a source that is the destination (SourceIsDestination)."""
+    mf = dl.migration_manifest(
+        name,
+        NS,
+        dead,
+        DEAD_DESTINATION,
+        approval={"required": True, "approved": False},
+        deltaInterval="1h",
+        **kw,
+    )
+    for side in ("source", "destination"):
+        mf["spec"][side]["auth"]["secretRef"]["name"] = "creds"
+    return mf
+
+
 def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
     rows, m = args.rows, args.migrations
     res: dict[str, Any] = {"rows": rows, "migrations": m}
@@ -129,37 +186,9 @@ def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
     stack: list[Any] = [kube]
     try:
         kube.install_crds()
-        chart = TESTS.parent / "charts" / "mailferry"
-        rendered = kube.helm(
-            "template",
-            "mf",
-            str(chart),
-            "--namespace",
-            NS,
-            "--set",
-            "operator.peering.enabled=true",
-            "--set",
-            f"operator.peering.name={PEERING}",
-            "--show-only",
-            "templates/kopf-peering-crds.yaml",
-        ).stdout
-        crd = work / "peering.yaml"
-        crd.write_text(rendered)
-        kube.kubectl("create", "namespace", NS)
-        kube.kubectl("apply", "-f", str(crd), check=False)  # the CRD first; its KopfPeering once it is served
-        kube.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
-        kube.kubectl("apply", "-f", str(crd))
+        install_peering(kube, work)
         dead = SimpleNamespace(port=closed_port())
-        org = dl.make_org(rows, domain="load.test", prefix="u")
-        csv = "source,destination,secretKey\n" + "".join(
-            f"{a},{a},{a.replace('@', '_')}\n" for a in org.addresses
-        )
-        dl.apply(
-            kube,
-            dl.secret_manifest("creds", NS, dl.credentials(org)),
-            dl.inventory_manifest("inventory", NS, csv),
-            verb=("create",),
-        )
+        create_inventory(kube, rows)
         # Different priorities: with equal ones Kopf pauses both replicas ("Possibly conflicting operators").
         ops = [
             PeeredOperator(kube, [NS], work, f"operator-{i}", prio).start() for i, prio in ((1, 100), (2, 50))
@@ -172,12 +201,7 @@ def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
         t_start = time.monotonic()
 
         def spec(name: str, **kw: Any) -> dict[str, Any]:
-            mf = dl.migration_manifest(
-                name, NS, dead, dead, approval={"required": True, "approved": False}, deltaInterval="1h", **kw
-            )
-            for side in ("source", "destination"):
-                mf["spec"][side]["auth"]["secretRef"]["name"] = "creds"
-            return mf
+            return migration_spec(name, dead, **kw)
 
         # (1) one MailMigration with the big inventory
         t0 = time.monotonic()
@@ -268,3 +292,109 @@ def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
         for s in reversed(stack):
             with contextlib.suppress(Exception):
                 s.stop()
+
+
+# ------------------------------------------------------------------------------------------ failover
+def mailboxsync_owners(kube: Any) -> dict[str, Any]:
+    """Every MailboxSync in NS: how many per (migration, source address) - each must be exactly 1."""
+    HARNESS_REQUESTS[0] += 1
+    items = dl.get(kube, "mailboxsyncs.mailferry.io", NS)["items"]
+    seen: dict[tuple[str, str], int] = {}
+    for it in items:
+        key = (it["metadata"]["labels"].get("mailferry.io/migration", "?"), it["spec"]["source"]["username"])
+        seen[key] = seen.get(key, 0) + 1
+    return {"mailboxsyncs": len(items), "sources_with_more_than_one": sum(1 for n in seen.values() if n > 1)}
+
+
+def failover_under_load(
+    work: Path, rows: int = 10_000, migrations: int = 50, kill_fraction: float = 0.4, timeout: float = 900
+) -> tuple[bool, dict[str, Any]]:
+    """Two peered operators; one N-row MailMigration + M small ones created at once; kill -9 of the
+    active replica once `kill_fraction` of the N MailboxSyncs exist. The standby must take over (Kopf
+    peering: after the dead peer's keep-alive lifetime, 60 s, runs out) and create the rest, each once."""
+    res: dict[str, Any] = {"rows": rows, "migrations": migrations, "kill_at_fraction": kill_fraction}
+    kube = start_envtest(work / "kube", find_bin_dir())
+    stack: list[Any] = [kube]
+    try:
+        kube.install_crds()
+        install_peering(kube, work)
+        dead = SimpleNamespace(port=closed_port())
+        create_inventory(kube, rows)
+        active = PeeredOperator(kube, [NS], work, "operator-1", 100).start()
+        standby = PeeredOperator(kube, [NS], work, "operator-2", 50).start()
+        stack += [active, standby]
+        time.sleep(3)  # let the peers see each other
+        docs = [migration_spec("big", dead, inventory_configmap="inventory", batchSize=50)] + [
+            migration_spec(
+                f"m{i:03d}", dead, mailboxes=[f"u{j}@load.test" for j in range(i % 5 * 3, i % 5 * 3 + 3)]
+            )
+            for i in range(migrations)
+        ]
+        expected = rows + 3 * migrations
+        t0 = time.monotonic()
+        dl.apply(kube, *docs, verb=("create",))
+        count = 0
+        while time.monotonic() - t0 < timeout:
+            HARNESS_REQUESTS[0] += 1
+            count = bench.count_mailboxsyncs(kube)
+            if count >= kill_fraction * rows:
+                break
+            time.sleep(0.2)
+        standby_lines_before = activity(standby.log)["object_log_lines"]
+        active_log = activity(active.log)
+        t_kill = time.monotonic()
+        active.kill()
+        res["mailboxsyncs_at_kill"] = count
+        res["seconds_from_create_to_kill"] = round(t_kill - t0, 1)
+        res["active_before_kill"] = {
+            "operator-1": active_log["object_log_lines"],
+            "operator-2": standby_lines_before,
+        }
+        first_new = None
+        resumed = None
+        all_done = None
+        last = count
+        while time.monotonic() - t_kill < timeout:
+            HARNESS_REQUESTS[0] += 1
+            now_count = bench.count_mailboxsyncs(kube)
+            now = time.monotonic()
+            if first_new is None and activity(standby.log)["object_log_lines"] > standby_lines_before:
+                first_new = now - t_kill
+            if resumed is None and now_count > last:
+                resumed = now - t_kill
+            last = max(last, now_count)
+            if now_count >= expected:
+                all_done = now - t_kill
+                break
+            time.sleep(0.5)
+        res["seconds_until_standby_acted"] = None if first_new is None else round(first_new, 1)
+        res["seconds_until_mailboxsyncs_grew_again"] = None if resumed is None else round(resumed, 1)
+        res["seconds_until_all_mailboxsyncs_after_kill"] = None if all_done is None else round(all_done, 1)
+        time.sleep(3)
+        owners = mailboxsync_owners(kube)
+        res.update(owners)
+        res["mailboxsyncs_expected"] = expected
+        statuses = [
+            m
+            for m in dl.get(kube, "mailmigrations.mailferry.io", NS)["items"]
+            if (m.get("status") or {}).get("phase")
+        ]
+        res["migrations_with_status"] = len(statuses)
+        res["standby"] = {"peak_rss_mb": round(bench.peak_rss_mb(standby.pid)), **activity(standby.log)}
+        say(f"  {json.dumps(res)}")
+        ok = (
+            all_done is not None
+            and owners["mailboxsyncs"] == expected
+            and owners["sources_with_more_than_one"] == 0
+            and len(statuses) == migrations + 1
+            and res["standby"]["object_log_lines"] > standby_lines_before
+        )
+        return ok, res
+    finally:
+        for s in reversed(stack):
+            with contextlib.suppress(Exception):
+                s.stop()
+
+
+def scenario_failover(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    return failover_under_load(work, args.rows, args.migrations, timeout=args.timeout)

@@ -170,6 +170,13 @@ class MigrationRig:
         assert self.runner is not None
         return {p.stem: p.read_text().count("--- ") for p in sorted(self.runner.log_dir.glob("*.log"))}
 
+    def reruns_without_failure(self) -> list[str]:
+        """Jobs whose pod ran again although no earlier pod failed (a pod that exits non-zero is re-run
+        up to backoffLimit, as the Job controller does: e.g. the worker could not reach the API server)."""
+        log = (self.work / "jobrunner.log").read_text(errors="replace") if self.runner else ""
+        failed = Counter(re.findall(r"Job \S+/(\S+): pod exited", log))
+        return sorted(k for k, v in self.runs_per_job().items() if v - 1 > failed.get(k.split("_", 1)[-1], 0))
+
 
 # ---------------------------------------------------------------------------------------- figures
 def job_figures(jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -276,6 +283,22 @@ def gate_checks(
     return out
 
 
+def status_write_after(records: list[dict[str, Any]], versions: list[Version]) -> dict[str, Any]:
+    """Per phase: seconds from each kill until the restarted operator wrote status again (the first
+    version after the restart whose status differs from the one before it); max and count."""
+    out: dict[str, list[float]] = {}
+    for r in records:
+        prev = None
+        for v in versions:
+            if v.mono < r["back_at"]:
+                prev = v.status
+                continue
+            if v.status != prev:
+                out.setdefault(str(r["phase_at_kill"]), []).append(round(v.mono - r["killed_at"], 1))
+                break
+    return {p: {"max": max(xs), "values": xs} for p, xs in out.items()}
+
+
 # ---------------------------------------------------------------------------------------- scenario 1
 def mm_phase_kills(
     kube: KubeAPI,
@@ -328,11 +351,19 @@ def mm_phase_kills(
                     delay = rng.uniform(0.2, 2.0)
                 time.sleep(delay)
                 at = rig.phase()
+                last_restart = time.monotonic()  # convergence counts from the kill
                 rig.op.kill()
                 time.sleep(rng.uniform(0.0, 0.5))
                 rig.op.start()
-                last_restart = time.monotonic()
-                records.append({"planned": phase, "phase_at_kill": at, "after_seconds": round(delay, 2)})
+                records.append(
+                    {
+                        "planned": phase,
+                        "phase_at_kill": at,
+                        "after_seconds": round(delay, 2),
+                        "killed_at": last_restart,
+                        "back_at": time.monotonic(),
+                    }
+                )
             if phase == "AwaitingApproval" and approved_at is None:
                 approved_at = rig.patch({"approval": {"approved": True}})
             say(f"  {phase}: reached ({reached}); {n} kill(s)")
@@ -352,6 +383,7 @@ def mm_phase_kills(
             }
             for p in MM_PHASES
         }
+        resume = status_write_after(records, versions)
         jf = job_figures(jobs)
         validations = len(re.findall(r"validated \d+ mailboxes", rig.op.log_text()))
         res: dict[str, Any] = {
@@ -360,9 +392,13 @@ def mm_phase_kills(
             "operator_kills": len(records),
             "kills_per_phase": {p: per_phase[p]["kills"] for p in MM_PHASES},
             "planned_per_phase": plan,
-            "kills": records,
+            "kill_detail": [
+                {k: v for k, v in r.items() if k not in ("killed_at", "back_at")} for r in records
+            ],
             **jf,
             "jobs_run_more_than_once": sorted(k for k, v in runs.items() if v > 1),
+            "skipped_gates_per_phase": {p: per_phase[p]["skipped_gates"] for p in MM_PHASES[1:]},
+            "seconds_kill_to_next_status_write": resume,
             "skipped_gates": sum(len(v) for v in gates.values()),
             "skipped_gate_details": {k: v for k, v in gates.items() if v},
             "validation_runs_completed": validations,
@@ -417,6 +453,7 @@ def migration_result(rig: MigrationRig) -> tuple[bool, dict[str, Any]]:
     res = {
         **jf,
         "jobs_run_more_than_once": sorted(k for k, v in runs.items() if v > 1),
+        "jobs_rerun_without_a_pod_failure": rig.reruns_without_failure(),
         "copied_messages_status": ((final.get("status") or {}).get("totals") or {}).get("copiedMessages"),
         "messages": rig.total,
         "lost": lost,
@@ -425,7 +462,7 @@ def migration_result(rig: MigrationRig) -> tuple[bool, dict[str, Any]]:
     }
     ok = (
         jf["duplicate_jobs"] == 0
-        and not res["jobs_run_more_than_once"]
+        and not res["jobs_rerun_without_a_pod_failure"]
         and lost == 0
         and dup == 0
         and res["copied_messages_status"] == rig.total
@@ -557,6 +594,7 @@ def mm_watch_gone(
     resourceVersions: kube-apiserver must answer 410 Gone (it needs `--watch-cache=false`, or a watch
     cache that no longer holds them) and Kopf re-lists. Checked from the operator's debug log."""
     rng = random.Random(seed)
+    work.mkdir(parents=True, exist_ok=True)
     api_proxy = FaultProxy("127.0.0.1", int(kube.server.rsplit(":", 1)[1]), raw=True).start()
     kcfg = proxied_kubeconfig(kube, api_proxy.port, work / "operator-via-proxy.kubeconfig")
     rig = MigrationRig(

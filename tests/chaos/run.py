@@ -11,9 +11,22 @@ Scenarios (all by default):
   crash     the destination, then the source Dovecot killed (SIGKILL) mid-copy and started again; rerun
   operator-kill  kill -9 of the operator N times during a 20-mailbox MailMigration (bulk, then complete),
             with the local job runner: duplicate Jobs, Jobs run twice, lost/duplicated, time to converge
+  operator-phases  kill -9 of the operator N times spread over every MailMigration phase, Validating and
+            AwaitingApproval included (slow IMAP logins through a delaying proxy; approval granted
+            mid-run): kills, duplicate Jobs and skipped gates per phase, time to converge
+            (tests/chaos/operator_faults.py)
+  dns-kill  kill -9 of the operator N times across every DnsCutover phase on real PowerDNS, forward to
+            Enforced and during the rollback: duplicate DNS writes, skipped gates, time to converge
+            (tests/chaos/dns_kill.py)
+  apiserver-restart  kube-apiserver killed and started again (same port, same etcd) --restarts times
+            during a MailMigration and during a DnsCutover; the operator process stays up
+  watch-410  the operator's API connection cut (TCP proxy) while objects change and etcd is compacted,
+            on an API server without watch cache: a real 410 Gone, Kopf re-lists (debug + audit log)
 Not in the default list (run with --scenario):
   load      2 peered operators, one N-row inventory (--rows) + M MailMigrations at once (--migrations):
             RSS, CPU, reconcile latency percentiles, API requests/s (tests/chaos/load.py)
+  failover  the load scenario's objects created at once, kill -9 of the active replica while it creates
+            the MailboxSyncs: time until the standby takes over, every MailboxSync exists once
 
 Every scenario ends by counting messages by Message-ID on both servers: lost and duplicated must be 0.
 Exit status 1 if any scenario's invariant fails. Needs dovecot (make deps) and the .venv.
@@ -73,17 +86,28 @@ def folders(n: int) -> dict[str, int]:
     return {f: max(1, int(n * share)) for f, share in FOLDERS_SHARE.items()}
 
 
-def new_mailbox(src: Dovecot, dst: Dovecot, work: Path, name: str, n: int,
-                src_port: int | None = None, dst_port: int | None = None) -> tuple[str, WorkerRun, int]:
+def new_mailbox(
+    src: Dovecot,
+    dst: Dovecot,
+    work: Path,
+    name: str,
+    n: int,
+    src_port: int | None = None,
+    dst_port: int | None = None,
+) -> tuple[str, WorkerRun, int]:
     user = f"{name}@chaos.test"
     src.add_user(user, "pw-src")
     dst.add_user(user, "pw-dst")
     total = corpus(src, user, folders(n), size=2500)
     run = WorkerRun(
-        work / name, name, user,
+        work / name,
+        name,
+        user,
         endpoint("127.0.0.1", src_port or src.port, read_timeout=5),
         endpoint("127.0.0.1", dst_port or dst.port, read_timeout=5),
-        "pw-src", "pw-dst", connectionsPerMailbox=2,
+        "pw-src",
+        "pw-dst",
+        connectionsPerMailbox=2,
     )
     run.hang_seconds = HANG_SECONDS[0]
     RUNS.append(run)
@@ -107,12 +131,21 @@ def check(result: dict[str, Any], src: Dovecot, dst: Dovecot, user: str, prefix:
 
 # ------------------------------------------------------------------------------------------ scenarios
 def scenario_hostile(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
-    volumes = {"endless_line": 1024 * MIB, "enormous_untagged_lines": 256 * MIB,
-               "enormous_untagged_literals": 256 * MIB, "huge_literal_close": 64 * MIB}
-    triggers = {"garbage_after_greeting": "ANY", "malformed_literal": "UID FETCH",
-                "literal_bad_count": "UID FETCH",
-                "huge_literal_close": "UID FETCH", "close_mid_literal": "UID FETCH",
-                "enormous_untagged_literals": "UID FETCH", "echo_credentials": "LOGIN"}
+    volumes = {
+        "endless_line": 1024 * MIB,
+        "enormous_untagged_lines": 256 * MIB,
+        "enormous_untagged_literals": 256 * MIB,
+        "huge_literal_close": 64 * MIB,
+    }
+    triggers = {
+        "garbage_after_greeting": "ANY",
+        "malformed_literal": "UID FETCH",
+        "literal_bad_count": "UID FETCH",
+        "huge_literal_close": "UID FETCH",
+        "close_mid_literal": "UID FETCH",
+        "enormous_untagged_literals": "UID FETCH",
+        "echo_credentials": "LOGIN",
+    }
     rows: dict[str, Any] = {}
     ok = True
     with HostileImap("stall", on="NEVER") as good:
@@ -120,31 +153,52 @@ def scenario_hostile(args: argparse.Namespace, work: Path) -> tuple[bool, dict[s
             with HostileImap(b, on=triggers.get(b, "SELECT"), total=volumes.get(b)) as srv:
                 cp = subprocess.run(
                     [sys.executable, str(PROBE), "--port", str(srv.port), "--followup-port", str(good.port)],
-                    capture_output=True, text=True, timeout=600,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
                 )
                 sent = srv.bytes_sent
             try:
                 r = json.loads(cp.stdout.strip().splitlines()[-1])
             except (ValueError, IndexError):
-                r = {"error": "probe died", "untyped": True, "rss_growth_mb": None, "followup_ok": False,
-                     "stderr": cp.stderr[-300:]}
-            row = {"server_sent_mib": round(sent / MIB, 1), "error": r.get("error"),
-                   "reason": r.get("reason"),
-                   "rss_growth_mb": r.get("rss_growth_mb"), "followup_ok": r.get("followup_ok"),
-                   "seconds": r.get("seconds")}
+                r = {
+                    "error": "probe died",
+                    "untyped": True,
+                    "rss_growth_mb": None,
+                    "followup_ok": False,
+                    "stderr": cp.stderr[-300:],
+                }
+            row = {
+                "server_sent_mib": round(sent / MIB, 1),
+                "error": r.get("error"),
+                "reason": r.get("reason"),
+                "rss_growth_mb": r.get("rss_growth_mb"),
+                "followup_ok": r.get("followup_ok"),
+                "seconds": r.get("seconds"),
+            }
             bounded = r.get("rss_growth_mb") is not None and r["rss_growth_mb"] < 96
             row["bounded"] = bounded
             ok &= bool(not r.get("untyped") and r.get("followup_ok"))
             rows[b] = row
-            say(f"  {b:28s} sent={row['server_sent_mib']:>7} MiB  error={row['error']!s:18s} "
+            say(
+                f"  {b:28s} sent={row['server_sent_mib']:>7} MiB  error={row['error']!s:18s} "
                 f"rss_growth={row['rss_growth_mb']!s:>6} MB  bounded={bounded}  "
-                f"healthy_after={row['followup_ok']}")
+                f"healthy_after={row['followup_ok']}"
+            )
     unbounded = [b for b, r in rows.items() if not r["bounded"]]
     return ok, {"behaviours": rows, "unbounded": unbounded}
 
 
-def _kill_loop(run: WorkerRun, count: Callable[[], int], start: int, end: int, kills: int, rng: random.Random,
-               logdir: Path, round_: str) -> dict[str, Any]:
+def _kill_loop(
+    run: WorkerRun,
+    count: Callable[[], int],
+    start: int,
+    end: int,
+    kills: int,
+    rng: random.Random,
+    logdir: Path,
+    round_: str,
+) -> dict[str, Any]:
     """Start the worker, kill -9 it when the destination passes a random point; ``kills`` times."""
     targets = sorted(rng.uniform(0.02, 0.97) for _ in range(kills))
     landed = 0
@@ -171,10 +225,16 @@ def _kill_loop(run: WorkerRun, count: Callable[[], int], start: int, end: int, k
         mid_copy += after > before
     killed_at = time.monotonic()
     runs, secs, codes = run.run_until_done(MAILFERRY_ROUND=round_)
-    return {"kills_landed": landed, "kills_after_progress_in_that_run": mid_copy,
-            "worker_finished_before_kill": finished_early, "copied_at_each_kill": progress,
-            "seconds_with_kills": round(killed_at - t0, 1), "reruns_to_complete": runs,
-            "seconds_to_recover": round(secs, 1), "final_exit_codes": codes}
+    return {
+        "kills_landed": landed,
+        "kills_after_progress_in_that_run": mid_copy,
+        "worker_finished_before_kill": finished_early,
+        "copied_at_each_kill": progress,
+        "seconds_with_kills": round(killed_at - t0, 1),
+        "reruns_to_complete": runs,
+        "seconds_to_recover": round(secs, 1),
+        "final_exit_codes": codes,
+    }
 
 
 def scenario_kill9(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
@@ -202,24 +262,37 @@ def scenario_kill9(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str
 
 def scenario_cuts(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
     res: dict[str, Any] = {}
-    with dovecot_pair(work / "servers") as (src, dst), \
-            FaultProxy("127.0.0.1", src.port) as sp, FaultProxy("127.0.0.1", dst.port) as dp:
+    with (
+        dovecot_pair(work / "servers") as (src, dst),
+        FaultProxy("127.0.0.1", src.port) as sp,
+        FaultProxy("127.0.0.1", dst.port) as dp,
+    ):
         user, run, total = new_mailbox(src, dst, work, "cuts", args.messages, sp.port, dp.port)
         lo, hi = args.cut_range
         sp.random_cuts(lo, hi, seed=args.seed)
         dp.random_cuts(lo, hi, seed=args.seed + 1)
         runs, secs, codes = run.run_until_done(max_runs=60)
         res["cut_range_bytes"] = [lo, hi]
-        res["bulk"] = {"messages": total, "runs": runs, "seconds": round(secs, 1), "exit_codes": codes,
-                       "resets": sp.stats.cuts + dp.stats.cuts,
-                       "connections": sp.stats.connections + dp.stats.connections}
+        res["bulk"] = {
+            "messages": total,
+            "runs": runs,
+            "seconds": round(secs, 1),
+            "exit_codes": codes,
+            "resets": sp.stats.cuts + dp.stats.cuts,
+            "connections": sp.stats.connections + dp.stats.connections,
+        }
         ok = codes[-1] == 0 and check(res["bulk"], src, dst, user)
         say(f"  bulk : {json.dumps(res['bulk'])}")
         before = sp.stats.cuts + dp.stats.cuts
         added = corpus(src, user, folders(args.messages // 2), size=2500, tag="delta")
         runs, secs, codes = run.run_until_done(max_runs=60, MAILFERRY_ROUND="2")
-        res["delta"] = {"messages_added": added, "runs": runs, "seconds": round(secs, 1), "exit_codes": codes,
-                        "resets": sp.stats.cuts + dp.stats.cuts - before}
+        res["delta"] = {
+            "messages_added": added,
+            "runs": runs,
+            "seconds": round(secs, 1),
+            "exit_codes": codes,
+            "resets": sp.stats.cuts + dp.stats.cuts - before,
+        }
         ok &= codes[-1] == 0 and check(res["delta"], src, dst, user)
         say(f"  delta: {json.dumps(res['delta'])}")
     return ok, res
@@ -227,15 +300,23 @@ def scenario_cuts(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
 
 def scenario_inject(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
     res: dict[str, Any] = {}
-    with dovecot_pair(work / "servers") as (src, dst), \
-            FaultProxy("127.0.0.1", src.port) as sp, FaultProxy("127.0.0.1", dst.port) as dp:
+    with (
+        dovecot_pair(work / "servers") as (src, dst),
+        FaultProxy("127.0.0.1", src.port) as sp,
+        FaultProxy("127.0.0.1", dst.port) as dp,
+    ):
         user, run, total = new_mailbox(src, dst, work, "inject", args.messages, sp.port, dp.port)
         sp.inject_probability(throttle=0.1, bye=0.05, seed=args.seed)
         dp.inject_probability(throttle=0.1, bye=0.05, seed=args.seed + 1)
         runs, secs, codes = run.run_until_done(max_runs=60)
-        res = {"messages": total, "runs": runs, "seconds": round(secs, 1), "exit_codes": codes,
-               "throttled_injected": sp.stats.throttles + dp.stats.throttles,
-               "bye_injected": sp.stats.byes + dp.stats.byes}
+        res = {
+            "messages": total,
+            "runs": runs,
+            "seconds": round(secs, 1),
+            "exit_codes": codes,
+            "throttled_injected": sp.stats.throttles + dp.stats.throttles,
+            "bye_injected": sp.stats.byes + dp.stats.byes,
+        }
         ok = codes[-1] == 0 and check(res, src, dst, user)
         say(f"  {json.dumps(res)}")
     return ok, res
@@ -266,8 +347,11 @@ def scenario_crash(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str
                     p.wait()
                     rc = HUNG
                     run.hangs.append((work / f"crash-{label}.log").read_text()[-20000:])
-                res[label] = {"killed_mid_copy": running, "worker_exit": rc,
-                              "seconds_worker_ran_after_crash": round(time.monotonic() - t0, 1)}
+                res[label] = {
+                    "killed_mid_copy": running,
+                    "worker_exit": rc,
+                    "seconds_worker_ran_after_crash": round(time.monotonic() - t0, 1),
+                }
             runs, secs, codes = run.run_until_done()
             res["reruns_to_complete"] = runs
             res["seconds_to_recover"] = round(secs, 1)
@@ -305,18 +389,33 @@ def scenario_operator_kill(args: argparse.Namespace, work: Path) -> tuple[bool, 
                 kube,
                 dl.secret_manifest(f"{name}-source", ns, dl.credentials(org)),
                 dl.secret_manifest(f"{name}-destination", ns, dl.credentials(org)),
-                dl.migration_manifest(name, ns, src, dst, org.addresses, batchSize=2, maxConcurrentJobs=2,
-                                      deltaInterval="1h"),
+                dl.migration_manifest(
+                    name, ns, src, dst, org.addresses, batchSize=2, maxConcurrentJobs=2, deltaInterval="1h"
+                ),
             )
             t0 = time.monotonic()
             phases: list[str] = []
             complete_at = args.kills * 2 // 3  # the last third of the kills land while completing
             for i in range(args.kills):
                 if i == complete_at:
-                    dl.wait_for(lambda: (dl.condition(dl.migration(kube, ns, name), "BulkCopied") or {})
-                                .get("status") == "True", 600, "bulk copy")
-                    kube.kubectl("patch", "mailmigration", name, "-n", ns, "--type=merge", "-p",
-                                 '{"spec":{"complete":true}}')
+                    dl.wait_for(
+                        lambda: (
+                            (dl.condition(dl.migration(kube, ns, name), "BulkCopied") or {}).get("status")
+                            == "True"
+                        ),
+                        600,
+                        "bulk copy",
+                    )
+                    kube.kubectl(
+                        "patch",
+                        "mailmigration",
+                        name,
+                        "-n",
+                        ns,
+                        "--type=merge",
+                        "-p",
+                        '{"spec":{"complete":true}}',
+                    )
                 time.sleep(rng.uniform(0.2, 3.0))
                 phases.append(str((dl.migration(kube, ns, name).get("status") or {}).get("phase")))
                 op.kill()
@@ -339,16 +438,28 @@ def scenario_operator_kill(args: argparse.Namespace, work: Path) -> tuple[bool, 
                 lost += diff.lost
                 dup += diff.duplicated
             st = dl.migration(kube, ns, name)["status"]
-            res = {"mailboxes": 20, "messages": total, "operator_kills": args.kills, "phases_at_kill": phases,
-                   "jobs": len(jobs), "duplicate_jobs": len(keys) - len(set(keys)),
-                   "jobs_run_more_than_once": sorted(k for k, v in runs_per_job.items() if v > 1),
-                   "seconds_with_kills": round(last_kill - t0, 1),
-                   "seconds_to_converge_after_last_kill": round(converge, 1),
-                   "copied_messages_status": (st.get("totals") or {}).get("copiedMessages"),
-                   "lost": lost, "duplicated": dup}
+            res = {
+                "mailboxes": 20,
+                "messages": total,
+                "operator_kills": args.kills,
+                "phases_at_kill": phases,
+                "jobs": len(jobs),
+                "duplicate_jobs": len(keys) - len(set(keys)),
+                "jobs_run_more_than_once": sorted(k for k, v in runs_per_job.items() if v > 1),
+                "seconds_with_kills": round(last_kill - t0, 1),
+                "seconds_to_converge_after_last_kill": round(converge, 1),
+                "copied_messages_status": (st.get("totals") or {}).get("copiedMessages"),
+                "lost": lost,
+                "duplicated": dup,
+            }
             say(f"  {json.dumps(res)}")
-            ok = (res["duplicate_jobs"] == 0 and not res["jobs_run_more_than_once"] and lost == 0 and dup == 0
-                  and res["copied_messages_status"] == total)
+            ok = (
+                res["duplicate_jobs"] == 0
+                and not res["jobs_run_more_than_once"]
+                and lost == 0
+                and dup == 0
+                and res["copied_messages_status"] == total
+            )
             return ok, res
     finally:
         for s in reversed(stack):
@@ -376,6 +487,102 @@ def scenario_load(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str,
 SCENARIOS["load"] = scenario_load  # opt-in only: not in DEFAULT_SCENARIOS
 
 
+@contextlib.contextmanager
+def envtest(work: Path, apiserver_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    from fixtures.kubeapi import find_bin_dir, start_envtest
+
+    kube = start_envtest(work / "kube", find_bin_dir(), apiserver_args=apiserver_args)
+    try:
+        kube.install_crds()
+        yield kube
+    finally:
+        kube.stop()
+
+
+@contextlib.contextmanager
+def powerdns(work: Path) -> Iterator[Any]:
+    from fixtures.powerdns import PowerDNS
+
+    (work / "pdns").mkdir(parents=True)
+    pdns = PowerDNS(work / "pdns", "chaos")
+    try:
+        yield pdns.start()
+    finally:
+        pdns.close()
+
+
+def scenario_operator_phases(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.operator_faults import mm_phase_kills
+
+    with envtest(work) as kube, dovecot_pair(work / "servers") as (src, dst):
+        kube.kubectl("create", "namespace", "chaos")
+        ok, res = mm_phase_kills(kube, "chaos", src, dst, work / "mm", kills=args.kills, seed=args.seed)
+    say(f"  {json.dumps({k: v for k, v in res.items() if k not in ('kills', 'kill_detail')})}")
+    return ok, res
+
+
+def scenario_dns_kill(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.dns_kill import dns_faults
+
+    with envtest(work) as kube, powerdns(work) as pdns:
+        kube.kubectl("create", "namespace", "chaos")
+        ok, res = dns_faults(
+            kube, "chaos", pdns, work / "dns", fault="kill", faults=args.kills, seed=args.seed
+        )
+    say(f"  {json.dumps({k: v for k, v in res.items() if k != 'faults_detail'})}")
+    return ok, res
+
+
+def scenario_apiserver_restart(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.dns_kill import dns_faults
+    from chaos.operator_faults import mm_apiserver_restart
+
+    res: dict[str, Any] = {}
+    with envtest(work) as kube, dovecot_pair(work / "servers") as (src, dst), powerdns(work) as pdns:
+        kube.kubectl("create", "namespace", "chaos")
+        ok_m, res["migration"] = mm_apiserver_restart(
+            kube, "chaos", src, dst, work / "mm", restarts=args.restarts, seed=args.seed
+        )
+        say(f"  migration: {json.dumps(res['migration'])}")
+        kube.kubectl("create", "namespace", "chaos-dns")
+        ok_d, res["dnscutover"] = dns_faults(
+            kube, "chaos-dns", pdns, work / "dns", fault="apiserver", faults=args.restarts, seed=args.seed
+        )
+        brief = {k: v for k, v in res["dnscutover"].items() if k != "faults_detail"}
+        say(f"  dnscutover: {json.dumps(brief)}")
+    return ok_m and ok_d, res
+
+
+def scenario_watch_410(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.operator_faults import WATCH_410_APISERVER_ARGS, audit_args, mm_watch_gone
+
+    flags = (*WATCH_410_APISERVER_ARGS, *audit_args(work / "audit"))
+    with envtest(work, flags) as kube, dovecot_pair(work / "servers") as (src, dst):
+        kube.kubectl("create", "namespace", "chaos")
+        ok, res = mm_watch_gone(
+            kube, "chaos", src, dst, work / "mm", seed=args.seed, audit_log=work / "audit" / "audit.log"
+        )
+    say(f"  {json.dumps(res)}")
+    return ok, res
+
+
+def scenario_failover(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.load import scenario_failover as failover
+
+    return failover(args, work)
+
+
+for _name, _fn in (
+    ("operator-phases", scenario_operator_phases),
+    ("dns-kill", scenario_dns_kill),
+    ("apiserver-restart", scenario_apiserver_restart),
+    ("watch-410", scenario_watch_410),
+):
+    SCENARIOS[_name] = _fn
+    DEFAULT_SCENARIOS.append(_name)
+SCENARIOS["failover"] = scenario_failover  # opt-in, like load
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
@@ -383,13 +590,20 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", "7")))
     ap.add_argument("--json", type=Path, help="write all figures here")
-    ap.add_argument("--cut-range", type=int, nargs=2, default=[100_000, 2_000_000], metavar=("LO", "HI"),
-                    help="cuts: reset each connection after U(LO, HI) bytes")
+    ap.add_argument(
+        "--cut-range",
+        type=int,
+        nargs=2,
+        default=[100_000, 2_000_000],
+        metavar=("LO", "HI"),
+        help="cuts: reset each connection after U(LO, HI) bytes",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, status files)")
     ap.add_argument("--hang-seconds", type=float, default=120.0, help="a longer worker run is a hang")
     ap.add_argument("--rows", type=int, default=10_000, help="load: inventory rows of the big MailMigration")
     ap.add_argument("--migrations", type=int, default=50, help="load: MailMigrations created at once")
     ap.add_argument("--timeout", type=float, default=600.0, help="load: seconds to wait for each step")
+    ap.add_argument("--restarts", type=int, default=4, help="apiserver-restart: restarts in each half")
     args = ap.parse_args()
     HANG_SECONDS[0] = args.hang_seconds
     work = Path(tempfile.mkdtemp(prefix="mailferry-chaos-"))

@@ -27,7 +27,7 @@ def test_apiserver_restarted_during_a_migration(
     print(json.dumps(res))
     assert res["operator_pid_unchanged"], "the operator process died with the API server"
     assert res["duplicate_jobs"] == 0
-    assert res["jobs_run_more_than_once"] == []
+    assert res["jobs_rerun_without_a_pod_failure"] == []  # a worker pod that failed may run again
     assert (res["lost"], res["duplicated"]) == (0, 0)
     assert ok, res
 

@@ -28,9 +28,9 @@ def test_operator_killed_in_each_migration_phase(
         probe_concurrency=2,
         seed=11,
     )
-    print(json.dumps({k: v for k, v in res.items() if k != "kills"}))
-    assert res["kills_per_phase"]["Validating"] >= 1, res["kills"]
-    assert res["kills_per_phase"]["AwaitingApproval"] >= 1, res["kills"]
+    print(json.dumps({k: v for k, v in res.items() if k != "kill_detail"}))
+    assert res["kills_per_phase"]["Validating"] >= 1, res["kill_detail"]
+    assert res["kills_per_phase"]["AwaitingApproval"] >= 1, res["kill_detail"]
     assert res["duplicate_jobs"] == 0
     assert res["jobs_run_more_than_once"] == []
     assert res["skipped_gates"] == 0, res["skipped_gate_details"]
