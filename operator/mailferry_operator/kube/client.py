@@ -52,27 +52,6 @@ def _custom(namespace: str, plural: str, name: str = "") -> str:
     return f"{base}/{name}" if name else base
 
 
-async def read_configmap(namespace: str, name: str) -> dict[str, str] | None:
-    try:
-        cm = await (await api()).request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(cm.get("data") or {})
-
-
-async def read_secret_data(namespace: str, name: str) -> dict[str, str] | None:
-    """The Secret's base64 `.data` (decode with probe.decode_secret_data); None if absent."""
-    try:
-        secret = await (await api()).request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return dict(secret.get("data") or {})
-
-
 async def create_custom(namespace: str, plural: str, body: Mapping[str, Any]) -> bool:
     """Create; False if it already exists (409)."""
     try:
@@ -92,13 +71,6 @@ async def patch_custom_status(namespace: str, plural: str, name: str, status: Ma
     await (await api()).request(
         "PATCH", _custom(namespace, plural, name) + "/status", {"status": dict(status)}, MERGE_PATCH
     )
-
-
-async def list_jobs(namespace: str, label_selector: str) -> list[dict[str, Any]]:
-    data = await (await api()).request(
-        "GET", f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector=label_selector
-    )
-    return list(data.get("items", []))
 
 
 async def create_job(namespace: str, body: Mapping[str, Any]) -> bool:

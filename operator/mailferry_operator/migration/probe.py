@@ -11,7 +11,6 @@ exception messages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -194,14 +193,3 @@ async def probe_all(
     finally:
         await connectors.close()
     return results
-
-
-def decode_secret_data(data: Mapping[str, str] | None) -> dict[str, str]:
-    """Secret .data is base64; values stay in memory only."""
-    out: dict[str, str] = {}
-    for key, value in (data or {}).items():
-        try:
-            out[key] = base64.b64decode(value).decode("utf-8").rstrip("\r\n")
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return out
