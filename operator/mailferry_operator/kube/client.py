@@ -32,9 +32,9 @@ async def api() -> KubeApi:
                 field_manager=FIELD_MANAGER,
                 timeout=httpx.Timeout(60.0, connect=10.0),
                 # httpcore scans every pooled connection on each request and response (an idle
-                # check per TLS connection). Measured on the envtest API server, 2,000 MailboxSync
-                # creates: 48 at once on up to 64 connections 4.2 ms CPU each, 80/s; 16 on 16:
-                # 1.5 ms each, 130-200/s
+                # check per TLS connection). tests/tools/bench_kube_pool.py on the envtest API server:
+                # 48 creates at once on up to 64 connections 4.2 ms CPU each, 80-200/s; 16 on 24:
+                # 1.3-1.5 ms each, 280-480/s
                 limits=httpx.Limits(max_connections=24, max_keepalive_connections=24),
             )
         return _api
