@@ -217,17 +217,6 @@ async def _read_configmap(namespace: str, name: str) -> tuple[dict[str, str], di
     return dict(cm.get("data") or {}), dict(cm.get("binaryData") or {})
 
 
-async def _read_secret(namespace: str, name: str) -> tuple[str | None, dict[str, str]] | None:
-    """(type, base64 .data) of a Secret, None when absent; values are decoded only where needed."""
-    try:
-        secret = await (await kube.api()).request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
-    return secret.get("type"), dict(secret.get("data") or {})
-
-
 async def _addresses(host: str, port: int) -> set[str]:
     """The host's addresses (empty when it does not resolve within a few seconds)."""
     try:
@@ -428,11 +417,11 @@ async def _validate(
     both sides of one are done, so the first batches can start while the rest is still being tested.
     """
     entries = list(entries)
-    secrets: dict[str, dict[str, str]] = {}
+    secrets: dict[str, Mapping[str, str]] = {}
     checks: dict[str, tuple[str | None, str, list[str]]] = {}  # side -> (type, Secret name, not UTF-8)
     for side, endpoint in (("source", spec.source), ("destination", spec.destination)):
         secret_name = endpoint.auth.secret_ref.name
-        found = await _read_secret(namespace, secret_name)
+        found = await kube.read_secret_values(namespace, secret_name)  # shared by concurrent readers
         problem: spec_checks.Problem | None = None
         if found is None:
             problem = spec_checks.Problem(
@@ -441,9 +430,9 @@ async def _validate(
                 f"in namespace {namespace}",
             )
         else:
-            secrets[side], not_text = spec_checks.decode_values(found[1])
-            checks[side] = (found[0], secret_name, not_text)
-            problem = spec_checks.endpoint_secret_problem(side, endpoint, found[0], secrets[side], not_text)
+            secrets[side], not_text = found.values, list(found.not_text)
+            checks[side] = (found.type, secret_name, not_text)
+            problem = spec_checks.endpoint_secret_problem(side, endpoint, found.type, secrets[side], not_text)
         if problem is not None:
             status.conditions = set_condition(
                 status.conditions, "Validated", "False", problem.reason, problem.message, generation
