@@ -257,6 +257,8 @@ DEST_BEHAVIOURS: dict[str, str] = {
     "no_mid_multiappend": "MULTIAPPEND: a tagged NO after the first message, the rest discarded",
     "drop_after_literal": "APPEND reaches the real server (stored), then the connection drops before its "
     "tagged reply",
+    "late_commit": "the connection drops during an APPEND, which the server then stores late: while the "
+    "client's retry is matching (at its first NOOP/APPEND)",
 }
 
 
@@ -284,6 +286,9 @@ class HostileDestination:
         self.misbehaved = 0
         self._lt: LoopThread | None = None
         self._server: asyncio.AbstractServer | None = None
+        # late_commit: (tag, upstream reader, upstream writer, whole APPEND) held back on a dropped session
+        self._held: tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter, bytes] | None = None
+        self.late_commits = 0
 
     def start(self) -> HostileDestination:
         self._lt = LoopThread(f"hostile-dest-{self.behaviour}")
@@ -330,16 +335,32 @@ class HostileDestination:
         drop_on: set[bytes] = set()  # tags whose tagged reply closes the client connection instead
         relay = asyncio.create_task(self._relay(ur, cw, drop_on))
         try:
-            await self._commands(cr, cw, uw, drop_on, relay)
+            await self._commands(cr, cw, ur, uw, drop_on, relay)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         except asyncio.CancelledError:
             pass
         finally:
             relay.cancel()
-            for w in (cw, uw):
+            held = self._held is not None and self._held[2] is uw
+            for w in (cw,) if held else (cw, uw):
                 with contextlib.suppress(Exception):
                     w.close()
+
+    async def _release(self) -> None:
+        """late_commit: the held APPEND reaches the server now, on its old (still logged-in) session."""
+        if self._held is None:
+            return
+        tag, ur, uw, data = self._held
+        self._held = None
+        try:
+            uw.write(data)
+            await uw.drain()
+            while not (await ur.readuntil(b"\r\n")).startswith(tag + b" "):
+                pass
+            self.late_commits += 1
+        finally:
+            uw.close()
 
     def _caps(self, line: bytes) -> bytes:
         if self.literal_plus or b"CAPABILITY" not in line.upper():
@@ -369,6 +390,7 @@ class HostileDestination:
         self,
         cr: asyncio.StreamReader,
         cw: asyncio.StreamWriter,
+        ur: asyncio.StreamReader,
         uw: asyncio.StreamWriter,
         drop_on: set[bytes],
         relay: asyncio.Task[None],
@@ -415,5 +437,13 @@ class HostileDestination:
             out += line
             if hostile and self.behaviour == "drop_after_literal":
                 drop_on.add(tag)
+            if hostile and self.behaviour == "late_commit":
+                relay.cancel()  # the held session's replies are read by _release
+                self._held = (tag, ur, uw, bytes(out))
+                cw.transport.abort()
+                return
+            cmd = words[1].upper() if len(words) > 1 else b""
+            if self._held is not None and self._held[2] is not uw and cmd.strip() in (b"NOOP", b"APPEND"):
+                await self._release()
             uw.write(bytes(out))
             await uw.drain()

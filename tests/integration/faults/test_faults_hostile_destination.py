@@ -27,6 +27,9 @@ CASES: list[tuple[str, bool, int | None, str]] = [
     ("no_mid_multiappend", True, None, "synced"),
     ("drop_after_literal", False, 3, "completes"),
     ("drop_after_literal", True, 3, "completes"),
+    # The server stores the dropped connection's APPEND while the retry matches (at its first NOOP/APPEND)
+    ("late_commit", False, 1, "completes"),
+    ("late_commit", True, 1, "completes"),
 ]
 
 
@@ -89,6 +92,10 @@ def test_hostile_destination_during_append(
     print(f"  worker errors: {errors[:6]}")
     assert HUNG not in codes, run.hangs[-1][-3000:]
     assert proxy.misbehaved >= 1, "the proxy never misbehaved: nothing was tested"
+    if behaviour == "late_commit":
+        changed = [e for e in events(log) if e.get("event") == "destination_changed"]
+        print(f"  late commits: {proxy.late_commits}, destination_changed: {len(changed)}")
+        assert proxy.late_commits == 1
     if outcome == "transient":
         assert codes == [1], log[-3000:]  # transient: the Job retries
         assert st["lastError"]["reason"] in {"ConnectionFailed", "ProtocolError"}, st["lastError"]

@@ -98,7 +98,7 @@ def test_new_process_after_kill_rematches_only_above_the_checkpoint(
     user = f"tail-{secrets.token_hex(3)}@example.test"
     src.add_user(user, "pw-src")
     dst.add_user(user, "pw-dst")
-    total = h.bulk_corpus(src, user, {"INBOX": 2500}, size=3000)
+    total = h.bulk_corpus(src, user, {"INBOX": 4000}, size=3000)
     mb = h.user_mailboxsync(
         kube, namespace, "tail", user, h.endpoint(src, "s"), h.endpoint(dst, "d"), tmp_path / "secrets"
     )
@@ -107,15 +107,19 @@ def test_new_process_after_kill_rematches_only_above_the_checkpoint(
     def inbox() -> dict[str, Any]:
         return {f["name"]: f for f in mb.status().get("folders", [])}.get("INBOX", {})
 
-    # Kill once a checkpoint with a destination floor is stored (they are written at most once a
-    # second, so the stored one lags the copy a little: that lag is what the rerun re-matches).
-    p = h.start_worker(env, tmp_path / "killed.log")
-    deadline = time.monotonic() + 120
-    while p.poll() is None and time.monotonic() < deadline and inbox().get("lastUid", 0) < 200:
-        time.sleep(0.01)
-    assert p.poll() is None, "the worker finished before the kill"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    # Kill at 60 % (checkpoints with the destination floor are stored at most once a second, so the
+    # stored one lags the copy a little: that lag is what the rerun re-matches).
+    count = DestCounter(dst, user, ["INBOX"])
+    try:
+        p = h.start_worker(env, tmp_path / "killed.log")
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline and count() < total * 0.6:
+            time.sleep(0.002)
+        assert p.poll() is None, "the worker finished before the kill"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        count.close()
     st = mb.status()
     ck = inbox()
     # Dovecot may still commit the MULTIAPPEND that was in flight at the kill: wait until it has.

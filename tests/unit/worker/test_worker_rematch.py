@@ -278,3 +278,16 @@ def test_random_kills_rerun_rematches_only_the_tail() -> None:
         full_total += sum(SIZES[1:])
     print(f"destination metadata read by reruns: {fetched_total}, by full re-matches: {full_total}")
     assert fetched_total * 3 < full_total
+
+
+def test_a_late_copy_is_recognised_and_other_mail_is_not() -> None:
+    from mailferry_worker.sync.folder import _loose_identity
+
+    to_copy = MessageMeta(7, (), "24-Nov-2026 10:00:00 +0000", 2500, None)  # fetched without Message-ID
+    late = MessageMeta(901, ("\\Seen",), "24-Nov-2026 11:00:00 +0100", 2500, "<x@y>")  # same instant
+    other = MessageMeta(902, (), "24-Nov-2026 10:00:01 +0000", 2500, "<z@y>")
+    assert _loose_identity(to_copy) & _loose_identity(late)
+    assert not _loose_identity(to_copy) & _loose_identity(other)
+    with_id = MessageMeta(8, (), "01-Jan-2020 00:00:00 +0000", 10, "<z@y>")
+    assert not _loose_identity(with_id) & _loose_identity(other)  # same Message-ID, other size
+    assert _loose_identity(MessageMeta(9, (), "x", 2500, "<z@y>")) & _loose_identity(other)

@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
 
-from ..imap.client import AppendItem, AppendPipeline, ImapClient, MessageMeta, SelectInfo, compress_uids
+from ..imap.client import (
+    AppendItem,
+    AppendPipeline,
+    ImapClient,
+    MessageMeta,
+    SelectInfo,
+    compress_uids,
+    parse_internaldate,
+)
 from ..imap.errors import CommandFailed, ConnectionLost, DestinationChanged, FolderVanished
 from ..imap.parser import Literal, Spool
 from ..plan import (
@@ -137,6 +145,7 @@ class FolderSync:
         self._in_order = True  # chunks landed in send order (APPENDUID can raise the floor)
         self._dest_uv = 0
         self._dest_exists = 0
+        self._dest_uidnext: int | None = None
         self._dest_top = 0  # highest destination UID this run's APPENDs got (APPENDUID)
         self.counters = counters or MailboxCounters()
         self._present: dict[int, int] = {}
@@ -193,6 +202,7 @@ class FolderSync:
         ck.destination = self.plan.destination
         self._dest_uv = dsel.uidvalidity
         self._dest_exists = dsel.exists
+        self._dest_uidnext = dsel.uidnext
 
         if full and not partial:
             max_uid = await self._match_whole(sel, dsel, base)
@@ -308,16 +318,25 @@ class FolderSync:
             lo, width = end + 1, min(width * 2, WINDOW_MAX)
         return max(end, base)
 
-    async def _check_unchanged(self) -> None:
-        """After an interruption: the destination must not have changed since this match's SELECT.
+    async def _check_unchanged(self, copy: Sequence[MessageMeta]) -> None:
+        """After an interruption: nothing about to be copied may have reached the destination since this
+        match's SELECT.
 
         A server may commit an APPEND of the lost connection late, after this run looked; copying then
-        would duplicate it. A change means: match again (DestinationChanged)."""
+        would duplicate it. Messages that arrived meanwhile and look like one to copy (same Message-ID
+        and size, or same size and INTERNALDATE) mean: match again (DestinationChanged). Mail delivered
+        to the destination folder meanwhile does not stop the copy.
+        """
         now = await self.dst.exists_now()
-        if now is not None and now != self._dest_exists:
+        if now is None or now == self._dest_exists:
+            return
+        low = self._dest_uidnext or 1
+        arrived = [m for m in await self.dst.fetch_meta(f"{low}:*") if m.uid >= low]
+        seen: set[tuple[str, ...]] = set().union(*(_loose_identity(m) for m in arrived))
+        if any(_loose_identity(m) & seen for m in copy):
             raise DestinationChanged(
-                f"destination folder {self.plan.destination} changed during the re-match "
-                f"({self._dest_exists} -> {now} messages)"
+                f"destination folder {self.plan.destination} got {len(arrived)} message(s) during the "
+                "re-match, some like those to copy"
             )
 
     async def _decide(
@@ -347,7 +366,7 @@ class FolderSync:
         self._advance(copy[0].uid - 1 if copy else end)
         if copy:
             if self.full_match and not self._appended:
-                await self._check_unchanged()
+                await self._check_unchanged(copy)
             self._appended = True
             await self._copy(copy, permanent, end)
         self._advance(end)
@@ -623,6 +642,19 @@ class _InFlight:
     tag: bytes | None = None  # its pipelined command, until its result is taken
     failed: CommandFailed | None = None  # its result, when taken early (an earlier chunk failed)
     done: bool = False  # its result, when taken early: it succeeded
+
+
+def _loose_identity(m: MessageMeta) -> frozenset[tuple[str, ...]]:
+    """What a copy of ``m`` would share with it, as a set to intersect: (Message-ID, size) when known,
+    and (size, INTERNALDATE) always (an APPEND keeps both; a source fetched without Message-IDs)."""
+    try:
+        when = str(parse_internaldate(m.internaldate).timestamp())  # servers may show other zones
+    except ValueError:
+        when = m.internaldate
+    out = {("d", str(m.size), when)}
+    if m.message_id:
+        out.add(("m", m.message_id.strip(), str(m.size)))
+    return frozenset(out)
 
 
 def _close_bodies(bodies: dict[int, Literal]) -> None:
