@@ -41,10 +41,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    # One worker per object with events, at most 256 at once. A worker keeps its slot while it idles
-    # (Kopf's default 5 s), so 256 slots passed only ~50 objects/s: creating 10,000 MailboxSyncs at
-    # ~150/s queued thousands of watch events, each a whole body, behind the limit (100+ MB, and the
-    # index lagged by minutes). A 0.5 s idle passes ~500 objects/s with the same bound on workers.
-    settings.queueing.worker_limit = 256
+    # One worker per object with events; a worker keeps its slot while it idles (Kopf's default 5 s):
+    # 0.5 s lets new MailboxSyncs through quickly (10,000 created at ~150/s queued whole watch bodies and
+    # the index lagged by minutes). No cap on workers (Kopf's default): at start, or when a standby
+    # replica takes over, each listed object's worker indexes it and then waits until *every* object is
+    # indexed; with a cap (it was 256) the 257th MailboxSync never got a worker, so an operator started
+    # with more MailboxSyncs than the cap hung for ever (found by the failover chaos scenario).
+    settings.queueing.worker_limit = None
     settings.queueing.idle_timeout = 0.5
     settings.scanning.disabled = not clusterwide
