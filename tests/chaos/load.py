@@ -26,6 +26,7 @@ import re
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -65,7 +66,7 @@ class PeeredOperator(dl.OperatorProcess):
             "--liveness-port",
             str(self.liveness_port),
             "--log-level",
-            "info",
+            os.environ.get("MAILFERRY_CHAOS_OPERATOR_LOG_LEVEL", "info"),
             "--peering",
             PEERING,
             "--priority",
@@ -306,6 +307,17 @@ def mailboxsync_owners(kube: Any) -> dict[str, Any]:
     return {"mailboxsyncs": len(items), "sources_with_more_than_one": sum(1 for n in seen.values() if n > 1)}
 
 
+def resumed_after(log: Path, since: float) -> float | None:
+    """Seconds from `since` (epoch) to Kopf's "Resuming operations after the pause" in `log` (the
+    standby un-paused: the dead peer's keep-alive ran out)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for m in re.finditer(r"^\[(\S+ \S+)\] \S+\s+\[INFO\s*\] Resuming operations", text, re.M):
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC).timestamp()
+        if t >= since:
+            return round(t - since, 1)
+    return None
+
+
 def failover_under_load(
     work: Path, rows: int = 10_000, migrations: int = 50, kill_fraction: float = 0.4, timeout: float = 900
 ) -> tuple[bool, dict[str, Any]]:
@@ -343,6 +355,7 @@ def failover_under_load(
         standby_lines_before = activity(standby.log)["object_log_lines"]
         active_log = activity(active.log)
         t_kill = time.monotonic()
+        wall_kill = time.time()
         active.kill()
         res["mailboxsyncs_at_kill"] = count
         res["seconds_from_create_to_kill"] = round(t_kill - t0, 1)
@@ -367,6 +380,7 @@ def failover_under_load(
                 all_done = now - t_kill
                 break
             time.sleep(0.5)
+        res["seconds_until_standby_resumed"] = resumed_after(standby.log, wall_kill)
         res["seconds_until_standby_acted"] = None if first_new is None else round(first_new, 1)
         res["seconds_until_mailboxsyncs_grew_again"] = None if resumed is None else round(resumed, 1)
         res["seconds_until_all_mailboxsyncs_after_kill"] = None if all_done is None else round(all_done, 1)
