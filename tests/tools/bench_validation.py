@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 import tempfile
 import time
@@ -19,17 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fixtures._proc import free_port  # nothing listens there: refused
 from fixtures.dovecot import Dovecot
 from mailferry_api.imap import ImapEndpoint
 from mailferry_operator.migration import probe
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def main() -> int:
@@ -45,7 +37,7 @@ def main() -> int:
         server.add_users(users)
         server.seed("v0@bench.test", "INBOX", count=5)
         creds = {u.replace("@", "_"): pw for u, pw in users.items()}
-        for label, port in (("dovecot", server.port), ("refused", closed_port())):
+        for label, port in (("dovecot", server.port), ("refused", free_port())):
             ep = ImapEndpoint.model_validate(
                 {"host": "127.0.0.1", "port": port, "security": "none", "auth": {"secretRef": {"name": "c"}}}
             )

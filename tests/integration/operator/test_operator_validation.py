@@ -7,7 +7,6 @@ import asyncio
 import base64
 import json
 import secrets
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from fixtures._proc import free_port  # nothing listens there: refused
 from fixtures.dovecot import Dovecot, DovecotPair
 from mailferry_api.imap import ImapEndpoint
 from mailferry_operator.migration.probe import ProbeResult, ProbeTask, probe_all
@@ -44,14 +44,6 @@ def run(tasks: list[ProbeTask], secrets: dict[str, dict[str, str]], **kw: Any) -
     results = asyncio.run(probe_all(tasks, secrets, **kw))
     by_task = {id(t): r for t, r in results}
     return [by_task[id(t)] for t in tasks]
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def test_scan_counts_folders_messages_and_bytes_over_none_starttls_and_tls(
@@ -96,7 +88,7 @@ def test_failures_have_the_operator_reasons_and_no_secret(dovecot_pair: DovecotP
         "destination": {key: "CANARY-wrong-dst-pw"},
     }
     dead = ImapEndpoint.model_validate(
-        {"host": "127.0.0.1", "port": closed_port(), "security": "none", "auth": {"secretRef": {"name": "c"}}}
+        {"host": "127.0.0.1", "port": free_port(), "security": "none", "auth": {"secretRef": {"name": "c"}}}
     )
     master = endpoint(src, method="master-user")
     cases: list[tuple[ProbeTask, str]] = [
@@ -304,7 +296,7 @@ def test_xoauth2_refusals_are_reported_once_per_side_without_secrets(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
     }
-    dead_url = f"http://127.0.0.1:{closed_port()}/token"
+    dead_url = f"http://127.0.0.1:{free_port()}/token"
     cases = [
         # wrong client secret: refused by the token endpoint, asked once for the whole side
         (ms, {"client-secret": "CANARY-wrong-secret"}, "AuthenticationFailed", 1),
