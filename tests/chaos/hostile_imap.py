@@ -259,6 +259,8 @@ DEST_BEHAVIOURS: dict[str, str] = {
     "tagged reply",
     "late_commit": "the connection drops during an APPEND, which the server then stores late: while the "
     "client's retry is matching (at its first NOOP/APPEND)",
+    "late_commit_after_check": "like late_commit, but stored only when the retry's first APPEND arrives "
+    "(after any check the client made)",
 }
 
 
@@ -437,13 +439,14 @@ class HostileDestination:
             out += line
             if hostile and self.behaviour == "drop_after_literal":
                 drop_on.add(tag)
-            if hostile and self.behaviour == "late_commit":
+            if hostile and self.behaviour.startswith("late_commit"):
                 relay.cancel()  # the held session's replies are read by _release
                 self._held = (tag, ur, uw, bytes(out))
                 cw.transport.abort()
                 return
             cmd = words[1].upper() if len(words) > 1 else b""
-            if self._held is not None and self._held[2] is not uw and cmd.strip() in (b"NOOP", b"APPEND"):
+            release_on = (b"APPEND",) if self.behaviour == "late_commit_after_check" else (b"NOOP", b"APPEND")
+            if self._held is not None and self._held[2] is not uw and cmd.strip() in release_on:
                 await self._release()
             uw.write(bytes(out))
             await uw.drain()

@@ -30,6 +30,9 @@ CASES: list[tuple[str, bool, int | None, str]] = [
     # The server stores the dropped connection's APPEND while the retry matches (at its first NOOP/APPEND)
     ("late_commit", False, 1, "completes"),
     ("late_commit", True, 1, "completes"),
+    # ... only once the retry's first APPEND arrives: the late twins are found after the copy
+    ("late_commit_after_check", False, 1, "completes"),
+    ("late_commit_after_check", True, 1, "completes"),
 ]
 
 
@@ -92,10 +95,18 @@ def test_hostile_destination_during_append(
     print(f"  worker errors: {errors[:6]}")
     assert HUNG not in codes, run.hangs[-1][-3000:]
     assert proxy.misbehaved >= 1, "the proxy never misbehaved: nothing was tested"
-    if behaviour == "late_commit":
+    if behaviour.startswith("late_commit"):
         changed = [e for e in events(log) if e.get("event") == "destination_changed"]
-        print(f"  late commits: {proxy.late_commits}, destination_changed: {len(changed)}")
+        removed = [e for e in events(log) if e.get("event") == "late_twins_removed"]
+        print(
+            f"  late commits: {proxy.late_commits}, destination_changed: {len(changed)}, "
+            f"late twins removed: {sum(e['count'] for e in removed)}"
+        )
         assert proxy.late_commits == 1
+        if behaviour == "late_commit_after_check":  # only the check after the copy can see them
+            assert sum(e["count"] for e in removed) >= 1, log[-3000:]
+        else:
+            assert changed or removed, log[-3000:]
     if outcome == "transient":
         assert codes == [1], log[-3000:]  # transient: the Job retries
         assert st["lastError"]["reason"] in {"ConnectionFailed", "ProtocolError"}, st["lastError"]

@@ -785,6 +785,10 @@ class ImapClient:
             b"(" + " ".join(flags).encode("utf-8") + b")",
         )
 
+    async def uid_expunge(self, uids: Sequence[int]) -> None:
+        """UID EXPUNGE (UIDPLUS): remove exactly these messages (they must carry \\Deleted)."""
+        await self.execute(b"UID EXPUNGE", compress_uids(uids).encode())
+
     async def search_message_id(self, message_id: str) -> list[int]:
         arg: bytes | _RawLiteral = self._astring(message_id)
         done = await self.execute(b"UID SEARCH HEADER Message-ID", arg)

@@ -146,6 +146,10 @@ class FolderSync:
         self._dest_uv = 0
         self._dest_exists = 0
         self._dest_uidnext: int | None = None
+        # The destination UID this run's next APPEND should get, and UID ranges that others took in
+        # between (messages that became visible only after this run looked: checked after the copy).
+        self._expect_next: int | None = None
+        self._gaps: list[tuple[int, int, list[int]]] = []
         self._dest_top = 0  # highest destination UID this run's APPENDs got (APPENDUID)
         self.counters = counters or MailboxCounters()
         self._present: dict[int, int] = {}
@@ -203,6 +207,7 @@ class FolderSync:
         self._dest_uv = dsel.uidvalidity
         self._dest_exists = dsel.exists
         self._dest_uidnext = dsel.uidnext
+        self._expect_next = dsel.uidnext
 
         if full and not partial:
             max_uid = await self._match_whole(sel, dsel, base)
@@ -339,6 +344,30 @@ class FolderSync:
                 "re-match, some like those to copy"
             )
 
+    async def _remove_late_twins(self) -> None:
+        """Messages that took destination UIDs between this run's look and its APPENDs (an interrupted
+        run's APPEND the server showed late): where one is the same message as one this run just
+        appended (Message-ID and size, or the same content), remove this run's copy (UID EXPUNGE of
+        exactly that UID), so the destination holds it once."""
+        gaps, self._gaps = self._gaps, []
+        if not self.dst.has("UIDPLUS"):
+            self.log("late_twins_unchecked", level="warning", folder=self.plan.source, ranges=len(gaps))
+            return
+        remove: list[int] = []
+        for lo, hi, ours in gaps:
+            others = [m for m in await self.dst.fetch_meta(f"{lo}:{hi}") if lo <= m.uid <= hi]
+            if not others:
+                continue
+            mine = await self.dst.fetch_meta(compress_uids(ours))
+            o_need, m_need = needs_hash(others, mine)
+            hashes = await content_hashes(self.dst, o_need + m_need) if o_need or m_need else {}
+            dec = decide(mine, others, SyncOptions(), source_hashes=hashes, dest_hashes=hashes)
+            remove += [m.uid for m, _ in dec.present]
+        if remove:
+            await self.dst.store_flags(remove, ["\\Deleted"], mode="+FLAGS")
+            await self.dst.uid_expunge(remove)
+            self.log("late_twins_removed", level="warning", folder=self.plan.source, count=len(remove))
+
     async def _decide(
         self, smeta: list[MessageMeta], dmeta: list[MessageMeta], d_hash: dict[int, str]
     ) -> Decision:
@@ -369,6 +398,8 @@ class FolderSync:
                 await self._check_unchanged(copy)
             self._appended = True
             await self._copy(copy, permanent, end)
+            if self._gaps:
+                await self._remove_late_twins()
         self._advance(end)
 
     async def _ensure_destination(self) -> None:
@@ -582,6 +613,10 @@ class FolderSync:
     ) -> None:
         """A chunk confirmed with APPENDUID for every message, all chunks so far in order: later copies
         are above its destination UIDs."""
+        if got and self._expect_next is not None and self.full_match and self._in_order:
+            if min(got) > self._expect_next:
+                self._gaps.append((self._expect_next, min(got) - 1, list(got)))
+            self._expect_next = max(self._expect_next, max(got) + 1)
         if not (self._in_order and got is not None and len(got) == len(items)):
             self._in_order = False  # without the UIDs of this chunk, a later floor could skip it
             return
