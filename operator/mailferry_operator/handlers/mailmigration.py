@@ -40,6 +40,7 @@ from .. import metrics
 from ..kube import client as kube
 from ..migration import inventory as inv
 from ..migration import spec_checks
+from ..migration.durations import validation_retry_delay
 from ..migration.naming import mailbox_sync_name
 from ..migration.probe import ProbeResult, ProbeTask, probe_all
 from ..migration.reconcile import Plan, Snapshot, decide
@@ -64,7 +65,6 @@ MAILBOXSYNCS = "mailboxsyncs"
 CREATE_CONCURRENCY = int(os.environ.get("MAILFERRY_CREATE_CONCURRENCY", "16"))
 PROBE_CONCURRENCY = int(os.environ.get("MAILFERRY_PROBE_CONCURRENCY", "32"))
 INVENTORY_RECHECK_SECONDS = 60.0
-VALIDATION_RETRY_SECONDS = 30.0
 MIN_PASS_INTERVAL = 0.5
 PHASES = get_args(MigrationPhase)
 
@@ -186,6 +186,8 @@ class Runtime:
     conflict: tuple[str, str] | None = None  # (reason, message): an older migration copies into a mailbox
     ensured_key: tuple[Any, ...] | None = None
     next_validation: float = 0.0
+    validation_failures: int = 0  # failed validations in a row: the retry backs off (logins lock accounts)
+    validation_trigger: tuple[int, str | None] | None = None  # (generation, retry token) last tested
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
     probed: set[str] = field(default_factory=set)  # MailboxSync names tested so far
     wake: asyncio.Event | None = None
@@ -585,8 +587,8 @@ async def _drive_validation(
         try:
             result = task.result()
         except Exception:
-            logger.exception("validation failed; retrying in %.0fs", VALIDATION_RETRY_SECONDS)
-            rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
+            delay = _validation_failed(rt)
+            logger.exception("validation failed; retrying in %.0fs", delay)
             return
         if result.scan is not None:
             status.scan = result.scan
@@ -594,9 +596,14 @@ async def _drive_validation(
         if validated is not None:
             status.conditions = [c for c in status.conditions if c.type != "Validated"] + [validated]
             if validated.status != "True":
-                rt.next_validation = time.monotonic() + VALIDATION_RETRY_SECONDS
+                delay = _validation_failed(rt)
+                validated.message = (
+                    f"{validated.message}; tested again in {delay:.0f}s, or at once when the spec changes "
+                    f"or spec.retryFailed / the {ANNOTATION_RETRY_FAILED} annotation gets a new value"
+                )
                 kopf_event_safe(body, "Warning", validated.reason, validated.message)
             else:
+                rt.validation_failures = 0
                 kopf_event_safe(body, "Normal", "Validated", validated.message)
         return
     if task is not None:
@@ -610,6 +617,12 @@ async def _drive_validation(
         )
         return
     validated = get_condition(status.conditions, "Validated")
+    trigger = (
+        generation,
+        spec.retry_failed or body.get("metadata", {}).get("annotations", {}).get(ANNOTATION_RETRY_FAILED),
+    )
+    if trigger != rt.validation_trigger:  # a new spec or a retry request: test now, back-off reset
+        rt.validation_trigger, rt.validation_failures, rt.next_validation = trigger, 0, 0.0
     due = (
         rt.inventory_problem is None
         and rt.spec_problem is None
@@ -661,6 +674,14 @@ async def _drive_validation(
         f"0 of {len(rt.names)} mailboxes tested",
         generation,
     )
+
+
+def _validation_failed(rt: Runtime) -> float:
+    """Schedule the next validation after a failed one; returns the delay in seconds."""
+    delay = validation_retry_delay(rt.validation_failures)
+    rt.validation_failures += 1
+    rt.next_validation = time.monotonic() + delay
+    return delay
 
 
 # ------------------------------------------------------------------------------------ events, metrics

@@ -1,4 +1,4 @@
-"""Go-style durations as users write them in specs: 30s, 5m, 1h30m, 2d, 500ms."""
+"""Durations: Go-style ones as users write them in specs (30s, 5m, 1h30m, 2d, 500ms), and back-off."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ def parse_duration(text: str) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"not a duration: {text!r}")
     return total
+
+
+VALIDATION_RETRY_FIRST = 30.0
+VALIDATION_RETRY_MAX = 900.0
+
+
+def validation_retry_delay(failures: int) -> float:
+    """Seconds before a failed validation runs again: 30 s, doubling, at most 15 min.
+
+    Every validation logs in to every mailbox on both sides; repeating failed logins every 30 s to a
+    provider (10,000 mailboxes: 20,000 logins) gets accounts locked or the client's address blocked."""
+    return min(VALIDATION_RETRY_MAX, VALIDATION_RETRY_FIRST * 2 ** min(failures, 16))

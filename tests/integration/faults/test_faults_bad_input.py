@@ -4,6 +4,7 @@ each bad resource ends with a condition that has a reason, and the operator stay
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -160,4 +161,45 @@ def test_two_dnscutovers_for_one_domain_conflict_is_reported(
     assert "first" in c.get("message", "")
     first = _conditions(kube, "dnscutovers.mailferry.io", namespace, "first")
     assert not any("Conflict" in (x.get("reason") or "") for x in first.values()), first  # the older one wins
+    assert _alive(operator)
+
+
+def test_failed_validation_backs_off_and_a_retry_request_tests_at_once(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, operator: d.OperatorProcess
+) -> None:
+    """Wrong passwords: validation is repeated with back-off (30 s, 60 s, … 15 min: logins lock accounts),
+    and after the user fixes the Secret, a new retry-failed annotation value tests again at once, back-off
+    reset. Deterministic without timing: the natural retry would announce 60 s, the requested one 30 s."""
+    user = f"locked@{namespace}.test"
+    dovecot_pair.source.add_user(user, "right-" + namespace)
+    dovecot_pair.destination.add_user(user, "right-" + namespace)
+    d.apply(
+        kube,
+        d.secret_manifest("wrong", namespace, {user.replace("@", "_"): "wrong-" + namespace}),
+        _migration("locked", namespace, dovecot_pair, "wrong", mailboxes=[user]),
+    )
+    first = _wait_condition(kube, namespace, "locked", "Validated", "False")
+    print(f"first: {first['reason']}: {first['message'][:300]}")
+    assert first["reason"] == "NoMailboxReachable" and "tested again in 30s" in first["message"], first
+
+    kube.kubectl("annotate", "mailmigrations.mailferry.io/locked", "-n", namespace,
+                 "mailferry.io/retry-failed=1", "--overwrite")
+
+    def warnings() -> list[str] | None:
+        out = kube.kubectl("get", "events", "-n", namespace, "-o", "json", "--field-selector",
+                           "involvedObject.name=locked,reason=NoMailboxReachable").stdout
+        msgs = [e.get("message", "") for e in json.loads(out)["items"] for _ in range(e.get("count") or 1)]
+        return msgs if len(msgs) >= 2 else None
+
+    msgs = d.wait_for(warnings, 120, "a second failed validation (its Warning Event)")
+    print(f"after the annotation: {len(msgs)} failed validations announced: {[m[-140:-110] for m in msgs]}")
+    # both say 30 s: the request reset the back-off (a natural retry would have announced 60 s)
+    assert all("tested again in 30s" in m for m in msgs), msgs
+
+    # the fix: the right password, then a new request value; validated without waiting for the back-off
+    d.apply(kube, d.secret_manifest("wrong", namespace, {user.replace("@", "_"): "right-" + namespace}))
+    kube.kubectl("annotate", "mailmigrations.mailferry.io/locked", "-n", namespace,
+                 "mailferry.io/retry-failed=2", "--overwrite")
+    ok = _wait_condition(kube, namespace, "locked", "Validated", "True")
+    print(f"after the fix: {ok['reason']}")
     assert _alive(operator)
