@@ -95,12 +95,9 @@ async def _patch_status_raw(namespace: str, name: str, status: dict[str, Any]) -
 
 
 async def _get_object(namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        return await request("GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers/{name}")
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    return await kube.get_or_none(
+        f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/dnscutovers/{name}", K8S_TIMEOUT
+    )
 
 
 async def _patch_status(namespace: str, name: str, status: DnsCutoverStatus) -> None:
@@ -120,12 +117,9 @@ async def _patch_status(namespace: str, name: str, status: DnsCutoverStatus) -> 
 
 
 async def _secret(namespace: str, name: str) -> dict[str, str] | None:
-    try:
-        secret = await request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    secret = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}", K8S_TIMEOUT)
+    if secret is None:
+        return None
     return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.get("data") or {}).items()}
 
 
@@ -162,12 +156,9 @@ async def _create_secret(namespace: str, name: str, data: dict[str, str], owner:
 
 async def _ours(ctx: Ctx, kind: str, name: str) -> bool:
     """Whether the Secret/ConfigMap `name` carries this DnsCutover's label or ownerReference."""
-    try:
-        obj = await request("GET", f"/api/v1/namespaces/{ctx.namespace}/{kind}/{name}")
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return True
-        raise
+    obj = await kube.get_or_none(f"/api/v1/namespaces/{ctx.namespace}/{kind}/{name}", K8S_TIMEOUT)
+    if obj is None:
+        return True
     meta = obj.get("metadata") or {}
     owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
     return (meta.get("labels") or {}).get("mailferry.io/dnscutover") == ctx.name or ctx.uid in owners

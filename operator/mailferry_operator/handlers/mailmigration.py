@@ -210,12 +210,9 @@ def _store_values(index: kopf.Index[Any, Any], key: tuple[str, str]) -> list[Any
 async def _read_configmap(namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]] | None:
     """(data, binaryData) of a ConfigMap, None when absent. kubectl puts a file that is not UTF-8 into
     binaryData: the inventory is looked up in both so the message can say what is wrong with it."""
-    try:
-        cm = await (await kube.api()).request("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    cm = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+    if cm is None:
+        return None
     return dict(cm.get("data") or {}), dict(cm.get("binaryData") or {})
 
 

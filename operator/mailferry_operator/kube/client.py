@@ -100,13 +100,20 @@ class SecretValues:
 _secret_reads: dict[tuple[str, str], asyncio.Future[SecretValues | None]] = {}
 
 
-async def _fetch_secret(namespace: str, name: str) -> SecretValues | None:
+async def get_or_none(path: str, timeout: float | None = None) -> dict[str, Any] | None:
+    """GET one object; None when it does not exist (404). Other failures raise KubeError."""
     try:
-        secret = await (await api()).request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return await (await api()).request("GET", path, timeout=timeout)
     except KubeError as exc:
         if exc.status == 404:
             return None
         raise
+
+
+async def _fetch_secret(namespace: str, name: str) -> SecretValues | None:
+    secret = await get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    if secret is None:
+        return None
     values, not_text = decode_values(dict(secret.get("data") or {}))
     return SecretValues(secret.get("type"), values, tuple(not_text))
 

@@ -55,8 +55,10 @@ def sources(root: Path) -> list[str]:
     return [p.read_text() for p in sorted(root.rglob("*.py"))]
 
 
+# request("VERB", f"/path") and kube.get_or_none(f"/path") (a GET); the path is always a literal.
 REST = re.compile(
-    r'request\(\s*"(GET|POST|PATCH|PUT|DELETE)",\s*f?"(/api/v1|/apis/([\w.]+)/\w+)/namespaces/\{[^}]+\}/(\w+)'
+    r'(?:request\(\s*"(GET|POST|PATCH|PUT|DELETE)",|get_or_none\()\s*'
+    r'f?"(/api/v1|/apis/([\w.]+)/\w+)/namespaces/\{[^}]+\}/(\w+)'
     r'(/\{[^}]+\})?(/status)?"'
 )
 REST_VERBS = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
@@ -66,6 +68,7 @@ def rest_needs(code: str) -> set[Grant]:
     """Raw REST calls with a literal path: request("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")."""
     needs: set[Grant] = set()
     for method, _prefix, group, resource, named, status in REST.findall(code):
+        method = method or "GET"  # get_or_none
         verb = ("get" if named else "list") if method == "GET" else REST_VERBS[method]
         needs.add((group, resource + status, verb))
     return needs
