@@ -110,22 +110,31 @@ class Rfc2136Provider:
     async def aclose(self) -> None:
         return None
 
-    async def _query(self, name: str, rtype: str) -> dns.message.Message:
-        q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
-        q.flags &= ~dns.flags.RD
-        server = await self._server()
+    async def _exchange(self, msg: dns.message.Message, what: str) -> dns.message.Message:
+        """One message over TCP; a timeout or a connection failure is a transient ProviderError.
+        A signed message whose answer is unsigned or badly signed is a rejected TSIG key."""
         try:
-            return await dns.asyncquery.tcp(q, server, port=self.port, timeout=self.timeout)
+            return await dns.asyncquery.tcp(msg, await self._server(), port=self.port, timeout=self.timeout)
         except dns.exception.Timeout as exc:
-            raise ProviderError(
-                "ProviderTimeout", f"rfc2136: query {name} {rtype} timed out", transient=True
-            ) from exc
+            raise ProviderError("ProviderTimeout", f"rfc2136: {what} timed out", transient=True) from exc
         except OSError as exc:
             raise ProviderError(
                 "ProviderUnreachable",
-                f"rfc2136: {self.server}:{self.port}: {exc.strerror or exc}",
+                f"rfc2136: {what}: {self.server}:{self.port}: {exc.strerror or exc}",
                 transient=True,
             ) from exc
+        except (dns.exception.FormError, dns.tsig.PeerError) as exc:
+            # e.g. an unsigned NOTAUTH answer to a signed UPDATE: the server did not accept our key
+            raise ProviderError(
+                "ProviderAuthFailed",
+                f"rfc2136: {what}: the server did not accept TSIG key {self._keyname} "
+                f"({type(exc).__name__}): check provider.rfc2136.tsigKeyName, tsigAlgorithm and the secret",
+            ) from exc
+
+    async def _query(self, name: str, rtype: str) -> dns.message.Message:
+        q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
+        q.flags &= ~dns.flags.RD
+        return await self._exchange(q, f"query {name} {rtype}")
 
     async def check_zone(self) -> None:
         async def once() -> None:
@@ -152,24 +161,7 @@ class Rfc2136Provider:
             self.zone, keyring=self._keyring, keyname=self._keyname, keyalgorithm=self._alg
         )
         upd.present(self.zone, dns.rdatatype.SOA)
-        try:
-            resp = await dns.asyncquery.tcp(upd, await self._server(), port=self.port, timeout=self.timeout)
-        except dns.exception.Timeout as exc:
-            raise ProviderError(
-                "ProviderTimeout", "rfc2136: signed UPDATE timed out", transient=True
-            ) from exc
-        except OSError as exc:
-            raise ProviderError(
-                "ProviderUnreachable",
-                f"rfc2136: {self.server}:{self.port}: {exc.strerror or exc}",
-                transient=True,
-            ) from exc
-        except (dns.exception.FormError, dns.tsig.PeerError) as exc:
-            raise ProviderError(
-                "ProviderAuthFailed",
-                f"rfc2136: the server did not accept TSIG key {self._keyname} ({type(exc).__name__}): "
-                "check provider.rfc2136.tsigKeyName, tsigAlgorithm and the secret",
-            ) from exc
+        resp = await self._exchange(upd, "signed no-op UPDATE")
         rc = resp.rcode()
         if rc == dns.rcode.NOERROR:
             return
@@ -239,30 +231,7 @@ class Rfc2136Provider:
                 upd.replace(name, rrset.ttl, *wanted)
             else:
                 upd.delete(name, rdtype)
-            try:
-                resp = await dns.asyncquery.tcp(
-                    upd, await self._server(), port=self.port, timeout=self.timeout
-                )
-            except dns.exception.Timeout as exc:
-                raise ProviderError(
-                    "ProviderTimeout", f"rfc2136: UPDATE {name} {rtype} timed out", transient=True
-                ) from exc
-            except OSError as exc:
-                raise ProviderError(
-                    "ProviderUnreachable",
-                    f"rfc2136: UPDATE {name} {rtype}: {exc.strerror or exc}",
-                    transient=True,
-                ) from exc
-            except dns.exception.FormError as exc:
-                # e.g. an unsigned NOTAUTH answer to a signed UPDATE: the server did not accept our key
-                raise ProviderError(
-                    "ProviderAuthFailed",
-                    f"rfc2136: UPDATE {name} {rtype}: the answer was not signed (TSIG key rejected?)",
-                ) from exc
-            except dns.tsig.PeerError as exc:
-                raise ProviderError(
-                    "ProviderAuthFailed", f"rfc2136: TSIG rejected by the server: {type(exc).__name__}"
-                ) from exc
+            resp = await self._exchange(upd, f"UPDATE {name} {rtype}")
             rc = resp.rcode()
             if rc == dns.rcode.NOERROR:
                 return
