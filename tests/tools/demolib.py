@@ -217,15 +217,15 @@ class OperatorProcess(Supervised):
     """`mailferry-operator` as a subprocess watching `namespaces`."""
 
     def __init__(
-        self, kube: KubeAPI, namespaces: list[str], log_dir: Path, extra_env: Mapping[str, str] = ()
-    ) -> None:  # type: ignore[assignment]
+        self, kube: KubeAPI, namespaces: list[str], log_dir: Path, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.kube = kube
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.namespaces = namespaces
         self.log = log_dir / "operator.log"
         self.env = dict(kube.env)
-        self.env.update(dict(extra_env))
+        self.env.update(extra_env or {})
         self.starts = 0
 
     def start(self) -> OperatorProcess:
@@ -254,6 +254,23 @@ class OperatorProcess(Supervised):
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def alive(self) -> bool:
+        """Running, and its liveness endpoint answers 200."""
+        import httpx
+
+        if self.proc is None or not self.proc.running():
+            return False
+        return httpx.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=5).status_code == 200
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(VmRSS, VmHWM = peak RSS) in MB, from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) / 1024
+        return fields["VmRSS"], fields["VmHWM"]
 
 
 class JobRunnerProcess:

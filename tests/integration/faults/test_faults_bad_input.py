@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fixtures.dovecot import DovecotPair
@@ -21,24 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import demolib as d
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def operator(kube: KubeAPI, namespace: str, tmp_path: Path) -> Iterator[d.OperatorProcess]:
-    op = d.OperatorProcess(kube, [namespace], tmp_path).start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        kube.kubectl("delete", "jobs,mailboxsyncs.mailferry.io", "--all", "-n", namespace, "--wait=false",
-                     check=False)
-
-
-def _alive(op: d.OperatorProcess) -> bool:
-    assert op.proc is not None
-    if not op.proc.running():
-        return False
-    return httpx.get(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=5).status_code == 200
 
 
 def _conditions(kube: KubeAPI, kind: str, namespace: str, name: str) -> dict[str, dict[str, Any]]:
@@ -106,13 +86,13 @@ def test_semantically_bad_migrations_get_reasons_and_the_operator_stays_up(
     print(f"bad-inventory: total={inv.get('total')} invalid={inv.get('invalid')} errors listed={listed}")
     assert inv.get("invalid") == 10_000, inv.get("invalid")
     assert len(inv.get("errors") or []) <= 100, "status must stay small: errors are capped"
-    assert _alive(operator), "the operator died"
+    assert operator.alive(), "the operator died"
 
     # and it still does its job: a good migration next to the bad ones validates
     d.apply(kube, _migration("good", namespace, dovecot_pair, "good", mailboxes=[good_user]))
     c = _wait_condition(kube, namespace, "good", "Validated", "True")
     print(f"good: Validated=True reason={c['reason']}")
-    assert _alive(operator)
+    assert operator.alive()
 
 
 def test_inventory_over_the_configmap_limit_is_refused_by_the_api_server(
@@ -161,7 +141,7 @@ def test_two_dnscutovers_for_one_domain_conflict_is_reported(
     assert "first" in c.get("message", "")
     first = _conditions(kube, "dnscutovers.mailferry.io", namespace, "first")
     assert not any("Conflict" in (x.get("reason") or "") for x in first.values()), first  # the older one wins
-    assert _alive(operator)
+    assert operator.alive()
 
 
 def test_failed_validation_backs_off_and_a_retry_request_tests_at_once(
@@ -202,4 +182,4 @@ def test_failed_validation_backs_off_and_a_retry_request_tests_at_once(
                  "mailferry.io/retry-failed=2", "--overwrite")
     ok = _wait_condition(kube, namespace, "locked", "Validated", "True")
     print(f"after the fix: {ok['reason']}")
-    assert _alive(operator)
+    assert operator.alive()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -45,22 +44,6 @@ class Case:
     reason: str
     words: tuple[str, ...]
     body: Obj
-
-
-def _alive(op: d.OperatorProcess) -> bool:
-    assert op.proc is not None
-    if not op.proc.running():
-        return False
-    return httpx.get(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=5).status_code == 200
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def _secret(name: str, ns: str, data: dict[str, str]) -> Obj:
@@ -497,7 +480,7 @@ def test_semantically_bad_dnscutovers(
     ]
     assert len({c.name for c in cases}) == len(cases)
     time.sleep(2)
-    rss_before, _ = rss_mb(op.pid)
+    rss_before, _ = op.memory_mb()
     d.apply(
         kube,
         *(
@@ -554,8 +537,8 @@ def test_semantically_bad_dnscutovers(
         assert powerdns.api_key not in str(obj.get("status")) and tsig.secret not in str(obj.get("status"))
     assert powerdns.answer(zone + ".", "MX") == old_mx  # nothing switched the zone's MX
     assert "Traceback" not in op.log.read_text(errors="replace")
-    assert _alive(op), "the operator died"
-    rss_after, hwm = rss_mb(op.pid)
+    assert op.alive(), "the operator died"
+    rss_after, hwm = op.memory_mb()
     print(f"operator RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB, peak {hwm:.0f} MB")
     assert hwm - rss_before < RSS_GROWTH_LIMIT_MB, (rss_before, hwm)
 
@@ -588,7 +571,7 @@ def test_semantically_bad_dnscutovers(
         assert obj["status"]["phase"] == "TTLLowered"
     after = powerdns.query(zone + ".", "SOA").answer[0][0].serial
     print(f"SOA serial before the good ones {serial}, after {after}")
-    assert _alive(op)
+    assert op.alive()
     kube.kubectl("delete", "namespace", other_ns, "--wait=false", check=False)
 
 
@@ -647,7 +630,7 @@ def test_two_dnscutovers_for_one_domain_in_two_namespaces(
             "the other one proceeds once the first is deleted",
         )
         print(f"{other}/twin: Ready once {namespace}/twin was deleted")
-        assert _alive(op)
+        assert op.alive()
     finally:
         op.stop()
         kube.kubectl("delete", "namespace", other, "--wait=false", check=False)

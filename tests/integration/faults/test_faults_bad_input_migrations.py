@@ -10,12 +10,10 @@ import base64
 import json
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from fixtures._proc import free_port
@@ -67,35 +65,6 @@ def _configmap(
     if binary is not None:
         cm["binaryData"] = {key: _b64(binary)}
     return cm
-
-
-def _alive(op: d.OperatorProcess) -> bool:
-    assert op.proc is not None
-    if not op.proc.running():
-        return False
-    return httpx.get(f"http://127.0.0.1:{op.liveness_port}/healthz", timeout=5).status_code == 200
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of a process in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
-
-
-@pytest.fixture
-def operator(kube: KubeAPI, namespace: str, tmp_path: Path) -> Iterator[d.OperatorProcess]:
-    op = d.OperatorProcess(kube, [namespace], tmp_path).start()
-    try:
-        yield op
-    finally:
-        op.stop()
-        kube.kubectl(
-            "delete", "jobs,mailboxsyncs.mailferry.io", "--all", "-n", namespace, "--wait=false", check=False
-        )
 
 
 def _cases(ns: str, pair: DovecotPair, user: str, pw: str, spare: list[str]) -> list[Case]:
@@ -457,7 +426,7 @@ def test_thirty_semantically_bad_migrations(
     keys = {a.replace("@", "_"): pw.encode() for a in [user, *spare]}
     d.apply(kube, _secret("good", ns, keys), verb=("create",))
     time.sleep(2)  # the operator has started its watches
-    rss_before, _ = rss_mb(operator.pid)
+    rss_before, _ = operator.memory_mb()
     extra = [o for c in cases for o in c.extra]
     d.apply(kube, *extra, verb=("create",))
     d.apply(kube, *(_manifest(c, ns, dovecot_pair, user) for c in cases), verb=("create",))
@@ -506,8 +475,8 @@ def test_thirty_semantically_bad_migrations(
         assert "hunter2" not in json.dumps(d.migration(kube, ns, name).get("status"))
 
     # the operator is up, bounded, and still does its job
-    assert _alive(operator), "the operator died"
-    rss_after, hwm = rss_mb(operator.pid)
+    assert operator.alive(), "the operator died"
+    rss_after, hwm = operator.memory_mb()
     print(f"operator RSS before {rss_before:.0f} MB, after {rss_after:.0f} MB, peak {hwm:.0f} MB")
     assert hwm - rss_before < RSS_GROWTH_LIMIT_MB, (rss_before, hwm)
     d.apply(kube, _manifest(Case("good-after", "", "", set(), (), user=spare[4]), ns, dovecot_pair, user))
@@ -522,7 +491,7 @@ def test_thirty_semantically_bad_migrations(
     )
     print(f"good-after: Validated=True reason={ok['reason']}")
     assert ok["reason"] == "AllMailboxesReachable"
-    assert _alive(operator)
+    assert operator.alive()
     assert "Traceback" not in operator.log.read_text(errors="replace")
 
 
@@ -566,4 +535,4 @@ def test_two_migrations_into_one_mailbox(
     kube.kubectl("delete", "mailmigration", "first", "-n", ns, "--wait=true", "--timeout=60s")
     c = d.wait_for(lambda: validated("second", "True"), 120, "second validates once first is gone")
     print(f"second: Validated=True reason={c['reason']} once first was deleted")
-    assert _alive(operator)
+    assert operator.alive()
