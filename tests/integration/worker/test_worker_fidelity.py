@@ -89,6 +89,8 @@ def test_fidelity_corpus_verifies_with_zero_differences(
     st = mb.status()
     assert st["phase"] == "Synced", st
     assert st["totals"]["copied"] == total
+    # messages: what the source holds (the MailMigration's expectedMessages and progress sum these)
+    assert st["totals"]["messages"] == total == sum(f["messages"] for f in st["folders"]), st["totals"]
     assert st["round"] == 1
     assert "pw-src" not in cp.stderr and "pw-dst" not in cp.stderr
     names = {f["name"]: f for f in st["folders"]}
