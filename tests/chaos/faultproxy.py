@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .loopthread import LoopThread
+from .loopthread import LoopbackServer
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n$")
 # Commands we may answer ourselves: no literal follows them, and the client waits for the answer.
@@ -91,16 +91,14 @@ class _Conn:
                 t.cancel()
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, target_host: str, target_port: int, listen_port: int = 0, raw: bool = False) -> None:
         """``raw=True``: any TCP protocol (e.g. TLS to kube-apiserver); no IMAP-aware injection."""
+        super().__init__()
         self.target = (target_host, target_port)
         self.raw = raw
-        self._listen_port = listen_port
-        self.port = 0
+        self.listen_port = listen_port
         self.stats = ProxyStats()
-        self._lt: LoopThread | None = None
-        self._server: asyncio.AbstractServer | None = None
         self._conns: set[_Conn] = set()
         self._flowing: asyncio.Event | None = None
         self._budget_fixed: int | None = None
@@ -115,37 +113,15 @@ class FaultProxy:
         self._connect_delay = 0.0
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> FaultProxy:
-        self._lt = LoopThread(f"faultproxy-{self.target[1]}")
-        self._lt.run(self._start())
-        return self
-
-    async def _start(self) -> None:
+    async def _on_start(self) -> None:
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self._listen_port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await super()._on_start()
 
-    def stop(self) -> None:
-        if self._lt is None:
-            return
-
-        async def _stop() -> None:
-            if self._server is not None:
-                self._server.close()
-            for c in list(self._conns):
-                c.close()
-
-        with contextlib.suppress(Exception):
-            self._lt.run(_stop())
-        self._lt.stop()
-        self._lt = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    async def _on_stop(self) -> None:
+        await super()._on_stop()
+        for c in list(self._conns):
+            c.close()
 
     def _do(self, fn: Any, *args: Any) -> None:
         assert self._lt is not None, "proxy not started"

@@ -19,7 +19,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 
-from .loopthread import LoopThread
+from .loopthread import LoopbackServer
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -43,7 +43,7 @@ BEHAVIOURS: dict[str, str] = {
 CAPS = b"IMAP4rev1 LITERAL+ UIDPLUS"
 
 
-class HostileImap:
+class HostileImap(LoopbackServer):
     def __init__(self, behaviour: str, on: str = "SELECT", total: int | None = None) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}: {sorted(BEHAVIOURS)}")
@@ -53,38 +53,7 @@ class HostileImap:
         self.port = 0
         self.bytes_sent = 0
         self.commands: list[bytes] = []  # first line of each command received (credentials included!)
-        self._lt: LoopThread | None = None
-        self._server: asyncio.AbstractServer | None = None
-
-    def start(self) -> HostileImap:
-        self._lt = LoopThread(f"hostile-imap-{self.behaviour}")
-
-        async def _start() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-        self._lt.run(_start())
-        return self
-
-    def stop(self) -> None:
-        if self._lt is None:
-            return
-        server = self._server
-
-        async def _close() -> None:
-            if server is not None:
-                server.close()
-
-        with contextlib.suppress(Exception):
-            self._lt.run(_close())
-        self._lt.stop()
-        self._lt = None
-
-    def __enter__(self) -> HostileImap:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__()
 
     # -------------------------------------------------------------- the session
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -264,7 +233,7 @@ DEST_BEHAVIOURS: dict[str, str] = {
 }
 
 
-class HostileDestination:
+class HostileDestination(LoopbackServer):
     """An IMAP proxy in front of a real server (Dovecot) that misbehaves on APPEND only.
 
     Everything else is relayed. Commands are read whole from the client (the proxy answers the client's
@@ -286,41 +255,10 @@ class HostileDestination:
         self.port = 0
         self.appends = 0
         self.misbehaved = 0
-        self._lt: LoopThread | None = None
-        self._server: asyncio.AbstractServer | None = None
+        super().__init__()
         # late_commit: (tag, upstream reader, upstream writer, whole APPEND) held back on a dropped session
         self._held: tuple[bytes, asyncio.StreamReader, asyncio.StreamWriter, bytes] | None = None
         self.late_commits = 0
-
-    def start(self) -> HostileDestination:
-        self._lt = LoopThread(f"hostile-dest-{self.behaviour}")
-
-        async def _start() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-
-        self._lt.run(_start())
-        return self
-
-    def stop(self) -> None:
-        if self._lt is None:
-            return
-        server = self._server
-
-        async def _close() -> None:
-            if server is not None:
-                server.close()
-
-        with contextlib.suppress(Exception):
-            self._lt.run(_close())
-        self._lt.stop()
-        self._lt = None
-
-    def __enter__(self) -> HostileDestination:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _misbehave_now(self) -> bool:
         if self.times is not None and self.misbehaved >= self.times:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -45,3 +45,46 @@ class LoopThread:
         self._thread.join(10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+class LoopbackServer:
+    """An asyncio TCP server on 127.0.0.1 run on its own LoopThread, usable from sync code and as a
+    context manager. Subclasses give ``_handle`` (one connection), may set ``listen_port`` (0: any free
+    one) and extend ``_on_start``/``_on_stop`` (on the loop)."""
+
+    listen_port = 0
+    port = 0
+
+    def __init__(self) -> None:
+        self._lt: LoopThread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def _on_start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.listen_port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _on_stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def start(self) -> Self:
+        self._lt = LoopThread(f"{type(self).__name__}-{self.listen_port}")
+        self._lt.run(self._on_start())
+        return self
+
+    def stop(self) -> None:
+        if self._lt is None:
+            return
+        with contextlib.suppress(Exception):  # best effort at teardown
+            self._lt.run(self._on_stop())
+        self._lt.stop()
+        self._lt = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
