@@ -37,7 +37,6 @@ sys.path.insert(0, str(TESTS / "tools"))
 import demo_bench as bench  # noqa: E402
 import demolib as dl  # noqa: E402
 
-from fixtures._proc import ManagedProcess  # noqa: E402
 from fixtures.kubeapi import find_bin_dir, start_envtest  # noqa: E402
 
 NS = bench.NS
@@ -50,34 +49,18 @@ def say(msg: str) -> None:
 
 
 class PeeredOperator(dl.OperatorProcess):
-    """demolib's OperatorProcess with `--peering NAME` and its own log file."""
+    """demolib's OperatorProcess with `--peering NAME --priority P` and its own log file."""
 
     def __init__(self, kube: Any, namespaces: list[str], log_dir: Path, name: str, priority: int) -> None:
-        super().__init__(kube, namespaces, log_dir)
-        self.name = name
+        super().__init__(
+            kube,
+            namespaces,
+            log_dir,
+            name=name,
+            log_level=os.environ.get("MAILFERRY_CHAOS_OPERATOR_LOG_LEVEL", "info"),
+            extra_args=["--peering", PEERING, "--priority", str(priority)],
+        )
         self.priority = priority
-        self.log = log_dir / f"{name}.log"
-
-    def start(self) -> PeeredOperator:
-        argv = [
-            str(dl.BIN / "mailferry-operator"),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--liveness-port",
-            str(self.liveness_port),
-            "--log-level",
-            os.environ.get("MAILFERRY_CHAOS_OPERATOR_LOG_LEVEL", "info"),
-            "--peering",
-            PEERING,
-            "--priority",
-            str(self.priority),
-        ]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        self.starts += 1
-        self.proc = ManagedProcess(self.name, argv, log=self.log, env=self.env).start()
-        self.proc.wait_ready(lambda: dl.port_open(self.liveness_port), timeout=60)
-        return self
 
 
 def cpu_seconds(pid: int) -> float:

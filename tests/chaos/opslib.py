@@ -30,7 +30,9 @@ for extra in (TESTS, TESTS / "tools"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until  # noqa: E402
+import demolib as dl  # noqa: E402
+
+from fixtures._proc import wait_until  # noqa: E402
 from fixtures.kubeapi import KubeAPI  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -58,8 +60,8 @@ def proxied_kubeconfig(kube: KubeAPI, port: int, path: Path) -> Path:
     return path
 
 
-class Operator(Supervised):
-    """`mailferry-operator --namespace NS` as a subprocess; `kill()` is kill -9 of its process group."""
+class Operator(dl.OperatorProcess):
+    """demolib's OperatorProcess with its log at a given path; `kill()` is kill -9 of its process group."""
 
     def __init__(
         self,
@@ -71,42 +73,16 @@ class Operator(Supervised):
         extra_args: list[str] | None = None,
         name: str = "operator",
     ) -> None:
-        self.kube = kube
-        self.namespaces = namespaces
-        self.log = log
-        self.env = {**kube.env, **(env or {})}
-        self.log_level = log_level
-        self.extra_args = extra_args or []
-        self.name = name
-        self.starts = 0
-        self.liveness_port = 0
-        self.metrics_port = 0
-
-    def start(self, timeout: float = 90) -> Operator:
-        self.liveness_port = free_port()
-        self.metrics_port = free_port()
-        argv = [
-            str(BIN / "mailferry-operator"),
-            "--metrics-port",
-            str(self.metrics_port),
-            "--liveness-port",
-            str(self.liveness_port),
-            "--log-level",
-            self.log_level,
-            *self.extra_args,
-        ]
-        for ns in self.namespaces:
-            argv += ["--namespace", ns]
-        self.starts += 1
-        self.proc = ManagedProcess(f"{self.name}#{self.starts}", argv, log=self.log, env=self.env).start()
-        port = self.liveness_port
-        self.proc.wait_ready(lambda: port_open(port), timeout=timeout)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        super().__init__(
+            kube,
+            namespaces,
+            log.parent,
+            env,
+            name=name,
+            log_level=log_level,
+            extra_args=extra_args or (),
+            log=log,
+        )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.running()

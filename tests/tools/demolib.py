@@ -15,10 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -214,21 +214,36 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class OperatorProcess(Supervised):
-    """`mailferry-operator` as a subprocess watching `namespaces`."""
+    """`mailferry-operator` as a subprocess watching `namespaces` (kill() is kill -9 of its group; start()
+    again restarts it, on fresh ports). `extra_args` e.g. ["--peering", NAME, "--priority", "100"]."""
 
     def __init__(
-        self, kube: KubeAPI, namespaces: list[str], log_dir: Path, extra_env: Mapping[str, str] | None = None
+        self,
+        kube: KubeAPI,
+        namespaces: list[str],
+        log_dir: Path,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        name: str = "operator",
+        log_level: str = "info",
+        extra_args: Sequence[str] = (),
+        log: Path | None = None,
     ) -> None:
         self.kube = kube
         self.metrics_port = free_port()
         self.liveness_port = free_port()
         self.namespaces = namespaces
-        self.log = log_dir / "operator.log"
+        self.name = name
+        self.log = log or log_dir / f"{name}.log"
+        self.log_level = log_level
+        self.extra_args = list(extra_args)
         self.env = dict(kube.env)
         self.env.update(extra_env or {})
         self.starts = 0
 
-    def start(self) -> OperatorProcess:
+    def start(self, timeout: float = 90) -> Self:
+        if self.starts:  # a restart after a kill: the old ports may still be held for a moment
+            self.metrics_port, self.liveness_port = free_port(), free_port()
         argv = [
             str(BIN / "mailferry-operator"),
             "--metrics-port",
@@ -236,13 +251,15 @@ class OperatorProcess(Supervised):
             "--liveness-port",
             str(self.liveness_port),
             "--log-level",
-            "info",
+            self.log_level,
+            *self.extra_args,
         ]
         for ns in self.namespaces:
             argv += ["--namespace", ns]
         self.starts += 1
-        self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
-        self.proc.wait_ready(lambda: port_open(self.liveness_port), timeout=60)
+        self.proc = ManagedProcess(f"{self.name}#{self.starts}", argv, log=self.log, env=self.env).start()
+        port = self.liveness_port
+        self.proc.wait_ready(lambda: port_open(port), timeout=timeout)
         return self
 
     def metrics(self) -> str:
