@@ -250,6 +250,23 @@ class ImapClient:
         with contextlib.suppress(Exception):
             self._writer.close()
 
+    @contextlib.asynccontextmanager
+    async def _holding(self) -> AsyncIterator[None]:
+        """The connection to ourselves for one exchange. A broken exchange (connection lost, protocol
+        error, cancelled mid-way) leaves the stream in an unknown state: the connection is closed, and
+        socket errors surface as ConnectionLost. IMAP NO/BAD (other ImapErrors) leave it usable."""
+        if self.closed:
+            raise ConnectionLost("connection already closed")
+        async with self._lock:
+            try:
+                yield
+            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
+                self._abort()
+                raise
+            except (ConnectionError, OSError) as exc:
+                self._abort()
+                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+
     def _capabilities_from_text(self, text: str) -> None:
         code, args, _ = parse_status_text(text.strip())
         if code == "CAPABILITY" and args:
@@ -325,19 +342,8 @@ class ImapClient:
         ``on_untagged`` may consume an untagged response (return True) instead of it being collected.
         Raises CommandFailed on NO/BAD when ``check`` (Throttled when the text says so).
         """
-        if self.closed:
-            raise ConnectionLost("connection already closed")
-        async with self._lock:
-            try:
-                return await self._execute(parts, on_untagged, check)
-            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
-                self._abort()
-                raise
-            except ImapError:
-                raise
-            except (ConnectionError, OSError) as exc:
-                self._abort()
-                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+        async with self._holding():
+            return await self._execute(parts, on_untagged, check)
 
     async def _execute(
         self,
@@ -556,45 +562,36 @@ class ImapClient:
             if self.has("CONDSTORE"):
                 items.append("HIGHESTMODSEQ")
         wanted = b"(" + " ".join(items).encode("ascii") + b")"
-        if self.closed:
-            raise ConnectionLost("connection already closed")
         results: dict[str, dict[str, int] | ImapError] = {}
-        async with self._lock:
-            try:
-                tags: dict[bytes, str] = {}
-                wire: dict[str, str] = {}
-                buf = bytearray()
-                for mb in mailboxes:
-                    tag = self._next_tag()
-                    tags[tag] = mb
-                    wire[utf7.encode(mb)] = mb
-                    buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + wanted + b"\r\n"
-                self._writer.write(bytes(buf))
-                await self._drain()
-                pending = set(tags)
-                while pending:
-                    resp = await self._read()
-                    tag = resp.line.split(b" ", 1)[0]
-                    if tag in pending:
-                        pending.discard(tag)
-                        done = self._completion(resp, [])
-                        if done.status != "OK":
-                            err = CommandFailed(done.text, done.status, done.code)
-                            mb = tags[tag]
-                            results[mb] = classify_text(done.text, done.code) or _vanished_or(err, mb)
-                        continue
-                    self._note_untagged(resp)
-                    if resp.words(2)[-1].upper() == "STATUS":
-                        toks = tokenize(resp.rest_after(2), resp.literals)
-                        if len(toks) >= 2 and isinstance(toks[-1], list):
-                            name = wire.get(as_str(toks[0]), utf7.decode(as_str(toks[0])))
-                            results[name] = {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
-            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
-                self._abort()
-                raise
-            except (ConnectionError, OSError) as exc:
-                self._abort()
-                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+        async with self._holding():
+            tags: dict[bytes, str] = {}
+            wire: dict[str, str] = {}
+            buf = bytearray()
+            for mb in mailboxes:
+                tag = self._next_tag()
+                tags[tag] = mb
+                wire[utf7.encode(mb)] = mb
+                buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + wanted + b"\r\n"
+            self._writer.write(bytes(buf))
+            await self._drain()
+            pending = set(tags)
+            while pending:
+                resp = await self._read()
+                tag = resp.line.split(b" ", 1)[0]
+                if tag in pending:
+                    pending.discard(tag)
+                    done = self._completion(resp, [])
+                    if done.status != "OK":
+                        err = CommandFailed(done.text, done.status, done.code)
+                        mb = tags[tag]
+                        results[mb] = classify_text(done.text, done.code) or _vanished_or(err, mb)
+                    continue
+                self._note_untagged(resp)
+                if resp.words(2)[-1].upper() == "STATUS":
+                    toks = tokenize(resp.rest_after(2), resp.literals)
+                    if len(toks) >= 2 and isinstance(toks[-1], list):
+                        name = wire.get(as_str(toks[0]), utf7.decode(as_str(toks[0])))
+                        results[name] = {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
         return results
 
     async def select(self, mailbox: str, readonly: bool = False) -> SelectInfo:
@@ -760,18 +757,10 @@ class ImapClient:
         Leaving with a command still outstanding (an error, a cancel) closes the connection: what
         it did is unknown, and the caller's recovery (a re-match against the destination) decides.
         """
-        if self.closed:
-            raise ConnectionLost("connection already closed")
-        async with self._lock:
+        async with self._holding():
             pipe = AppendPipeline(self, mailbox)
             try:
                 yield pipe
-            except (ConnectionLost, ProtocolError, asyncio.CancelledError):
-                self._abort()
-                raise
-            except (ConnectionError, OSError) as exc:
-                self._abort()
-                raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
             finally:
                 if pipe.outstanding:
                     self._abort()
