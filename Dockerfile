@@ -13,6 +13,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/mailferry
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY common/ common/
 COPY operator/ operator/
 COPY worker/ worker/
 RUN /opt/mailferry/bin/pip install --no-cache-dir . \

@@ -3,7 +3,7 @@
     python tests/chaos/imap_probe.py --port P [--followup-port Q] [--read-timeout 3] [--as-limit-mb 2048]
 
 Runs connect -> LOGIN -> SELECT INBOX -> UID FETCH 1 BODY[] -> LOGOUT with
-``mailferry_worker.imap.ImapClient`` and prints one JSON line:
+``mailferry_imap.ImapClient`` and prints one JSON line:
 
     {"ok": false, "error": "ProtocolError", "reason": "ProtocolError", "transient": true,
      "message": "...", "baseline_rss_mb": 40.1, "peak_rss_mb": 105.2, "rss_growth_mb": 65.1,
@@ -26,7 +26,7 @@ import time
 import traceback
 from typing import Any
 
-from mailferry_worker.imap import ImapClient, ImapError
+from mailferry_imap import ImapClient, ImapError
 
 
 def rss_mb() -> float:

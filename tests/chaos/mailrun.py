@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.dovecot import Dovecot, make_message
-from mailferry_worker.imap import utf7
+from mailferry_imap import utf7
 
 WORKER = str(Path(sys.executable).parent / "mailferry-worker")
 DEBUG_WRAPPER = Path(__file__).resolve().parent / "worker_debug.py"

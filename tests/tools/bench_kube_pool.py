@@ -1,7 +1,7 @@
 """CPU per MailboxSync create by call concurrency and HTTP pool size (a benchmark, not a test).
 
 Starts the local API server, then creates N MailboxSyncs (bodies from `mailbox_sync_body`) per setting
-through `mailferry_worker.kube.KubeApi`, and prints process CPU per create and creates per second.
+through `mailferry_kube.client.KubeApi`, and prints process CPU per create and creates per second.
 
     .venv/bin/python tests/tools/bench_kube_pool.py [--creates 2000] [--settings 48:64,16:24]
 """
@@ -22,8 +22,8 @@ import httpx
 
 from fixtures.kubeapi import find_bin_dir, start_envtest
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+from mailferry_kube.client import KubeApi
 from mailferry_operator.migration.resources import mailbox_sync_body, mailbox_sync_template
-from mailferry_worker.kube import KubeApi
 
 SPEC = MailMigrationSpec.model_validate(
     {

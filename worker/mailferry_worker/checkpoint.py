@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailferry_api.mailboxsync import MailboxSyncSpec, MailboxSyncStatus
-
-from .kube import KubeApi
+from mailferry_kube.client import KubeApi
 
 # Optional fields the worker clears with an explicit null (merge-patch removes them).
 NULLABLE = ("lastError", "throttle")

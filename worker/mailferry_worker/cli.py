@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from mailferry_api.common import SecretRef
 from mailferry_api.imap import ImapAuth, ImapEndpoint, SyncOptions, default_secret_key
 from mailferry_api.mailboxsync import MailboxSide
+from mailferry_imap.credentials import ApiSecrets, Connector, StaticSecrets, connectors
+from mailferry_imap.errors import ImapError
+from mailferry_kube.client import KubeApi, KubeError
 
-from .credentials import ApiSecrets, Connector, StaticSecrets, connectors
-from .imap.errors import ImapError
-from .kube import KubeApi, KubeError
 from .verify import FolderReport, verify_mailbox
 
 MAX_LINES = 20

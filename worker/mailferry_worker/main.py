@@ -18,9 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailferry_imap.credentials import DirSecrets
+from mailferry_kube.client import KubeApi, KubeError
+
 from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
-from .credentials import DirSecrets
-from .kube import KubeApi, KubeError
 from .logs import log
 from .sync.batch import EXIT_CONFIG, run_batch
 from .sync.engine import RunSettings

@@ -11,8 +11,7 @@ from datetime import date
 
 from mailferry_api.imap import FolderSelection, SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
-
-from .imap.client import FolderInfo, MessageMeta, parse_internaldate
+from mailferry_imap.client import FolderInfo, MessageMeta, parse_internaldate
 
 SPECIAL_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
 CANONICAL = {

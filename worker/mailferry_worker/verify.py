@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailferry_api.imap import SyncOptions
+from mailferry_imap.client import ImapClient, MessageMeta, parse_internaldate
+from mailferry_imap.credentials import Connector
+from mailferry_imap.errors import FolderVanished
 
-from .credentials import Connector
-from .imap.client import ImapClient, MessageMeta, parse_internaldate
-from .imap.errors import FolderVanished
 from .plan import FolderPlan, decide, needs_hash, normal_flags, plan_folders, skip_reason
 from .sync.folder import content_hashes, fetch_all_meta
 

@@ -1,4 +1,4 @@
-"""The operator's Kubernetes calls, on the project's one client (`mailferry_worker.kube.KubeApi`).
+"""The operator's Kubernetes calls, on the project's one client (`mailferry_kube.client.KubeApi`).
 
 One KubeApi per process, created on first use (KUBECONFIG, else the in-cluster service account),
 field manager `mailferry-operator`, shared by the MailMigration and DnsCutover handlers.
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from mailferry_api.common import API_GROUP, API_VERSION
-from mailferry_worker.kube import MERGE_PATCH, KubeApi, KubeError
+from mailferry_kube.client import MERGE_PATCH, KubeApi, KubeError
 
 from ..migration.spec_checks import decode_values
 

@@ -1,6 +1,6 @@
 """Validation: log in to every mailbox on both sides, and scan the source (folders, counts, bytes).
 
-Runs the worker's own code: `mailferry_worker.credentials.Connector` (connect, STARTTLS, LOGIN /
+Runs the worker's own code: `mailferry_imap.credentials.Connector` (connect, STARTTLS, LOGIN /
 AUTHENTICATE PLAIN, master user, XOAUTH2 with the static / Google service-account / Microsoft
 client-credentials token sources) on the worker's asyncio IMAP client, so a mailbox that validates here
 logs in the same way in its Job. Everything runs on the operator's event loop, `concurrency` connections
@@ -19,9 +19,9 @@ from typing import Literal
 import httpx
 
 from mailferry_api.imap import ImapEndpoint
-from mailferry_worker.credentials import Connector, MissingSecret, StaticSecrets
-from mailferry_worker.imap import CommandFailed, ImapClient, ImapError
-from mailferry_worker.imap.auth import TokenSource
+from mailferry_imap import CommandFailed, ImapClient, ImapError
+from mailferry_imap.auth import TokenSource
+from mailferry_imap.credentials import Connector, MissingSecret, StaticSecrets
 
 Side = Literal["source", "destination"]
 TOKEN_TIMEOUT = 30.0

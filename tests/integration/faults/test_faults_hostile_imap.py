@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from chaos.hostile_imap import MIB, HostileImap
-from mailferry_worker.imap.client import STREAM_LIMIT
+from mailferry_imap.client import STREAM_LIMIT
 
 PROBE = Path(__file__).resolve().parents[2] / "chaos" / "imap_probe.py"
 # The client may hold one response line (STREAM_LIMIT, 64 MiB) in memory; everything else must be

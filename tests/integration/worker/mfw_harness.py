@@ -18,7 +18,7 @@ from typing import Any
 from chaos.mailrun import quote_folder
 from fixtures.dovecot import Dovecot, make_message
 from fixtures.kubeapi import KubeAPI
-from mailferry_worker.imap import utf7
+from mailferry_imap import utf7
 
 VENV_BIN = Path(sys.executable).parent
 WORKER = str(VENV_BIN / "mailferry-worker")

@@ -1,7 +1,7 @@
 """The RBAC we ship matches the Kubernetes calls the code makes.
 
 Scans operator/ and worker/ for the API calls (the REST paths given to the shared httpx client in
-mailferry_worker.kube, client-library `*_namespaced_*` calls should one come back, Kopf decorators,
+mailferry_kube.client, client-library `*_namespaced_*` calls should one come back, Kopf decorators,
 Kopf's own writes) and compares the (group, resource, verb) set with the rules in
 deploy/base/rbac.yaml (the chart renders the same rules: tests/integration/install compares them).
 A new call without a grant fails here, before it fails as a 403 in a cluster; a grant nothing uses fails too.
@@ -17,6 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 OPERATOR = ROOT / "operator" / "mailferry_operator"
 WORKER = ROOT / "worker" / "mailferry_worker"
+IMAP = ROOT / "common" / "mailferry_imap"  # the worker's IMAP client and credentials (shared kernel)
+KUBE_CLIENT = ROOT / "common" / "mailferry_kube" / "client.py"
 BASE = ROOT / "deploy" / "base"
 
 Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
@@ -181,11 +183,10 @@ def test_operator_rbac_matches_its_calls() -> None:
 
 
 def test_worker_rbac_matches_its_calls() -> None:
-    # kube.py also reads Secrets (for the `mailferry verify` CLI, run with the user's own identity).
-    needs = set().union(
-        *(worker_needs(p.read_text()) for p in sorted(WORKER.rglob("*.py")) if p.name != "kube.py")
-    )
-    needs |= {n for n in worker_needs((WORKER / "kube.py").read_text()) if n[1] != "secrets"}
+    # The kube client also reads Secrets (for the `mailferry verify` CLI, run with the user's own identity).
+    worker_code = [*sorted(WORKER.rglob("*.py")), *sorted(IMAP.rglob("*.py"))]
+    needs = set().union(*(worker_needs(p.read_text()) for p in worker_code))
+    needs |= {n for n in worker_needs(KUBE_CLIENT.read_text()) if n[1] != "secrets"}
     assert needs == {
         ("mailferry.io", "mailboxsyncs", "get"),
         ("mailferry.io", "mailboxsyncs/status", "patch"),
@@ -194,7 +195,7 @@ def test_worker_rbac_matches_its_calls() -> None:
     # The Job path never reads Secrets via the API (they are mounted); ApiSecrets is for `mailferry verify`.
     main = (WORKER / "main.py").read_text()
     assert "ApiSecrets" not in main
-    assert ("", "secrets", "get") in worker_needs((WORKER / "kube.py").read_text())
+    assert ("", "secrets", "get") in worker_needs(KUBE_CLIENT.read_text())
 
 
 def test_scanner_can_fail() -> None:

@@ -13,8 +13,8 @@ import respx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mailferry_worker.imap.auth import GOOGLE_TOKEN_URL, TokenSource
-from mailferry_worker.imap.errors import AuthenticationFailed, Throttled
+from mailferry_imap.auth import GOOGLE_TOKEN_URL, TokenSource
+from mailferry_imap.errors import AuthenticationFailed, Throttled
 
 
 def _b64d(s: str) -> bytes:

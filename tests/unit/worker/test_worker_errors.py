@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
-from mailferry_worker.imap.client import ImapClient
-from mailferry_worker.imap.errors import AuthenticationFailed, ConnectionLost, Throttled, classify_text
+from mailferry_imap.client import ImapClient
+from mailferry_imap.errors import AuthenticationFailed, ConnectionLost, Throttled, classify_text
 
 
 def test_throttle_classification() -> None:
@@ -64,7 +64,7 @@ def test_client_maps_provider_throttling_bye_and_auth() -> None:
 
 
 def test_destination_full_is_transient_not_a_skip() -> None:
-    from mailferry_worker.imap.errors import DestinationFull, classify_full
+    from mailferry_imap.errors import DestinationFull, classify_full
 
     full = classify_full("Quota exceeded (mailbox for user is full)", None)
     assert isinstance(full, DestinationFull) and full.transient and full.reason == "DestinationFull"

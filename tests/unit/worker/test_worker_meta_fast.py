@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailferry_worker.imap.client import _fast_fetch_meta, _slow_fetch_meta
-from mailferry_worker.imap.parser import SENTINEL, Response
+from mailferry_imap.client import _fast_fetch_meta, _slow_fetch_meta
+from mailferry_imap.parser import SENTINEL, Response
 
 HDR = b"Message-ID: <abc@example.test>\r\n\r\n"
 

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import asyncio
 
-from mailferry_worker.imap import utf7
-from mailferry_worker.imap.client import (
+from mailferry_imap import utf7
+from mailferry_imap.client import (
     compress_uids,
     format_internaldate,
     parse_internaldate,
     parse_message_id,
 )
-from mailferry_worker.imap.parser import ResponseReader, Spool, pairs, tokenize
+from mailferry_imap.parser import ResponseReader, Spool, pairs, tokenize
 
 
 def test_tokenize_fetch_with_literal_and_bracketed_atom() -> None:

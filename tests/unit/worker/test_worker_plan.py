@@ -4,7 +4,7 @@ from datetime import date
 
 from mailferry_api.imap import FolderMapping, FolderSelection, SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
-from mailferry_worker.imap.client import FolderInfo, MessageMeta
+from mailferry_imap.client import FolderInfo, MessageMeta
 from mailferry_worker.plan import (
     appendable_flags,
     chunks,

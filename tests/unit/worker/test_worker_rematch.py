@@ -15,7 +15,7 @@ import pytest
 
 from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
-from mailferry_worker.imap.client import MessageMeta
+from mailferry_imap.client import MessageMeta
 from mailferry_worker.plan import (
     DestFloor,
     Rematch,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from mailferry_imap.credentials import SecretSource
+
 from ..checkpoint import StatusStore
-from ..credentials import SecretSource
 from .engine import MailboxResult, MailboxRunner, RunSettings
 
 EXIT_OK = 0

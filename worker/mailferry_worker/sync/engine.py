@@ -21,11 +21,9 @@ from mailferry_api.mailboxsync import (
     SyncTotals,
     Throttle,
 )
-
-from ..checkpoint import StatusStore
-from ..credentials import Connector, SecretSource, connectors
-from ..imap.client import FolderInfo, ImapClient
-from ..imap.errors import (
+from mailferry_imap.client import FolderInfo, ImapClient
+from mailferry_imap.credentials import Connector, SecretSource, connectors
+from mailferry_imap.errors import (
     AuthenticationFailed,
     CommandFailed,
     DestinationChanged,
@@ -34,7 +32,9 @@ from ..imap.errors import (
     Throttled,
     TLSError,
 )
-from ..kube import KubeError
+from mailferry_kube.client import KubeError
+
+from ..checkpoint import StatusStore
 from ..logs import log
 from ..plan import FolderPlan, folder_unchanged, plan_folders
 from .folder import FolderSync, MailboxCounters

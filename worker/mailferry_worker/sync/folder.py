@@ -11,8 +11,7 @@ from datetime import UTC, datetime
 
 from mailferry_api.imap import SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
-
-from ..imap.client import (
+from mailferry_imap.client import (
     AppendItem,
     AppendPipeline,
     ImapClient,
@@ -21,8 +20,9 @@ from ..imap.client import (
     compress_uids,
     parse_internaldate,
 )
-from ..imap.errors import CommandFailed, ConnectionLost, DestinationChanged, FolderVanished
-from ..imap.parser import Literal, Spool
+from mailferry_imap.errors import CommandFailed, ConnectionLost, DestinationChanged, FolderVanished
+from mailferry_imap.parser import Literal, Spool
+
 from ..plan import (
     Decision,
     DestFloor,

@@ -11,11 +11,11 @@ import httpx
 
 from mailferry_api.imap import ImapEndpoint, default_secret_key
 from mailferry_api.mailboxsync import MailboxSide
+from mailferry_kube.client import KubeApi, KubeError
 
-from .imap.auth import TokenSource
-from .imap.client import ImapClient
-from .imap.errors import AuthenticationFailed
-from .kube import KubeApi, KubeError
+from .auth import TokenSource
+from .client import ImapClient
+from .errors import AuthenticationFailed
 
 Side = Literal["source", "destination"]
 
