@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import sys
 from collections.abc import Sequence
+
+from . import settings
 
 log = logging.getLogger("mailferry")
 
@@ -37,7 +38,7 @@ def block_unused_client_libraries() -> None:
 
 def _namespaces(args: argparse.Namespace) -> list[str]:
     found: list[str] = []
-    for value in [*(args.namespace or []), os.environ.get("MAILFERRY_WATCH_NAMESPACES", "")]:
+    for value in [*(args.namespace or []), *settings.current().watch_namespaces]:
         found += [ns.strip() for ns in value.split(",") if ns.strip()]
     return sorted(set(found))
 
@@ -63,23 +64,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("MAILFERRY_METRICS_PORT", "8080")),
+        default=settings.current().metrics_port,
         help="serve Prometheus /metrics here (0: off)",
     )
     p.add_argument("--metrics-address", default="0.0.0.0")
     p.add_argument(
         "--liveness-port",
         type=int,
-        default=int(os.environ.get("MAILFERRY_LIVENESS_PORT", "8081")),
+        default=settings.current().liveness_port,
         help="serve Kopf's liveness probe at /healthz here (0: off)",
     )
     p.add_argument(
         "--log-level",
-        default=os.environ.get("MAILFERRY_LOG_LEVEL", "info"),
+        default=settings.current().log_level,
         choices=["debug", "info", "warning", "error"],
     )
     p.add_argument(
-        "--log-format", default=os.environ.get("MAILFERRY_LOG_FORMAT", "text"), choices=["text", "json"]
+        "--log-format", default=settings.current().log_format, choices=["text", "json"]
     )
     args = p.parse_args(argv)
     if not args.all_namespaces and not _namespaces(args):

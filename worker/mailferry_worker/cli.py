@@ -27,6 +27,7 @@ from mailferry_imap.credentials import ApiSecrets, Connector, StaticSecrets, con
 from mailferry_imap.errors import ImapError
 from mailferry_kube.client import KubeApi, KubeError
 
+from . import settings
 from .verify import FolderReport, verify_mailbox
 
 MAX_LINES = 20
@@ -47,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="compare source and destination mailboxes")
     v.add_argument("--mailboxsync")
-    v.add_argument("--namespace", default=os.environ.get("MAILFERRY_NAMESPACE", "default"))
+    v.add_argument("--namespace", default=settings.current().namespace or "default")
     v.add_argument("--kubeconfig")
     _side_args(v, "source")
     _side_args(v, "dest")
-    v.add_argument("--ca-file", default=os.environ.get("MAILFERRY_CA_FILE"))
+    v.add_argument("--ca-file", default=settings.current().ca_file or None)
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument(
         "--ignore-extra", action="store_true", help="messages only on the destination are no difference"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from . import settings
 
 SECRET_WORDS = ("password", "token", "secret", "authorization", "assertion")
 
@@ -21,7 +22,7 @@ def log(event: str, level: str = "info", **fields: Any) -> None:
         if any(w in k.lower() for w in SECRET_WORDS):
             continue
         record[k] = v
-    if os.environ.get("MAILFERRY_LOG_FORMAT", "json") == "json":
+    if settings.current().log_format == "json":
         line = json.dumps(record, default=str, ensure_ascii=False)
     else:
         line = " ".join(f"{k}={v}" for k, v in record.items())

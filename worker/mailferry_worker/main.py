@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 from mailferry_imap.credentials import DirSecrets
 from mailferry_kube.client import KubeApi, KubeError
 
+from . import settings
 from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
 from .logs import log
 from .sync.batch import EXIT_CONFIG, run_batch
@@ -46,25 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--mailboxsync", action="append", default=[], help="MailboxSync name (repeatable, or a,b,c)"
     )
-    s.add_argument("--namespace", default=os.environ.get("MAILFERRY_NAMESPACE"))
-    s.add_argument(
-        "--secrets-dir", default=os.environ.get("MAILFERRY_SECRETS_DIR", "/var/run/mailferry/secrets")
-    )
+    s.add_argument("--namespace", default=settings.current().namespace or None)
+    s.add_argument("--secrets-dir", default=settings.current().secrets_dir)
     s.add_argument("--kubeconfig", default=None)
     s.add_argument("--status-dir", default=None, help="development: MailboxSyncs as JSON files here, no API")
-    s.add_argument("--round", type=int, default=int(os.environ.get("MAILFERRY_ROUND", "0") or 0))
-    s.add_argument(
-        "--concurrency", type=int, default=int(os.environ.get("MAILFERRY_MAILBOX_CONCURRENCY", "4") or 4)
-    )
+    s.add_argument("--round", type=int, default=settings.current().round)
+    s.add_argument("--concurrency", type=int, default=settings.current().mailbox_concurrency)
     s.add_argument("--connections", type=int, default=None, help="override spec.connectionsPerMailbox")
-    s.add_argument("--job-name", default=os.environ.get("MAILFERRY_JOB_NAME"))
+    s.add_argument("--job-name", default=settings.current().job_name or None)
     return p
 
 
 async def _sync(args: argparse.Namespace) -> int:
     names = [n.strip() for arg in args.mailboxsync for n in arg.split(",") if n.strip()]
     if not names:
-        names = [n.strip() for n in os.environ.get("MAILFERRY_MAILBOXSYNCS", "").split(",") if n.strip()]
+        names = list(settings.current().mailboxsyncs)
     if not names:
         log("config_error", "error", error="no MailboxSync names (MAILFERRY_MAILBOXSYNCS or --mailboxsync)")
         return EXIT_CONFIG
@@ -82,12 +78,12 @@ async def _sync(args: argparse.Namespace) -> int:
             log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
             return EXIT_CONFIG
         store = KubeStatusStore(api, args.namespace)
-    settings = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
+    run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     start = time.monotonic()
     log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)
     try:
         code, results = await run_batch(
-            names, store, DirSecrets(Path(args.secrets_dir)), settings, args.concurrency
+            names, store, DirSecrets(Path(args.secrets_dir)), run, args.concurrency
         )
     finally:
         if api is not None:

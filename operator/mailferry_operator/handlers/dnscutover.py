@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +40,7 @@ from mailferry_api.dnscutover import (
     Snapshot,
 )
 
-from .. import metrics
+from .. import metrics, settings
 from ..dns import dkim as dkimlib
 from ..dns import phases as ph
 from ..dns import spec_checks as dns_checks
@@ -59,10 +58,10 @@ log = logging.getLogger("mailferry.dnscutover")
 PLURAL = "dnscutovers"
 KIND = "DnsCutover"
 APPROVAL_ANNOTATION = "mailferry.io/approved-phase"
-GATE_INTERVAL = float(os.environ.get("MAILFERRY_DNS_GATE_INTERVAL", "15"))
+GATE_INTERVAL = settings.current().dns_gate_interval
 MAX_STEPS = 12
 K8S_TIMEOUT = 30
-RECONCILE_TIMEOUT = float(os.environ.get("MAILFERRY_DNS_RECONCILE_TIMEOUT", "300"))
+RECONCILE_TIMEOUT = settings.current().dns_reconcile_timeout
 
 _locks: dict[str, asyncio.Lock] = {}
 
@@ -501,7 +500,7 @@ async def _check_spf(ctx: Ctx, inp: ph.Inputs) -> None:
     values = [v for v in txt_values(want.get((inp.names.apex, "TXT"))) if spflib.is_spf(v)]
     if not values:
         return
-    resolve = os.environ.get("MAILFERRY_SPF_RESOLVE", "1") != "0"
+    resolve = settings.current().spf_resolve
     count = await spflib.count_lookups(values[0], _spf_lookup if resolve else None)
     try:
         count.check()
@@ -514,7 +513,7 @@ async def _check_mx(ctx: Ctx) -> None:
     says so authoritatively; elsewhere only a definite NXDOMAIN counts (MAILFERRY_SPF_RESOLVE=0: skipped)."""
     assert ctx.provider is not None
     zone = ctx.provider.zone
-    resolve = os.environ.get("MAILFERRY_SPF_RESOLVE", "1") != "0"
+    resolve = settings.current().spf_resolve
     for i, mx in enumerate(ctx.spec.records.mx):
         host = fqdn(mx.host)
         if dns_checks.in_zone(host, zone):
@@ -552,7 +551,7 @@ def _spf_resolver() -> Any:
     """The system resolver, or MAILFERRY_SPF_NAMESERVERS (host:port, comma-separated) when set."""
     import dns.asyncresolver
 
-    configured = [x.strip() for x in os.environ.get("MAILFERRY_SPF_NAMESERVERS", "").split(",") if x.strip()]
+    configured = list(settings.current().spf_nameservers)
     if not configured:
         return dns.asyncresolver.get_default_resolver()
     res = dns.asyncresolver.Resolver(configure=False)

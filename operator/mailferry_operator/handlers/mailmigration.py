@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +35,7 @@ from mailferry_api.mailmigration import (
     ScanStatus,
 )
 
-from .. import metrics
+from .. import metrics, settings
 from ..kube import client as kube
 from ..migration import inventory as inv
 from ..migration import spec_checks
@@ -62,8 +61,6 @@ log = logging.getLogger("mailferry.migration")
 PLURAL = "mailmigrations"
 MAILBOXSYNCS = "mailboxsyncs"
 # 16 calls at once: on the envtest API server 48 were slower and cost 2.5x the CPU per MailboxSync
-CREATE_CONCURRENCY = int(os.environ.get("MAILFERRY_CREATE_CONCURRENCY", "16"))
-PROBE_CONCURRENCY = int(os.environ.get("MAILFERRY_PROBE_CONCURRENCY", "32"))
 INVENTORY_RECHECK_SECONDS = 60.0
 MIN_PASS_INTERVAL = 0.5
 PHASES = get_args(MigrationPhase)
@@ -324,7 +321,7 @@ async def _ensure_mailboxsyncs(
     existing: Mapping[str, MailboxView],
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
-    """Create missing MailboxSyncs and update drifted specs, `CREATE_CONCURRENCY` calls at a time."""
+    """Create missing MailboxSyncs and update drifted specs, `create_concurrency` calls at a time."""
     key = (rt.inventory_key, spec_hash(spec.to_api()))
     if key == rt.ensured_key:
         return
@@ -333,7 +330,7 @@ async def _ensure_mailboxsyncs(
     todo = iter(list(rt.names.items()))
 
     async def lane() -> None:
-        # CREATE_CONCURRENCY lanes take the next mailbox when free: no task per mailbox is waiting
+        # create_concurrency lanes take the next mailbox when free: no task per mailbox is waiting
         # (10,000 of them cost ~12 MB), and a body is built only when its turn comes.
         nonlocal created, updated
         for sync_name, entry in todo:
@@ -354,7 +351,7 @@ async def _ensure_mailboxsyncs(
             updated += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(lane() for _ in range(max(1, CREATE_CONCURRENCY))))
+    await asyncio.gather(*(lane() for _ in range(max(1, settings.current().create_concurrency))))
     rt.ensured_key = key
     if created or updated:
         logger.info(
@@ -482,7 +479,9 @@ async def _validate(
             ],
         )
         return
-    results += await probe_all(tasks, secrets, concurrency=PROBE_CONCURRENCY, on_result=progress)
+    results += await probe_all(
+        tasks, secrets, concurrency=settings.current().probe_concurrency, on_result=progress
+    )
     del secrets
     scan = ScanStatus(mailboxes=len(entries), completed_at=_now())
     problems: dict[str, list[tuple[str, ProbeResult]]] = {}
@@ -736,8 +735,8 @@ def forget_metrics(namespace: str, name: str) -> None:
 def _worker_defaults(spec: MailMigrationSpec) -> MailMigrationSpec:
     """The chart tells the operator which worker image and ServiceAccount to use unless the spec says."""
     worker = spec.worker
-    image = os.environ.get("MAILFERRY_WORKER_IMAGE")
-    account = os.environ.get("MAILFERRY_WORKER_SERVICE_ACCOUNT")
+    image = settings.current().worker_image
+    account = settings.current().worker_service_account
     changes: dict[str, Any] = {}
     if image and "image" not in worker.model_fields_set:
         changes["image"] = image

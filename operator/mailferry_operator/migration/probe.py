@@ -11,7 +11,6 @@ exception messages.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +21,8 @@ from mailferry_api.imap import ImapEndpoint
 from mailferry_imap import CommandFailed, ImapClient, ImapError
 from mailferry_imap.auth import TokenSource
 from mailferry_imap.credentials import Connector, MissingSecret, StaticSecrets
+
+from .. import settings
 
 Side = Literal["source", "destination"]
 TOKEN_TIMEOUT = 30.0
@@ -118,7 +119,7 @@ class _Connectors:
     def __init__(self, secrets: StaticSecrets) -> None:
         self.secrets = secrets
         self.http: httpx.AsyncClient | None = None  # made on first need: one costs ~1 MB and 20 ms (CAs)
-        self.ca_file = os.environ.get("MAILFERRY_CA_FILE") or None  # as the worker reads it
+        self.ca_file = settings.current().ca_file or None  # as the worker reads it
         self.shared: dict[str, TokenSource | BaseException] = {}
         self.lock = asyncio.Lock()
 

@@ -9,6 +9,7 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from fixtures._proc import free_port  # nothing listens there: refused
 from fixtures.dovecot import Dovecot, DovecotPair
 from mailferry_api.imap import ImapEndpoint
+from mailferry_operator import settings
 from mailferry_operator.migration.probe import ProbeResult, ProbeTask, probe_all
 
 
@@ -58,7 +60,7 @@ def test_scan_counts_folders_messages_and_bytes_over_none_starttls_and_tls(
     want_messages = sum(s["messages"] for s in status.values())
     want_folders = len(status)  # INBOX, Work, Work/Projects (Dovecot lists the parent as selectable)
     secrets = {"source": {"val-scan_example.test": "pw-scan"}}
-    monkeypatch.setenv("MAILFERRY_CA_FILE", str(src.ca_cert))
+    monkeypatch.setattr(settings, "_current", replace(settings.current(), ca_file=str(src.ca_cert)))
     tasks = [
         ProbeTask(user, "source", endpoint(src, security), user, "val-scan_example.test", True)
         for security in ("none", "starttls", "tls")

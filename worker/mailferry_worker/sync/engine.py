@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from mailferry_imap.errors import (
 )
 from mailferry_kube.client import KubeError
 
+from .. import settings
 from ..checkpoint import StatusStore
 from ..logs import log
 from ..plan import FolderPlan, folder_unchanged, plan_folders
@@ -72,14 +72,10 @@ class RunSettings:
 
     @classmethod
     def from_env(cls, **kw: Any) -> RunSettings:
-        s = cls(**kw)
-        if "MAILFERRY_MAX_RETRIES" in os.environ:
-            s.max_retries = int(os.environ["MAILFERRY_MAX_RETRIES"])
-        if "MAILFERRY_BACKOFF_BASE" in os.environ:
-            s.backoff_base = float(os.environ["MAILFERRY_BACKOFF_BASE"])
-        if os.environ.get("MAILFERRY_CA_FILE"):
-            s.ca_file = os.environ["MAILFERRY_CA_FILE"]
-        return s
+        env = settings.current()
+        return cls(
+            max_retries=env.max_retries, backoff_base=env.backoff_base, ca_file=env.ca_file or None, **kw
+        )
 
 
 class _GiveUp(Exception):

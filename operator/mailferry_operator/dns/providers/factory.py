@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from mailferry_api.dnscutover import DnsCutoverSpec
 
+from ... import settings
 from .base import DnsProvider, ProviderError, RetryPolicy
 
 
@@ -22,8 +21,8 @@ def _need(secret: dict[str, str], key: str, secret_name: str | None) -> str:
 
 def retry_policy() -> RetryPolicy:
     return RetryPolicy(
-        attempts=int(os.environ.get("MAILFERRY_DNS_RETRIES", "5")),
-        base_delay=float(os.environ.get("MAILFERRY_DNS_RETRY_DELAY", "0.2")),
+        attempts=settings.current().dns_retries,
+        base_delay=settings.current().dns_retry_delay,
     )
 
 
@@ -31,7 +30,7 @@ def build(spec: DnsCutoverSpec, secret: dict[str, str]) -> DnsProvider:
     p = spec.provider
     zone = p.zone or spec.domain
     sname = p.secret_ref.name if p.secret_ref else None
-    timeout = float(os.environ.get("MAILFERRY_DNS_TIMEOUT", "10"))
+    timeout = settings.current().dns_timeout
     retry = retry_policy()
     if p.type == "powerdns":
         from .powerdns import PowerDnsProvider

@@ -1,0 +1,72 @@
+"""The operator's settings: every `MAILFERRY_*` variable it reads, typed, read once at start.
+
+`current()` is what the code asks; `main()` loads it before importing the handlers (the DnsCutover
+timer's interval is a decorator argument). Flags of `mailferry-operator` override the matching values.
+The table in docs/configuration.md is `python -m mailferry_operator.settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailferry_api.envsettings import env, load, table
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    watch_namespaces: tuple[str, ...] = env(
+        "MAILFERRY_WATCH_NAMESPACES", (), "namespaces to watch, comma-separated (or `--namespace`)"
+    )
+    metrics_port: int = env("MAILFERRY_METRICS_PORT", 8080, "Prometheus `/metrics` port (0: off)")
+    liveness_port: int = env("MAILFERRY_LIVENESS_PORT", 8081, "Kopf liveness `/healthz` port (0: off)")
+    log_level: str = env("MAILFERRY_LOG_LEVEL", "info", "debug, info, warning or error")
+    log_format: str = env("MAILFERRY_LOG_FORMAT", "text", "text or json")
+    create_concurrency: int = env(
+        "MAILFERRY_CREATE_CONCURRENCY", 16, "MailboxSync creates in flight at once, per operator"
+    )
+    probe_concurrency: int = env(
+        "MAILFERRY_PROBE_CONCURRENCY", 32, "IMAP logins in flight at once while validating mailboxes"
+    )
+    worker_image: str = env(
+        "MAILFERRY_WORKER_IMAGE", "", "worker image for Jobs whose spec names none (the chart sets it)"
+    )
+    worker_service_account: str = env(
+        "MAILFERRY_WORKER_SERVICE_ACCOUNT", "", "worker ServiceAccount for Jobs whose spec names none"
+    )
+    dns_gate_interval: float = env(
+        "MAILFERRY_DNS_GATE_INTERVAL", 15.0, "seconds between DnsCutover gate evaluations"
+    )
+    dns_reconcile_timeout: float = env(
+        "MAILFERRY_DNS_RECONCILE_TIMEOUT", 300.0, "seconds one DnsCutover step may take before it is retried"
+    )
+    spf_resolve: bool = env(
+        "MAILFERRY_SPF_RESOLVE", True, "resolve SPF includes and MX hosts in public DNS (0: skip, for tests)"
+    )
+    spf_nameservers: tuple[str, ...] = env(
+        "MAILFERRY_SPF_NAMESERVERS", (), "resolvers for SPF/MX checks, comma-separated (default: system)"
+    )
+    ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS checks (default: the system's)")
+    dns_retries: int = env("MAILFERRY_DNS_RETRIES", 5, "attempts per DNS provider call")
+    dns_retry_delay: float = env("MAILFERRY_DNS_RETRY_DELAY", 0.2, "first back-off between attempts, seconds")
+    dns_timeout: float = env("MAILFERRY_DNS_TIMEOUT", 10.0, "seconds per DNS provider request")
+
+
+_current: OperatorSettings | None = None
+
+
+def current() -> OperatorSettings:
+    """The settings of this process (read from the environment on first use, then fixed)."""
+    global _current
+    if _current is None:
+        _current = load(OperatorSettings)
+    return _current
+
+
+def override(settings: OperatorSettings) -> None:
+    """Replace the process's settings (main() after parsing flags; tests)."""
+    global _current
+    _current = settings
+
+
+if __name__ == "__main__":
+    print(table(OperatorSettings))

@@ -1,0 +1,40 @@
+"""The worker's settings: every `MAILFERRY_*` variable a Job's pod carries, typed, read once at start.
+
+The operator sets them on the Job (docs/job-contract.md); flags of `mailferry-worker sync` override the
+matching values. The table in docs/configuration.md is `python -m mailferry_worker.settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from mailferry_api.envsettings import env, load, table
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    namespace: str = env("MAILFERRY_NAMESPACE", "", "namespace of the MailboxSyncs (or `--namespace`)")
+    mailboxsyncs: tuple[str, ...] = env(
+        "MAILFERRY_MAILBOXSYNCS", (), "the batch: MailboxSync names, comma-separated (or `--mailboxsync`)"
+    )
+    secrets_dir: str = env(
+        "MAILFERRY_SECRETS_DIR", "/var/run/mailferry/secrets", "where the Job mounts the credential Secrets"
+    )
+    round: int = env("MAILFERRY_ROUND", 0, "the delta round this Job runs (0: bulk)")
+    mailbox_concurrency: int = env("MAILFERRY_MAILBOX_CONCURRENCY", 4, "mailboxes copied at once per Job")
+    job_name: str = env("MAILFERRY_JOB_NAME", "", "the Job's name (recorded in status)")
+    max_retries: int = env("MAILFERRY_MAX_RETRIES", 4, "reconnects per mailbox after a transient error")
+    backoff_base: float = env("MAILFERRY_BACKOFF_BASE", 1.0, "first back-off after a transient error, s")
+    ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
+    log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
+
+
+@functools.cache
+def current() -> WorkerSettings:
+    """The settings of this process (read from the environment on first use, then fixed)."""
+    return load(WorkerSettings)
+
+
+if __name__ == "__main__":
+    print(table(WorkerSettings))
