@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import re
 
+from mailferry_api.problems import ProblemError
 
-class ImapError(Exception):
-    """Base of every IMAP failure. ``reason`` is the CamelCase status reason."""
+
+class ImapError(ProblemError):
+    """Base of every IMAP failure. ``reason`` is the CamelCase status reason (fixed per class)."""
 
     reason = "ImapError"
     transient = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
 
 class ConnectionFailed(ImapError):

@@ -39,6 +39,7 @@ from mailferry_api.dnscutover import (
     RRset,
     Snapshot,
 )
+from mailferry_api.problems import ProblemError
 
 from .. import metrics, settings
 from ..dns import dkim as dkimlib
@@ -66,13 +67,11 @@ RECONCILE_TIMEOUT = settings.current().dns_reconcile_timeout
 _locks: dict[str, asyncio.Lock] = {}
 
 
-class SpecProblem(Exception):
+class SpecProblem(ProblemError):
     """A problem the CRD schema cannot catch; shown as Stalled with `reason`."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+        super().__init__(message, reason)
 
 
 # ------------------------------------------------------------------------------------- k8s I/O

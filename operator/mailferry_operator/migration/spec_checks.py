@@ -11,11 +11,11 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date
 
 from mailferry_api.imap import FolderSelection, ImapEndpoint
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+from mailferry_api.problems import Problem
 
 from .durations import parse_duration
 
@@ -32,12 +32,6 @@ _FIXED_KEY_TYPES = {
     "bootstrap.kubernetes.io/token": "token-id/token-secret",
 }
 _GROUP_REF = re.compile(r"\\(?:(\d{1,2})|g<([^>]*)>)")
-
-
-@dataclass(frozen=True)
-class Problem:
-    reason: str
-    message: str
 
 
 # ------------------------------------------------------------------------------------- spec fields

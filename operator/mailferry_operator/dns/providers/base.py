@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from mailferry_api.dnscutover import RRset
+from mailferry_api.problems import ProblemError
 
 from ... import metrics
 
@@ -22,12 +23,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class ProviderError(Exception):
+class ProviderError(ProblemError):
+    """A DNS provider call failed; `reason` names how (the message never holds a credential)."""
+
     def __init__(self, reason: str, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.transient = transient
+        super().__init__(message, reason, transient)
 
 
 class DnsProvider(Protocol):
