@@ -28,6 +28,7 @@ from mailferry_imap.errors import ImapError
 from mailferry_kube.client import KubeApi, KubeError
 
 from . import settings
+from .discover import command as discover_command
 from .verify import FolderReport, verify_mailbox
 
 MAX_LINES = 20
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--ignore-extra", action="store_true", help="messages only on the destination are no difference"
     )
+    discover_command.add_parser(sub)
     return p
 
 
@@ -153,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "verify":
         return asyncio.run(_verify(args))
+    if args.command == "inventory":
+        return asyncio.run(discover_command.run(args))
     return 2
 
 
