@@ -20,8 +20,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 K8S_BUILD := tests/tools/build-k8s-binaries.sh
 
-# Debian packages the tests run for real (plus isync for benchmarks, sqlite3 for poking at DBs, strace for the credentials-on-disk test).
-APT_PACKAGES := dovecot-core dovecot-imapd pdns-server pdns-backend-sqlite3 prometheus isync sqlite3 strace
+# Debian packages the tests run for real (dovecot-lmtpd: notices delivered into the test Dovecot; plus isync for benchmarks, sqlite3 for poking at DBs, strace for the credentials-on-disk test).
+APT_PACKAGES := dovecot-core dovecot-imapd dovecot-lmtpd pdns-server pdns-backend-sqlite3 prometheus isync sqlite3 strace
 # Their system services: we never use them (tests run private instances), so keep them stopped.
 APT_SERVICES := dovecot pdns prometheus
 
