@@ -1,4 +1,4 @@
-"""Renders the three CRDs from the pydantic models: the models are the one source of truth.
+"""Renders the CRDs from the pydantic models: the models are the one source of truth.
 
 `python -m mailferry_api.crd [outdir]` rewrites crds/*.yaml; a unit test fails when the
 committed files differ from what the models give, so the two cannot drift apart.
@@ -19,6 +19,7 @@ from .common import API_GROUP, API_VERSION
 from .dnscutover import DnsCutoverSpec, DnsCutoverStatus
 from .mailboxsync import MailboxSyncSpec, MailboxSyncStatus
 from .mailmigration import MailMigrationSpec, MailMigrationStatus
+from .sendingcutover import SendingCutoverSpec, SendingCutoverStatus
 
 CATEGORY = "mailferry"
 
@@ -92,6 +93,22 @@ RESOURCES: tuple[Resource, ...] = (
             {"name": "Target", "type": "string", "jsonPath": ".spec.targetPhase"},
             _ready_column(),
             {"name": "Provider", "type": "string", "jsonPath": ".spec.provider.type", "priority": 1},
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="SendingCutover",
+        plural="sendingcutovers",
+        short_names=("sendc",),
+        spec=SendingCutoverSpec,
+        status=SendingCutoverStatus,
+        columns=(
+            {"name": "Domain", "type": "string", "jsonPath": ".spec.domain"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Weight", "type": "integer", "jsonPath": ".status.weight", "description": "percent"},
+            {"name": "Target", "type": "integer", "jsonPath": ".spec.targetWeight"},
+            _ready_column(),
+            {"name": "Provider", "type": "string", "jsonPath": ".spec.provider.name", "priority": 1},
             _AGE,
         ),
     ),
