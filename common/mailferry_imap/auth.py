@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from mailferry_api import egress
+
 from .errors import AuthenticationFailed, ConnectionFailed, Throttled
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -16,6 +18,22 @@ GOOGLE_SCOPE = "https://mail.google.com/"
 MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
 MICROSOFT_SCOPE = "https://outlook.office365.com/.default"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# RFC 6749 section 5.2: the only `error` values a token endpoint's answer may put into a message; any
+# other text of a remote body never reaches status, Events or logs.
+OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+    }
+)
+
+
+class EgressNotAllowed(AuthenticationFailed):
+    reason = "EgressNotAllowed"
 
 
 def _b64url(data: bytes) -> str:
@@ -66,6 +84,7 @@ class TokenSource:
     scope: str | None = None
     token_url: str | None = None
     timeout: float = 30.0
+    egress_allow: tuple[str, ...] = ()  # base URLs the installer allows besides the providers' own
     _token: str | None = None
     _expires: float = 0.0
 
@@ -85,6 +104,9 @@ class TokenSource:
                 url, form = self._microsoft_request()
             else:
                 raise AuthenticationFailed(f"unknown OAuth2 provider {self.provider!r}")
+            refused = egress.url_problem(url, self.egress_allow, "the OAuth2 token URL")
+            if refused is not None:  # the client secret or assertion would go to a host nobody allowed
+                raise EgressNotAllowed(refused.message)
             try:
                 resp = await http.post(url, data=form, headers={"Accept": "application/json"})
             except httpx.HTTPError as exc:
@@ -100,6 +122,7 @@ class TokenSource:
             body = {}
         if resp.status_code != 200 or "access_token" not in body:
             err = body.get("error", "") if isinstance(body, dict) else ""
+            err = err if err in OAUTH_ERRORS else ""
             raise AuthenticationFailed(f"token request refused: HTTP {resp.status_code} {err}".strip())
         self._token = str(body["access_token"])
         self._expires = time.time() + float(body.get("expires_in", 3600))

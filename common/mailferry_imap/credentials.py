@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -89,6 +90,8 @@ class Connector:
     ca_file: str | None = None
     _token_source: TokenSource | None = None
     http: httpx.AsyncClient | None = None  # shared client for token requests (default: one per request)
+    guard: Callable[[], None] | None = None  # set on every connection opened (ImapClient.write_guard)
+    egress_allow: tuple[str, ...] = ()  # token URLs the installer allows (mailferry_api.egress)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """None for plain connections; otherwise one cached context per (CA file, verify) per process."""
@@ -133,6 +136,7 @@ class Connector:
         except BaseException:
             await client.close()
             raise
+        client.write_guard = self.guard
         return client
 
     async def _login(self, client: ImapClient) -> None:
@@ -155,7 +159,13 @@ class Connector:
         o = self.endpoint.auth.oauth2
         if o is None:
             raise AuthenticationFailed("auth.oauth2 is required for xoauth2")
-        ts = TokenSource(provider=o.provider, user=self.username, scope=o.scope, token_url=o.token_url)
+        ts = TokenSource(
+            provider=o.provider,
+            user=self.username,
+            scope=o.scope,
+            token_url=o.token_url,
+            egress_allow=self.egress_allow,
+        )
         if o.provider == "static":
             ts.static_token = await self._secret(o.token_key)
         elif o.provider == "google":
@@ -179,9 +189,26 @@ def connectors(
     spec_dest: MailboxSide,
     secrets: SecretSource,
     secret_key: str | None,
+    egress_allow: tuple[str, ...] = (),
 ) -> tuple[Connector, Connector]:
     fallback = default_secret_key(spec_source.username)
     return (
-        Connector("source", spec_source.endpoint, spec_source.username, secrets, secret_key, fallback),
-        Connector("destination", spec_dest.endpoint, spec_dest.username, secrets, secret_key, fallback),
+        Connector(
+            "source",
+            spec_source.endpoint,
+            spec_source.username,
+            secrets,
+            secret_key,
+            fallback,
+            egress_allow=egress_allow,
+        ),
+        Connector(
+            "destination",
+            spec_dest.endpoint,
+            spec_dest.username,
+            secrets,
+            secret_key,
+            fallback,
+            egress_allow=egress_allow,
+        ),
     )

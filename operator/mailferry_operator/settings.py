@@ -70,3 +70,19 @@ def override(settings: OperatorSettings) -> None:
 
 if __name__ == "__main__":
     print(table(OperatorSettings))
+    worker_images_allowed: tuple[str, ...] = env(
+        "MAILFERRY_WORKER_IMAGES_ALLOWED",
+        (),
+        "other worker images a MailMigration's spec.worker.image may name, comma-separated (default: none)",
+    )
+    worker_service_accounts_allowed: tuple[str, ...] = env(
+        "MAILFERRY_WORKER_SERVICE_ACCOUNTS_ALLOWED",
+        (),
+        "other ServiceAccounts spec.worker.serviceAccountName may name, comma-separated (default: none)",
+    )
+    egress_allow: tuple[str, ...] = env(
+        "MAILFERRY_EGRESS_ALLOW",
+        (),
+        "base URLs a spec's tokenUrl, DNS provider API URL or Prometheus address may lie under, "
+        "comma-separated (the providers' public endpoints are always allowed)",
+    )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from mailferry_api.folder_regex import map_folder
 from mailferry_api.imap import FolderSelection, SyncOptions
 from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap.client import FolderInfo, MessageMeta, parse_internaldate
@@ -160,8 +160,8 @@ def plan_folders(
             continue
         mapped: str | None = None
         for m in selection.mappings:
-            if re.search(m.from_, path):
-                mapped = re.sub(m.from_, m.to, path, count=1)
+            mapped = map_folder(m.from_, m.to, path)  # RE2: linear in the name, whatever the pattern
+            if mapped is not None:
                 break
         if mapped is not None:
             dest = destination_name(logical_parts(mapped, "/"), ddelim, dest_prefix)

@@ -34,6 +34,9 @@ class WorkerSettings:
 def current() -> WorkerSettings:
     """The settings of this process (read from the environment on first use, then fixed)."""
     return load(WorkerSettings)
+    egress_allow: tuple[str, ...] = env(
+        "MAILFERRY_EGRESS_ALLOW", (), "base URLs OAuth2 token requests may go to (the operator copies its own)"
+    )
 
 
 if __name__ == "__main__":

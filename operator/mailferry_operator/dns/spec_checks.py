@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailferry_api.dnscutover import DkimSelector, DnsCutoverSpec
 
 from ..gates.probes import parse_nameserver
+from .public_suffix import is_public_suffix
 from .rrset import fqdn, parse_record
 
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers must not accept shorter keys
@@ -28,6 +29,13 @@ def in_zone(name: str, zone: str) -> bool:
 
 def zone_problem(spec: DnsCutoverSpec) -> Problem | None:
     zone = fqdn(spec.provider.zone or spec.domain)
+    for field, name in (("spec.domain", spec.domain), ("spec.provider.zone", zone)):
+        if is_public_suffix(name):
+            return (
+                "PublicSuffix",
+                f"{field} {name.rstrip('.')} is a public suffix (Public Suffix List): it is shared by "
+                "many registrants and mailferry never changes its records; name your own domain below it",
+            )
     if not in_zone(spec.domain, zone):
         return (
             "InvalidSpec",

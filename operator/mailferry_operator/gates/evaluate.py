@@ -157,6 +157,7 @@ class PromObservation:
     values: list[float] | None = None  # None or [] = no data
     error: str | None = None
     invalid: bool = False  # Prometheus refused the query itself (bad_data): it never passes as written
+    refused: str | None = None  # the installation does not allow the address (mailferry_api.egress)
 
 
 def prometheus_due(gate: Gate, st: GateStatus, now: datetime) -> bool:
@@ -173,6 +174,8 @@ def prometheus(gate: Gate, st: GateStatus, obs: PromObservation, now: datetime) 
     cfg = gate.prometheus
     assert cfg is not None
     rng = cfg.threshold_range
+    if obs.refused:
+        return _set(st, now, "Failed", obs.refused, "error: EgressNotAllowed")
     if obs.invalid:
         return _set(
             st, now, "Failed", f"Prometheus rejected prometheus.query: {obs.error}", f"error: {obs.error}"

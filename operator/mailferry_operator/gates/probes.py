@@ -23,13 +23,19 @@ import dns.rdatatype
 import dns.resolver
 import httpx
 
+from mailferry_api import egress
 from mailferry_api.dnscutover import RRset
 
+from .. import settings
 from ..dns.rrset import parse_record, txt_value
 from ..mtasts import policy as mtasts
 from .evaluate import DnsObservation, PromObservation
 
 MAX_CNAME_HOPS = 8
+# Prometheus' documented errorType values: the only words of an error answer that reach status.
+PROMETHEUS_ERROR_TYPES = frozenset(
+    {"timeout", "canceled", "execution", "bad_data", "internal", "unavailable", "not_found", "not_acceptable"}
+)
 
 
 @dataclass
@@ -168,6 +174,11 @@ async def probe_dns(
 
 
 async def probe_prometheus(address: str, query: str, timeout: float = 10.0) -> PromObservation:
+    """One instant query at `address` + the fixed path /api/v1/query, when the installation allows the
+    address (mailferry_api.egress). Only the status code and Prometheus' errorType reach status."""
+    refused = egress.url_problem(address, settings.current().egress_allow, "prometheus.address")
+    if refused is not None:
+        return PromObservation(refused=refused.message)
     url = address.rstrip("/") + "/api/v1/query"
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
@@ -185,7 +196,8 @@ async def probe_prometheus(address: str, query: str, timeout: float = 10.0) -> P
             "check prometheus.address"
         )
     if resp.status_code != 200 or data.get("status") != "success":
-        detail = f"{data.get('errorType', '')}: {str(data.get('error', ''))[:200]}"
+        error_type = data.get("errorType")
+        detail = f"errorType {error_type}" if error_type in PROMETHEUS_ERROR_TYPES else "an error"
         # bad_data = the query does not parse or cannot run: asking again will not help
         return PromObservation(
             error=f"HTTP {resp.status_code} {detail}", invalid=data.get("errorType") == "bad_data"

@@ -16,9 +16,11 @@ from typing import Any
 import httpx
 
 from mailferry_api.common import API_GROUP, API_VERSION
+from mailferry_api.problems import Problem
 from mailferry_kube.client import MERGE_PATCH, KubeApi, KubeError
 
-from ..migration.spec_checks import decode_values
+from ..mailmigration.spec_checks import decode_values
+from .consent import consent_problem
 
 FIELD_MANAGER = "mailferry-operator"
 SECRET_SHARE_SECONDS = 2.0
@@ -90,11 +92,13 @@ async def create_job(namespace: str, body: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class SecretValues:
-    """A Secret's type and `.data` decoded to text (`spec_checks.decode_values`); read-only, shared."""
+    """A Secret's type and `.data` decoded to text (`spec_checks.decode_values`); read-only, shared.
+    A Secret that did not opt in (`consent.consent_problem`) has no values and says why in `refused`."""
 
     type: str | None
     values: Mapping[str, str]
     not_text: tuple[str, ...]  # keys whose value is not UTF-8 text
+    refused: Problem | None = None
 
 
 _secret_reads: dict[tuple[str, str], asyncio.Future[SecretValues | None]] = {}
@@ -114,6 +118,9 @@ async def _fetch_secret(namespace: str, name: str) -> SecretValues | None:
     secret = await get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}")
     if secret is None:
         return None
+    refused = consent_problem(secret)
+    if refused is not None:
+        return SecretValues(secret.get("type"), {}, (), refused)
     values, not_text = decode_values(dict(secret.get("data") or {}))
     return SecretValues(secret.get("type"), values, tuple(not_text))
 

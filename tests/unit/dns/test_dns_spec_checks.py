@@ -44,8 +44,23 @@ def test_zone_must_contain_the_domain_on_a_label_boundary() -> None:
     assert (
         found is not None and "spec.domain example.test is not inside provider.zone ample.test." in found[1]
     )
-    spec.provider.zone = "test"
+    spec.provider.zone = "example.test"
     assert sc.spec_problem(spec) is None
+
+
+def test_public_suffixes_are_refused_as_domain_and_as_zone() -> None:
+    """co.uk, github.io and bare TLDs are shared by many registrants: never a DnsCutover's to switch."""
+    for domain in ("co.uk", "github.io", "com"):
+        spec = _spec()
+        spec.domain, spec.provider.zone = domain, None
+        found = sc.spec_problem(spec)
+        assert found is not None and found[0] == "PublicSuffix" and f"spec.domain {domain} " in found[1]
+    spec = _spec()
+    spec.provider.zone = "test"  # the parent of example.test, but a top-level label
+    found = sc.spec_problem(spec)
+    assert found is not None and found[0] == "PublicSuffix" and "spec.provider.zone test " in found[1]
+    spec.domain, spec.provider.zone = "example.co.uk", None
+    assert sc.zone_problem(spec) is None
 
 
 def test_dkim_public_keys() -> None:

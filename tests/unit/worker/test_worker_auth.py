@@ -13,7 +13,7 @@ import respx
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from mailferry_imap.auth import GOOGLE_TOKEN_URL, TokenSource
+from mailferry_imap.auth import GOOGLE_TOKEN_URL, EgressNotAllowed, TokenSource
 from mailferry_imap.errors import AuthenticationFailed, Throttled
 
 
@@ -114,5 +114,32 @@ def test_token_errors_are_typed_and_secret_free() -> None:
                 await ts.token()
             assert exc2.value.__class__.__name__ == "ConnectionFailed"
         assert await TokenSource(provider="static", user="x", static_token="tok\n").token() == "tok"
+
+    asyncio.run(go())
+
+
+def test_token_url_outside_the_allowlist_gets_no_request_and_no_secret() -> None:
+    """A spec's tokenUrl pointing at a listener of the tenant's: the client secret is never sent."""
+
+    async def go() -> None:
+        ts = TokenSource(
+            provider="microsoft",
+            user="b@c",
+            client_id="a",
+            client_secret="very-secret",
+            token_url="http://127.0.0.1:9/steal",
+        )
+        with respx.mock(assert_all_called=False) as mock:
+            route = mock.route().respond(200, json={"access_token": "x"})
+            with pytest.raises(EgressNotAllowed) as exc:
+                await ts.token()
+            assert route.call_count == 0
+        assert exc.value.reason == "EgressNotAllowed" and "very-secret" not in str(exc.value)
+        ts.egress_allow = ("http://127.0.0.1:9",)  # the installer allowed it
+        with respx.mock() as mock:
+            mock.post("http://127.0.0.1:9/steal").respond(400, json={"error": "<script>page</script>"})
+            with pytest.raises(AuthenticationFailed) as refused:
+                await ts.token()
+        assert "script" not in str(refused.value)  # only RFC 6749 error codes reach a message
 
     asyncio.run(go())

@@ -71,10 +71,15 @@ class RunSettings:
     ca_file: str | None = None
 
     @classmethod
+    egress_allow: tuple[str, ...] = ()  # OAuth2 token URLs the installation allows
     def from_env(cls, **kw: Any) -> RunSettings:
         env = settings.current()
         return cls(
-            max_retries=env.max_retries, backoff_base=env.backoff_base, ca_file=env.ca_file or None, **kw
+            max_retries=env.max_retries,
+            backoff_base=env.backoff_base,
+            ca_file=env.ca_file or None,
+            egress_allow=env.egress_allow,
+            **kw,
         )
 
 
@@ -294,7 +299,9 @@ class MailboxRunner:
                 await asyncio.sleep(delay)
 
     async def _sync(self, spec: MailboxSyncSpec, clean: bool) -> MailboxResult:
-        src_c, dst_c = connectors(spec.source, spec.destination, self.secrets, spec.secret_key)
+        src_c, dst_c = connectors(
+            spec.source, spec.destination, self.secrets, spec.secret_key, self.settings.egress_allow
+        )
         src_c.ca_file = dst_c.ca_file = self.settings.ca_file
         src: ImapClient | None = None
         dst: ImapClient | None = None
@@ -373,7 +380,9 @@ class MailboxRunner:
         Any doubt (an error, a new folder, a folder without a finished checkpoint) means False: the
         normal path then runs and reports errors properly.
         """
-        src_c, _ = connectors(spec.source, spec.destination, self.secrets, spec.secret_key)
+        src_c, _ = connectors(
+            spec.source, spec.destination, self.secrets, spec.secret_key, self.settings.egress_allow
+        )
         src_c.ca_file = self.settings.ca_file
         try:
             src = await src_c.open()

@@ -12,14 +12,17 @@ from mailferry_api.dnscutover import RRset
 
 from ..rrset import fqdn, parse_record, rrset_equal, split_txt
 from .base import ProviderError, RetryPolicy, with_retries
-from .http import brief, request
+from .http import request
 
 
 def _errors(data: Any) -> str:
+    """Cloudflare's numeric error codes only (documented per API); its message text is a remote body
+    and never goes into status or Events."""
     try:
-        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in data.get("errors", []))[:300]
+        codes = [e.get("code") for e in data.get("errors", [])]
     except AttributeError:
         return ""
+    return ", ".join(f"code {c}" for c in codes[:5] if isinstance(c, int))
 
 
 class CloudflareProvider:
@@ -54,11 +57,14 @@ class CloudflareProvider:
             except ValueError:
                 data = {}
             if resp.status_code == 404:
-                raise ProviderError("ZoneNotFound", f"cloudflare: {what}: not found ({_errors(data)})")
+                raise ProviderError(
+                    "ZoneNotFound", f"cloudflare: {what}: not found ({_errors(data) or 'HTTP 404'})"
+                )
             if resp.status_code >= 400 or not data.get("success", False):
                 raise ProviderError(
                     "ProviderRejected",
-                    f"cloudflare: {what} -> {resp.status_code}: {_errors(data) or brief(resp.text)}",
+                    f"cloudflare: {what} -> HTTP {resp.status_code}"
+                    + (f" ({_errors(data)})" if _errors(data) else ""),
                 )
             return data
 

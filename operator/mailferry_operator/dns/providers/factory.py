@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mailferry_api import egress
 from mailferry_api.dnscutover import DnsCutoverSpec
 
 from ... import settings
@@ -26,7 +27,31 @@ def retry_policy() -> RetryPolicy:
     )
 
 
+def api_urls(spec: DnsCutoverSpec) -> list[tuple[str, str]]:
+    """(URL, spec field) of every HTTP API the provider of `spec` would be sent its credential at."""
+    p = spec.provider
+    if p.type == "powerdns" and p.powerdns is not None:
+        return [(p.powerdns.api_url, "spec.provider.powerdns.apiUrl")]
+    if p.type == "cloudflare" and p.cloudflare is not None:
+        return [(p.cloudflare.api_url, "spec.provider.cloudflare.apiUrl")]
+    if p.type == "route53" and p.route53 is not None and p.route53.endpoint:
+        return [(p.route53.endpoint, "spec.provider.route53.endpoint")]
+    return []
+
+
+def egress_problem(spec: DnsCutoverSpec) -> ProviderError | None:
+    """EgressNotAllowed when the spec would send the provider's key to a URL the installer did not allow."""
+    for url, field in api_urls(spec):
+        found = egress.url_problem(url, settings.current().egress_allow, field)
+        if found is not None:
+            return ProviderError(found.reason, found.message)
+    return None
+
+
 def build(spec: DnsCutoverSpec, secret: dict[str, str]) -> DnsProvider:
+    refused = egress_problem(spec)
+    if refused is not None:
+        raise refused
     p = spec.provider
     zone = p.zone or spec.domain
     sname = p.secret_ref.name if p.secret_ref else None

@@ -1,9 +1,9 @@
-"""Shared HTTP error mapping for the REST providers (httpx)."""
+"""Shared HTTP error mapping for the REST providers (httpx): status codes and fixed reasons only, never
+a remote body (it may echo a request header, or be a page from a host that is not the provider)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 
@@ -30,7 +30,3 @@ async def request(kind: str, send: Callable[[], Awaitable[httpx.Response]], what
         )
     return resp
 
-
-def brief(body: Any, limit: int = 300) -> str:
-    text = body if isinstance(body, str) else str(body)
-    return text[:limit]

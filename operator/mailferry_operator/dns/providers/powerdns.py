@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -10,7 +11,9 @@ from mailferry_api.dnscutover import RRset
 
 from ..rrset import canonical_record, fqdn
 from .base import ProviderError, RetryPolicy, with_retries
-from .http import brief, request
+from .http import request
+
+_SERVER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class PowerDnsProvider:
@@ -51,9 +54,7 @@ class PowerDnsProvider:
             if resp.status_code in (404, 422):
                 raise await self._not_found()
             if resp.status_code >= 400:
-                raise ProviderError(
-                    "ProviderError", f"powerdns: GET zone -> {resp.status_code}: {brief(resp.text)}"
-                )
+                raise ProviderError("ProviderError", f"powerdns: GET zone -> HTTP {resp.status_code}")
             try:
                 data = resp.json()
             except ValueError:
@@ -83,7 +84,9 @@ class PowerDnsProvider:
             servers = None
         if not isinstance(servers, list):
             return self._not_powerdns(resp)
+        # ids only as far as they look like ids: nothing else of a remote answer goes into status
         ids = [str(s.get("id")) for s in servers if isinstance(s, dict)]
+        ids = [i for i in ids if _SERVER_ID.fullmatch(i)]
         if self._server_id not in ids:
             return ProviderError(
                 "ProviderError",
@@ -135,7 +138,7 @@ class PowerDnsProvider:
             if resp.status_code >= 400:
                 raise ProviderError(
                     "ProviderRejected",
-                    f"powerdns: PATCH {name} {rtype} -> {resp.status_code}: {brief(resp.text)}",
+                    f"powerdns: PATCH {name} {rtype} -> HTTP {resp.status_code} (the server refused it)",
                 )
 
         await with_retries(self.kind, f"PATCH {name} {rtype}", once, self.retry, write=True)
