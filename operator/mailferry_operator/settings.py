@@ -45,6 +45,22 @@ class OperatorSettings:
     spf_nameservers: tuple[str, ...] = env(
         "MAILFERRY_SPF_NAMESERVERS", (), "resolvers for SPF/MX checks, comma-separated (default: system)"
     )
+    worker_images_allowed: tuple[str, ...] = env(
+        "MAILFERRY_WORKER_IMAGES_ALLOWED",
+        (),
+        "other worker images a MailMigration's spec.worker.image may name, comma-separated (default: none)",
+    )
+    worker_service_accounts_allowed: tuple[str, ...] = env(
+        "MAILFERRY_WORKER_SERVICE_ACCOUNTS_ALLOWED",
+        (),
+        "other ServiceAccounts spec.worker.serviceAccountName may name, comma-separated (default: none)",
+    )
+    egress_allow: tuple[str, ...] = env(
+        "MAILFERRY_EGRESS_ALLOW",
+        (),
+        "base URLs a spec's tokenUrl, DNS provider API URL or Prometheus address may lie under, "
+        "comma-separated (the providers' public endpoints are always allowed)",
+    )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS checks (default: the system's)")
     dns_retries: int = env("MAILFERRY_DNS_RETRIES", 5, "attempts per DNS provider call")
     dns_retry_delay: float = env("MAILFERRY_DNS_RETRY_DELAY", 0.2, "first back-off between attempts, seconds")
@@ -70,19 +86,3 @@ def override(settings: OperatorSettings) -> None:
 
 if __name__ == "__main__":
     print(table(OperatorSettings))
-    worker_images_allowed: tuple[str, ...] = env(
-        "MAILFERRY_WORKER_IMAGES_ALLOWED",
-        (),
-        "other worker images a MailMigration's spec.worker.image may name, comma-separated (default: none)",
-    )
-    worker_service_accounts_allowed: tuple[str, ...] = env(
-        "MAILFERRY_WORKER_SERVICE_ACCOUNTS_ALLOWED",
-        (),
-        "other ServiceAccounts spec.worker.serviceAccountName may name, comma-separated (default: none)",
-    )
-    egress_allow: tuple[str, ...] = env(
-        "MAILFERRY_EGRESS_ALLOW",
-        (),
-        "base URLs a spec's tokenUrl, DNS provider API URL or Prometheus address may lie under, "
-        "comma-separated (the providers' public endpoints are always allowed)",
-    )

@@ -28,15 +28,15 @@ class WorkerSettings:
     backoff_base: float = env("MAILFERRY_BACKOFF_BASE", 1.0, "first back-off after a transient error, s")
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
+    egress_allow: tuple[str, ...] = env(
+        "MAILFERRY_EGRESS_ALLOW", (), "base URLs OAuth2 token requests may go to (the operator copies its own)"
+    )
 
 
 @functools.cache
 def current() -> WorkerSettings:
     """The settings of this process (read from the environment on first use, then fixed)."""
     return load(WorkerSettings)
-    egress_allow: tuple[str, ...] = env(
-        "MAILFERRY_EGRESS_ALLOW", (), "base URLs OAuth2 token requests may go to (the operator copies its own)"
-    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,9 @@ class RunSettings:
     backoff_cap: float = 60.0
     connections: int | None = None  # overrides spec.connectionsPerMailbox
     ca_file: str | None = None
+    egress_allow: tuple[str, ...] = ()  # OAuth2 token URLs the installation allows
 
     @classmethod
-    egress_allow: tuple[str, ...] = ()  # OAuth2 token URLs the installation allows
     def from_env(cls, **kw: Any) -> RunSettings:
         env = settings.current()
         return cls(
