@@ -32,6 +32,9 @@ class Resource:
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    # Names the operator puts into label values (<= 63 characters) are refused at admission when longer,
+    # instead of failing every label write with `422 Invalid` later.
+    max_name: int | None = None
 
     @property
     def crd_name(self) -> str:
@@ -48,6 +51,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(
         kind="MailMigration",
         plural="mailmigrations",
+        max_name=63,
         short_names=("mm",),
         spec=MailMigrationSpec,
         status=MailMigrationStatus,
@@ -84,6 +88,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(
         kind="DnsCutover",
         plural="dnscutovers",
+        max_name=63,
         short_names=("dnsc",),
         spec=DnsCutoverSpec,
         status=DnsCutoverStatus,
@@ -181,6 +186,21 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _inline(raw, raw.get("$defs", {}))
 
 
+def _name_rules(resource: Resource) -> list[dict[str, Any]] | None:
+    if resource.max_name is None:
+        return None
+    return [
+        {
+            "rule": f"self.metadata.name.size() <= {resource.max_name}",
+            "message": (
+                f"metadata.name must be at most {resource.max_name} characters: mailferry uses the "
+                f"{resource.kind} name as a label value on the objects it creates"
+            ),
+            "reason": "FieldValueInvalid",
+        }
+    ]
+
+
 def render(resource: Resource) -> dict[str, Any]:
     spec_schema = openapi_schema(resource.spec)
     status_schema = openapi_schema(resource.status)
@@ -214,6 +234,7 @@ def render(resource: Resource) -> dict[str, Any]:
                             "type": "object",
                             "description": (resource.spec.__doc__ or "").strip() or None,
                             "required": ["spec"],
+                            "x-kubernetes-validations": _name_rules(resource),
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .common import HOST_PATTERN, ApiModel, SecretKey, SecretRef
 
@@ -74,18 +74,51 @@ class ImapEndpoint(ApiModel):
 
 
 class FolderMapping(ApiModel):
-    """Rename source folders: Python `re` pattern and replacement (\\1 groups), first match wins."""
+    """Rename source folders: an RE2 pattern (linear time: no backreferences or lookaround) and a
+    replacement (\\1 or \\g<name> groups), first match wins."""
 
     from_: str = Field(alias="from", min_length=1, max_length=1024)
     to: str = Field(max_length=1024)
 
 
+FolderPattern = Annotated[str, Field(min_length=1, max_length=1024)]
+# Every MailboxSync carries a copy of its migration's folder selection: bound the copy, so 10,000
+# mailboxes cannot turn one large spec into gigabytes in etcd (docs/reliability.md, "Bounded fan-out").
+MAX_FOLDER_SELECTION_CHARS = 8192
+
+
 class FolderSelection(ApiModel):
     strategy: FolderStrategy = "all"
-    include: Annotated[list[str], Field(max_length=256)] = []
-    exclude: Annotated[list[str], Field(max_length=256)] = []
+    include: Annotated[list[FolderPattern], Field(max_length=256)] = []
+    exclude: Annotated[list[FolderPattern], Field(max_length=256)] = []
     mappings: Annotated[list[FolderMapping], Field(max_length=256)] = []
     special_use_automap: bool = True
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.include) ? self.include.map(p, p.size()).sum() : 0)"
+                    " + (has(self.exclude) ? self.exclude.map(p, p.size()).sum() : 0)"
+                    " + (has(self.mappings) ? self.mappings.map(m, m.from.size() + m.to.size()).sum() : 0)"
+                    f" <= {MAX_FOLDER_SELECTION_CHARS}",
+                    "message": f"folders: include, exclude and mappings together must stay within "
+                    f"{MAX_FOLDER_SELECTION_CHARS} characters (every MailboxSync carries a copy)",
+                },
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FolderSelection:
+        total = sum(map(len, self.include)) + sum(map(len, self.exclude))
+        total += sum(len(m.from_) + len(m.to) for m in self.mappings)
+        if total > MAX_FOLDER_SELECTION_CHARS:
+            raise ValueError(
+                f"include, exclude and mappings together hold {total} characters, more than "
+                f"{MAX_FOLDER_SELECTION_CHARS} (every MailboxSync carries a copy)"
+            )
+        return self
 
 
 class SyncOptions(ApiModel):

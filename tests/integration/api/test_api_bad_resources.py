@@ -493,6 +493,40 @@ CASES = [
         _set("spec.provider.powerdns.serverId", "../../servers/other"),
         ("spec.provider.powerdns.serverId: Invalid value", "should match"),
     ),
+    # --- issue 14 (a tenant gets no more than it had): refused at admission, not stuck later
+    Case(
+        "mm-name-longer-than-a-label-value",
+        migration,
+        _set("metadata.name", "m" * 100),
+        ("metadata.name must be at most 63 characters", "label value"),
+    ),
+    Case(
+        "dnsc-name-longer-than-a-label-value",
+        cutover,
+        _set("metadata.name", "d" * 64),
+        ("metadata.name must be at most 63 characters",),
+    ),
+    Case(
+        "mm-folder-selection-too-large",
+        migration,
+        _set("spec.folders", {"include": ["x" * 1000] * 9}),  # 0.9 MB were copied into every MailboxSync
+        ("spec.folders: Invalid value", "must stay within 8192 characters"),
+    ),
+    Case(
+        "mbs-folder-selection-too-large",
+        mailbox_sync,
+        _set(
+            "spec.folders",
+            {"exclude": ["y" * 1000] * 5, "mappings": [{"from": "a" * 1000, "to": "b" * 1000}] * 2},
+        ),
+        ("spec.folders: Invalid value", "must stay within 8192 characters"),
+    ),
+    Case(
+        "mm-folder-pattern-too-long",
+        migration,
+        _set("spec.folders", {"include": ["x" * 1025]}),
+        ("spec.folders.include[0]: Too long",),
+    ),
     Case(
         "dnsc-status-unknown-phase",
         cutover,
