@@ -299,7 +299,7 @@ def test_existing_dkim_key_is_used_and_annotation_approves(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "cut-dkim-mf1"},
+            "metadata": {"name": "cut-dkim-mf1", "labels": {"mailferry.io/credentials": "true"}},
             "data": {"private.pem": base64.b64encode(pem).decode()},
         },
         namespace,

@@ -111,7 +111,8 @@ def secret_manifest(name: str, namespace: str, values: Mapping[str, str]) -> dic
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        # the owner's consent: the operator reads no other Secret (docs/threat-model.md)
+        "metadata": {"name": name, "namespace": namespace, "labels": {"mailferry.io/credentials": "true"}},
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()},
     }

@@ -92,7 +92,11 @@ def pdns_secret(kube: KubeAPI, namespace: str, name: str, data: Mapping[str, str
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"mailferry.io/credentials": "true"},
+            },
             "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }

@@ -46,11 +46,12 @@ class Case:
     body: Obj
 
 
-def _secret(name: str, ns: str, data: dict[str, str]) -> Obj:
+def _secret(name: str, ns: str, data: dict[str, str], consent: bool = True) -> Obj:
+    labels = {"mailferry.io/credentials": "true"} if consent else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }

@@ -46,11 +46,12 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def _secret(name: str, ns: str, data: dict[str, bytes], type_: str = "Opaque") -> Obj:
+def _secret(name: str, ns: str, data: dict[str, bytes], type_: str = "Opaque", consent: bool = True) -> Obj:
+    labels = {"mailferry.io/credentials": "true"} if consent else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
         "type": type_,
         "data": {k: _b64(v) for k, v in data.items()},
     }

@@ -145,7 +145,7 @@ def secret(namespace: str, name: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "labels": {"mailferry.io/credentials": "true"}},
         "stringData": {"alice_example.com": "not-a-real-password"},
     }
 

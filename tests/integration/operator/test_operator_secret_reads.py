@@ -30,7 +30,11 @@ def test_overlapping_reads_share_one_decoded_copy_then_forget_it(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "creds", "namespace": namespace},
+            "metadata": {
+                "name": "creds",
+                "namespace": namespace,
+                "labels": {"mailferry.io/credentials": "true"},
+            },
             "data": data,
         }
     )

@@ -94,7 +94,12 @@ def create_mailboxsync(
             (d / k).write_text(v)
         secret_name = (source if side == "source" else destination)["auth"]["secretRef"]["name"]
         kube.apply(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "stringData": values},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": secret_name, "labels": {"mailferry.io/credentials": "true"}},
+                "stringData": values,
+            },
             namespace=namespace,
         )
     return Mailbox(kube, namespace, name, secrets_dir)
