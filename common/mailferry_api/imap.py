@@ -121,6 +121,22 @@ class FolderSelection(ApiModel):
         return self
 
 
+DeletionMode = Literal["mirror", "keep"]
+
+
+class DeletionSafety(ApiModel):
+    """The cap on removals per folder and round: a source outage that empties a folder must not empty the
+    destination. Above it the folder's removals wait (condition DeletionsHeld, Event) until the source
+    has the messages again or the cap is raised."""
+
+    max_percent: int = Field(
+        default=25, ge=1, le=100, description="largest share of a folder's copies removed in one round"
+    )
+    always_allowed: int = Field(
+        default=10, ge=0, description="removals per folder and round allowed whatever the share"
+    )
+
+
 class SyncOptions(ApiModel):
     """What to copy; shared by MailMigration (defaults for every mailbox) and MailboxSync."""
 
@@ -129,6 +145,15 @@ class SyncOptions(ApiModel):
     skip_duplicates: bool = False
     max_message_bytes: int | None = Field(default=None, ge=1)
     connections_per_mailbox: int = Field(default=2, ge=1, le=16)
+    deletions: DeletionMode = Field(
+        default="mirror",
+        description=(
+            "messages expunged on the source after mailferry copied them: `mirror` removes mailferry's "
+            "copies in the next delta round (and moves them where the source moved them), `keep` leaves "
+            "them. Mail that arrived at the destination by itself is never removed"
+        ),
+    )
+    deletion_safety: DeletionSafety = DeletionSafety()
 
 
 def default_secret_key(username: str) -> str:

@@ -11,8 +11,11 @@ from .common import ApiModel, Conditions, ErrorInfo, K8sName, LocalObjectRef, Se
 from .imap import ImapEndpoint, SyncOptions
 
 MailboxPhase = Literal["Pending", "Syncing", "Synced", "Throttled", "Failed"]
-MAILBOX_CONDITIONS = ("Ready", "Synced", "Stalled", "Throttled")
+MAILBOX_CONDITIONS = ("Ready", "Synced", "Stalled", "Throttled", "DeletionsHeld")
 MAX_FOLDERS = 1000
+# A sequence set of ranges: one range per stretch of copies not interrupted by mail delivered to the
+# destination directly; bounded so that status stays small.
+MAX_OWNED_CHARS = 16384
 
 
 class MailboxSide(ApiModel):
@@ -56,12 +59,33 @@ class FolderCheckpoint(ApiModel):
             "UIDs above it are re-matched, against destination UIDs from `destUidNext` up"
         ),
     )
+    owned: str | None = Field(
+        default=None,
+        max_length=MAX_OWNED_CHARS,
+        description=(
+            "destination UIDs (IMAP sequence set) of mailferry's own copies in `destination`: only these "
+            "are ever removed or moved when the source loses a message (`deletions: mirror`)"
+        ),
+    )
+    owned_uid_validity: int | None = Field(
+        default=None, ge=0, description="destination folder UIDVALIDITY that `owned` refers to"
+    )
+    synced_messages: int | None = Field(
+        default=None,
+        ge=0,
+        description="source messages below `uidNext` when the last round ended: fewer now means expunged",
+    )
     messages: int = 0
     copied: int = 0
     skipped: int = 0
     failed: int = 0
     bytes: int = 0
     pending: int = 0
+    deleted: int = Field(default=0, description="copies removed because the source expunged the message")
+    moved: int = Field(default=0, description="copies moved here because the source moved the message")
+    deletions_held: int = Field(
+        default=0, description="removals the safety cap holds back (see spec.deletionSafety)"
+    )
     last_sync_time: datetime | None = None
 
 
@@ -70,6 +94,8 @@ class SyncTotals(ApiModel):
     copied: int = 0
     skipped: int = 0
     failed: int = 0
+    deleted: int = 0
+    moved: int = 0
     bytes: int = 0
     expected_bytes: int = 0
 

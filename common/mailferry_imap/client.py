@@ -90,6 +90,10 @@ class SelectInfo:
     highestmodseq: int | None
     permanentflags: set[str]
     readonly: bool
+    # SELECT with QRESYNC (RFC 7162): UIDs expunged since the given modseq, UIDs whose flags changed.
+    vanished: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    qresync: bool = False
 
 
 @dataclass
@@ -185,6 +189,10 @@ class ImapClient:
         self._bye: str | None = None
         self.closed = False
         self.selected: str | None = None
+        # Called before every command goes out; raising stops it (the worker's lease fencing: a writer
+        # that lost its mailbox's lease sends no further APPEND/STORE/EXPUNGE/MOVE).
+        self.write_guard: Callable[[], None] | None = None
+        self.enabled: set[str] = set()  # extensions turned on with ENABLE (RFC 5161)
 
     # ------------------------------------------------------------------ connect
     @classmethod
@@ -266,6 +274,11 @@ class ImapClient:
             except (ConnectionError, OSError) as exc:
                 self._abort()
                 raise ConnectionLost(f"connection error: {type(exc).__name__}") from exc
+            except ImapError:
+                raise
+            except Exception:  # e.g. the write guard between two literals: the command is half sent
+                self._abort()
+                raise
 
     def _capabilities_from_text(self, text: str) -> None:
         code, args, _ = parse_status_text(text.strip())
@@ -314,6 +327,8 @@ class ImapClient:
             raise ConnectionLost(f"connection error while writing: {type(exc).__name__}") from exc
 
     async def _write_literal(self, data: bytes | Spool | IO[bytes]) -> None:
+        if self.write_guard is not None:
+            self.write_guard()  # each message of a MULTIAPPEND: a lease lost mid-command aborts it
         if isinstance(data, bytes):
             self._writer.write(data)
             if len(data) > WRITE_CHUNK:
@@ -351,6 +366,8 @@ class ImapClient:
         on_untagged: Callable[[Response], bool] | None,
         check: bool,
     ) -> Completion:
+        if self.write_guard is not None and parts[:1] != [b"LOGOUT"]:
+            self.write_guard()
         tag = self._next_tag()
         untagged: list[Response] = []
         buf = bytearray(tag)
@@ -594,21 +611,46 @@ class ImapClient:
                         results[name] = {k: int(as_str(v)) for k, v in pairs(toks[-1]).items()}
         return results
 
-    async def select(self, mailbox: str, readonly: bool = False) -> SelectInfo:
+    async def enable(self, *extensions: str) -> set[str]:
+        """ENABLE (RFC 5161) where the server has it; returns what is enabled now."""
+        if not self.has("ENABLE"):
+            return self.enabled
+        done = await self.execute(b"ENABLE", *(e.encode("ascii") for e in extensions), check=False)
+        for r in done.untagged:
+            words = r.text().split()
+            if len(words) >= 2 and words[1].upper() == "ENABLED":
+                self.enabled |= {w.upper() for w in words[2:]}
+        return self.enabled
+
+    async def select(
+        self, mailbox: str, readonly: bool = False, qresync: tuple[int, int] | None = None
+    ) -> SelectInfo:
+        """SELECT/EXAMINE. ``qresync`` (UIDVALIDITY, HIGHESTMODSEQ known before), on a connection with
+        QRESYNC enabled: the same round trip reports the UIDs expunged (VANISHED (EARLIER)) and those
+        whose flags changed since that modseq (RFC 7162 section 3.2.5)."""
         cmd = [b"EXAMINE" if readonly else b"SELECT", mailbox_arg(mailbox)]
-        if self.has("CONDSTORE"):
+        use_qresync = qresync is not None and "QRESYNC" in self.enabled
+        if use_qresync and qresync is not None:
+            cmd.append(b"(QRESYNC (%d %d))" % qresync)
+        elif self.has("CONDSTORE"):
             cmd.append(b"(CONDSTORE)")
         self.selected = None
         try:
             done = await self.execute(*cmd)
         except CommandFailed as exc:
             raise _vanished_or(exc, mailbox) from None
-        info = SelectInfo(0, None, 0, None, set(), readonly)
+        info = SelectInfo(0, None, 0, None, set(), readonly, qresync=use_qresync)
         for r in done.untagged:
             text = r.text()
             parts = text.split(" ", 2)
             if len(parts) >= 3 and parts[2].upper().startswith("EXISTS"):
                 info.exists = int(parts[1])
+            elif len(parts) >= 3 and parts[1].upper() == "VANISHED":
+                info.vanished += expand_uids(parts[2].removeprefix("(EARLIER)").strip())
+            elif len(parts) >= 3 and parts[2].upper().startswith("FETCH"):
+                meta = _parse_fetch_meta(r)
+                if meta is not None:
+                    info.changed.append(meta.uid)
             elif text.upper().startswith("* OK ["):
                 code, args, _ = parse_status_text(text[5:])
                 if code == "UIDVALIDITY" and args:
@@ -778,6 +820,41 @@ class ImapClient:
         """UID EXPUNGE (UIDPLUS): remove exactly these messages (they must carry \\Deleted)."""
         await self.execute(b"UID EXPUNGE", compress_uids(uids).encode())
 
+    async def uid_move(self, uids: Sequence[int], mailbox: str) -> dict[int, int]:
+        """Move messages of the selected mailbox to ``mailbox``: UID MOVE (RFC 6851), or UID COPY +
+        \\Deleted + UID EXPUNGE. Returns {old UID: new UID} from COPYUID (empty without UIDPLUS)."""
+        seq = compress_uids(uids).encode()
+        if self.has("MOVE"):
+            done = await self.execute(b"UID MOVE", seq, mailbox_arg(mailbox))
+        else:
+            done = await self.execute(b"UID COPY", seq, mailbox_arg(mailbox))
+            await self.store_flags(uids, ["\\Deleted"], mode="+FLAGS")
+            await self.uid_expunge(uids)
+        codes = [(done.code, done.code_args)]
+        for r in done.untagged:
+            text = r.text()
+            if text.upper().startswith("* OK ["):
+                code, args, _ = parse_status_text(text[5:])
+                codes.append((code, args))
+        for code, args in codes:
+            if code == "COPYUID" and args and len(args.split()) == 3:
+                _, old, new = args.split()
+                return dict(zip(expand_uids(old), expand_uids(new), strict=False))
+        return {}
+
+    async def uid_count(self, uid_set: str) -> int:
+        """How many messages of the selected mailbox have a UID in ``uid_set`` (ESEARCH COUNT: one number
+        on the wire; plain SEARCH otherwise)."""
+        if self.has("ESEARCH"):
+            done = await self.execute(b"UID SEARCH RETURN (COUNT) UID", uid_set.encode())
+            for r in done.untagged:
+                words = r.text().upper().split()
+                if len(words) >= 2 and words[1] == "ESEARCH" and "COUNT" in words[:-1]:
+                    return int(words[words.index("COUNT") + 1])
+            return 0
+        done = await self.execute(b"UID SEARCH UID", uid_set.encode())
+        return sum(len(r.line.split()) - 2 for r in done.untagged if r.line.upper().startswith(b"* SEARCH"))
+
     async def search_message_id(self, message_id: str) -> list[int]:
         arg: bytes | _RawLiteral = self._astring(message_id)
         done = await self.execute(b"UID SEARCH HEADER Message-ID", arg)
@@ -840,6 +917,8 @@ class AppendPipeline:
             raise ConnectionLost("connection already closed")
         if not items or not c.can_pipeline_append(items):
             raise ValueError("a pipelined APPEND needs MULTIAPPEND and non-synchronizing literals")
+        if c.write_guard is not None:
+            c.write_guard()
         tag = c._next_tag()
         buf = bytearray(tag + b" APPEND " + mailbox_arg(self.mailbox))
         for it in items:
@@ -920,7 +999,7 @@ def _appenduid(done: Completion) -> list[int] | None:
     if done.code == "APPENDUID" and done.code_args:
         try:
             _, uidset = done.code_args.split()
-            return _expand_uids(uidset)
+            return expand_uids(uidset)
         except ValueError:
             return None
     return None
@@ -936,7 +1015,8 @@ class _RawLiteral:
         return len(self.data)
 
 
-def _expand_uids(uidset: str) -> list[int]:
+def expand_uids(uidset: str) -> list[int]:
+    """IMAP sequence set of UIDs (``1:5,7``) -> the UIDs."""
     out: list[int] = []
     for part in uidset.split(","):
         if ":" in part:

@@ -196,6 +196,34 @@ class KubeApi:
             headers={"Content-Type": MERGE_PATCH},
         )
 
+    # One coordination.k8s.io Lease per MailboxSync: one writer per mailbox (worker/mailferry_worker/lease.py).
+    @staticmethod
+    def lease_path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self._request("GET", self.lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(
+            "POST", self.lease_path(namespace), params={"fieldManager": self.field_manager}, json=body
+        )
+
+    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with body.metadata.resourceVersion: HTTP 409 when someone else wrote the Lease meanwhile."""
+        return await self._request(
+            "PUT", self.lease_path(namespace, name), params={"fieldManager": self.field_manager}, json=body
+        )
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            params={"fieldManager": self.field_manager},
+            json=body,
+        )
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         obj = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from mailferry_api.common import GROUP_VERSION
 from mailferry_api.mailboxsync import MailboxSyncSpec, MailboxSyncStatus
-from mailferry_kube.client import KubeApi
+from mailferry_kube.client import KubeApi, KubeError
+
+from .lease import FileLease, KubeLease, MailboxLease
+from .logs import log
 
 # Optional fields the worker clears with an explicit null (merge-patch removes them).
 NULLABLE = ("lastError", "throttle")
@@ -24,6 +29,14 @@ class StatusStore(Protocol):
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]: ...
 
     async def save(self, name: str, status: MailboxSyncStatus) -> None: ...
+
+    def lease(self, name: str) -> MailboxLease:
+        """The lock that makes the caller the only writer of this mailbox (call after ``load``)."""
+        ...
+
+    async def event(self, name: str, type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the MailboxSync (best effort: never fails the sync)."""
+        ...
 
 
 def status_patch(status: MailboxSyncStatus) -> dict[str, Any]:
@@ -35,13 +48,16 @@ def status_patch(status: MailboxSyncStatus) -> dict[str, Any]:
 
 
 class KubeStatusStore:
-    def __init__(self, api: KubeApi, namespace: str) -> None:
+    def __init__(self, api: KubeApi, namespace: str, lease_seconds: int = 30) -> None:
         self.api = api
         self.namespace = namespace
+        self.lease_seconds = lease_seconds
         self._locks: dict[str, asyncio.Lock] = {}
+        self._uids: dict[str, str] = {}
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
         obj = await self.api.get_mailboxsync(self.namespace, name)
+        self._uids[name] = obj.get("metadata", {}).get("uid", "")
         spec = MailboxSyncSpec.model_validate(obj.get("spec") or {})
         status = MailboxSyncStatus.model_validate(obj.get("status") or {})
         return spec, status, obj.get("metadata", {}).get("generation")
@@ -50,6 +66,18 @@ class KubeStatusStore:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             await self.api.patch_mailboxsync_status(self.namespace, name, status_patch(status))
+
+    def lease(self, name: str) -> MailboxLease:
+        return KubeLease(self.api, self.namespace, name, self._uids.get(name) or None, self.lease_seconds)
+
+    async def event(self, name: str, type_: str, reason: str, message: str) -> None:
+        ref = {"apiVersion": GROUP_VERSION, "kind": "MailboxSync", "name": name, "namespace": self.namespace}
+        if self._uids.get(name):
+            ref["uid"] = self._uids[name]
+        try:
+            await self.api.create_event(self.namespace, event_body(ref, type_, reason, message))
+        except KubeError as exc:
+            log("event_failed", "warning", mailboxsync=name, reason=reason, error=str(exc)[:200])
 
 
 class FileStatusStore:
@@ -76,3 +104,32 @@ class FileStatusStore:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, p)
+
+    def lease(self, name: str) -> MailboxLease:
+        return FileLease(self.directory / f"{name}.lock")
+
+    async def event(self, name: str, type_: str, reason: str, message: str) -> None:
+        log(
+            "event",
+            "warning" if type_ == "Warning" else "info",
+            mailboxsync=name,
+            reason=reason,
+            message=message,
+        )
+
+
+def event_body(ref: dict[str, str], type_: str, reason: str, message: str) -> dict[str, Any]:
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{ref['name'][:200]}.", "namespace": ref["namespace"]},
+        "involvedObject": ref,
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "mailferry-worker"},
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

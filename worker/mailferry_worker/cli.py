@@ -19,10 +19,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mailferry_api.common import SecretRef
 from mailferry_api.imap import ImapAuth, ImapEndpoint, SyncOptions, default_secret_key
-from mailferry_api.mailboxsync import MailboxSide
+from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSide, MailboxSyncStatus
 from mailferry_imap.credentials import ApiSecrets, Connector, StaticSecrets, connectors
 from mailferry_imap.errors import ImapError
 from mailferry_kube.client import KubeApi, KubeError
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument(
         "--ignore-extra", action="store_true", help="messages only on the destination are no difference"
+    )
+    v.add_argument(
+        "--status-dir",
+        help="development file store: with --mailboxsync NAME, read its checkpoints from DIR/NAME.json "
+        "(endpoints from the flags) to tell extra messages apart by kind",
     )
     discover_command.add_parser(sub)
     return p
@@ -98,13 +104,15 @@ def print_report(reports: Sequence[FolderReport]) -> int:
             f"{status:4} {r.source!r} -> {r.destination!r}: "
             f"source={r.source_count} destination={r.dest_count} "
             f"skipped={r.skipped} missing={len(r.missing)} extra={len(r.extra)} flags={len(r.flags)} "
-            f"dates={len(r.dates)}"
+            f"dates={len(r.dates)} extra-by-kind: copies={r.extra_copies} "
+            f"direct={len(r.extra_direct)} unknown={len(r.extra) - r.extra_copies}"
         )
         if r.error:
             print(f"     error: {r.error}")
         for kind, items in (
             ("missing", r.missing),
             ("extra", r.extra),
+            ("arrived directly (no difference)", r.extra_direct),
             ("flags", r.flags),
             ("date", r.dates),
         ):
@@ -121,13 +129,21 @@ def print_report(reports: Sequence[FolderReport]) -> int:
 async def _verify(args: argparse.Namespace) -> int:
     api: KubeApi | None = None
     options = SyncOptions()
+    checkpoints: list[FolderCheckpoint] = []
     try:
-        if args.mailboxsync:
+        if args.status_dir:
+            # Development file store: spec and status of the MailboxSync from its JSON file.
+            doc = json.loads((Path(args.status_dir) / f"{args.mailboxsync}.json").read_text())
+            checkpoints = MailboxSyncStatus.model_validate(doc.get("status") or {}).folders
+            src_c = _flag_connector(args, "source", "source")
+            dst_c = _flag_connector(args, "dest", "destination")
+        elif args.mailboxsync:
             from mailferry_api.mailboxsync import MailboxSyncSpec
 
             api = KubeApi.from_env(args.kubeconfig)
             obj = await api.get_mailboxsync(args.namespace, args.mailboxsync)
             spec = MailboxSyncSpec.model_validate(obj["spec"])
+            checkpoints = MailboxSyncStatus.model_validate(obj.get("status") or {}).folders
             options = spec
             src_c, dst_c = connectors(
                 spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key
@@ -136,7 +152,7 @@ async def _verify(args: argparse.Namespace) -> int:
         else:
             src_c = _flag_connector(args, "source", "source")
             dst_c = _flag_connector(args, "dest", "destination")
-        reports = await verify_mailbox(src_c, dst_c, options, args.ignore_extra)
+        reports = await verify_mailbox(src_c, dst_c, options, args.ignore_extra, checkpoints)
     except (ImapError, KubeError) as exc:
         print(f"error: {getattr(exc, 'reason', type(exc).__name__)}: {exc}", file=sys.stderr)
         return 2

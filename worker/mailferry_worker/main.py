@@ -5,7 +5,8 @@
         [--kubeconfig FILE] [--round N] [--concurrency N] [--connections N]
 
 Exit codes: 0 every mailbox finished or failed permanently (reason in its status); 1 a transient
-failure (retry helps); 2 configuration error (MailboxSync unreadable, API unreachable).
+failure (retry helps); 2 configuration error (MailboxSync unreadable, API unreachable); 3 another worker
+holds a mailbox of the batch (AlreadyRunning) or took it over (LeaseLost): this one wrote nothing for it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def _sync(args: argparse.Namespace) -> int:
         except (KubeError, OSError, ValueError, KeyError) as exc:
             log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
             return EXIT_CONFIG
-        store = KubeStatusStore(api, args.namespace)
+        store = KubeStatusStore(api, args.namespace, settings.current().lease_seconds)
     run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     start = time.monotonic()
     log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)

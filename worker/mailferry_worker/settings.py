@@ -26,6 +26,12 @@ class WorkerSettings:
     job_name: str = env("MAILFERRY_JOB_NAME", "", "the Job's name (recorded in status)")
     max_retries: int = env("MAILFERRY_MAX_RETRIES", 4, "reconnects per mailbox after a transient error")
     backoff_base: float = env("MAILFERRY_BACKOFF_BASE", 1.0, "first back-off after a transient error, s")
+    lease_seconds: int = env(
+        "MAILFERRY_LEASE_SECONDS",
+        30,
+        "a mailbox's lease (one writer per mailbox): renewed every third of it; a worker that could not "
+        "renew for two thirds of it stops writing",
+    )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
     egress_allow: tuple[str, ...] = env(

@@ -1,16 +1,24 @@
-"""Compare a source mailbox with its destination per folder: counts, Message-IDs, sizes, flags, dates."""
+"""Compare a source mailbox with its destination per folder: counts, Message-IDs, sizes, flags, dates.
+
+Messages only on the destination are told apart by kind when the MailboxSync's checkpoints are known
+(``owned``: the destination UIDs of mailferry's copies): a *copy* whose source message is gone is a
+difference (a deletion not carried over); mail that *arrived directly* at the destination is listed but
+is no difference; without checkpoints the kind is *unknown* and counts as a difference.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailferry_api.imap import SyncOptions
+from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap.client import ImapClient, MessageMeta, parse_internaldate
 from mailferry_imap.credentials import Connector
 from mailferry_imap.errors import FolderVanished
 
-from .plan import FolderPlan, decide, needs_hash, normal_flags, plan_folders, skip_reason
+from .plan import FolderPlan, UidRanges, decide, needs_hash, normal_flags, plan_folders, skip_reason
 from .sync.folder import content_hashes, fetch_all_meta
 
 
@@ -22,7 +30,9 @@ class FolderReport:
     dest_count: int = 0
     skipped: int = 0
     missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # mailferry's copies, or of unknown kind: differences
+    extra_direct: list[str] = field(default_factory=list)  # arrived at the destination by itself
+    extra_copies: int = 0  # of ``extra``: known to be mailferry's copies
     flags: list[str] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)
     error: str | None = None
@@ -42,6 +52,12 @@ class FolderReport:
             "skipped": self.skipped,
             "missing": self.missing,
             "extra": self.extra,
+            "extraByKind": {
+                "copies": self.extra_copies,
+                "direct": len(self.extra_direct),
+                "unknown": len(self.extra) - self.extra_copies,
+            },
+            "extraDirect": self.extra_direct,
             "flags": self.flags,
             "dates": self.dates,
             "error": self.error,
@@ -61,14 +77,22 @@ def _same_instant(a: str, b: str) -> bool:
 
 
 async def verify_folder(
-    src: ImapClient, dst: ImapClient, plan: FolderPlan, options: SyncOptions, ignore_extra: bool = False
+    src: ImapClient,
+    dst: ImapClient,
+    plan: FolderPlan,
+    options: SyncOptions,
+    ignore_extra: bool = False,
+    ckpt: FolderCheckpoint | None = None,
 ) -> FolderReport:
     rep = FolderReport(plan.source, plan.destination)
     sel = await src.select(plan.source, readonly=True)
     smeta = await fetch_all_meta(src, sel.exists, sel.uidnext)
+    owned: set[int] | None = None
     try:
         dsel = await dst.select(plan.destination, readonly=True)
         dmeta = await fetch_all_meta(dst, dsel.exists, dsel.uidnext)
+        if ckpt is not None and ckpt.owned_uid_validity == dsel.uidvalidity:
+            owned = set(UidRanges(ckpt.owned))
     except FolderVanished:
         dmeta = []
         rep.error = f"destination folder {plan.destination!r} does not exist"
@@ -89,8 +113,14 @@ async def verify_folder(
             rep.skipped += 1
             continue
         rep.missing.append(_label(m))
-    if not ignore_extra:
-        rep.extra = [_label(d) for d in dmeta if d.uid not in matched_dst]
+    for d in dmeta:
+        if d.uid in matched_dst:
+            continue
+        if owned is not None and d.uid not in owned:
+            rep.extra_direct.append(_label(d))
+        elif not ignore_extra:
+            rep.extra.append(("copy " if owned is not None else "") + _label(d))
+            rep.extra_copies += owned is not None
     for s, d in dec.present:
         if normal_flags(s.flags) != normal_flags(d.flags):
             rep.flags.append(f"{_label(s)} source={sorted(s.flags)} destination={sorted(d.flags)}")
@@ -100,8 +130,14 @@ async def verify_folder(
 
 
 async def verify_mailbox(
-    src_c: Connector, dst_c: Connector, options: SyncOptions, ignore_extra: bool = False
+    src_c: Connector,
+    dst_c: Connector,
+    options: SyncOptions,
+    ignore_extra: bool = False,
+    checkpoints: Sequence[FolderCheckpoint] = (),
 ) -> list[FolderReport]:
+    """``checkpoints``: the MailboxSync's (status.folders), to tell extra messages apart by kind."""
+    by_source = {c.name: c for c in checkpoints}
     src = await src_c.open()
     dst = await dst_c.open()
     try:
@@ -120,7 +156,10 @@ async def verify_mailbox(
         reports: list[FolderReport] = []
         for p in plans:
             try:
-                reports.append(await verify_folder(src, dst, p, options, ignore_extra))
+                ck = by_source.get(p.source)
+                if ck is not None and ck.destination != p.destination:
+                    ck = None
+                reports.append(await verify_folder(src, dst, p, options, ignore_extra, ck))
             except FolderVanished as exc:
                 reports.append(FolderReport(p.source, p.destination, error=exc.message))
         return reports

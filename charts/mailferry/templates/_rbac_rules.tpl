@@ -39,7 +39,8 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
   verbs: [create]
 {{- end }}
 
-{{/* The worker: read its MailboxSyncs, write their status. Nothing else (credentials arrive as volumes). */}}
+{{/* The worker: read its MailboxSyncs, write their status, hold one Lease per mailbox, report Events.
+Nothing else (credentials arrive as volumes). */}}
 {{- define "mailferry.workerRules" -}}
 - apiGroups: [mailferry.io]
   resources: [mailboxsyncs]
@@ -47,4 +48,12 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [mailferry.io]
   resources: [mailboxsyncs/status]
   verbs: [patch]
+# One writer per mailbox: a Lease per MailboxSync, taken and renewed with resourceVersion checks.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
+# DeletionsHeld: an Event on the MailboxSync when the deletion safety cap holds removals back.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
 {{- end }}

@@ -180,6 +180,10 @@ def test_namespaced_mode_roles_in_each_watched_namespace() -> None:
     assert grants(roles[("mail-a", "mf-mailferry-worker")]["rules"]) == {
         ("mailferry.io", "mailboxsyncs", "get"),
         ("mailferry.io", "mailboxsyncs/status", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("", "events", "create"),
     }
 
 

@@ -135,7 +135,7 @@ def operator_needs(code: str) -> set[Grant]:
 def worker_needs(code: str) -> set[Grant]:
     needs: set[Grant] = set()
     calls = re.findall(
-        r'_request\(\s*"(GET|PATCH|POST|DELETE|PUT)",\s*(self\.mailboxsync_path\([^)]*\)|f?"[^"]*")'
+        r'_request\(\s*"(GET|PATCH|POST|DELETE|PUT)",\s*(self\.(?:mailboxsync|lease)_path\([^)]*\)|f?"[^"]*")'
         r'(\s*\+\s*"/status")?',
         code,
     )
@@ -143,8 +143,12 @@ def worker_needs(code: str) -> set[Grant]:
         verb = {"GET": "get", "PATCH": "patch", "POST": "create", "DELETE": "delete", "PUT": "update"}[method]
         if "mailboxsync_path" in path:
             needs.add(("mailferry.io", "mailboxsyncs/status" if status else "mailboxsyncs", verb))
+        elif "lease_path" in path:
+            needs.add(("coordination.k8s.io", "leases", verb))
         elif "/secrets/" in path:
             needs.add(("", "secrets", verb))
+        elif "/events" in path:
+            needs.add(("", "events", verb))
     return needs
 
 
@@ -190,6 +194,10 @@ def test_worker_rbac_matches_its_calls() -> None:
     assert needs == {
         ("mailferry.io", "mailboxsyncs", "get"),
         ("mailferry.io", "mailboxsyncs/status", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("", "events", "create"),
     }
     assert granted(base_rules("mailferry-worker")) == needs
     # The Job path never reads Secrets via the API (they are mounted); ApiSecrets is for `mailferry verify`.

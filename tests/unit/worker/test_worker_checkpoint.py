@@ -29,6 +29,9 @@ def test_status_patch_clears_optional_errors_and_never_touches_kopf() -> None:
         "failed": 0,
         "bytes": 0,
         "pending": 0,
+        "deleted": 0,
+        "moved": 0,
+        "deletionsHeld": 0,
     }
     st.last_error = ErrorInfo(reason="Throttled", message="x")
     assert status_patch(st)["lastError"]["reason"] == "Throttled"

@@ -13,6 +13,7 @@ from .engine import MailboxResult, MailboxRunner, RunSettings
 EXIT_OK = 0
 EXIT_RETRY = 1
 EXIT_CONFIG = 2
+EXIT_BUSY = 3  # another worker holds a mailbox of the batch (AlreadyRunning) or took it over (LeaseLost)
 
 
 async def run_batch(
@@ -37,4 +38,6 @@ def exit_code(results: Sequence[MailboxResult]) -> int:
         return EXIT_CONFIG
     if any(r.outcome == "transient" for r in results):
         return EXIT_RETRY
+    if any(r.outcome in ("busy", "lost") for r in results):
+        return EXIT_BUSY
     return EXIT_OK

@@ -35,15 +35,18 @@ from mailferry_kube.client import KubeError
 
 from .. import settings
 from ..checkpoint import StatusStore
+from ..lease import AlreadyRunning, LeaseLost, MailboxLease
 from ..logs import log
 from ..plan import FolderPlan, folder_unchanged, plan_folders
 from .folder import FolderSync, MailboxCounters
+from .mirror import Mirror, MirrorResult
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between two checkpoint writes of one mailbox during a copy
 REMATCH_AGAIN = 5  # times a folder is matched again when its destination changed during a re-match
 REMATCH_DELAY = 0.5  # seconds before matching again (a late APPEND of a lost connection settles)
 
-Outcome = Literal["synced", "permanent", "transient", "config", "suspended"]
+# busy: another worker holds the mailbox (AlreadyRunning); lost: this one lost its lease mid-way (LeaseLost).
+Outcome = Literal["synced", "permanent", "transient", "config", "suspended", "busy", "lost"]
 
 
 def now() -> datetime:
@@ -114,8 +117,11 @@ class MailboxRunner:
         self._saving: asyncio.Task[None] | None = None
         self._save_again = False
         self._hurry = asyncio.Event()
-        self._save_error: KubeError | None = None
+        self._save_error: KubeError | LeaseLost | None = None
         self._stop = False
+        self.lease: MailboxLease | None = None
+        # Source folder -> {source UID: destination UID} of copies the mirror pass moved there this run.
+        self.placed: dict[str, dict[int, int]] = {}
 
     def log(self, event: str, level: str = "info", **fields: Any) -> None:
         log(event, level, mailboxsync=self.name, **fields)
@@ -132,6 +138,8 @@ class MailboxRunner:
             copied=sum(f.copied for f in folders),
             skipped=sum(f.skipped for f in folders),
             failed=sum(f.failed for f in folders),
+            deleted=sum(f.deleted for f in folders),
+            moved=sum(f.moved for f in folders),
             bytes=sum(f.bytes for f in folders),
             expected_bytes=sum(f.bytes for f in folders),
         )
@@ -142,6 +150,8 @@ class MailboxRunner:
     async def save(self) -> None:
         async with self._save_lock:
             self._refresh_totals()
+            if self.lease is not None:
+                self.lease.check()  # fencing: the status belongs to the lease holder
             await self.store.save(self.name, self.status)
 
     async def checkpoint_soon(self) -> None:
@@ -166,7 +176,7 @@ class MailboxRunner:
             self._save_again = False
             try:
                 await self.save()
-            except KubeError as exc:
+            except (KubeError, LeaseLost) as exc:
                 self._save_error = exc
                 return
             # Each write costs the API server (and etcd) a status update: pace them.
@@ -183,12 +193,46 @@ class MailboxRunner:
             raise self._save_error
 
     # -------------------------------------------------------------------- run
-    async def run(self) -> MailboxResult:
+    async def _load(self) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None] | MailboxResult:
         try:
-            spec, status, generation = await self.store.load(self.name)
+            return await self.store.load(self.name)
         except (KubeError, OSError, ValueError) as exc:
             self.log("mailboxsync_unreadable", "error", error=str(exc)[:300])
             return MailboxResult(self.name, "config", "MailboxSyncUnreadable")
+
+    async def run(self) -> MailboxResult:
+        """Take the mailbox's lease, sync under it, give it back. Without the lease nothing is written."""
+        loaded = await self._load()
+        if isinstance(loaded, MailboxResult):
+            return loaded
+        if loaded[0].suspend:
+            self.log("suspended")
+            return MailboxResult(self.name, "suspended")
+        lease = self.store.lease(self.name)
+        try:
+            await lease.acquire()
+        except AlreadyRunning as exc:
+            self.log("already_running", "warning", reason=exc.reason, error=str(exc)[:300])
+            return MailboxResult(self.name, "busy", exc.reason)
+        except (KubeError, OSError) as exc:
+            self.log("lease_failed", "error", error=str(exc)[:300])
+            return MailboxResult(self.name, "transient", "LeaseUnavailable")
+        self.lease = lease
+        try:
+            # Read again under the lease: the status read before may predate another worker's last write.
+            loaded = await self._load()
+            if isinstance(loaded, MailboxResult):
+                return loaded
+            return await self._run_held(*loaded)
+        except LeaseLost as exc:
+            self.log("lease_lost_stopped", "warning", reason=exc.reason, error=str(exc)[:300])
+            return MailboxResult(self.name, "lost", exc.reason, self.copied, self.bytes)
+        finally:
+            await lease.release()
+
+    async def _run_held(
+        self, spec: MailboxSyncSpec, status: MailboxSyncStatus, generation: int | None
+    ) -> MailboxResult:
         self.spec, self.status = spec, status
         if spec.suspend:
             self.log("suspended")
@@ -218,6 +262,8 @@ class MailboxRunner:
             try:
                 result = await self._sync(spec, clean)
                 await self.flush()
+            except LeaseLost:
+                raise
             except KubeError as exc:
                 self.log("status_write_failed", "error", error=str(exc)[:300])
                 return MailboxResult(self.name, "transient", "StatusWriteFailed")
@@ -252,6 +298,41 @@ class MailboxRunner:
             skipped=result.skipped,
         )
         return result
+
+    @property
+    def _mirroring(self) -> bool:
+        return self.spec is not None and self.spec.deletions == "mirror"
+
+    async def _deletions_report(self, mirrored: MirrorResult) -> None:
+        """Condition DeletionsHeld (+ an Event when the cap holds removals back)."""
+        st = self.status
+        held = {f.name: f.deletions_held for f in self.ckpts.values() if f.deletions_held}
+        if held:
+            detail = ", ".join(
+                f"{name}: {n} held (cap {mirrored.held[name][1]})"
+                if name in mirrored.held
+                else f"{name}: {n}"
+                for name, n in sorted(held.items())
+            )
+            msg = (
+                f"the source lost more messages than deletionSafety allows in one round, so none of these "
+                f"folders' copies were removed: {detail}. If the source really lost them, raise "
+                "deletionSafety.maxPercent; if it comes back, nothing is removed"
+            )[:1000]
+            changed = not any(
+                c.type == "DeletionsHeld" and c.status == "True" and c.message == msg for c in st.conditions
+            )
+            st.conditions = set_condition(st.conditions, "DeletionsHeld", "True", "DeletionCapExceeded", msg)
+            if changed:
+                await self.store.event(self.name, "Warning", "DeletionCapExceeded", msg)
+        else:
+            st.conditions = set_condition(
+                st.conditions,
+                "DeletionsHeld",
+                "False",
+                "WithinCap",
+                f"removed {mirrored.deleted} and moved {mirrored.moved} copies in this run",
+            )
 
     def _fail(self, exc: ImapError, outcome: Outcome) -> MailboxResult:
         st = self.status
@@ -303,6 +384,8 @@ class MailboxRunner:
             spec.source, spec.destination, self.secrets, spec.secret_key, self.settings.egress_allow
         )
         src_c.ca_file = dst_c.ca_file = self.settings.ca_file
+        if self.lease is not None:
+            dst_c.guard = self.lease.check
         src: ImapClient | None = None
         dst: ImapClient | None = None
         try:
@@ -333,13 +416,19 @@ class MailboxRunner:
         )
         self._dest_names = {f.name for f in dst_folders if f.selectable}
         self.log("folders_planned", count=len(plans))
-        if clean:
-            try:
+        try:
+            if clean:
                 plans = await self._changed_only(src, plans)
-            except ImapError as exc:
-                await src.close()
-                await dst.close()
-                return self._fail(exc, "transient" if exc.transient else "permanent")
+            if self._mirroring and plans:
+                # Moves only after a clean finish: after an interruption a new source message may have a
+                # copy already (an APPEND not checkpointed), and a moved copy would be a second one.
+                mirrored = await Mirror(src, dst, spec, self.ckpts, self.log, moves=clean).run(plans)
+                self.placed = mirrored.placed
+                await self._deletions_report(mirrored)
+        except ImapError as exc:
+            await src.close()
+            await dst.close()
+            return self._fail(exc, "transient" if exc.transient else "permanent")
         queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
         for p in plans:
             queue.put_nowait(p)
@@ -399,7 +488,9 @@ class MailboxRunner:
             statuses = await src.status_many([p.source for p in plans])
             for p in plans:
                 st = statuses.get(p.source)
-                if not isinstance(st, dict) or not folder_unchanged(self.ckpts[p.source], st):
+                if not isinstance(st, dict) or not folder_unchanged(
+                    self.ckpts[p.source], st, mirror=spec.deletions == "mirror"
+                ):
                     return False
             for p in plans:
                 ck = self.ckpts[p.source]
@@ -421,7 +512,7 @@ class MailboxRunner:
         for p in plans:
             st = statuses.get(p.source)
             ck = self.ckpts.get(p.source)
-            if isinstance(st, dict) and ck is not None and folder_unchanged(ck, st):
+            if isinstance(st, dict) and ck is not None and folder_unchanged(ck, st, mirror=self._mirroring):
                 ck.pending = 0
                 ck.messages = st.get("MESSAGES", ck.messages)
                 continue
@@ -557,6 +648,7 @@ class MailboxRunner:
                 dest_created=self._dest_names.add,
                 log=lambda ev, **kw: self.log(ev, **kw),
                 counters=self.counters,
+                placed=self.placed.get(plan.source),
             )
             try:
                 stats = await fs.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mailferry_api.imap import SyncOptions
-from mailferry_api.mailboxsync import FolderCheckpoint
+from mailferry_api.mailboxsync import MAX_OWNED_CHARS, FolderCheckpoint
 from mailferry_imap.client import (
     AppendItem,
     AppendPipeline,
@@ -28,6 +29,7 @@ from ..plan import (
     DestFloor,
     FolderPlan,
     Rematch,
+    UidRanges,
     appendable_flags,
     chunks,
     decide,
@@ -93,6 +95,17 @@ async def content_hashes(client: ImapClient, uids: Sequence[int]) -> dict[int, s
     return out
 
 
+async def hashes_for_pairing(
+    src: ImapClient, dst: ImapClient, smeta: Sequence[MessageMeta], dmeta: Sequence[MessageMeta]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Content hashes (source, destination) of the messages without Message-ID that identity needs to
+    tell apart (a size on both sides); each client has its folder selected."""
+    s_need, d_need = needs_hash(smeta, dmeta)
+    s_hash = await content_hashes(src, s_need) if s_need else {}
+    d_hash = await content_hashes(dst, d_need) if d_need else {}
+    return s_hash, d_hash
+
+
 async def fetch_all_meta(
     client: ImapClient, exists: int, uidnext: int | None, low: int = 1, *, message_id: bool = True
 ) -> list[MessageMeta]:
@@ -131,7 +144,10 @@ class FolderSync:
         dest_created: Callable[[str], None],
         log: Callable[..., None],
         counters: MailboxCounters | None = None,
+        placed: dict[int, int] | None = None,
     ) -> None:
+        # {source UID: destination UID} of messages the mirror pass moved into this folder this run.
+        self.placed = placed or {}
         # The newest destination floor this run knows; the checkpoint takes it (floorUid, destUidNext,
         # destUidValidity) once lastUid reaches floorUid. A floor stays true for good (it describes the
         # destination, and every later message there gets a higher UID): the checkpoint keeps the one
@@ -151,6 +167,9 @@ class FolderSync:
         self._expect_next: int | None = None
         self._gaps: list[tuple[int, int, list[int]]] = []
         self._dest_top = 0  # highest destination UID this run's APPENDs got (APPENDUID)
+        # mailferry's own copies in the destination folder (ckpt.owned): what deletions may ever remove.
+        self._owned = UidRanges()
+        self._adopt = False  # matched pairs are earlier runs' copies (not the folder's first sync)
         self.counters = counters or MailboxCounters()
         self._present: dict[int, int] = {}
         self._skipped: dict[int, str] = {}
@@ -180,6 +199,11 @@ class FolderSync:
         dsel = await self.dst.select(self.plan.destination)
         uv_changed = ck.uid_validity is not None and ck.uid_validity != sel.uidvalidity
         first = ck.uid_validity is None
+        if ck.owned_uid_validity != dsel.uidvalidity or ck.destination != self.plan.destination:
+            ck.owned, ck.owned_uid_validity = None, dsel.uidvalidity  # earlier copies: unknown, kept
+        self._owned = UidRanges(ck.owned)
+        # On a folder's first sync, what matches was on the destination before mailferry: not its copy.
+        self._adopt = not first
         full = self.full_match or first or uv_changed or self.options.skip_duplicates
         self.stats.full_match = full
         scope = rematch_scope(
@@ -221,6 +245,7 @@ class FolderSync:
         )
         self._advance(max_uid)
         ck.uid_next = sel.uidnext
+        ck.synced_messages = sel.exists
         if not full:  # a clean delta compared the flags changed since the last modseq
             ck.highest_mod_seq = sel.highestmodseq
         ck.pending = 0
@@ -306,7 +331,7 @@ class FolderSync:
                 self._uncertain -= paired
                 await self._apply_flags(dec.present, dsel.permanentflags)
             else:
-                dec = decide(smeta, None, self.options)
+                dec = self._with_placed(decide(smeta, None, self.options))
             self._note(dec, base)
             # At or below lastUid everything is done: the match only pairs them (so that a message
             # twice in the folder is not paired with the copy of its twin).
@@ -366,6 +391,8 @@ class FolderSync:
         if remove:
             await self.dst.store_flags(remove, ["\\Deleted"], mode="+FLAGS")
             await self.dst.uid_expunge(remove)
+            self._owned.remove(remove)
+            self._store_owned()
             self.log("late_twins_removed", level="warning", folder=self.plan.source, count=len(remove))
 
     async def _decide(
@@ -378,10 +405,21 @@ class FolderSync:
             d_hash.update(await content_hashes(self.dst, d_need))
         return decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
 
+    def _with_placed(self, dec: Decision) -> Decision:
+        """Messages the mirror pass moved here (the source moved them) are present, not to copy."""
+        if not self.placed:
+            return dec
+        moved = [m for m in dec.copy if m.uid in self.placed]
+        dec.copy = [m for m in dec.copy if m.uid not in self.placed]
+        dec.present += [(m, dataclasses.replace(m, uid=self.placed[m.uid])) for m in moved]
+        return dec
+
     def _note(self, dec: Decision, base: int) -> None:
         """Remember what the checkpoint counts when it passes them (messages an interrupted run appended
         count as copied)."""
         self._present_max = max([self._present_max, *(s.uid for s, _ in dec.present)])
+        if self._adopt:
+            self.own([d.uid for _, d in dec.present])
         present = {s.uid: s.size for s, _ in dec.present if s.uid > base}
         self._present.update(present)
         self.stats.present += len(present)
@@ -442,9 +480,7 @@ class FolderSync:
         if not changed:
             return
         dmeta = await fetch_all_meta(self.dst, dexists, duidnext)
-        s_need, d_need = needs_hash(changed, dmeta)
-        s_hash = await content_hashes(self.src, s_need) if s_need else {}
-        d_hash = await content_hashes(self.dst, d_need) if d_need else {}
+        s_hash, d_hash = await hashes_for_pairing(self.src, self.dst, changed, dmeta)
         dec = decide(changed, dmeta, SyncOptions(), source_hashes=s_hash, dest_hashes=d_hash)
         await self._apply_flags(dec.present, permanent)
 
@@ -542,7 +578,7 @@ class FolderSync:
         if not items:
             return
         if entry.done:  # taken early, when an earlier chunk failed
-            self._count(items)
+            self._count(items, entry.got)
             return
         if entry.tag is None and len(items) > 1 and not self.dst.has("MULTIAPPEND"):
             # One APPEND per message: a refusal in the middle leaves the earlier ones stored.
@@ -550,7 +586,7 @@ class FolderSync:
             for pair in items:
                 try:
                     got = await pipe.append_now([pair[1]])
-                    self._count([pair])
+                    self._count([pair], got)
                     landed += got or []
                 except CommandFailed as exc:
                     self._in_order = False
@@ -564,7 +600,7 @@ class FolderSync:
                 got = await pipe.result(entry.tag)
             else:
                 got = await pipe.append_now([it for _, it in items])
-            self._count(items)
+            self._count(items, got)
             self._raise_floor(got, items, entry.batch[-1].uid)
             return
         except CommandFailed as exc:
@@ -573,7 +609,7 @@ class FolderSync:
             for e in later:
                 if e.tag is not None and e.failed is None:
                     try:
-                        await pipe.result(e.tag)
+                        e.got = await pipe.result(e.tag)
                     except CommandFailed as exc2:
                         e.failed = exc2
                     e.tag = None
@@ -585,8 +621,7 @@ class FolderSync:
         # MULTIAPPEND is atomic: nothing was stored. Isolate the message the server refuses.
         for pair in items:
             try:
-                await pipe.append_now([pair[1]])
-                self._count([pair])
+                self._count([pair], await pipe.append_now([pair[1]]))
             except CommandFailed as exc:
                 await self._append_one_fallback(pipe, pair, exc)
 
@@ -596,10 +631,10 @@ class FolderSync:
         m, item = pair
         if item.flags:
             try:  # the server may refuse a flag/keyword: store the message without them
-                await pipe.append_now([AppendItem(item.data, (), item.internaldate)])
+                got = await pipe.append_now([AppendItem(item.data, (), item.internaldate)])
                 self.stats.flag_errors += len(item.flags)
                 self._pending.flag_errors += len(item.flags)
-                self._count([pair])
+                self._count([pair], got)
                 return
             except CommandFailed as exc2:
                 exc = exc2
@@ -632,7 +667,25 @@ class FolderSync:
         if f is not None and ck.last_uid >= f.source_uid:
             ck.dest_uid_validity, ck.dest_uid_next, ck.floor_uid = f.uidvalidity, f.uidnext, f.source_uid
 
-    def _count(self, items: Sequence[tuple[MessageMeta, AppendItem]]) -> None:
+    def own(self, uids: Sequence[int]) -> None:
+        """Record destination UIDs as mailferry's copies (APPENDUID, COPYUID, matched earlier copies)."""
+        if uids:
+            self._owned.add(uids)
+            self._store_owned()
+
+    def _store_owned(self) -> None:
+        text = str(self._owned)
+        if len(text) > MAX_OWNED_CHARS:  # too fragmented to keep in status: stop mirroring this folder
+            self.log("owned_untracked", folder=self.plan.source, ranges=len(self._owned.ranges))
+            self.ckpt.owned = self.ckpt.owned_uid_validity = None
+            return
+        self.ckpt.owned = text or None
+
+    def _count(
+        self, items: Sequence[tuple[MessageMeta, AppendItem]], got: Sequence[int] | None = None
+    ) -> None:
+        if got and len(got) == len(items):
+            self.own(got)
         n = len(items)
         size = sum(m.size for m, _ in items)
         self.stats.copied += n
@@ -677,6 +730,7 @@ class _InFlight:
     tag: bytes | None = None  # its pipelined command, until its result is taken
     failed: CommandFailed | None = None  # its result, when taken early (an earlier chunk failed)
     done: bool = False  # its result, when taken early: it succeeded
+    got: list[int] | None = None  # its APPENDUID, when taken early
 
 
 def _loose_identity(m: MessageMeta) -> frozenset[tuple[str, ...]]:

@@ -1,0 +1,186 @@
+"""Weeks of coexistence, in three delta rounds on a real Dovecot pair (QRESYNC on the source; the same
+again with QRESYNC and CONDSTORE hidden): messages expunged, moved between folders (with and without a
+Message-ID), flags changed and new mail on the source; mail delivered directly to the destination.
+
+After the last round: destination = source + the destination's own mail, nothing else; moved messages
+were moved on the destination (not appended again); a source folder emptied at once trips the safety cap
+(condition DeletionsHeld, nothing removed) and `mailferry verify` tells the extra messages apart by kind.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import re
+import secrets
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import mfw_harness as h
+import pytest
+
+from chaos.mailrun import WorkerRun, endpoint, events, message_ids, q
+from fixtures.dovecot import Dovecot, DovecotPair, make_message
+
+FOLDERS = {"INBOX": 40, "Archive": 12, "Work": 12}
+_UID = re.compile(rb"UID (\d+)")
+
+
+def uids(c: imaplib.IMAP4, folder: str, criteria: str = "ALL") -> list[int]:
+    c.select(q(folder))
+    typ, data = c.uid("SEARCH", criteria)
+    return [int(x) for x in (data[0] or b"").split()]
+
+
+def expunge(d: Dovecot, user: str, folder: str, which: list[int]) -> None:
+    with d.connect_as(user) as c:
+        c.select(q(folder))
+        c.uid("STORE", ",".join(map(str, which)), "+FLAGS", "(\\Deleted)")
+        c.uid("EXPUNGE", ",".join(map(str, which)))
+
+
+def move(d: Dovecot, user: str, folder: str, which: list[int], to: str) -> None:
+    with d.connect_as(user) as c:
+        c.select(q(folder))
+        typ, _ = c.uid("MOVE", ",".join(map(str, which)), q(to))
+        assert typ == "OK"
+
+
+def add(d: Dovecot, user: str, folder: str, messages: list[bytes]) -> None:
+    with d.connect_as(user) as c:
+        if folder != "INBOX":
+            c.create(q(folder))  # NO when it exists
+        for m in messages:
+            typ, _ = c.append(q(folder), None, imaplib.Time2Internaldate(1.7e9), m)
+            assert typ == "OK"
+
+
+def without_message_id(subject: str) -> bytes:
+    return h.message(subject, msgid=False, body=f"{subject} {secrets.token_hex(8)}\r\n")
+
+
+def own_mail(d: Dovecot, user: str) -> Counter[str]:
+    return Counter(message_ids(d, user).get("INBOX", Counter()))
+
+
+def assert_mirrored(pair: DovecotPair, user: str, direct: Counter[str]) -> None:
+    """Every destination folder = its source folder, INBOX plus the destination's own mail."""
+    s, d = message_ids(pair.source, user), message_ids(pair.destination, user)
+    for folder, ids in s.items():
+        want = ids + (direct if folder == "INBOX" else Counter())
+        assert d.get(folder, Counter()) == want, (
+            folder,
+            "missing",
+            want - d.get(folder, Counter()),
+            "extra",
+            d.get(folder, Counter()) - want,
+        )
+
+
+def run_round(run: WorkerRun, n: int) -> dict[str, Any]:
+    cp = run.run(MAILFERRY_ROUND=str(n))
+    assert cp.returncode == 0, cp.stderr[-4000:]
+    return next(e for e in events(cp.stderr) if e.get("event") == "batch_finished")
+
+
+def verify_json(pair: DovecotPair, user: str, run: WorkerRun) -> dict[str, Any]:
+    src, dst = pair.source, pair.destination
+    env = dict(
+        os.environ,
+        MF_SRC_PW=src.master_password,
+        MF_DST_PW=dst.master_password,
+        MF_SRC_MASTER=src.master_user,
+        MF_DST_MASTER=dst.master_user,
+    )
+    args = [h.VERIFY, "verify", "--json", "--mailboxsync", run.name, "--status-dir", str(run.status_dir)]
+    for side, d, pw, master in (
+        ("source", src, "MF_SRC_PW", "MF_SRC_MASTER"),
+        ("dest", dst, "MF_DST_PW", "MF_DST_MASTER"),
+    ):
+        args += [f"--{side}-host", "127.0.0.1", f"--{side}-port", str(d.port), f"--{side}-security", "none"]
+        args += [f"--{side}-user", user, f"--{side}-password-env", pw, f"--{side}-master-user-env", master]
+    cp = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert cp.returncode in (0, 1), cp.stderr
+    out: dict[str, Any] = json.loads(cp.stdout)
+    return out
+
+
+@pytest.fixture(params=["qresync", "plain"])
+def source_caps(request: pytest.FixtureRequest, dovecot_factory: Any) -> DovecotPair:
+    """A Dovecot pair; ``plain``: the source announces neither QRESYNC nor CONDSTORE (UID-set path)."""
+    caps = None if request.param == "qresync" else "IMAP4rev1 LITERAL+ SASL-IR UIDPLUS MOVE ESEARCH ENABLE"
+    return DovecotPair(
+        dovecot_factory(name=f"src-{request.param}", imap_capability=caps), dovecot_factory(name="dst")
+    )
+
+
+def test_coexistence_rounds_mirror_deletions_moves_and_keep_direct_mail(
+    source_caps: DovecotPair, tmp_path: Path
+) -> None:
+    pair = source_caps
+    src, dst = pair.source, pair.destination
+    user = f"coex-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    dst.add_user(user, "pw-dst")
+    for folder, n in FOLDERS.items():
+        add(src, user, folder, [make_message(f"{folder} {i}", domain="src.test") for i in range(n)])
+    add(src, user, "Work", [without_message_id(f"no-id {i}") for i in range(3)])
+    run = WorkerRun(
+        tmp_path,
+        "coex",
+        user,
+        endpoint("127.0.0.1", src.port),
+        endpoint("127.0.0.1", dst.port),
+        "pw-src",
+        "pw-dst",
+        deletionSafety={"maxPercent": 50, "alwaysAllowed": 10},
+    )
+    run_round(run, 1)
+    add(dst, user, "INBOX", [make_message(f"direct {i}", domain="dst.test") for i in range(3)])
+    direct = own_mail(dst, user) - message_ids(src, user)["INBOX"]
+    assert sum(direct.values()) == 3
+
+    with src.connect_as(user) as c:
+        inbox, work = uids(c, "INBOX"), uids(c, "Work")
+    expunge(src, user, "INBOX", inbox[:3])
+    move(src, user, "INBOX", inbox[3:7], "Archive")
+    move(src, user, "Work", work[-2:], "Archive")  # two of the messages without Message-ID
+    with src.connect_as(user) as c:
+        c.select(q("Archive"))
+        c.uid("STORE", "1:2", "+FLAGS", "(\\Flagged)")
+    add(src, user, "INBOX", [make_message(f"new {i}", domain="src.test") for i in range(2)])
+    done = run_round(run, 2)
+    assert done["copied"] == 2, done  # the new mail only: moved messages were moved, not appended
+    assert_mirrored(pair, user, direct)
+    st = run.status()
+    assert st["totals"]["deleted"] == 3 and st["totals"]["moved"] == 6, st["totals"]
+
+    # Round 3: more of the same, and a message expunged right after it was moved.
+    with src.connect_as(user) as c:
+        arch = uids(c, "Archive")
+    move(src, user, "Archive", arch[:2], "Work")
+    expunge(src, user, "Archive", arch[-1:])
+    run_round(run, 3)
+    assert_mirrored(pair, user, direct)
+    report = verify_json(pair, user, run)
+    assert report["differences"] == 0, report
+    inbox_report = next(f for f in report["folders"] if f["source"] == "INBOX")
+    assert inbox_report["extraByKind"] == {"copies": 0, "direct": 3, "unknown": 0}
+
+    # A source outage empties Archive: more than the cap, so nothing is removed, the condition says so.
+    with src.connect_as(user) as c:
+        arch = uids(c, "Archive")
+    expunge(src, user, "Archive", arch)
+    before = message_ids(dst, user)["Archive"]
+    run_round(run, 4)
+    assert message_ids(dst, user)["Archive"] == before, "the safety cap let the destination be emptied"
+    st = run.status()
+    held = next(c for c in st["conditions"] if c["type"] == "DeletionsHeld")
+    assert held["status"] == "True" and held["reason"] == "DeletionCapExceeded", held
+    assert "Archive" in held["message"]
+    report = verify_json(pair, user, run)
+    archive = next(f for f in report["folders"] if f["source"] == "Archive")
+    assert archive["extraByKind"]["copies"] == len(arch), archive
