@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .common import ApiModel, Conditions, ErrorInfo, K8sName, LocalObjectRef, SecretKey, kopf_status_field
+from .groupware import Collections, Content, Groupware, ItemErrors
 from .imap import ImapEndpoint, SyncOptions
 
 MailboxPhase = Literal["Pending", "Syncing", "Synced", "Throttled", "Failed"]
@@ -29,6 +30,8 @@ class MailboxSyncSpec(SyncOptions):
     secret_key: SecretKey | None = None
     migration_ref: LocalObjectRef | None = None
     suspend: bool = False
+    content: Content = ["mail"]
+    groupware: Groupware | None = None
 
 
 class FolderCheckpoint(ApiModel):
@@ -132,6 +135,8 @@ class MailboxSyncStatus(ApiModel):
     last_error: ErrorInfo | None = None
     throttle: Throttle | None = None
     flag_errors: int = 0
+    collections: Collections = []
+    item_errors: ItemErrors = []
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

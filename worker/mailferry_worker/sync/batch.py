@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from mailferry_imap.credentials import SecretSource
 
 from ..checkpoint import StatusStore
-from .engine import MailboxResult, MailboxRunner, RunSettings
+from ..groupware.mailbox import run_mailbox
+from .engine import MailboxResult, RunSettings
 
 EXIT_OK = 0
 EXIT_RETRY = 1
@@ -27,7 +28,7 @@ async def run_batch(
 
     async def one(name: str) -> MailboxResult:
         async with sem:
-            return await MailboxRunner(name, store, secrets, settings).run()
+            return await run_mailbox(name, store, secrets, settings)  # mail, then contacts/calendars
 
     results = await asyncio.gather(*(one(n) for n in names))
     return exit_code(results), list(results)

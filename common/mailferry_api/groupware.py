@@ -1,0 +1,109 @@
+"""Contacts and calendars beside the mail: where they come from and go to, and how far each collection is.
+
+Spec: a MailMigration (and so each MailboxSync) names what it moves in `content` (`mail`, `contacts`,
+`calendars`) and, for contacts and calendars, a `groupware` source and destination: a CardDAV/CalDAV
+server (`type: dav`, discovered from `url` through the user's principal, RFC 6764/4791/6352) or a cloud
+API (`google`: People + Calendar API, `microsoft`: Graph). Without `auth` a side logs in as its mail
+side does (same Secret, same key, same OAuth settings).
+
+Status: one `CollectionCheckpoint` per address book or calendar, in the MailboxSync's status beside the
+folder checkpoints (same lease, same writer, same RBAC; no per-item data: a sync token or an ETag-list
+digest per collection).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from .common import ApiModel, list_map
+from .imap import ImapAuth
+
+ContentKind = Literal["mail", "contacts", "calendars"]
+CollectionKind = Literal["contacts", "calendars"]
+GroupwareType = Literal["dav", "google", "microsoft"]
+SyncMode = Literal["auto", "etag"]
+CollectionMode = Literal["syncToken", "etag", "api"]
+MAX_COLLECTIONS = 200
+MAX_ITEM_ERRORS = 20
+
+Content = Annotated[
+    list[ContentKind],
+    Field(min_length=1, max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"}),
+]
+
+
+class GroupwareEndpoint(ApiModel):
+    type: GroupwareType = "dav"
+    url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="dav: the server's context path (e.g. https://dav.example.com/); google/microsoft: "
+        "the API root (defaults to the public one)",
+    )
+    tls_verify: bool = True
+    auth: ImapAuth | None = Field(default=None, description="default: the mail side's auth")
+    sync: SyncMode = Field(
+        default="auto", description="auto: WebDAV sync tokens (RFC 6578) where offered; etag: always compare"
+    )
+    timeout_seconds: int = Field(default=60, ge=1, le=3600)
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.type != 'dav' || has(self.url)", "message": "url is required for type dav"},
+            ]
+        }
+    }
+
+
+class Groupware(ApiModel):
+    source: GroupwareEndpoint
+    destination: GroupwareEndpoint
+    max_item_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="larger items are reported")
+    max_deletes_per_round: int = Field(
+        default=1000, ge=0, description="safety cap: more source deletions in one round stop the collection"
+    )
+
+
+class ItemError(ApiModel):
+    collection: str = Field(max_length=512)
+    item: str = Field(max_length=512, description="the item's UID (or resource name)")
+    reason: str = Field(max_length=128)
+    message: str = Field(default="", max_length=1024)
+
+
+class CollectionCheckpoint(ApiModel):
+    """How far one address book or calendar is. `syncToken` is the source's (RFC 6578) after the last
+    finished round; `pendingToken`/`resumeAfter` mark a first copy that was interrupted."""
+
+    name: str = Field(max_length=512, description="kind/collection, e.g. calendars/work")
+    kind: CollectionKind
+    source: str = Field(max_length=2048)
+    destination: str = Field(max_length=2048)
+    mode: CollectionMode = "syncToken"
+    sync_token: str | None = Field(default=None, max_length=2048)
+    pending_token: str | None = Field(default=None, max_length=2048)
+    resume_after: str | None = Field(default=None, max_length=1024)
+    etag_digest: str | None = Field(default=None, max_length=128)
+    items: int = 0
+    copied: int = 0
+    deleted: int = 0
+    failed: int = 0
+    unsupported: int = 0
+    pending: int = 0
+    last_sync_time: datetime | None = None
+    last_error: str | None = Field(default=None, max_length=1024)
+
+
+Collections = Annotated[
+    list[CollectionCheckpoint], Field(max_length=MAX_COLLECTIONS, json_schema_extra=list_map("name"))
+]
+ItemErrors = Annotated[list[ItemError], Field(max_length=MAX_ITEM_ERRORS)]
+
+
+def wants(content: list[ContentKind], kind: ContentKind) -> bool:
+    return kind in content

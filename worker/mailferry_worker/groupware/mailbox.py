@@ -1,0 +1,58 @@
+"""One MailboxSync of a batch: its mail (the sync engine), then its contacts and calendars, as
+`spec.content` says. The MailboxSync is read once for both: the mail engine gets the copy read here."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mailferry_api.mailboxsync import MailboxSyncSpec, MailboxSyncStatus
+from mailferry_imap.credentials import SecretSource
+
+from ..checkpoint import StatusStore
+from ..sync.engine import MailboxResult, MailboxRunner, RunSettings
+from .runner import GroupwareRunner, wanted_kinds
+
+Loaded = tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]
+
+
+class PreloadedStore:
+    """A StatusStore whose next `load` of one name answers with what was already read (no second GET)."""
+
+    def __init__(self, inner: StatusStore, name: str, loaded: Loaded) -> None:
+        self.inner, self.name = inner, name
+        self.loaded: Loaded | None = loaded
+
+    def __getattr__(self, attr: str) -> object:  # lease() and whatever else the store offers
+        return getattr(self.inner, attr)
+
+    async def load(self, name: str) -> Loaded:
+        if name == self.name and self.loaded is not None:
+            loaded, self.loaded = self.loaded, None
+            return loaded
+        return await self.inner.load(name)
+
+    async def save(self, name: str, status: MailboxSyncStatus) -> None:
+        await self.inner.save(name, status)
+
+
+async def run_mailbox(
+    name: str, store: StatusStore, secrets: SecretSource, settings: RunSettings
+) -> MailboxResult:
+    try:
+        loaded = await store.load(name)
+    except Exception:  # the mail runner reads it again and reports why it cannot (MailboxSyncUnreadable)
+        return await MailboxRunner(name, store, secrets, settings).run()
+    spec = loaded[0]
+    shared = PreloadedStore(store, name, loaded)
+    if "mail" in spec.content:
+        mail = await MailboxRunner(name, shared, secrets, settings).run()  # type: ignore[arg-type]
+    else:
+        mail = MailboxResult(name, "synced")
+    if not wanted_kinds(spec) or mail.outcome in ("config", "suspended", "busy", "lost"):
+        return mail
+    groupware = await GroupwareRunner(name, shared, secrets, settings.ca_file).run()  # type: ignore[arg-type]
+    if groupware.outcome == "transient" and mail.outcome == "synced":
+        return replace(mail, outcome="transient", reason=groupware.reason)
+    if groupware.outcome in ("busy", "lost"):
+        return replace(mail, outcome=groupware.outcome, reason=groupware.reason)
+    return mail

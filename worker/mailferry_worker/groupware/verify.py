@@ -1,0 +1,104 @@
+"""`mailferry verify` for contacts and calendars: per collection, every source item by UID on the
+destination with the same content (fingerprints from items.py, so a server's re-serialisation is no
+difference), nothing twice, and what is only on the destination."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailferry_api.groupware import CollectionKind
+
+from . import items as it
+from .dav import DavClient
+from .plan import destination_name
+
+MAX_LISTED = 50
+
+
+@dataclass
+class CollectionReport:
+    kind: CollectionKind
+    source: str
+    destination: str
+    source_count: int = 0
+    dest_count: int = 0
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    unparsable: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def differences(self) -> int:
+        return (
+            len(self.missing)
+            + len(self.changed)
+            + len(self.duplicated)
+            + len(self.extra)
+            + (1 if self.error else 0)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "destination": self.destination,
+            "sourceCount": self.source_count,
+            "destinationCount": self.dest_count,
+            "missing": self.missing[:MAX_LISTED],
+            "changed": self.changed[:MAX_LISTED],
+            "duplicated": self.duplicated[:MAX_LISTED],
+            "extra": self.extra[:MAX_LISTED],
+            "unparsable": self.unparsable[:MAX_LISTED],
+            "error": self.error,
+            "differences": self.differences,
+        }
+
+
+async def _by_uid(
+    client: DavClient, kind: CollectionKind, url: str, rep: CollectionReport
+) -> tuple[dict[str, str], list[str], int]:
+    names = list(await client.listing(url))
+    fetched = await client.fetch(kind, url, names)
+    fps: dict[str, str] = {}
+    uids: list[str] = []
+    for name, item in fetched.items():
+        try:
+            f = it.facts(kind, item.data)
+        except it.BadItem:
+            rep.unparsable.append(name)
+            continue
+        uid = f.uid or f"name:{name}"
+        uids.append(uid)
+        fps[uid] = f.fingerprint
+    return fps, uids, len(names)
+
+
+async def verify_collections(
+    src: DavClient, dst: DavClient, kinds: list[CollectionKind], ignore_extra: bool = False
+) -> list[CollectionReport]:
+    reports: list[CollectionReport] = []
+    for kind in kinds:
+        _, sources = await src.discover(kind)
+        dest_home, dests = await dst.discover(kind)
+        for s in sources:
+            d_url = dest_home.rstrip("/") + "/" + destination_name(s.name, "") + "/"
+            rep = CollectionReport(kind, s.url, d_url)
+            reports.append(rep)
+            if not any(d.url.rstrip("/") == d_url.rstrip("/") for d in dests):
+                rep.error = "destination collection does not exist"
+                continue
+            s_fp, _, rep.source_count = await _by_uid(src, kind, s.url, rep)
+            d_fp, d_uids, rep.dest_count = await _by_uid(dst, kind, d_url, rep)
+            rep.duplicated = sorted(u for u, n in Counter(d_uids).items() if n > 1)
+            for uid, fp in sorted(s_fp.items()):
+                if uid not in d_fp:
+                    rep.missing.append(uid)
+                elif d_fp[uid] != fp:
+                    rep.changed.append(uid)
+            if not ignore_extra:
+                rep.extra = sorted(set(d_fp) - set(s_fp))
+    return reports
