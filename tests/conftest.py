@@ -4,7 +4,7 @@ kube, namespace                    Kubernetes API server (etcd + kube-apiserver)
 dovecot_pair, dovecot_factory      Dovecot IMAP servers                              fixtures/dovecot.py
 powerdns, powerdns_pair, powerdns_factory   PowerDNS authoritative + API + RFC 2136   fixtures/powerdns.py
 prometheus, prometheus_factory     Prometheus + test-data exporter                   fixtures/prometheus.py
-radicale_pair, radicale_factory    Radicale CalDAV/CardDAV servers                   fixtures/radicale.py
+smtp_submission                    SMTP submission (aiosmtpd) into Dovecot LMTP      fixtures/smtp.py
 @pytest.mark.kind                  skipped when no Docker engine runs                fixtures/markers.py
 """
 
@@ -24,5 +24,5 @@ pytest_plugins = [
     "fixtures.dovecot",
     "fixtures.powerdns",
     "fixtures.prometheus",
-    "fixtures.radicale",
+    "fixtures.smtp",
 ]

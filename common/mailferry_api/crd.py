@@ -19,6 +19,7 @@ from .common import API_GROUP, API_VERSION
 from .dnscutover import DnsCutoverSpec, DnsCutoverStatus
 from .mailboxsync import MailboxSyncSpec, MailboxSyncStatus
 from .mailmigration import MailMigrationSpec, MailMigrationStatus
+from .noticeplan import NoticePlanSpec, NoticePlanStatus
 from .sendingcutover import SendingCutoverSpec, SendingCutoverStatus
 
 CATEGORY = "mailferry"
@@ -114,6 +115,21 @@ RESOURCES: tuple[Resource, ...] = (
             {"name": "Target", "type": "integer", "jsonPath": ".spec.targetWeight"},
             _ready_column(),
             {"name": "Provider", "type": "string", "jsonPath": ".spec.provider.name", "priority": 1},
+            _AGE,
+        ),
+    ),
+    Resource(
+        kind="NoticePlan",
+        plural="noticeplans",
+        short_names=("np",),
+        spec=NoticePlanSpec,
+        status=NoticePlanStatus,
+        columns=(
+            {"name": "Migration", "type": "string", "jsonPath": ".spec.migrationRef.name"},
+            {"name": "Pending-Approvals", "type": "integer", "jsonPath": ".status.pendingApprovals"},
+            {"name": "Sent", "type": "integer", "jsonPath": ".status.sent"},
+            {"name": "Bounced", "type": "integer", "jsonPath": ".status.bounced"},
+            _ready_column(),
             _AGE,
         ),
     ),

@@ -19,7 +19,6 @@ from .common import (
     kopf_status_field,
     list_map,
 )
-from .groupware import Content, Groupware
 from .imap import ImapEndpoint, SyncOptions
 
 MigrationPhase = Literal[
@@ -43,6 +42,12 @@ class MailboxEntry(ApiModel):
         default=None, min_length=3, max_length=320, pattern=r"^[^\s@]+(@[^\s@]+)?$"
     )
     secret_key: SecretKey | None = None
+    cohort: str | None = Field(
+        default=None,
+        max_length=40,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="who this mailbox's person is grouped with for notices (NoticePlan); default: the batch",
+    )
 
 
 class InventoryRef(ApiModel):
@@ -99,8 +104,6 @@ class MailMigrationSpec(SyncOptions):
         Annotated[list[MailboxEntry], Field(max_length=1000, json_schema_extra=list_map("source"))] | None
     ) = None
     inventory_ref: InventoryRef | None = None
-    content: Content = Field(default=["mail"], description="what to move: mail, contacts, calendars")
-    groupware: Groupware | None = Field(default=None, description="where contacts and calendars are")
     batch_size: int = Field(default=10, ge=1, le=1000)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)
     delta_interval: Duration = "15m"
@@ -125,11 +128,6 @@ class MailMigrationSpec(SyncOptions):
                     "rule": "!has(oldSelf.complete) || !oldSelf.complete || self.complete",
                     "message": "complete cannot be unset once set",
                     "fieldPath": ".complete",
-                },
-                {
-                    "rule": "has(self.groupware) || !self.content.exists(c, c != 'mail')",
-                    "message": "groupware is required when content includes contacts or calendars",
-                    "fieldPath": ".groupware",
                 },
             ]
         }

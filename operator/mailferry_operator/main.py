@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import activities, metrics
     from .handlers import dnscutover, mailmigration  # noqa: F401 - importing registers the handlers
+    from .notices import handlers as notices_handlers  # noqa: F401 - registers them
 
     kopf.configure(
         debug=args.log_level == "debug",

@@ -65,6 +65,9 @@ class OperatorSettings:
     dns_retries: int = env("MAILFERRY_DNS_RETRIES", 5, "attempts per DNS provider call")
     dns_retry_delay: float = env("MAILFERRY_DNS_RETRY_DELAY", 0.2, "first back-off between attempts, seconds")
     dns_timeout: float = env("MAILFERRY_DNS_TIMEOUT", 10.0, "seconds per DNS provider request")
+    notice_interval: float = env(
+        "MAILFERRY_NOTICE_INTERVAL", 15.0, "seconds between runs of a NoticePlan (drafts, sending)"
+    )
 
 
 _current: OperatorSettings | None = None

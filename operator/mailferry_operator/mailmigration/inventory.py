@@ -61,6 +61,8 @@ _DESTINATION_WORDS = {
     "destinationuser",
 }
 _KEY_WORDS = {"secretkey", "key", "passwordkey"}
+# The notice cohort (issue 18): a department, "pilot", shared-mailbox owners; see cohort_name().
+_COHORT_WORDS = {"cohort", "group", "department", "dept", "team", "tag", "wave"}
 _PASSWORD_WORDS = {
     "password",
     "passwords",
@@ -78,6 +80,17 @@ _PASSWORD_WORDS = {
     "newpassword",
 }
 INVALID = "InventoryInvalid"
+
+
+Row = tuple[int, str, str | None, str | None, str | None]  # line, source, destination, secretKey, cohort
+
+
+def cohort_name(value: str | None) -> str | None:
+    """A cohort as a notice plan names it: lower case, letters, digits and '-' ('Sales EMEA' -> 'sales-emea')."""
+    if value is None:
+        return None
+    cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", value.lower())).strip("-")[:40].strip("-")
+    return cleaned or None
 
 
 @dataclass
@@ -126,10 +139,10 @@ def _check(source: str, destination: str | None, secret_key: str | None) -> str 
     return None
 
 
-def _add_rows(inv: Inventory, rows: Iterable[tuple[int, str, str | None, str | None]]) -> Inventory:
+def _add_rows(inv: Inventory, rows: Iterable[Row]) -> Inventory:
     seen_source: dict[str, int] = {}
     seen_destination: dict[str, int] = {}
-    for line, source, destination, secret_key in rows:
+    for line, source, destination, secret_key, cohort in rows:
         inv.total += 1
         if inv.total > MAX_ROWS:
             inv.error(line, f"inventory has more than {MAX_ROWS} rows; row ignored")
@@ -151,7 +164,11 @@ def _add_rows(inv: Inventory, rows: Iterable[tuple[int, str, str | None, str | N
             continue
         seen_source[src_key] = line
         seen_destination[dst_key] = line
-        inv.entries.append(MailboxEntry(source=source, destination=destination, secret_key=secret_key))
+        inv.entries.append(
+            MailboxEntry(
+                source=source, destination=destination, secret_key=secret_key, cohort=cohort_name(cohort)
+            )
+        )
     return inv
 
 
@@ -173,7 +190,7 @@ def header_roles(cells: list[str]) -> tuple[dict[str, int] | None, str | None]:
     foreign export would otherwise be read as addresses), and so is a password column: passwords
     belong in the Secret, never in a ConfigMap."""
     words = [_word(c) for c in cells]
-    known = _SOURCE_WORDS | _DESTINATION_WORDS | _KEY_WORDS | _PASSWORD_WORDS
+    known = _SOURCE_WORDS | _DESTINATION_WORDS | _KEY_WORDS | _COHORT_WORDS | _PASSWORD_WORDS
     if any("@" in c for c in cells) or not any(w in known for w in words):
         return None, None
     roles: dict[str, int] = {}
@@ -195,12 +212,14 @@ def header_roles(cells: list[str]) -> tuple[dict[str, int] | None, str | None]:
             if word in _DESTINATION_WORDS
             else "secretKey"
             if word in _KEY_WORDS
+            else "cohort"
+            if word in _COHORT_WORDS
             else None
         )
         if role is None:
             return None, (
                 f"CSV header column {index} {cell.strip()[:40]!r} is not one of "
-                "source, destination, secretKey"
+                "source, destination, secretKey, cohort"
             )
         if role in roles:
             return None, f"CSV header names the {role} column twice (columns {roles[role] + 1} and {index})"
@@ -218,7 +237,7 @@ def parse_csv(text: str) -> Inventory:
     width = 3
     named = False  # a header row named the columns
 
-    def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
+    def rows() -> Iterable[Row]:
         nonlocal roles, width, named
         reader = csv.reader(io.StringIO(text), skipinitialspace=True)
         first = True
@@ -244,6 +263,7 @@ def parse_csv(text: str) -> Inventory:
             padded = [*cells, *([""] * width)]
             dest = padded[roles["destination"]] if "destination" in roles else None
             key = padded[roles["secretKey"]] if "secretKey" in roles else None
+            cohort = padded[roles["cohort"]] if "cohort" in roles else None
             source = (padded[roles["source"]] or "").strip()
             dest_cell = _cell(dest)
             if (
@@ -262,7 +282,7 @@ def parse_csv(text: str) -> Inventory:
                     "Secret",
                 )
                 continue
-            yield line, source, dest_cell, _cell(key)
+            yield line, source, dest_cell, _cell(key), _cell(cohort)
 
     try:
         return _add_rows(inv, rows())
@@ -286,13 +306,14 @@ def parse_json(text: str) -> Inventory:
         shape = '[{"source": ..., "destination": ..., "secretKey": ...}, ...] (or {"mailboxes": [...]})'
         return inv.fail(f"JSON inventory is {kind.get(type(data), 'null')}, not a list: write {shape}")
 
-    def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
+    def rows() -> Iterable[Row]:
         for index, item in enumerate(data, start=1):
             if isinstance(item, str):
-                yield index, item.strip(), None, None
+                yield index, item.strip(), None, None, None
             elif isinstance(item, dict):
                 key = item.get("secretKey", item.get("secret_key"))
-                yield index, str(item.get("source") or "").strip(), _cell(item.get("destination")), _cell(key)
+                source = str(item.get("source") or "").strip()
+                yield index, source, _cell(item.get("destination")), _cell(key), _cell(item.get("cohort"))
             else:
                 inv.total += 1
                 inv.error(index, "item is neither an object nor an address string")
@@ -331,12 +352,13 @@ def decode(raw: bytes) -> str | Inventory:
 def from_entries(entries: Sequence[MailboxEntry | dict[str, Any]]) -> Inventory:
     """Inline `spec.mailboxes`: the same checks (duplicates), line = 1-based list index."""
 
-    def rows() -> Iterable[tuple[int, str, str | None, str | None]]:
+    def rows() -> Iterable[Row]:
         for index, item in enumerate(entries, start=1):
             if isinstance(item, MailboxEntry):
-                yield index, item.source, item.destination, item.secret_key
+                yield index, item.source, item.destination, item.secret_key, item.cohort
             else:
                 key = item.get("secretKey", item.get("secret_key"))
-                yield index, str(item.get("source") or "").strip(), _cell(item.get("destination")), _cell(key)
+                source = str(item.get("source") or "").strip()
+                yield index, source, _cell(item.get("destination")), _cell(key), _cell(item.get("cohort"))
 
     return _add_rows(Inventory(), rows())
