@@ -23,7 +23,7 @@ from .common import (
 
 DNS_PHASES = ("Planned", "TTLLowered", "Staged", "Switched", "Enforced")
 DnsPhase = Literal["Planned", "TTLLowered", "Staged", "Switched", "Enforced"]
-DNS_CONDITIONS = ("Ready", "GatesPassed", "Paused", "Stalled", "RolledBack")
+DNS_CONDITIONS = ("Ready", "Reconciling", "GatesPassed", "Paused", "Stalled", "RolledBack")
 ProviderType = Literal["rfc2136", "powerdns", "cloudflare", "route53"]
 GateType = Literal["syncLag", "dnsRecord", "ttlElapsed", "prometheus", "minDuration", "manualApproval"]
 GateResult = Literal["Pending", "Passed", "Failed", "Inconclusive"]

@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kopf
 
     from . import activities, metrics
-    from .handlers import dnscutover, mailmigration  # noqa: F401 - importing registers the handlers
-    from .notices import handlers as notices_handlers  # noqa: F401 - registers them
+    from .dnscutover import handlers as dnscutover_handlers  # noqa: F401 - importing registers them
+    from .handlers import mailmigration  # noqa: F401 - importing registers the handlers
 
     kopf.configure(
         debug=args.log_level == "debug",

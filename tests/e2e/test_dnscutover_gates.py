@@ -1,7 +1,7 @@
 """Each DnsCutover gate blocking a phase, against real components: a MailMigration whose status the
 test writes (syncLag), two authoritative PowerDNS servers (dnsRecord), the zone's old TTL
 (ttlElapsed), a real Prometheus with test data (prometheus, above range and no data), and manual
-approval. The operator runs as `kopf run -m mailferry_operator.handlers.dnscutover` so that no
+approval. The operator runs as `kopf run -m mailferry_operator.dnscutover.handlers` so that no
 MailMigration controller overwrites the status this test sets."""
 
 from __future__ import annotations

@@ -25,12 +25,13 @@ FAST_ENV = {
     "MAILFERRY_SPF_RESOLVE": "0",  # no Internet here: count SPF mechanisms without following them
     "MAILFERRY_DNS_RETRY_DELAY": "0.05",
     "MAILFERRY_DNS_TIMEOUT": "3",
+    "MAILFERRY_EGRESS_ALLOW": "http://127.0.0.1:*",  # the test PowerDNS and Prometheus (loopback ports)
 }
 
 
 class Operator(Supervised):
     """The operator as a subprocess: `mailferry-operator` (the real entrypoint) or, with
-    `only_dnscutover`, `kopf run -m mailferry_operator.handlers.dnscutover` (no MailMigration
+    `only_dnscutover`, `kopf run -m mailferry_operator.dnscutover.handlers` (no MailMigration
     controller, so a test can write a MailMigration's status itself)."""
 
     def __init__(
@@ -60,7 +61,7 @@ class Operator(Supervised):
                 "-n",
                 self.namespace,
                 "-m",
-                "mailferry_operator.handlers.dnscutover",
+                "mailferry_operator.dnscutover.handlers",
                 "--liveness",
                 f"http://127.0.0.1:{liveness}/healthz",
             ]

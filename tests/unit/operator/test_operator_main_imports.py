@@ -13,7 +13,8 @@ from mailferry_operator.main import block_unused_client_libraries
 {block}
 import kopf
 from mailferry_operator import activities
-from mailferry_operator.handlers import dnscutover, mailmigration
+from mailferry_operator.dnscutover import handlers as dnscutover_handlers
+from mailferry_operator.handlers import mailmigration
 print(",".join(m for m in {libs!r} if sys.modules.get(m) is not None))
 """
 

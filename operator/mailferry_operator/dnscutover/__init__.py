@@ -1,0 +1,1 @@
+"""DnsCutover: handlers (Kopf wiring) -> observe -> decide (pure step) -> apply."""
