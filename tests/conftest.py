@@ -5,6 +5,7 @@ dovecot_pair, dovecot_factory      Dovecot IMAP servers                         
 powerdns, powerdns_pair, powerdns_factory   PowerDNS authoritative + API + RFC 2136   fixtures/powerdns.py
 prometheus, prometheus_factory     Prometheus + test-data exporter                   fixtures/prometheus.py
 smtp_submission                    SMTP submission (aiosmtpd) into Dovecot LMTP      fixtures/smtp.py
+radicale_pair, radicale_factory    Radicale CalDAV/CardDAV servers                   fixtures/radicale.py
 @pytest.mark.kind                  skipped when no Docker engine runs                fixtures/markers.py
 """
 
@@ -25,4 +26,5 @@ pytest_plugins = [
     "fixtures.powerdns",
     "fixtures.prometheus",
     "fixtures.smtp",
+    "fixtures.radicale",
 ]

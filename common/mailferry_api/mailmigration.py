@@ -19,6 +19,7 @@ from .common import (
     kopf_status_field,
     list_map,
 )
+from .groupware import Content, Groupware
 from .imap import ImapEndpoint, SyncOptions
 
 MigrationPhase = Literal[
@@ -104,6 +105,8 @@ class MailMigrationSpec(SyncOptions):
         Annotated[list[MailboxEntry], Field(max_length=1000, json_schema_extra=list_map("source"))] | None
     ) = None
     inventory_ref: InventoryRef | None = None
+    content: Content = Field(default=["mail"], description="what to move: mail, contacts, calendars")
+    groupware: Groupware | None = Field(default=None, description="where contacts and calendars are")
     batch_size: int = Field(default=10, ge=1, le=1000)
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)
     delta_interval: Duration = "15m"
@@ -128,6 +131,24 @@ class MailMigrationSpec(SyncOptions):
                     "rule": "!has(oldSelf.complete) || !oldSelf.complete || self.complete",
                     "message": "complete cannot be unset once set",
                     "fieldPath": ".complete",
+                },
+                {
+                    "rule": "has(self.groupware) || !self.content.exists(c, c != 'mail')",
+                    "message": "groupware is required when content includes contacts or calendars",
+                    "fieldPath": ".groupware",
+                },
+                {
+                    # The worker Job mounts one Secret per side (docs/job-contract.md).
+                    "rule": "!has(self.groupware) || !has(self.groupware.source.auth) || "
+                    "self.groupware.source.auth.secretRef.name == self.source.auth.secretRef.name",
+                    "message": "groupware.source.auth.secretRef must name the source's Secret",
+                    "fieldPath": ".groupware.source.auth.secretRef",
+                },
+                {
+                    "rule": "!has(self.groupware) || !has(self.groupware.destination.auth) || "
+                    "self.groupware.destination.auth.secretRef.name == self.destination.auth.secretRef.name",
+                    "message": "groupware.destination.auth.secretRef must name the destination's Secret",
+                    "fieldPath": ".groupware.destination.auth.secretRef",
                 },
             ]
         }

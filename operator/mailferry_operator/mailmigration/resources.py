@@ -55,6 +55,8 @@ def mailbox_sync_spec(migration: str, spec: MailMigrationSpec, entry: MailboxEnt
         skip_duplicates=spec.skip_duplicates,
         max_message_bytes=spec.max_message_bytes,
         connections_per_mailbox=spec.connections_per_mailbox,
+        content=spec.content,
+        groupware=spec.groupware,
     )
     return body.to_api()
 
