@@ -137,19 +137,6 @@ class MailMigrationSpec(SyncOptions):
                     "message": "groupware is required when content includes contacts or calendars",
                     "fieldPath": ".groupware",
                 },
-                {
-                    # The worker Job mounts one Secret per side (docs/job-contract.md).
-                    "rule": "!has(self.groupware) || !has(self.groupware.source.auth) || "
-                    "self.groupware.source.auth.secretRef.name == self.source.auth.secretRef.name",
-                    "message": "groupware.source.auth.secretRef must name the source's Secret",
-                    "fieldPath": ".groupware.source.auth.secretRef",
-                },
-                {
-                    "rule": "!has(self.groupware) || !has(self.groupware.destination.auth) || "
-                    "self.groupware.destination.auth.secretRef.name == self.destination.auth.secretRef.name",
-                    "message": "groupware.destination.auth.secretRef must name the destination's Secret",
-                    "fieldPath": ".groupware.destination.auth.secretRef",
-                },
             ]
         }
     }
