@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from mailferry_api.common import MAX_ERRORS, SECRET_KEY_PATTERN
 from mailferry_api.imap import default_secret_key
 from mailferry_api.mailmigration import InventoryError, InventoryStatus, MailboxEntry
@@ -162,14 +164,25 @@ def _add_rows(inv: Inventory, rows: Iterable[Row]) -> Inventory:
                 f"duplicate destination {destination or source} (first on line {seen_destination[dst_key]})",
             )
             continue
-        seen_source[src_key] = line
-        seen_destination[dst_key] = line
-        inv.entries.append(
-            MailboxEntry(
+        try:  # the model that reads the row later decides here too: a row it refuses is an error now
+            entry = MailboxEntry(
                 source=source, destination=destination, secret_key=secret_key, cohort=cohort_name(cohort)
             )
-        )
+        except ValidationError as exc:
+            inv.error(line, _model_reason(exc))
+            continue
+        seen_source[src_key] = line
+        seen_destination[dst_key] = line
+        inv.entries.append(entry)
     return inv
+
+
+def _model_reason(exc: ValidationError) -> str:
+    """The first thing MailboxEntry refuses, by field, without the value (a shifted column may hold a
+    password)."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "row"
+    return f"{where}: {first.get('msg', 'invalid')}"
 
 
 def _cell(value: Any) -> str | None:
@@ -239,7 +252,8 @@ def parse_csv(text: str) -> Inventory:
 
     def rows() -> Iterable[Row]:
         nonlocal roles, width, named
-        reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+        # newline=None: CR-only (old Mac) and CRLF line ends read like LF
+        reader = csv.reader(io.StringIO(text, newline=None), skipinitialspace=True)
         first = True
         for cells in reader:
             line = reader.line_num

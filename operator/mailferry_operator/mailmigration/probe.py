@@ -143,6 +143,7 @@ class _Connectors:
             task.fallback_key,
             self.ca_file,
             http=self.http,
+            egress_allow=settings.current().egress_allow,  # token URLs only where the installer allows
         )
         if task.endpoint.auth.method != "xoauth2" or oauth2 is None or oauth2.provider == "google":
             return c

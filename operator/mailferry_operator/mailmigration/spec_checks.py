@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 
+from mailferry_api.folder_regex import MappingPatternError, compile_mapping
 from mailferry_api.imap import FolderSelection, ImapEndpoint
-from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec, WorkerSpec
 from mailferry_api.problems import Problem
 
 from .durations import parse_duration
@@ -36,17 +37,19 @@ _GROUP_REF = re.compile(r"\\(?:(\d{1,2})|g<([^>]*)>)")
 
 # ------------------------------------------------------------------------------------- spec fields
 def folder_mapping_problem(folders: FolderSelection) -> Problem | None:
-    """Every `from` compiles, every `\\N` / `\\g<name>` in `to` exists, no two constant mappings
-    send different folders into one destination folder."""
+    """Every `from` compiles on RE2 (the engine the worker runs: linear time, so no pattern can keep a
+    worker busy), every `\\N` / `\\g<name>` in `to` exists, no two constant mappings send different
+    folders into one destination folder."""
     constant_targets: dict[str, int] = {}
     for i, m in enumerate(folders.mappings):
         field = f"spec.folders.mappings[{i}]"
         try:
-            pattern = re.compile(m.from_)
-        except re.error as exc:
+            pattern = compile_mapping(m.from_)
+        except MappingPatternError as exc:
             return Problem(
                 "InvalidFolderMapping",
-                f"{field}.from {m.from_[:80]!r} is not a valid regular expression: {exc}",
+                f"{field}.from {m.from_[:80]!r} is not a valid RE2 regular expression ({exc}): "
+                "backreferences and lookaround are not supported",
             )
         refs = list(_GROUP_REF.finditer(m.to))
         for ref in refs:
@@ -227,3 +230,30 @@ def mailbox_key_field(entry: MailboxEntry) -> str:
     if entry.secret_key:
         return f"the secretKey of mailbox {entry.source}"
     return f"the password of {entry.source}: its login with '@' as '_', or set the mailbox's secretKey"
+
+
+# ------------------------------------------------------------------------------------------- worker
+def worker_problem(
+    worker: WorkerSpec,
+    installed_image: str,
+    installed_account: str,
+    allowed_images: Collection[str],
+    allowed_accounts: Collection[str],
+) -> Problem | None:
+    """A MailMigration is a request to run pods: their image and ServiceAccount are the installation's
+    (`installed_*`, what an unset field means) or ones the installer allowed (chart values
+    workerPolicy.allowedImages / allowedServiceAccounts); anything else is WorkerNotAllowed."""
+    image, account = worker.image, worker.service_account_name
+    if image and image != installed_image and image not in allowed_images:
+        return Problem(
+            "WorkerNotAllowed",
+            f"spec.worker.image {image[:200]} is not an image this installation allows (chart values "
+            "image.* and workerPolicy.allowedImages); remove it to use the installation's image",
+        )
+    if account and account != installed_account and account not in allowed_accounts:
+        return Problem(
+            "WorkerNotAllowed",
+            f"spec.worker.serviceAccountName {account} is not a ServiceAccount this installation allows "
+            "(chart values serviceAccount.worker.name and workerPolicy.allowedServiceAccounts); remove it",
+        )
+    return None

@@ -1,4 +1,4 @@
-"""Validation (`mailferry_operator.migration.probe`) on real Dovecot: the worker's IMAP client and
+"""Validation (`mailferry_operator.mailmigration.probe`) on real Dovecot: the worker's IMAP client and
 credential code, on the event loop, with the reasons the operator reports and the source scan figures."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fixtures._proc import free_port  # nothing listens there: refused
 from fixtures.dovecot import Dovecot, DovecotPair
 from mailferry_api.imap import ImapEndpoint
 from mailferry_operator import settings
-from mailferry_operator.migration.probe import ProbeResult, ProbeTask, probe_all
+from mailferry_operator.mailmigration.probe import ProbeResult, ProbeTask, probe_all
 
 
 def endpoint(server: Dovecot, security: str = "none", **auth: Any) -> ImapEndpoint:
@@ -235,8 +235,14 @@ def _b64d(s: str) -> bytes:
 
 
 @pytest.fixture
-def oauth(dovecot_factory: Any, tmp_path: Path) -> Iterator[tuple[OAuthProvider, Dovecot]]:
+def oauth(
+    dovecot_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[OAuthProvider, Dovecot]]:
     provider = OAuthProvider()
+    # the installer allowed the test token endpoint (and whatever else listens on loopback ports)
+    monkeypatch.setattr(
+        settings, "_current", replace(settings.current(), egress_allow=("http://127.0.0.1:*",))
+    )
     server = dovecot_factory(extra_config=provider.dovecot_config(tmp_path))
     try:
         yield provider, server
@@ -319,6 +325,13 @@ def test_xoauth2_refusals_are_reported_once_per_side_without_secrets(
             0,
         ),
         (xoauth2(server, "google", f"{provider.url}/google/token"), {}, "SecretNotFound", 0),
+        # a token URL the installer did not allow: the client secret never leaves (issue 14)
+        (
+            xoauth2(server, "microsoft", f"http://127.0.0.2:{free_port()}/token", clientId="a", tenantId="t"),
+            {"client-secret": "CANARY-client-secret"},
+            "EgressNotAllowed",
+            0,
+        ),
     ]
     for ep, data, reason, token_requests in cases:
         before = len(provider.token_requests("token"))
