@@ -9,7 +9,7 @@ allowlist from their settings.
 
 A base URL is `scheme://host[:port][/path]`; a URL is under it when scheme, host and port are equal and
 its path is the base path or below it (segment-wise). A base host `*.example.com` covers every name
-below example.com. URLs with user info, a query or a fragment are never allowed: a spec names a base,
+below example.com; a base port `*` (`http://127.0.0.1:*`) covers every port of that host. URLs with user info, a query or a fragment are never allowed: a spec names a base,
 and the code appends the fixed API path (`/api/v1/query`, `/api/v1/servers/...`).
 """
 
@@ -36,16 +36,17 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class BaseUrl:
     scheme: str
     host: str
-    port: int
+    port: int | None  # None: any port (allowlist entries only)
     path: str  # without a trailing slash; "" for the root
 
     @property
     def origin(self) -> str:
         default = _DEFAULT_PORTS[self.scheme] == self.port
-        return f"{self.scheme}://{self.host}" + ("" if default else f":{self.port}")
+        port = "*" if self.port is None else str(self.port)
+        return f"{self.scheme}://{self.host}" + ("" if default else f":{port}")
 
     def covers(self, other: BaseUrl) -> bool:
-        if (self.scheme, self.port) != (other.scheme, other.port):
+        if self.scheme != other.scheme or self.port not in (None, other.port):
             return False
         if self.host.startswith("*."):
             if not other.host.endswith(self.host[1:]):
@@ -55,10 +56,18 @@ class BaseUrl:
         return other.path == self.path or other.path.startswith(self.path + "/")
 
 
-def parse(url: str) -> BaseUrl | None:
-    """The URL as a base, or None when it is not a plain http(s) URL (user info, query, fragment)."""
+def parse(url: str, any_port: bool = False) -> BaseUrl | None:
+    """The URL as a base, or None when it is not a plain http(s) URL (user info, query, fragment).
+    `any_port`: an allowlist entry, where the port may be `*`."""
+    text = url.strip()
+    wildcard = False
+    if any_port:
+        head, sep, tail = text.partition("://")
+        netloc, slash, rest = tail.partition("/")
+        if sep and netloc.endswith(":*"):
+            text, wildcard = f"{head}://{netloc[:-2]}{slash}{rest}", True
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(text)
         port = parts.port
     except ValueError:
         return None
@@ -70,7 +79,8 @@ def parse(url: str) -> BaseUrl | None:
     path = parts.path.rstrip("/")
     if "/../" in f"{path}/" or "/./" in f"{path}/" or "%" in path:
         return None  # no dot segments or escapes that could walk out of an allowed path
-    return BaseUrl(scheme, parts.hostname.lower().rstrip("."), port or _DEFAULT_PORTS[scheme], path)
+    host = parts.hostname.lower().rstrip(".")
+    return BaseUrl(scheme, host, None if wildcard else (port or _DEFAULT_PORTS[scheme]), path)
 
 
 def allowed(url: str, allowlist: Iterable[str]) -> bool:
@@ -78,7 +88,7 @@ def allowed(url: str, allowlist: Iterable[str]) -> bool:
     if target is None:
         return False
     for entry in (*BUILTIN_ALLOWED, *allowlist):
-        base = parse(entry)
+        base = parse(entry, any_port=True)
         if base is not None and base.covers(target):
             return True
     return False

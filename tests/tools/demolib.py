@@ -214,6 +214,9 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_until(check, timeout=timeout, interval=0.5, what=what)
 
 
+LOOPBACK_EGRESS = "http://127.0.0.1:*,https://127.0.0.1:*"
+
+
 class OperatorProcess(Supervised):
     """`mailferry-operator` as a subprocess watching `namespaces` (kill() is kill -9 of its group; start()
     again restarts it, on fresh ports). `extra_args` e.g. ["--peering", NAME, "--priority", "100"]."""
@@ -239,6 +242,9 @@ class OperatorProcess(Supervised):
         self.log_level = log_level
         self.extra_args = list(extra_args)
         self.env = dict(kube.env)
+        # the tests' PowerDNS, Prometheus and token endpoints listen on loopback ports: the installer's
+        # egress allowlist of a test installation (a test of the policy passes its own)
+        self.env["MAILFERRY_EGRESS_ALLOW"] = LOOPBACK_EGRESS
         self.env.update(extra_env or {})
         self.starts = 0
 

@@ -34,6 +34,9 @@ from mailferry_api.imap import MAX_FOLDER_SELECTION_CHARS, FolderSelection
         ("http://u:p@127.0.0.1:8081", ("http://127.0.0.1:8081",), False),  # user info
         ("http://127.0.0.1:8081/?x=1", ("http://127.0.0.1:8081",), False),  # query
         ("ftp://127.0.0.1", ("ftp://127.0.0.1",), False),
+        ("http://127.0.0.1:40123/api/v1", ("http://127.0.0.1:*",), True),  # any port of a host
+        ("http://127.0.0.2:40123", ("http://127.0.0.1:*",), False),
+        ("http://127.0.0.1:*", ("http://127.0.0.1:*",), False),  # a wildcard is no spec value
     ],
 )
 def test_egress_allowlist(url: str, allow: tuple[str, ...], ok: bool) -> None:
