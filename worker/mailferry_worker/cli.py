@@ -8,7 +8,13 @@ From flags (passwords from environment variables, never on the command line):
         --dest-host H --dest-port P --dest-security ... --dest-user U --dest-password-env VAR \\
         [--master-user-env VAR (login as user*master)] [--ca-file PEM] [--json] [--ignore-extra]
 
-Exit 0 only when no folder has a difference; 1 on differences; 2 on errors (cannot connect, bad input).
+A MailboxSync whose `content` names contacts/calendars has its collections compared too
+(groupware/verify.py): every source item by UID with the same content, none twice. With --status-dir,
+its spec comes from DIR/NAME.json and the groupware credentials from --secrets-dir (laid out like the
+Job's Secret volumes).
+
+Exit 0 only when no folder and no collection has a difference; 1 on differences; 2 on errors
+(cannot connect, bad input).
 """
 
 from __future__ import annotations
@@ -23,13 +29,22 @@ from pathlib import Path
 
 from mailferry_api.common import SecretRef
 from mailferry_api.imap import ImapAuth, ImapEndpoint, SyncOptions, default_secret_key
-from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSide, MailboxSyncStatus
-from mailferry_imap.credentials import ApiSecrets, Connector, StaticSecrets, connectors
+from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSide, MailboxSyncSpec, MailboxSyncStatus
+from mailferry_imap.credentials import (
+    ApiSecrets,
+    Connector,
+    DirSecrets,
+    SecretSource,
+    StaticSecrets,
+    connectors,
+)
 from mailferry_imap.errors import ImapError
 from mailferry_kube.client import KubeApi, KubeError
 
 from . import settings
 from .discover import command as discover_command
+from .groupware.dav import DavError
+from .groupware.verify import CollectionReport, print_collection_reports, verify_mailboxsync_collections
 from .verify import FolderReport, verify_mailbox
 
 MAX_LINES = 20
@@ -59,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--ignore-extra", action="store_true", help="messages only on the destination are no difference"
     )
+    v.add_argument("--secrets-dir", default=settings.current().secrets_dir, help="with --status-dir")
     v.add_argument(
         "--status-dir",
         help="development file store: with --mailboxsync NAME, read its checkpoints from DIR/NAME.json "
@@ -130,21 +146,28 @@ async def _verify(args: argparse.Namespace) -> int:
     api: KubeApi | None = None
     options = SyncOptions()
     checkpoints: list[FolderCheckpoint] = []
+    reports: list[FolderReport] = []
+    collections: list[CollectionReport] = []
+    gw_spec: MailboxSyncSpec | None = None
+    gw_secrets: SecretSource | None = None
+    src_c = dst_c = None
     try:
         if args.status_dir:
             # Development file store: spec and status of the MailboxSync from its JSON file.
             doc = json.loads((Path(args.status_dir) / f"{args.mailboxsync}.json").read_text())
             checkpoints = MailboxSyncStatus.model_validate(doc.get("status") or {}).folders
-            src_c = _flag_connector(args, "source", "source")
-            dst_c = _flag_connector(args, "dest", "destination")
+            gw_spec = MailboxSyncSpec.model_validate(doc["spec"])
+            gw_secrets = DirSecrets(Path(args.secrets_dir))
+            if "mail" in gw_spec.content:
+                src_c = _flag_connector(args, "source", "source")
+                dst_c = _flag_connector(args, "dest", "destination")
         elif args.mailboxsync:
-            from mailferry_api.mailboxsync import MailboxSyncSpec
-
             api = KubeApi.from_env(args.kubeconfig)
             obj = await api.get_mailboxsync(args.namespace, args.mailboxsync)
             spec = MailboxSyncSpec.model_validate(obj["spec"])
             checkpoints = MailboxSyncStatus.model_validate(obj.get("status") or {}).folders
             options = spec
+            gw_spec, gw_secrets = spec, ApiSecrets(api, args.namespace)
             src_c, dst_c = connectors(
                 spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key
             )
@@ -152,18 +175,27 @@ async def _verify(args: argparse.Namespace) -> int:
         else:
             src_c = _flag_connector(args, "source", "source")
             dst_c = _flag_connector(args, "dest", "destination")
-        reports = await verify_mailbox(src_c, dst_c, options, args.ignore_extra, checkpoints)
-    except (ImapError, KubeError) as exc:
+        if src_c is not None and dst_c is not None and (gw_spec is None or "mail" in gw_spec.content):
+            reports = await verify_mailbox(src_c, dst_c, options, args.ignore_extra, checkpoints)
+        if gw_spec is not None and gw_secrets is not None:
+            collections = await verify_mailboxsync_collections(
+                gw_spec, gw_secrets, args.ca_file, args.ignore_extra
+            )
+    except (ImapError, KubeError, DavError) as exc:
         print(f"error: {getattr(exc, 'reason', type(exc).__name__)}: {exc}", file=sys.stderr)
         return 2
     finally:
         if api is not None:
             await api.close()
     if args.json:
-        total = sum(r.differences for r in reports)
-        print(json.dumps({"differences": total, "folders": [r.to_dict() for r in reports]}, indent=1))
+        total = sum(r.differences for r in reports) + sum(c.differences for c in collections)
+        body = {"differences": total, "folders": [r.to_dict() for r in reports]}
+        body["collections"] = [c.to_dict() for c in collections]
+        print(json.dumps(body, indent=1))
     else:
-        total = print_report(reports)
+        total = (print_report(reports) if reports or not collections else 0) + (
+            print_collection_reports(collections) if collections else 0
+        )
     return 0 if total == 0 else 1
 
 

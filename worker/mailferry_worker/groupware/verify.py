@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailferry_api.groupware import CollectionKind
+from mailferry_api.mailboxsync import MailboxSyncSpec
+from mailferry_imap.credentials import SecretSource
 
 from . import items as it
 from .dav import DavClient
 from .plan import destination_name
+from .runner import open_client, wanted_kinds
 
 MAX_LISTED = 50
 
@@ -102,3 +105,42 @@ async def verify_collections(
             if not ignore_extra:
                 rep.extra = sorted(set(d_fp) - set(s_fp))
     return reports
+
+
+async def verify_mailboxsync_collections(
+    spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None, ignore_extra: bool = False
+) -> list[CollectionReport]:
+    """The collections of one MailboxSync, with the credentials its worker uses."""
+    kinds = wanted_kinds(spec)
+    if not kinds:
+        return []
+    src = await open_client("source", spec, secrets, ca_file)
+    try:
+        dst = await open_client("destination", spec, secrets, ca_file)
+        try:
+            return await verify_collections(src, dst, kinds, ignore_extra)
+        finally:
+            await dst.close()
+    finally:
+        await src.close()
+
+
+def print_collection_reports(reports: list[CollectionReport]) -> int:
+    total = 0
+    for r in reports:
+        total += r.differences
+        print(
+            f"{'OK' if r.differences == 0 else 'DIFF':4} {r.kind} {r.source} -> {r.destination}: "
+            f"source={r.source_count} destination={r.dest_count} missing={len(r.missing)} "
+            f"changed={len(r.changed)} duplicated={len(r.duplicated)} extra={len(r.extra)}"
+        )
+        if r.error:
+            print(f"     error: {r.error}")
+        for what in ("missing", "changed", "duplicated", "extra", "unparsable"):
+            for uid in getattr(r, what)[:20]:
+                print(f"     {what}: {uid}")
+    print(
+        f"collections: {len(reports)} source={sum(r.source_count for r in reports)} "
+        f"destination={sum(r.dest_count for r in reports)} differences={total}"
+    )
+    return total
