@@ -67,6 +67,12 @@ RESOURCES: tuple[Resource, ...] = (
                 "jsonPath": ".status.lag.maxSeconds",
                 "description": "seconds",
             },
+            {
+                "name": "Cutover",
+                "type": "string",
+                "jsonPath": ".status.cutover.holds",
+                "description": "until when a DnsCutover holds the final delta round",
+            },
             _AGE,
         ),
     ),

@@ -206,6 +206,21 @@ class RoundStatus(ApiModel):
     completed_at: datetime | None = None
 
 
+class CutoverHoldStatus(ApiModel):
+    """The DnsCutover referencing this migration, as far as the final sync waits for it."""
+
+    name: K8sName
+    phase: str | None = Field(default=None, max_length=32)
+    switched_at: datetime | None = None
+    drain_until: datetime | None = None
+    holds: str = Field(
+        default="no",
+        max_length=64,
+        description="until when the final delta round waits for the cutover: `until the MX switch`, "
+        "`until <drainUntil>`, or `no`",
+    )
+
+
 class MailMigrationStatus(ApiModel):
     phase: MigrationPhase | None = None
     observed_generation: int | None = None
@@ -221,6 +236,7 @@ class MailMigrationStatus(ApiModel):
     retried_failed: str | None = Field(default=None, max_length=63)
     completed_at: datetime | None = None
     failed_mailboxes: Annotated[list[MailboxError], Field(max_length=MAX_ERRORS)] = []
+    cutover: CutoverHoldStatus | None = None
     history: History = []
     kopf: dict[str, Any] | None = kopf_status_field()
 

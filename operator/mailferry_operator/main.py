@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import activities, metrics
     from .dnscutover import handlers as dnscutover_handlers  # noqa: F401 - importing registers them
-    from .handlers import mailmigration  # noqa: F401 - importing registers the handlers
+    from .mailmigration import handlers as mailmigration_handlers  # noqa: F401 - registers them
     from .notices import handlers as notices_handlers  # noqa: F401 - registers them
 
     kopf.configure(

@@ -23,7 +23,7 @@ import httpx
 from fixtures.kubeapi import find_bin_dir, start_envtest
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
 from mailferry_kube.client import KubeApi
-from mailferry_operator.migration.resources import mailbox_sync_body, mailbox_sync_template
+from mailferry_operator.mailmigration.resources import mailbox_sync_body, mailbox_sync_template
 
 SPEC = MailMigrationSpec.model_validate(
     {

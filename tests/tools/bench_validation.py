@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures._proc import free_port  # nothing listens there: refused
 from fixtures.dovecot import Dovecot
 from mailferry_api.imap import ImapEndpoint
-from mailferry_operator.migration import probe
+from mailferry_operator.mailmigration import probe
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
-"""Pure decision logic for MailMigrations: inventory parsing, naming, batching, status aggregation.
+"""MailMigration: MailboxSyncs -> worker Jobs, in rounds, with validation, approval and status.
 
-Nothing in here talks to Kubernetes or IMAP except `probe` (the connection/scan test), so the rest is
-unit-tested without servers.
+handlers.py (Kopf wiring) -> observe.py (reads -> Snapshot) -> decide.py (pure -> Plan) -> apply.py
+(writes). Beside them pure helpers (plan, rounds, finalsync, scan, aggregate, batching, naming, inventory,
+spec_checks, durations, resources, views) and the two modules that talk to IMAP (probe, validation).
 """

@@ -7,77 +7,21 @@ nothing is created twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
-from mailferry_api.conditions import get_condition, is_true, set_condition
-from mailferry_api.mailmigration import MailboxError, MailMigrationSpec, MailMigrationStatus, RoundStatus
+from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
+from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
 
-from . import aggregate
-from .batching import plan_batches
-from .durations import parse_duration
-from .naming import job_name
-from .views import JobView, MailboxView
+from . import aggregate, finalsync
+from .durations import parse_duration, validation_retry_delay
+from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
+from .rounds import drive_round
+from .views import ANNOTATION_RETRY_FAILED, MailboxView
 
-MAX_JOB_ATTEMPTS = 3  # a batch whose Job failed this often: its unfinished mailboxes are marked failed
-RETRY_BASE_SECONDS = 10.0
-RETRY_MAX_SECONDS = 300.0
-# A Job's success and its mailboxes' final status arrive on different watch streams: wait this long
-# for the MailboxSync status to catch up before trusting the Job alone.
-STATUS_GRACE_SECONDS = 20.0
-# Reasons after which retrying the same credentials/config cannot help.
-PERMANENT_REASONS = frozenset(
-    {"AuthenticationFailed", "AuthorizationFailed", "ConfigurationError", "MailboxNotFound", "SecretNotFound"}
-)
-IDLE_REQUEUE = 30.0
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    name: str
-    round: int
-    batch: int
-    attempt: int
-    mailboxes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Snapshot:
-    name: str
-    generation: int
-    spec: MailMigrationSpec
-    status: MailMigrationStatus
-    mailboxes: Mapping[str, MailboxView]  # by MailboxSync name: the current inventory only
-    jobs: Sequence[JobView]
-    now: datetime
-    approved_annotation: bool = False
-    retry_annotation: str | None = None
-    created_at: datetime | None = None
-    # While validation still runs (no approval needed): the MailboxSyncs tested so far; a batch starts
-    # once all its members are tested. None: validation is not running.
-    validated_names: frozenset[str] | None = None
-
-
-@dataclass
-class Plan:
-    status: MailMigrationStatus
-    create_jobs: list[JobPlan] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    requeue_after: float = IDLE_REQUEUE
-
-
-def retry_backoff(attempts: int) -> float:
-    """Seconds to wait before attempt number `attempts` (1 = first retry)."""
-    return float(min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)))
+# Ready holds when these hold (and nothing is Stalled or Reconciling): `with_ready`.
+READY_REQUIRES = ("Validated", "Approved", "BulkCopied")
+RECONCILING_PHASES = ("Validating", "Syncing", "Completing")
 
 
 def _failed_entry(view: MailboxView, reason: str, message: str) -> MailboxError:
@@ -99,6 +43,14 @@ def decide(snap: Snapshot) -> Plan:
     def note(type_: str, reason: str, message: str) -> None:
         events.append(Event(type_, reason, message))
 
+    # --- the spec's problems and the connection test (which MailboxSyncs are tested so far)
+    tested = snap.validated_names
+    if snap.validation is not None:
+        plan.ensure_mailboxsyncs = snap.problem is None and snap.inventory_ready
+        plan.validation = schedule_validation(snap, st, events)
+        running = snap.validation.running and not plan.validation.cancel and snap.validation.result is None
+        tested = frozenset() if plan.validation.start else (snap.validation.tested if running else None)
+
     # --- retry of failed mailboxes (spec field or annotation; a new value means "once more")
     retry_token = spec.retry_failed or snap.retry_annotation
     retry_now = False
@@ -119,7 +71,7 @@ def decide(snap: Snapshot) -> Plan:
         note("Warning", "MailboxFailed", f"{view.source}: {reason}")
 
     # --- approval
-    validating = snap.validated_names is not None
+    validating = tested is not None
     validated = is_true(st.conditions, "Validated") or (validating and not spec.approval.required)
     if not spec.approval.required:
         st.conditions = set_condition(st.conditions, "Approved", "True", "ApprovalNotRequired", "", gen, now)
@@ -144,6 +96,7 @@ def decide(snap: Snapshot) -> Plan:
     jobs = list(snap.jobs)
     active_jobs = [j for j in jobs if j.active]
     retrying = False
+    hold = finalsync.hold(snap.cutovers, now)
 
     if validated and approved and not completed:
         # --- start the first round
@@ -154,76 +107,16 @@ def decide(snap: Snapshot) -> Plan:
         # --- drive the current round
         if rnd.number > 0 and rnd.completed_at is None:
             n = rnd.number
-            by_batch: dict[int, list[JobView]] = {}
-            for j in jobs:
-                if j.round == n:
-                    by_batch.setdefault(j.batch, []).append(j)
-            pending: list[JobPlan] = []
-            all_done = True
-            failed_names = {v.name for v in views.values() if v.source in failed_sources}
-            for b, planned in enumerate(plan_batches(names, spec.batch_size)):
-                members = [m for m in planned if m not in failed_names]
-                attempts = sorted(by_batch.get(b, []), key=lambda j: j.attempt)
-                if not attempts:
-                    if members:
-                        all_done = False
-                        untested = snap.validated_names is not None and any(
-                            m not in snap.validated_names for m in members
-                        )
-                        if not untested:
-                            pending.append(JobPlan(job_name(snap.name, n, b), n, b, 0, tuple(members)))
-                    continue
-                latest = attempts[-1]
-                if latest.active:
-                    all_done = False
-                    continue
-                ran = [views[m] for m in latest.mailboxes if m in views]
-                if latest.succeeded:
-                    unsettled = [v for v in ran if v.round < n and v.phase != "Failed"]
-                    age = (now - latest.finished_at).total_seconds() if latest.finished_at else 1e9
-                    if unsettled and age < STATUS_GRACE_SECONDS:
-                        all_done = False
-                        plan.requeue_after = min(plan.requeue_after, 2.0)
-                        continue
-                    for v in ran:
-                        if v.phase == "Failed":
-                            mark_failed(v, v.error_reason, v.error_message)
-                    continue
-                # the latest attempt failed
-                for v in ran:
-                    if v.phase == "Failed" and v.error_reason in PERMANENT_REASONS:
-                        mark_failed(v, v.error_reason, v.error_message)
-                remaining = [
-                    m
-                    for m in members
-                    if m not in failed_names
-                    and views[m].source not in failed_sources
-                    and not (views[m].round >= n and views[m].phase == "Synced")
-                ]
-                if not remaining:
-                    continue
-                tries = latest.attempt + 1
-                if tries >= MAX_JOB_ATTEMPTS:
-                    for m in remaining:
-                        v = views[m]
-                        mark_failed(
-                            v,
-                            v.error_reason or "RetriesExhausted",
-                            v.error_message or f"{tries} worker Job attempts failed",
-                        )
-                    continue
-                all_done = False
-                retrying = True
-                due = (latest.finished_at or now) + timedelta(seconds=retry_backoff(tries))
-                if now >= due:
-                    pending.append(JobPlan(job_name(snap.name, n, b, tries), n, b, tries, tuple(remaining)))
-                else:
-                    plan.requeue_after = min(plan.requeue_after, (due - now).total_seconds())
-
+            progress = drive_round(
+                snap.name, n, spec.batch_size, views, jobs, failed_sources, tested, now, mark_failed
+            )
+            retrying = progress.retrying
+            if progress.requeue_after is not None:
+                plan.requeue_after = min(plan.requeue_after, progress.requeue_after)
             if not spec.suspend:
                 slots = max(0, spec.max_concurrent_jobs - len(active_jobs))
-                plan.create_jobs = pending[:slots]
-            if all_done and not pending:
+                plan.create_jobs = progress.pending[:slots]
+            if progress.all_done and not progress.pending:
                 rnd.completed_at = now
                 kind = {"bulk": "bulk copy", "delta": "delta", "final": "final delta"}[rnd.kind]
                 note("Normal", "RoundCompleted", f"round {n} ({kind}) completed")
@@ -233,19 +126,25 @@ def decide(snap: Snapshot) -> Plan:
         # --- between rounds: the next delta, the final one, or done
         if rnd.number > 0 and rnd.completed_at is not None:
             interval = parse_duration(spec.delta_interval)
-            if rnd.kind == "final":
+            # a final round counts only if it started after every referencing cutover drained
+            final_counts = rnd.kind == "final" and finalsync.allows(snap.cutovers, rnd.started_at)
+            if final_counts:
                 completed = True
                 if st.completed_at is None:
                     st.completed_at = now
             elif not spec.suspend:
+                may_finish = spec.complete and hold.released
                 due = (rnd.started_at or now) + timedelta(seconds=interval)
-                if spec.complete or retry_now or now >= due:
-                    kind = "final" if spec.complete else "delta"
+                if may_finish or retry_now or now >= due:
+                    kind = "final" if may_finish else "delta"
                     rnd = RoundStatus(number=rnd.number + 1, kind=kind, started_at=now)
                     note("Normal", "RoundStarted", f"round {rnd.number} ({kind}) started")
                     plan.requeue_after = 0.0
                 else:
-                    plan.requeue_after = min(plan.requeue_after, max(0.5, (due - now).total_seconds()))
+                    wake = (due - now).total_seconds()
+                    if spec.complete and hold.wake_at is not None:
+                        wake = min(wake, (hold.wake_at - now).total_seconds())
+                    plan.requeue_after = min(plan.requeue_after, max(0.5, wake))
 
     st.round = rnd if rnd.number > 0 else st.round
 
@@ -273,8 +172,8 @@ def decide(snap: Snapshot) -> Plan:
         phase = "AwaitingApproval"
     elif all_failed and st.round is not None and st.round.completed_at is not None:
         phase = "Failed"
-    elif st.round is not None and st.round.kind == "final":
-        phase = "Completing"
+    elif st.round is not None and st.round.kind == "final" and st.round.completed_at is None:
+        phase = "Completing"  # (a final round that does not count, the cutover rolled back: InSync)
     elif bulk_copied:
         phase = "InSync"
     else:
@@ -337,15 +236,7 @@ def decide(snap: Snapshot) -> Plan:
         st.conditions = set_condition(
             st.conditions, "InSync", "False", reason, f"{st.lag.pending_messages} messages pending", gen, now
         )
-
-    if phase in ("InSync", "Completed") and not nfail:
-        st.conditions = set_condition(st.conditions, "Ready", "True", phase, "", gen, now)
-    elif phase in ("InSync", "Completed"):
-        st.conditions = set_condition(
-            st.conditions, "Ready", "False", "MailboxesFailed", f"{nfail} mailbox(es) failed", gen, now
-        )
-    else:
-        st.conditions = set_condition(st.conditions, "Ready", "False", phase, "", gen, now)
+    st.conditions, st.cutover = finalsync.report(st.conditions, hold, spec.complete, completed, gen, now)
 
     # --- phase transition: history + event
     if phase != st.phase:
@@ -355,6 +246,16 @@ def decide(snap: Snapshot) -> Plan:
         ]
         note("Warning" if phase == "Failed" else "Normal", phase, message)
         st.phase = phase  # type: ignore[assignment]
+
+    # --- Ready, Flux-style: Stalled wins, then Reconciling, then what this resource requires
+    blocked = phase == "Validating" and not is_true(st.conditions, "Validated") and not validating
+    if phase in RECONCILING_PHASES and not blocked:  # a failed validation: Ready says why instead
+        st.conditions = set_condition(
+            st.conditions, "Reconciling", "True", phase, _phase_message(phase, st), gen, now
+        )
+    else:
+        st.conditions = set_condition(st.conditions, "Reconciling", "False", phase, "", gen, now)
+    st.conditions = with_ready(st.conditions, READY_REQUIRES, phase, "", gen, now)
     st.observed_generation = gen
     if completed or (spec.suspend and not active_jobs):
         plan.requeue_after = max(plan.requeue_after, IDLE_REQUEUE)
@@ -377,5 +278,86 @@ def _phase_message(phase: str, st: MailMigrationStatus) -> str:
     return f"round {n}; {st.progress} messages; {total} mailboxes"
 
 
-def validated_condition_missing(status: MailMigrationStatus) -> bool:
-    return get_condition(status.conditions, "Validated") is None
+# ------------------------------------------------------------------------------------ validation
+def schedule_validation(snap: Snapshot, st: MailMigrationStatus, events: list[Event]) -> ValidationPlan:
+    """When to test every mailbox's login (and scan the source), and what the Validated condition says.
+
+    A problem of the spec (unreadable inventory, a check, a conflict) blocks it and cancels a running
+    test; a finished test is folded in (a failed one is retried with back-off: 30 s doubling to 15 min,
+    since every test logs in to every mailbox); a new spec generation or retry token tests at once."""
+    v = snap.validation
+    assert v is not None
+    gen, now = snap.generation, snap.now
+    total = len(snap.mailboxes)
+    failures, next_at, trigger = v.failures, v.next_at, v.trigger
+    wanted = (gen, snap.spec.retry_failed or snap.retry_annotation)
+    if wanted != trigger:  # a new spec or a retry request: test now, back-off reset
+        trigger, failures, next_at = wanted, 0, 0.0
+    if snap.problem is not None:
+        reason, message = snap.problem.reason, snap.problem.message
+        before = get_condition(st.conditions, "Validated")
+        if before is None or (before.reason, before.message) != (reason, message):
+            events.append(Event("Warning", reason, message))
+        st.conditions = set_condition(st.conditions, "Validated", "False", reason, message, gen, now)
+        # one started before the problem appeared: its result no longer holds
+        return ValidationPlan(False, v.running, failures, next_at, trigger)
+    if v.crashed or v.result is not None:
+        retry_in = None
+        found = get_condition(v.result.conditions, "Validated") if v.result is not None else None
+        if v.result is not None and v.result.scan is not None:
+            st.scan = v.result.scan
+        if v.crashed or (found is not None and found.status != "True"):
+            retry_in = validation_retry_delay(failures)
+            failures, next_at = failures + 1, v.now + retry_in
+        else:
+            failures = 0
+        if found is not None:
+            found = found.model_copy()
+            if found.status != "True":
+                found.message = (
+                    f"{found.message}; tested again in {retry_in:.0f}s, or at once when the spec changes "
+                    f"or spec.retryFailed / the {ANNOTATION_RETRY_FAILED} annotation gets a new value"
+                )
+                events.append(Event("Warning", found.reason, found.message))
+            else:
+                events.append(Event("Normal", "Validated", found.message))
+            st.conditions = [c for c in st.conditions if c.type != "Validated"] + [found]
+        return ValidationPlan(False, False, failures, next_at, trigger, retry_in)
+    if v.running:
+        st.conditions = set_condition(
+            st.conditions,
+            "Validated",
+            "Unknown",
+            "InProgress",
+            f"{len(v.tested)} of {total} mailboxes tested",
+            gen,
+            now,
+        )
+        return ValidationPlan(False, False, failures, next_at, trigger)
+    validated = get_condition(st.conditions, "Validated")
+    due = (
+        snap.problem is None
+        and snap.inventory_ready
+        and (
+            validated is None
+            or (validated.status == "Unknown" and validated.reason == "InProgress")  # a restart cut it short
+            or (validated.status != "True" and v.now >= next_at)
+        )
+    )
+    if due:
+        events.append(Event("Normal", "Validating", f"testing {total} mailboxes on source and destination"))
+        st.conditions = set_condition(
+            st.conditions, "Validated", "Unknown", "InProgress", f"0 of {total} mailboxes tested", gen, now
+        )
+    return ValidationPlan(due, False, failures, next_at, trigger)
+
+
+def invalid_spec_status(status: MailMigrationStatus, generation: int, now: datetime) -> MailMigrationStatus:
+    """The spec does not parse (the CRD schema let something through the model refuses)."""
+    st = status.model_copy(deep=True)
+    st.conditions = set_condition(
+        st.conditions, "Stalled", "True", "InvalidSpec", "spec is invalid", generation, now
+    )
+    st.conditions = with_ready(st.conditions, READY_REQUIRES, "InvalidSpec", "", generation, now)
+    st.phase = "Failed"
+    return st

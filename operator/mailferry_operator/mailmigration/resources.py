@@ -13,7 +13,7 @@ from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
 
 from .inventory import default_secret_key
 from .naming import mailbox_sync_name
-from .reconcile import JobPlan
+from .plan import JobPlan
 from .views import (
     ANNOTATION_SPEC_HASH,
     LABEL_APP,

@@ -1,6 +1,8 @@
 """Small, immutable summaries of MailboxSyncs and worker Jobs (what the operator keeps in memory).
 
 Built from raw API bodies by pure functions, so the in-memory indexes stay small for 10,000 mailboxes.
+MailboxView is derived from the MailboxSync model (`..modelviews`); a Job has no model of ours, so its
+view reads the few batch/v1 fields it needs by hand.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from mailferry_api.mailboxsync import MailboxPhase, MailboxSync
+
+from ..modelviews import annotation, derived_from, meta, picked, read_view
 
 LABEL_MIGRATION = "mailferry.io/migration"
 LABEL_ROUND = "mailferry.io/round"
@@ -39,53 +45,31 @@ def _int(value: Any) -> int:
         return 0
 
 
-@dataclass(frozen=True, slots=True)
+@derived_from(MailboxSync)
 class MailboxView:
-    name: str
-    source: str
-    destination: str = ""
-    spec_hash: str = ""
-    phase: str = ""
-    round: int = 0
-    last_sync_time: datetime | None = None
-    pending_messages: int = 0
-    messages: int = 0
-    copied: int = 0
-    skipped: int = 0
-    failed: int = 0
-    bytes: int = 0
-    expected_bytes: int = 0
-    attempts: int = 0
-    error_reason: str = ""
-    error_message: str = ""
+    """What a MailMigration needs of one MailboxSync (types, wire keys and defaults from the model)."""
+
+    name: str = meta("name")
+    source: str = picked("spec.source.username")
+    destination: str = picked("spec.destination.username")
+    spec_hash: str = annotation(ANNOTATION_SPEC_HASH)
+    phase: MailboxPhase | None = picked("status.phase")
+    round: int = picked("status.round")
+    last_sync_time: datetime | None = picked("status.last_sync_time")
+    pending_messages: int = picked("status.lag.pending_messages")
+    messages: int = picked("status.totals.messages")
+    copied: int = picked("status.totals.copied")
+    skipped: int = picked("status.totals.skipped")
+    failed: int = picked("status.totals.failed")
+    bytes: int = picked("status.totals.bytes")
+    expected_bytes: int = picked("status.totals.expected_bytes")
+    attempts: int = picked("status.attempts")
+    error_reason: str = picked("status.last_error.reason")
+    error_message: str = picked("status.last_error.message", limit=1024)
 
 
 def mailbox_view(body: Mapping[str, Any]) -> MailboxView:
-    meta = body.get("metadata") or {}
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    totals = status.get("totals") or {}
-    lag = status.get("lag") or {}
-    error = status.get("lastError") or {}
-    return MailboxView(
-        name=str(meta.get("name", "")),
-        source=str((spec.get("source") or {}).get("username", "")),
-        destination=str((spec.get("destination") or {}).get("username", "")),
-        spec_hash=str((meta.get("annotations") or {}).get(ANNOTATION_SPEC_HASH, "")),
-        phase=str(status.get("phase") or ""),
-        round=_int(status.get("round")),
-        last_sync_time=parse_time(status.get("lastSyncTime")),
-        pending_messages=_int(lag.get("pendingMessages")),
-        messages=_int(totals.get("messages")),
-        copied=_int(totals.get("copied")),
-        skipped=_int(totals.get("skipped")),
-        failed=_int(totals.get("failed")),
-        bytes=_int(totals.get("bytes")),
-        expected_bytes=_int(totals.get("expectedBytes")),
-        attempts=_int(status.get("attempts")),
-        error_reason=str(error.get("reason") or ""),
-        error_message=str(error.get("message") or "")[:1024],
-    )
+    return read_view(MailboxView, body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ import yaml
 
 from fixtures.kubeapi import KubeAPI
 from mailferry_api.mailmigration import MailMigrationSpec
-from mailferry_operator.migration.reconcile import JobPlan
-from mailferry_operator.migration.resources import job_body
+from mailferry_operator.mailmigration.plan import JobPlan
+from mailferry_operator.mailmigration.resources import job_body
 
 REPO = Path(__file__).resolve().parents[3]
 NETPOL_DIR = REPO / "deploy" / "networkpolicy"

@@ -27,8 +27,8 @@ from installlib import CHART, CRDS, DEPLOY, load_all
 
 from fixtures.kubeapi import KubeAPI
 from mailferry_api.mailmigration import MailMigrationSpec
-from mailferry_operator.migration.reconcile import JobPlan
-from mailferry_operator.migration.resources import job_body
+from mailferry_operator.mailmigration.plan import JobPlan
+from mailferry_operator.mailmigration.resources import job_body
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -253,9 +253,7 @@ def test_helm_install_namespaced_mode_rbac_enforced(
     cp = as_identity(kube, op, "create", "-f", "-", "-o", "name", input=job_json)
     assert cp.returncode == 0 and "job.batch/acme-r0-b0" in cp.stdout, cp.stderr
     job["metadata"]["namespace"] = other
-    assert forbidden(
-        as_identity(kube, op, "create", "-f", "-", input=json.dumps(job))
-    )
+    assert forbidden(as_identity(kube, op, "create", "-f", "-", input=json.dumps(job)))
 
     # The worker's identity in namespace a: its MailboxSyncs and their status only.
     wk = kube.service_account_kubeconfig(a, "mailferry-worker")

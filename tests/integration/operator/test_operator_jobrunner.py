@@ -16,8 +16,8 @@ from jobrunner import JobRunner
 
 from fixtures.kubeapi import KubeAPI
 from mailferry_api.mailmigration import MailMigrationSpec
-from mailferry_operator.migration.reconcile import JobPlan
-from mailferry_operator.migration.resources import SECRETS_DIR, job_body
+from mailferry_operator.mailmigration.plan import JobPlan
+from mailferry_operator.mailmigration.resources import SECRETS_DIR, job_body
 
 PROBE = textwrap.dedent(
     """

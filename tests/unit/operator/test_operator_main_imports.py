@@ -14,7 +14,7 @@ from mailferry_operator.main import block_unused_client_libraries
 import kopf
 from mailferry_operator import activities
 from mailferry_operator.dnscutover import handlers as dnscutover_handlers
-from mailferry_operator.handlers import mailmigration
+from mailferry_operator.mailmigration import handlers as mailmigration_handlers
 print(",".join(m for m in {libs!r} if sys.modules.get(m) is not None))
 """
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import re
 
-from mailferry_operator.migration.batching import plan_batches
-from mailferry_operator.migration.durations import parse_duration
-from mailferry_operator.migration.naming import job_name, mailbox_sync_name
+from mailferry_operator.mailmigration.batching import plan_batches
+from mailferry_operator.mailmigration.durations import parse_duration
+from mailferry_operator.mailmigration.naming import job_name, mailbox_sync_name
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -48,7 +48,7 @@ def test_durations() -> None:
 
 def test_mailbox_sync_body_from_template_equals_the_model_built_one() -> None:
     from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
-    from mailferry_operator.migration.resources import mailbox_sync_body, mailbox_sync_template
+    from mailferry_operator.mailmigration.resources import mailbox_sync_body, mailbox_sync_template
 
     ep = {"host": "imap.test", "port": 143, "security": "none", "auth": {"secretRef": {"name": "s"}}}
     spec = MailMigrationSpec.model_validate(
@@ -81,8 +81,8 @@ def test_job_body_is_plain_json_with_worker_resources() -> None:
     import yaml
 
     from mailferry_api.mailmigration import MailMigrationSpec
-    from mailferry_operator.migration.reconcile import JobPlan
-    from mailferry_operator.migration.resources import job_body
+    from mailferry_operator.mailmigration.plan import JobPlan
+    from mailferry_operator.mailmigration.resources import job_body
 
     example = Path(__file__).resolve().parents[3] / "deploy/examples/10-mailmigration-inline.yaml"
     spec = MailMigrationSpec.model_validate(yaml.safe_load(example.read_text())["spec"])

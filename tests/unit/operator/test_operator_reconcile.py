@@ -8,8 +8,10 @@ from typing import Any
 
 from mailferry_api.conditions import get_condition, set_condition
 from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
-from mailferry_operator.migration.reconcile import MAX_JOB_ATTEMPTS, Plan, Snapshot, decide, retry_backoff
-from mailferry_operator.migration.views import JobView, MailboxView
+from mailferry_operator.mailmigration.decide import decide
+from mailferry_operator.mailmigration.plan import Plan, Snapshot
+from mailferry_operator.mailmigration.rounds import MAX_JOB_ATTEMPTS, retry_backoff
+from mailferry_operator.mailmigration.views import JobView, MailboxView
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
-from mailferry_operator.migration import inventory as inv
-from mailferry_operator.migration import spec_checks as sc
+from mailferry_operator.mailmigration import inventory as inv
+from mailferry_operator.mailmigration import spec_checks as sc
 
 
 def _spec(**extra: Any) -> MailMigrationSpec:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailferry_operator.migration.durations import validation_retry_delay
+from mailferry_operator.mailmigration.durations import validation_retry_delay
 
 
 def test_doubles_from_30_seconds_up_to_15_minutes() -> None:
