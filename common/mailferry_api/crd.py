@@ -132,6 +132,7 @@ RESOURCES: tuple[Resource, ...] = (
         status=NoticePlanStatus,
         columns=(
             {"name": "Migration", "type": "string", "jsonPath": ".spec.migrationRef.name"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Pending-Approvals", "type": "integer", "jsonPath": ".status.pendingApprovals"},
             {"name": "Sent", "type": "integer", "jsonPath": ".status.sent"},
             {"name": "Bounced", "type": "integer", "jsonPath": ".status.bounced"},

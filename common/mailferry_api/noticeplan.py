@@ -10,7 +10,7 @@ from who runs the migration, and Argo CD sync the approvals on their own.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,7 @@ from .common import (
     LocalObjectRef,
     SecretKey,
     SecretRef,
+    kopf_status_field,
     list_map,
 )
 
@@ -32,7 +33,8 @@ DraftHash = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 SignedDuration = Annotated[str, Field(pattern=r"^-?([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$", max_length=32)]
 
 Anchor = Literal["window", "batchStart", "switch", "mailboxCompleted"]
-DraftState = Literal["Scheduled", "AwaitingApproval", "Approved", "Sending", "Sent", "Refused"]
+DraftState = Literal["Scheduled", "AwaitingApproval", "Sending", "Sent", "Refused"]
+PlanPhase = Literal["AwaitingApproval", "Scheduled", "Sending", "Sent", "Stalled"]
 
 MAX_NOTICES = 32
 MAX_COHORTS = 100
@@ -139,6 +141,7 @@ class CohortDelivery(ApiModel):
 
 
 class NoticePlanStatus(ApiModel):
+    phase: PlanPhase | None = None
     observed_generation: int | None = None
     conditions: Conditions = []
     pending_approvals: int = Field(default=0, description="drafts due or scheduled that wait for approval")
@@ -147,6 +150,7 @@ class NoticePlanStatus(ApiModel):
     drafts: Annotated[list[Draft], Field(max_length=MAX_DRAFTS)] = []
     cohorts: Annotated[list[CohortDelivery], Field(max_length=MAX_COHORTS)] = []
     last_run_time: datetime | None = None
+    kopf: dict[str, Any] | None = kopf_status_field()
 
 
 class NoticePlan(ApiModel):

@@ -8,13 +8,17 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [mailferry.io]
   resources: [mailmigrations, dnscutovers]
   verbs: [get, list, watch, patch]
+# NoticePlans: watched by their timer (no GET: Kopf lists and watches).
+- apiGroups: [mailferry.io]
+  resources: [noticeplans]
+  verbs: [list, watch, patch]
 # One MailboxSync per mailbox, created (and removed) by its MailMigration.
 - apiGroups: [mailferry.io]
   resources: [mailboxsyncs]
   verbs: [get, list, watch, create, patch, delete]
 # The operator owns these statuses (the worker owns MailboxSync status).
 - apiGroups: [mailferry.io]
-  resources: [mailmigrations/status, dnscutovers/status]
+  resources: [mailmigrations/status, dnscutovers/status, noticeplans/status]
   verbs: [patch]
 # Owner references with blockOwnerDeletion (MailboxSyncs, Jobs, DKIM Secrets) need this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters).
@@ -29,7 +33,8 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create]
-# Mailbox inventories (read); the MTA-STS policy ConfigMap (create, patch).
+# Mailbox inventories and notice templates (read); the MTA-STS policy ConfigMap and the notice ledgers
+# (create, patch).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, patch]

@@ -12,9 +12,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from mailferry_api.conditions import set_condition, with_ready
-from mailferry_api.noticeplan import CohortDelivery, Draft, Notice, NoticePlanSpec, NoticePlanStatus
+from mailferry_api.noticeplan import (
+    CohortDelivery,
+    Draft,
+    Notice,
+    NoticePlanSpec,
+    NoticePlanStatus,
+    PlanPhase,
+)
 from mailferry_api.problems import Problem, ProblemError
 
 from ..mailmigration.durations import parse_duration
@@ -201,6 +209,7 @@ def decide(snap: Snapshot) -> Plan:
     plan = Plan(status=status)
     if snap.problem is not None:
         _conditions(status, snap, snap.problem)
+        status.phase = "Stalled"
         status.drafts, status.pending_approvals = snap.previous.drafts, snap.previous.pending_approvals
         if _condition_changed(snap.previous, "Stalled", snap.problem.reason):
             plan.events.append(Event("Warning", snap.problem.reason, snap.problem.message))
@@ -223,7 +232,18 @@ def decide(snap: Snapshot) -> Plan:
     if problem is not None and _condition_changed(snap.previous, "Stalled", problem.reason):
         plan.events.append(Event("Warning", problem.reason, problem.message))
     _conditions(status, snap, problem)
+    status.phase = _phase(status, problem)
     return plan
+
+
+def _phase(status: NoticePlanStatus, problem: Problem | None) -> PlanPhase:
+    states = {d.state for d in status.drafts}
+    if problem is not None:
+        return "Stalled"
+    for state in ("AwaitingApproval", "Sending", "Scheduled"):
+        if state in states:
+            return cast(PlanPhase, state)
+    return "Sent"
 
 
 def _draft_events(draft: Draft, old: Draft | None) -> list[Event]:

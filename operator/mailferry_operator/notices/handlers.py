@@ -16,7 +16,7 @@ from mailferry_api.noticeplan import NoticePlanStatus
 from mailferry_kube.client import KubeError
 
 from .. import settings
-from .apply import PLURAL, Books, merged_books, send, settle_in_doubt, write_status
+from .apply import Books, merged_books, send, settle_in_doubt, write_status
 from .decide import decide
 from .observe import observe
 
@@ -26,7 +26,7 @@ def _event(body: kopf.Body, type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=settings.current().notice_interval)
+@kopf.timer(API_GROUP, API_VERSION, "noticeplans", interval=settings.current().notice_interval)
 async def notice_plan_timer(
     body: kopf.Body,
     namespace: str | None,
