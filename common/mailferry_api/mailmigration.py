@@ -88,9 +88,11 @@ class ResourceRequirements(ApiModel):
 
 
 class WorkerSpec(ApiModel):
-    image: str = Field(default="ghcr.io/mailferry/mailferry:0.1.0", min_length=1, max_length=512)
+    # No schema defaults for these two: the API server would store them, and the installation's image
+    # (chart image.*, upgrades) and ServiceAccount would never reach the Jobs. The operator fills them in.
+    image: str | None = Field(default=None, min_length=1, max_length=512)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    service_account_name: K8sName = "mailferry-worker"
+    service_account_name: K8sName | None = None
     resources: ResourceRequirements | None = None
     mailbox_concurrency: int = Field(default=4, ge=1, le=64)
     active_deadline_seconds: int = Field(default=21600, ge=60)

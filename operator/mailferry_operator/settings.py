@@ -7,9 +7,44 @@ The table in docs/configuration.md is `python -m mailferry_operator.settings`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from mailferry_api.envsettings import env, load, table
+from mailferry_api.version import DEFAULT_IMAGE
+
+# What MAILFERRY_WORKER_POD may hold, with the JSON type each must have: pod metadata, then pod spec fields.
+WORKER_POD_KEYS: dict[str, type] = {
+    "labels": dict,
+    "annotations": dict,
+    "imagePullSecrets": list,
+    "nodeSelector": dict,
+    "tolerations": list,
+    "affinity": dict,
+    "priorityClassName": str,
+}
+
+
+def worker_pod_fields(raw: str) -> dict[str, Any]:
+    """Parse MAILFERRY_WORKER_POD; a bad value stops the operator with a message naming the key."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise SystemExit(f"MAILFERRY_WORKER_POD is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SystemExit("MAILFERRY_WORKER_POD must be a JSON object")
+    for key, item in value.items():
+        kind = WORKER_POD_KEYS.get(key)
+        if kind is None:
+            raise SystemExit(
+                f"MAILFERRY_WORKER_POD: unknown key {key!r} (known: {', '.join(WORKER_POD_KEYS)})"
+            )
+        if not isinstance(item, kind):
+            raise SystemExit(f"MAILFERRY_WORKER_POD: {key} must be a JSON {kind.__name__}")
+    return {k: v for k, v in value.items() if v not in ({}, [], "")}
 
 
 @dataclass(frozen=True)
@@ -28,10 +63,20 @@ class OperatorSettings:
         "MAILFERRY_PROBE_CONCURRENCY", 32, "IMAP logins in flight at once while validating mailboxes"
     )
     worker_image: str = env(
-        "MAILFERRY_WORKER_IMAGE", "", "worker image for Jobs whose spec names none (the chart sets it)"
+        "MAILFERRY_WORKER_IMAGE",
+        DEFAULT_IMAGE,
+        "worker image for Jobs whose spec names none (the chart sets it from `image.*`)",
     )
     worker_service_account: str = env(
-        "MAILFERRY_WORKER_SERVICE_ACCOUNT", "", "worker ServiceAccount for Jobs whose spec names none"
+        "MAILFERRY_WORKER_SERVICE_ACCOUNT",
+        "mailferry-worker",
+        "worker ServiceAccount for Jobs whose spec names none",
+    )
+    worker_pod: str = env(
+        "MAILFERRY_WORKER_POD",
+        "",
+        "JSON object: what every worker pod gets from the installation (the chart sets it): "
+        f"{', '.join(f'`{k}`' for k in WORKER_POD_KEYS)}",
     )
     dns_gate_interval: float = env(
         "MAILFERRY_DNS_GATE_INTERVAL", 15.0, "seconds between DnsCutover gate evaluations"
@@ -71,6 +116,14 @@ class OperatorSettings:
 
 
 _current: OperatorSettings | None = None
+
+    def __post_init__(self) -> None:
+        worker_pod_fields(self.worker_pod)  # refuse a bad MAILFERRY_WORKER_POD at start, not at the first Job
+
+    @property
+    def worker_pod_overrides(self) -> dict[str, Any]:
+        """MAILFERRY_WORKER_POD, parsed: pod metadata (`labels`, `annotations`) and pod spec fields."""
+        return worker_pod_fields(self.worker_pod)
 
 
 def current() -> OperatorSettings:

@@ -26,6 +26,7 @@ import demolib as d
 
 from fixtures.dovecot import Dovecot, make_message
 from fixtures.kubeapi import find_bin_dir, start_envtest
+from mailferry_kubectl.view import Style, migration_lines
 
 NS = "mailferry-demo"
 NAME = "acme"
@@ -38,16 +39,12 @@ RESET, BOLD, DIM, GREEN, YELLOW, RED, CYAN = (
     "\033[31m",
     "\033[36m",
 )
-PHASE_COLOR = {"Synced": GREEN, "Syncing": CYAN, "Failed": RED, "Throttled": YELLOW}
-
-
-def bar(done: float, total: float, width: int = 34) -> str:
-    frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
-    full = int(frac * width)
-    return f"[{GREEN}{'█' * full}{RESET}{DIM}{'░' * (width - full)}{RESET}] {frac * 100:5.1f}%"
+STYLE = Style(color=True)
 
 
 class Screen:
+    """The live view: `kubectl mailferry status --mailboxes` (the same code), plus the demo's notes."""
+
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.lines = 0
@@ -58,57 +55,8 @@ class Screen:
 
     def draw(self, kube: Any) -> dict[str, Any]:
         mig = d.migration(kube, NS, NAME)
-        st = mig.get("status") or {}
         syncs = d.get(kube, "mailboxsyncs.mailferry.io", NS)["items"]
-        out: list[str] = []
-        rnd = st.get("round") or {}
-        cond = {c["type"]: c for c in st.get("conditions") or []}
-        out.append(
-            f"{BOLD}MailMigration {NAME}{RESET}  phase {BOLD}{st.get('phase', '-')}{RESET}  "
-            f"round {rnd.get('number', 0)} ({rnd.get('kind', '-')})  progress {st.get('progress', '-')}  "
-            f"lag {(st.get('lag') or {}).get('maxSeconds', 0)}s  "
-            f"jobs active {(st.get('jobs') or {}).get('active', 0)}"
-        )
-        scan = st.get("scan") or {}
-        validated = cond.get("Validated", {}).get("status") == "True"
-        totals = st.get("totals") or {}
-        exp, cop = (
-            totals.get("expectedMessages", 0),
-            totals.get("copiedMessages", 0) + totals.get("skippedMessages", 0),
-        )
-        rounds_done = max(0, int(rnd.get("number", 0)) - (0 if rnd.get("completedAt") else 1))
-        completed = st.get("phase") == "Completed"
-        out.append(
-            f"  Validate  {bar(scan.get('reachable', 0) if validated else 0, scan.get('mailboxes', 1) or 1)}"
-            f"  {scan.get('mailboxes', 0)} mailboxes, {scan.get('folders', 0)} folders, "
-            f"{scan.get('messages', 0)} messages"
-        )
-        bulk_done = cond.get("BulkCopied", {}).get("status") == "True"
-        out.append(f"  Bulk copy {bar(exp if bulk_done else cop, exp or 1)}  {cop}/{exp} messages")
-        deltas = max(0, rounds_done - 1)
-        out.append(
-            f"  Delta     {bar(1 if completed else min(deltas, 3), 1 if completed else 3)}  "
-            f"{deltas} delta round(s) done; pending {((st.get('lag') or {}).get('pendingMessages', 0))}"
-        )
-        final = rnd.get("kind") == "final"
-        out.append(
-            f"  Complete  {bar(1 if completed else (0.5 if final else 0), 1)}  "
-            f"{'done' if completed else ('final round running' if final else 'waiting for spec.complete')}"
-        )
-        out.append("")
-        out.append(
-            f"  {BOLD}{'mailbox':<26}{'phase':<10}{'copied':>8}{'msgs':>6}{'round':>6}{'lag':>6}  note{RESET}"
-        )
-        for s in sorted(syncs, key=lambda x: x["spec"]["source"]["username"]):
-            ss = s.get("status") or {}
-            t = ss.get("totals") or {}
-            ph = ss.get("phase") or "Pending"
-            lag = (ss.get("lag") or {}).get("seconds", "")
-            err = (ss.get("lastError") or {}).get("reason", "")
-            out.append(
-                f"  {s['spec']['source']['username']:<26}{PHASE_COLOR.get(ph, DIM)}{ph:<10}{RESET}"
-                f"{t.get('copied', 0):>8}{t.get('messages', 0):>6}{ss.get('round', 0):>6}{lag!s:>6}  {err}"
-            )
+        out = migration_lines(mig, syncs, STYLE, mailboxes=True)
         out.append("")
         out += [f"  {DIM}{n}{RESET}" for n in self.notes]
         if self.lines:
@@ -116,7 +64,7 @@ class Screen:
         sys.stdout.write("\n".join(out) + "\n")
         sys.stdout.flush()
         self.lines = len(out)
-        return dict(st)
+        return dict(mig.get("status") or {})
 
 
 def main() -> int:

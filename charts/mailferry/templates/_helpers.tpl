@@ -84,3 +84,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "mailferry.peering" -}}
 {{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
 {{- end }}
+
+{{/* MAILFERRY_WORKER_POD: what every worker pod gets from the installation (operator settings.py WORKER_POD_KEYS). */}}
+{{- define "mailferry.workerPod" -}}
+{{- $w := .Values.worker }}
+{{- $pod := dict "labels" $w.podLabels "annotations" $w.podAnnotations "imagePullSecrets" .Values.imagePullSecrets }}
+{{- $_ := set $pod "nodeSelector" $w.nodeSelector }}
+{{- $_ = set $pod "tolerations" $w.tolerations }}
+{{- $_ = set $pod "affinity" $w.affinity }}
+{{- $_ = set $pod "priorityClassName" $w.priorityClassName }}
+{{- toJson $pod }}
+{{- end }}

@@ -11,6 +11,7 @@ from mailferry_api.common import GROUP_VERSION, LocalObjectRef
 from mailferry_api.mailboxsync import MailboxSide, MailboxSyncSpec
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
 
+from .. import settings
 from .inventory import default_secret_key
 from .naming import mailbox_sync_name
 from .plan import JobPlan
@@ -101,10 +102,20 @@ def mailbox_sync_body(
 
 
 def job_body(
-    migration: str, uid: str, namespace: str, spec: MailMigrationSpec, job: JobPlan
+    migration: str,
+    uid: str,
+    namespace: str,
+    spec: MailMigrationSpec,
+    job: JobPlan,
+    install: settings.OperatorSettings | None = None,
 ) -> dict[str, Any]:
-    """A batch/v1 Job per docs/job-contract.md: restricted pod security, Secret volumes, no secrets inline."""
+    """A batch/v1 Job per docs/job-contract.md: restricted pod security, Secret volumes, no secrets inline.
+
+    `install` (default: this operator's settings) supplies what the installation decides: the image and
+    ServiceAccount when the spec names none, and MAILFERRY_WORKER_POD (pull secrets, scheduling, labels)."""
     worker = spec.worker
+    install = install or settings.current()
+    pod = install.worker_pod_overrides
     labels = {
         LABEL_APP: WORKER_APP,
         "app.kubernetes.io/managed-by": "mailferry",
@@ -124,7 +135,7 @@ def job_body(
     }
     container: dict[str, Any] = {
         "name": "worker",
-        "image": worker.image,
+        "image": worker.image or install.worker_image,
         "imagePullPolicy": worker.image_pull_policy,
         "command": ["mailferry-worker", "sync"],
         "env": [{"name": k, "value": v} for k, v in env.items()],
@@ -156,10 +167,11 @@ def job_body(
             "backoffLimit": worker.backoff_limit,
             "activeDeadlineSeconds": worker.active_deadline_seconds,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": _pod_metadata(labels, pod),
                 "spec": {
+                    **{k: v for k, v in pod.items() if k not in ("labels", "annotations")},
                     "restartPolicy": "Never",
-                    "serviceAccountName": worker.service_account_name,
+                    "serviceAccountName": worker.service_account_name or install.worker_service_account,
                     "automountServiceAccountToken": True,
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -187,3 +199,11 @@ def job_body(
             },
         },
     }
+
+
+def _pod_metadata(labels: Mapping[str, str], pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The installation's pod labels and annotations; the operator's own labels win (it selects by them)."""
+    meta: dict[str, Any] = {"labels": {**pod.get("labels", {}), **labels}}
+    if pod.get("annotations"):
+        meta["annotations"] = dict(pod["annotations"])
+    return meta

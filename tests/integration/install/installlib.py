@@ -74,9 +74,13 @@ def set_args(values: dict[str, str] | None) -> list[str]:
 
 
 def template(
-    values: dict[str, str] | None = None, namespace: str = "mailferry", release: str = "mf"
+    values: dict[str, str] | None = None,
+    namespace: str = "mailferry",
+    release: str = "mf",
+    extra: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    cp = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values))
+    """`helm template` of the chart: `values` as --set, `extra` as more arguments (e.g. ["-f", FILE])."""
+    cp = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values), *(extra or []))
     return load_all(cp.stdout)
 
 

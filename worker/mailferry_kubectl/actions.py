@@ -1,0 +1,232 @@
+"""The plugin's actions as pure decisions: an object in, a merge patch (or a refusal that says why) out.
+
+Every patch changes a spec field a person could change in Git; under Argo CD (self-heal) make the same
+change in Git instead, or the next sync reverts it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mailferry_api.dnscutover import DNS_PHASES
+
+Obj = Mapping[str, Any]
+# spec.gates key of the gates that guard entering each phase (PhaseGates)
+GATE_KEYS = {"TTLLowered": "ttlLowered", "Staged": "staged", "Switched": "switched", "Enforced": "enforced"}
+
+
+class Refusal(Exception):
+    """The action would do nothing or the wrong thing; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Change:
+    plural: str  # mailmigrations | dnscutovers
+    name: str
+    patch: dict[str, Any]
+    summary: str
+
+    def kubectl(self, namespace: str) -> str:
+        """The same change as a plain kubectl command (and so as a Git edit of the manifest)."""
+        body = json.dumps(self.patch, separators=(",", ":"))
+        return f"kubectl -n {namespace} patch {self.plural} {self.name} --type merge -p '{body}'"
+
+
+def _name(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("name"))
+
+
+def _spec(obj: Obj) -> Mapping[str, Any]:
+    return obj.get("spec") or {}
+
+
+def _status(obj: Obj) -> Mapping[str, Any]:
+    return obj.get("status") or {}
+
+
+# ---------------------------------------------------------------------------------- MailMigration
+def approve_migration(mm: Obj) -> Change:
+    approval = _spec(mm).get("approval") or {}
+    name = _name(mm)
+    if not approval.get("required"):
+        raise Refusal(f"MailMigration {name} does not ask for approval (spec.approval.required is false)")
+    if approval.get("approved"):
+        raise Refusal(f"MailMigration {name} is approved already")
+    scan = _status(mm).get("scan") or {}
+    if not scan.get("completedAt"):
+        raise Refusal(
+            f"MailMigration {name}: the scan has not finished (phase {_status(mm).get('phase', '-')}); "
+            "approve after reviewing its results"
+        )
+    return Change("mailmigrations", name, {"spec": {"approval": {"approved": True}}}, "approved the scan")
+
+
+def set_suspend(mm: Obj, suspend: bool) -> Change:
+    name = _name(mm)
+    if bool(_spec(mm).get("suspend")) == suspend:
+        raise Refusal(f"MailMigration {name} is {'suspended' if suspend else 'not suspended'} already")
+    if suspend and _status(mm).get("phase") == "Completed":
+        raise Refusal(f"MailMigration {name} is Completed: nothing runs that could be suspended")
+    return Change(
+        "mailmigrations",
+        name,
+        {"spec": {"suspend": suspend}},
+        "suspended (no new Jobs; running ones finish)" if suspend else "resumed",
+    )
+
+
+def retry(mm: Obj, token: str) -> Change:
+    """A new spec.retryFailed value: the operator re-runs failed mailboxes, re-tests a failed validation."""
+    name = _name(mm)
+    st = _status(mm)
+    failed = int((st.get("mailboxes") or {}).get("failed", 0)) + len(st.get("failedMailboxes") or [])
+    validation: Mapping[str, Any] = next(
+        (c for c in st.get("conditions") or [] if c.get("type") == "Validated"), {}
+    )
+    if not failed and validation.get("status") != "False":
+        raise Refusal(
+            f"MailMigration {name} has no failed mailbox and no failed validation: nothing to retry"
+        )
+    return Change("mailmigrations", name, {"spec": {"retryFailed": token}}, "asked to retry what failed")
+
+
+def scan_review(mm: Obj) -> list[str]:
+    """What `approve migration` shows before it approves: the scan's totals and its errors."""
+    scan = _status(mm).get("scan") or {}
+    lines = [
+        f"scan: {scan.get('reachable', 0)}/{scan.get('mailboxes', 0)} mailboxes reachable, "
+        f"{scan.get('folders', 0)} folders, {scan.get('messages', 0)} messages, {scan.get('bytes', 0)} bytes"
+    ]
+    for err in scan.get("errors") or []:
+        lines.append(f"  {err.get('mailbox')}: {err.get('reason')} {err.get('message', '')}".rstrip())
+    return lines
+
+
+# ---------------------------------------------------------------------------------- DnsCutover
+def _index(phase: str, what: str) -> int:
+    if phase not in DNS_PHASES:
+        raise Refusal(f"{what} {phase!r} is not a phase ({', '.join(DNS_PHASES)})")
+    return DNS_PHASES.index(phase)
+
+
+def _phases(dc: Obj) -> tuple[int, int]:
+    """(current phase, target phase) as indexes."""
+    return (
+        _index(str(_status(dc).get("phase") or "Planned"), "status.phase"),
+        _index(str(_spec(dc).get("targetPhase") or "Planned"), "spec.targetPhase"),
+    )
+
+
+def advance(dc: Obj, to: str | None) -> Change:
+    name = _name(dc)
+    _, target = _phases(dc)
+    if to is None:
+        if target == len(DNS_PHASES) - 1:
+            raise Refusal(f"DnsCutover {name}: targetPhase is {DNS_PHASES[target]} already, the last phase")
+        new = target + 1
+    else:
+        new = _index(to, "--to")
+        if new <= target:
+            raise Refusal(
+                f"DnsCutover {name}: targetPhase is {DNS_PHASES[target]}; {to} is not ahead of it "
+                f"(to go back use: kubectl mailferry rollback {name} --to {to})"
+            )
+    return Change(
+        "dnscutovers", name, {"spec": {"targetPhase": DNS_PHASES[new]}}, f"targetPhase → {DNS_PHASES[new]}"
+    )
+
+
+def rollback(dc: Obj, to: str | None) -> Change:
+    name = _name(dc)
+    current, target = _phases(dc)
+    if to is None:
+        if current == 0:
+            raise Refusal(f"DnsCutover {name} is at Planned: there is nothing to roll back")
+        new = current - 1
+    else:
+        new = _index(to, "--to")
+    if new >= target and new >= current:
+        raise Refusal(
+            f"DnsCutover {name}: phase {DNS_PHASES[current]}, targetPhase {DNS_PHASES[target]}; "
+            f"rolling back to {DNS_PHASES[new]} lowers nothing "
+            f"(to move forward use: kubectl mailferry advance {name})"
+        )
+    return Change(
+        "dnscutovers", name, {"spec": {"targetPhase": DNS_PHASES[new]}}, f"targetPhase → {DNS_PHASES[new]}"
+    )
+
+
+def approve_cutover(dc: Obj, phase: str | None) -> Change:
+    """spec.approvedPhase: manualApproval gates pass for every phase up to it."""
+    name = _name(dc)
+    current, target = _phases(dc)
+    if phase is None:
+        if current >= target:
+            raise Refusal(
+                f"DnsCutover {name} is at its targetPhase {DNS_PHASES[target]}: no phase waits for approval "
+                f"(raise the target first: kubectl mailferry advance {name})"
+            )
+        wanted = current + 1
+    else:
+        wanted = _index(phase, "--phase")
+    approved = _spec(dc).get("approvedPhase")
+    done = _index(str(approved), "spec.approvedPhase") if approved else 0
+    if done >= wanted:
+        raise Refusal(f"DnsCutover {name}: phases up to {approved} are approved already")
+    phases = DNS_PHASES[max(current, done) + 1 : wanted + 1]
+    gates = _spec(dc).get("gates") or {}
+    waiting = [
+        f"{p}/{g.get('name')}"
+        for p in phases
+        for g in gates.get(GATE_KEYS[p]) or []
+        if g.get("type") == "manualApproval"
+    ]
+    if not waiting:
+        raise Refusal(
+            f"DnsCutover {name}: no manualApproval gate guards {', '.join(phases) or DNS_PHASES[wanted]}; "
+            "nothing to approve"
+        )
+    return Change(
+        "dnscutovers",
+        name,
+        {"spec": {"approvedPhase": DNS_PHASES[wanted]}},
+        f"approvedPhase → {DNS_PHASES[wanted]} (passes {', '.join(waiting)})",
+    )
+
+
+def walk_preview(dc: Obj, change: Change) -> list[str]:
+    """What the operator will do for `change`: the phases it walks, their gates, the records it writes
+    (status.plan, the operator's dry-run diff for the next step) or the snapshots it restores."""
+    spec, st = _spec(dc), _status(dc)
+    current, _ = _phases(dc)
+    new = DNS_PHASES.index(change.patch["spec"]["targetPhase"])
+    lines = []
+    if new > current:
+        lines.append(
+            f"forward: {' → '.join(DNS_PHASES[current : new + 1])}, one phase at a time, each gated:"
+        )
+        gates = spec.get("gates") or {}
+        for p in DNS_PHASES[current + 1 : new + 1]:
+            named = [f"{g.get('name')} ({g.get('type')})" for g in gates.get(GATE_KEYS[p]) or []]
+            lines.append(f"  {p}: built-in gates" + (f" + {', '.join(named)}" if named else ""))
+        plan = st.get("plan") or {}
+        if plan.get("changes") and plan.get("fromPhase") == DNS_PHASES[current]:
+            from .view import change_lines
+
+            lines.append(f"records for {plan.get('fromPhase')} → {plan.get('toPhase')} (status.plan):")
+            lines += [f"  {line}" for line in change_lines(plan["changes"])]
+    elif new < current:
+        lines.append(f"back: {' → '.join(reversed(DNS_PHASES[new : current + 1]))}, no forward gates:")
+        snaps = {s.get("phase"): s for s in st.get("snapshots") or []}
+        for p in reversed(DNS_PHASES[new + 1 : current + 1]):
+            snap = snaps.get(p)
+            rrsets = ", ".join(f"{r.get('type')} {r.get('name')}" for r in (snap or {}).get("rrsets") or [])
+            lines.append(
+                f"  leave {p}: restore the snapshot taken before it" + (f" ({rrsets})" if rrsets else "")
+            )
+    else:
+        lines.append(f"the cutover is at {DNS_PHASES[current]} already; the operator stops moving")
+    return lines
