@@ -186,17 +186,21 @@ class KubeApi:
         return await self._request("GET", self.mailboxsync_path(namespace, name))
 
     async def patch_mailboxsync_status(
-        self, namespace: str, name: str, status: dict[str, Any]
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
     ) -> dict[str, Any]:
+        """Merge-patch /status; with ``resource_version`` only if the object still has it (else HTTP 409)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._request(
             "PATCH",
             self.mailboxsync_path(namespace, name) + "/status",
             params={"fieldManager": self.field_manager},
-            json={"status": status},
+            json=body,
             headers={"Content-Type": MERGE_PATCH},
         )
 
-    # One coordination.k8s.io Lease per MailboxSync: one writer per mailbox (worker/mailferry_worker/lease.py).
+    # One coordination.k8s.io Lease per MailboxSync: one writer per mailbox (mailferry_worker/lease.py).
     @staticmethod
     def lease_path(namespace: str, name: str = "") -> str:
         base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"

@@ -54,10 +54,13 @@ class KubeStatusStore:
         self.lease_seconds = lease_seconds
         self._locks: dict[str, asyncio.Lock] = {}
         self._uids: dict[str, str] = {}
+        self._versions: dict[str, str] = {}  # resourceVersion after this worker's last read or write
+        self._leases: dict[str, KubeLease] = {}
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
         obj = await self.api.get_mailboxsync(self.namespace, name)
         self._uids[name] = obj.get("metadata", {}).get("uid", "")
+        self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
         spec = MailboxSyncSpec.model_validate(obj.get("spec") or {})
         status = MailboxSyncStatus.model_validate(obj.get("status") or {})
         return spec, status, obj.get("metadata", {}).get("generation")
@@ -65,10 +68,31 @@ class KubeStatusStore:
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
-            await self.api.patch_mailboxsync_status(self.namespace, name, status_patch(status))
+            # Fencing the status too: a write carries the resourceVersion this worker last saw, so a write
+            # delayed past a takeover (the process paused after its lease check) fails with 409. A 409
+            # from anything else (the operator touched the object) is retried once the Lease proves it
+            # is still ours.
+            for _ in range(3):
+                try:
+                    obj = await self.api.patch_mailboxsync_status(
+                        self.namespace, name, status_patch(status), self._versions.get(name)
+                    )
+                    self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
+                    return
+                except KubeError as exc:
+                    if exc.status != 409:
+                        raise
+                    lease = self._leases.get(name)
+                    if lease is not None:
+                        await lease.confirm()
+                    fresh = await self.api.get_mailboxsync(self.namespace, name)
+                    self._versions[name] = fresh.get("metadata", {}).get("resourceVersion", "")
+            raise KubeError(f"MailboxSync {name}: status kept changing under this worker", 409, "Conflict")
 
     def lease(self, name: str) -> MailboxLease:
-        return KubeLease(self.api, self.namespace, name, self._uids.get(name) or None, self.lease_seconds)
+        lease = KubeLease(self.api, self.namespace, name, self._uids.get(name) or None, self.lease_seconds)
+        self._leases[name] = lease
+        return lease
 
     async def event(self, name: str, type_: str, reason: str, message: str) -> None:
         ref = {"apiVersion": GROUP_VERSION, "kind": "MailboxSync", "name": name, "namespace": self.namespace}

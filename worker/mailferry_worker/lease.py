@@ -232,6 +232,14 @@ class KubeLease:
             self.validity.renewed(started)
         log("lease_lost", "warning", mailboxsync=self.mailboxsync, holder=self.identity)
 
+    async def confirm(self) -> None:
+        """Read the Lease: LeaseLost unless this worker still holds it."""
+        self.check()
+        obj = await self.api.get_lease(self.namespace, self.name)
+        if (obj.get("spec") or {}).get("holderIdentity") != self.identity:
+            self.validity.lost = True
+            raise LeaseLost("another worker holds the mailbox's lease now: this one stops writing")
+
     async def release(self) -> None:
         """Free the lease for the next round's worker at once (only if still ours: RV-checked)."""
         if self._renewer is not None:

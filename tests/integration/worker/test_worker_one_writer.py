@@ -22,7 +22,7 @@ from chaos.mailrun import DestCounter, WorkerRun, compare, corpus, endpoint, eve
 from fixtures.dovecot import DovecotPair
 from fixtures.kubeapi import KubeAPI
 
-FOLDERS = {"INBOX": 600, "Archive": 200}
+FOLDERS = {"INBOX": 450, "Archive": 150}
 TOTAL = sum(FOLDERS.values())
 
 
@@ -61,7 +61,9 @@ def _assert_one_copied(results: list[tuple[int, int]], logs: list[Path]) -> None
                 assert "already_running" in log.read_text()
 
 
-@pytest.mark.parametrize("workers", [2, 5])
+# Two workers here, five on the API store; `make chaos` (scenario one-writer) runs both counts on both
+# stores, many times.
+@pytest.mark.parametrize("workers", [2])
 def test_workers_at_once_file_store(dovecot_pair: DovecotPair, tmp_path: Path, workers: int) -> None:
     src, dst = dovecot_pair.source, dovecot_pair.destination
     user = _user(dovecot_pair, f"twins{workers}f")
@@ -99,7 +101,7 @@ def _kube_box(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name:
     return user, tmp / "secrets"
 
 
-@pytest.mark.parametrize("workers", [2, 5])
+@pytest.mark.parametrize("workers", [5])
 def test_workers_at_once_api_store(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path, workers: int
 ) -> None:
