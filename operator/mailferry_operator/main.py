@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .dnscutover import handlers as dnscutover_handlers  # noqa: F401 - importing registers them
     from .mailmigration import handlers as mailmigration_handlers  # noqa: F401 - registers them
     from .notices import handlers as notices_handlers  # noqa: F401 - registers them
+    from .sendingcutover import handlers as sendingcutover_handlers  # noqa: F401 - registers them
 
     kopf.configure(
         debug=args.log_level == "debug",

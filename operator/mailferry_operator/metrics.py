@@ -89,6 +89,41 @@ dns_record_writes = Counter(
     ["provider", "result"],
     registry=REGISTRY,
 )
+_SC = ["namespace", "sendingcutover", "domain", "stream"]
+
+sendingcutover_weight = Gauge(
+    "mailferry_sendingcutover_weight",
+    "Percent of the application's mail sent through the new provider (the Secret's weight)",
+    _SC,
+    registry=REGISTRY,
+)
+sendingcutover_step = Gauge(
+    "mailferry_sendingcutover_step", "Ramp step (0: not started)", _SC, registry=REGISTRY
+)
+sendingcutover_rate = Gauge(
+    "mailferry_sendingcutover_rate",
+    "Bounce and complaint rate since the step began (kind: bounce, complaint)",
+    [*_SC, "kind"],
+    registry=REGISTRY,
+)
+sendingcutover_threshold = Gauge(
+    "mailferry_sendingcutover_threshold",
+    "The warm-up thresholds in force (kind: bounce_max, bounce_hard_stop, complaint_max, complaint_hard_stop)",
+    [*_SC, "kind"],
+    registry=REGISTRY,
+)
+sendingcutover_hard_stopped = Gauge(
+    "mailferry_sendingcutover_hard_stopped",
+    "1 while a hard stop waits for spec.hardStopAck",
+    _SC,
+    registry=REGISTRY,
+)
+sendingcutover_decisions = Counter(
+    "mailferry_sendingcutover_decisions",
+    "Ramp moves made (Advance, StepBack, HardStop, RollBack)",
+    [*_SC, "decision"],
+    registry=REGISTRY,
+)
 reconcile_errors = Counter(
     "mailferry_reconcile_errors", "Reconciliations that raised, by kind", ["kind"], registry=REGISTRY
 )

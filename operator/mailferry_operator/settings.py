@@ -81,6 +81,9 @@ class OperatorSettings:
     dns_gate_interval: float = env(
         "MAILFERRY_DNS_GATE_INTERVAL", 15.0, "seconds between DnsCutover gate evaluations"
     )
+    sending_interval: float = env(
+        "MAILFERRY_SENDING_INTERVAL", 30.0, "seconds between SendingCutover ramp evaluations"
+    )
     dns_reconcile_timeout: float = env(
         "MAILFERRY_DNS_RECONCILE_TIMEOUT", 300.0, "seconds one DnsCutover step may take before it is retried"
     )

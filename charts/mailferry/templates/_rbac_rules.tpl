@@ -8,6 +8,10 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [mailferry.io]
   resources: [mailmigrations, dnscutovers]
   verbs: [get, list, watch, patch]
+# SendingCutovers: watched by their handlers and timer (no GET: Kopf lists and watches).
+- apiGroups: [mailferry.io]
+  resources: [sendingcutovers]
+  verbs: [list, watch, patch]
 # NoticePlans: watched by their timer (no GET: Kopf lists and watches).
 - apiGroups: [mailferry.io]
   resources: [noticeplans]
@@ -18,7 +22,7 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
   verbs: [get, list, watch, create, patch, delete]
 # The operator owns these statuses (the worker owns MailboxSync status).
 - apiGroups: [mailferry.io]
-  resources: [mailmigrations/status, dnscutovers/status, noticeplans/status]
+  resources: [mailmigrations/status, dnscutovers/status, sendingcutovers/status, noticeplans/status]
   verbs: [patch]
 # Owner references with blockOwnerDeletion (MailboxSyncs, Jobs, DKIM Secrets) need this where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift, hardened clusters).
@@ -29,10 +33,11 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, list, watch, delete]
-# IMAP and DNS-provider credentials (read); DKIM private keys in Secrets the operator creates.
+# IMAP, DNS-provider and sending-provider credentials (read); DKIM private keys in Secrets the operator
+# creates; a SendingCutover's application Secret (created, then replaced whole: one atomic write per step).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create]
+  verbs: [get, create, update]
 # Mailbox inventories and notice templates (read); the MTA-STS policy ConfigMap and the notice ledgers
 # (create, patch).
 - apiGroups: [""]

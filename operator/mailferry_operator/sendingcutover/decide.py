@@ -3,10 +3,11 @@
 Order of the rules (the first that applies wins):
 1. spec.targetWeight below the current weight → RollBack at once to the highest step within it (no gates:
    sending through the old provider is the state the application came from).
-2. a hard stop not acknowledged (spec.hardStopAck unchanged) → Hold at weight 0.
-3. with at least warmup.minEvents events since the step began: bounce rate ≥ hard stop or complaint rate ≥
+2. with at least warmup.minEvents events since the step began: bounce rate ≥ hard stop or complaint rate ≥
    hard stop → HardStop (weight 0 and the old key, or one step down); complaint rate ≥ max → StepBack.
-   These run even when paused or when DNS no longer verifies: they protect the sender's reputation.
+   These run even when paused, hard-stopped or when DNS no longer verifies: they protect the sender's
+   reputation.
+3. a hard stop not acknowledged (spec.hardStopAck unchanged) → Hold.
 4. nothing more to do (at target, paused, prerequisites missing, too few events, minimum duration not
    over, bounce rate ≥ max) → Hold with that reason.
 5. otherwise → Advance one step. Leaving weight 0 needs no events (none can exist yet).
@@ -128,9 +129,6 @@ def decide(spec: SendingCutoverSpec, state: State, obs: Observation, now: dateti
             "TargetLowered",
             f"spec.targetWeight {spec.target_weight} %: weight {ws[step]} % → {ws[target]} %",
         )
-    if state.hard_stopped_ack is not None and state.hard_stopped_ack == spec.hard_stop_ack:
-        return hold("HardStopped", "after a hard stop the ramp waits: raise spec.hardStopAck to resume")
-
     r: Rates | None = None
     if step > 0 and obs.counts is not None:
         r = rates(since(state.baseline, obs.counts))
@@ -159,6 +157,8 @@ def decide(spec: SendingCutoverSpec, state: State, obs: Observation, now: dateti
                     r,
                 )
 
+    if state.hard_stopped_ack is not None and state.hard_stopped_ack == spec.hard_stop_ack:
+        return hold("HardStopped", "after a hard stop the ramp waits: raise spec.hardStopAck to resume", r)
     if step >= target:
         return hold("AtTarget", f"at {ws[step]} %, spec.targetWeight {spec.target_weight} %", r)
     if spec.paused:
