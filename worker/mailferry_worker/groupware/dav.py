@@ -127,11 +127,14 @@ class DavClient:
         ms = await self._multistatus("PROPFIND", principal, p.propfind(home_prop), "0", "home-set lookup")
         homes = [h for r in ms.responses for h in r.hrefs(p.tag(home_prop))]
         home = p.absolute(principal, homes[0]) if homes else principal
+        return home, await self.list_home(kind, home)
+
+    async def list_home(self, kind: CollectionKind, home: str) -> list[Collection]:
+        """The collections of `kind` in a home, with their sync tokens: one PROPFIND for all of them."""
         ms = await self._multistatus(
             "PROPFIND", home, p.propfind(*p.COLLECTION_PROPS), "1", "collection listing"
         )
-        out = [self._collection(kind, home, r) for r in ms.responses if p.is_kind(r, kind)]
-        return home, out
+        return [self._collection(kind, home, r) for r in ms.responses if p.is_kind(r, kind)]
 
     async def collection(self, kind: CollectionKind, url: str) -> Collection | None:
         try:

@@ -48,6 +48,23 @@ def destination_name(source_name: str, suffix: str) -> str:
     return hashlib.sha256(source_name.encode()).hexdigest()[:40] + suffix
 
 
+def token_unchanged(ckpt: CollectionCheckpoint, source_token: str | None, force_etag: bool) -> bool:
+    """A finished collection whose DAV:sync-token (from the home listing) has not moved: nothing to do,
+    not even a look at the destination."""
+    return (
+        not force_etag
+        and ckpt.mode == "syncToken"
+        and ckpt.sync_token is not None
+        and ckpt.resume_after is None
+        and source_token == ckpt.sync_token
+    )
+
+
+def home_of(collection_url: str) -> str:
+    """The home a collection URL lives in (its parent), where one PROPFIND lists every collection."""
+    return collection_url.rstrip("/").rsplit("/", 1)[0] + "/"
+
+
 def plan_first_copy(members: Changes, ckpt: CollectionCheckpoint, since_pending: Changes | None) -> Plan:
     """`members`: the full listing; `since_pending`: the changes since `ckpt.pendingToken` (a resume)."""
     names = sorted(members.changed)

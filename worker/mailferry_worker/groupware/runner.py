@@ -27,7 +27,7 @@ from ..checkpoint import StatusStore
 from ..logs import log
 from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
-from .plan import destination_name
+from .plan import destination_name, home_of, token_unchanged
 
 KINDS: tuple[CollectionKind, ...] = ("contacts", "calendars")
 Outcome = Literal["synced", "transient", "permanent", "none", "busy", "lost"]
@@ -176,6 +176,14 @@ class GroupwareRunner:
                 result.reason or "GroupwareError",
                 msg[:1024],
             )
+        log(
+            "groupware_finished",
+            mailboxsync=self.name,
+            outcome=result.outcome,
+            copied=result.copied,
+            http_requests=result.requests,
+            noop_collections=result.noop_collections,
+        )
         try:
             await self.save()
         except Exception as exc:  # LeaseLost or the API: the next round starts from the last checkpoint
@@ -194,24 +202,36 @@ class GroupwareRunner:
         result: GroupwareResult,
     ) -> None:
         assert spec.groupware is not None
-        _, sources = await src.discover(kind)
-        dest_home, dests = await dst.discover(kind)
+        force_etag = spec.groupware.source.sync == "etag"
         by_name = {c.name: c for c in self.status.collections}
+        known = [c for c in self.status.collections if c.kind == kind]
+        # After the first round the home is known: one PROPFIND lists every collection and its token.
+        sources = await src.list_home(kind, home_of(known[0].source)) if known else None
+        if not sources:
+            _, sources = await src.discover(kind)
+        dest_listing: tuple[str, list[Collection]] | None = None
         for source in sources:
             ckpt_name = f"{kind}/{source.name}"
-            dest_url = dest_home.rstrip("/") + "/" + destination_name(source.name, "") + "/"
             ckpt = by_name.get(ckpt_name)
+            if ckpt is not None and token_unchanged(ckpt, source.sync_token, force_etag):
+                result.noop_collections += 1
+                log("collection_synced", mailboxsync=self.name, collection=ckpt_name, noop=True)
+                continue
+            if dest_listing is None:
+                dest_listing = await dst.discover(kind)
+            dest_home, dests = dest_listing
             if ckpt is None:
                 if len(self.status.collections) >= MAX_COLLECTIONS:
                     raise DavError(f"more than {MAX_COLLECTIONS} collections", "TooManyCollections")
+                dest_url = dest_home.rstrip("/") + "/" + destination_name(source.name, "") + "/"
                 ckpt = CollectionCheckpoint(
                     name=ckpt_name, kind=kind, source=source.url, destination=dest_url
                 )
                 self.status.collections.append(ckpt)
-            dest = next((d for d in dests if d.url.rstrip("/") == dest_url.rstrip("/")), None)
+            dest = next((d for d in dests if d.url.rstrip("/") == ckpt.destination.rstrip("/")), None)
             if dest is None:
-                await dst.make_collection(source, dest_url)
-                dest = await dst.collection(kind, dest_url) or Collection(kind, dest_url)
+                await dst.make_collection(source, ckpt.destination)
+                dest = await dst.collection(kind, ckpt.destination) or Collection(kind, ckpt.destination)
             run = CollectionSync(
                 src,
                 dst,
@@ -220,7 +240,7 @@ class GroupwareRunner:
                 ckpt,
                 spec.groupware,
                 self.save,
-                force_etag=spec.groupware.source.sync == "etag",
+                force_etag=force_etag,
             )
             copied_before = ckpt.copied
             try:
@@ -231,7 +251,6 @@ class GroupwareRunner:
             finally:
                 result.errors.extend(run.errors)
                 result.copied += ckpt.copied - copied_before
-            result.noop_collections += run.noop
             log(
                 "collection_synced",
                 mailboxsync=self.name,
@@ -242,3 +261,4 @@ class GroupwareRunner:
                 deleted=ckpt.deleted,
                 noop=run.noop,
             )
+            result.noop_collections += run.noop
