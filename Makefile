@@ -110,11 +110,15 @@ clean:
 
 # bench: time mailferry vs mbsync and doveadm backup (imapc) on a generated corpus; prints PASS/MISS
 # per target and writes docs/benchmarks.md. Never fails on a missed target. BENCH_ARGS="--repeat 1 ..."
+# Then contacts/calendars: mailferry vs vdirsyncer on Radicale (tests/bench/groupware.py), items/s and
+# HTTP requests for a first copy, a no-op round and a round of changes. BENCH_GROUPWARE_ARGS="--events 500"
 BENCH_ARGS ?=
+BENCH_GROUPWARE_ARGS ?=
 .PHONY: bench
 bench: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/run.py $(BENCH_ARGS)
+	$(PY) tests/bench/groupware.py $(BENCH_GROUPWARE_ARGS)
 
 # demo: one command, fresh machine: local API server, two Dovecots with 20 generated mailboxes, the
 # operator and the local job runner; a MailMigration with live progress, a delta round, verify summary.
@@ -135,7 +139,11 @@ bench-operator: deps
 # server at full volume, 20 kill -9 in bulk and in delta, random TCP resets, [THROTTLED]/BYE injected, Dovecot
 # SIGKILL mid-copy. Prints lost/duplicated/time-to-recover per scenario; fails if an invariant breaks.
 # CHAOS_ARGS="--scenario kill9 --kills 20 --messages 3000 --json /tmp/chaos.json"
+# Then contacts/calendars (tests/chaos/groupware_kill.py): kill -9 of the worker at random points of a
+# full-size first copy and of a delta round; 0 lost, 0 duplicated. CHAOS_GROUPWARE_ARGS="--kills 5"
 CHAOS_ARGS ?=
+CHAOS_GROUPWARE_ARGS ?=
 .PHONY: chaos
 chaos: deps
 	$(PY) tests/chaos/run.py $(CHAOS_ARGS)
+	$(PY) tests/chaos/groupware_kill.py $(CHAOS_GROUPWARE_ARGS)
