@@ -46,6 +46,8 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         extra="ignore",
         serialize_by_alias=True,
+        # A field's docstring is its description in the CRD (`kubectl explain`).
+        use_attribute_docstrings=True,
     )
 
     def to_api(self) -> dict[str, Any]:
@@ -60,11 +62,17 @@ class Condition(ApiModel):
     """metav1.Condition, as the Kubernetes API conventions define it."""
 
     type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9]*$", max_length=316)
+    """Kind of condition: Ready, or one of the resource's own (e.g. Validated, InSync, GatesPassed)."""
     status: ConditionStatus
+    """True, False or Unknown."""
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    """One CamelCase word for the cause; stable, so alerts and scripts can match it."""
     message: str = Field(default="", max_length=32768)
+    """What happened and what to do about it, for a person."""
     last_transition_time: datetime | None = None
+    """When the status last changed."""
     observed_generation: int | None = Field(default=None, ge=0)
+    """The metadata.generation this condition was computed for."""
 
 
 def list_map(*keys: str) -> dict[str, JsonValue]:
@@ -85,19 +93,25 @@ class SecretRef(ApiModel):
     """A Secret in the resource's own namespace."""
 
     name: K8sName
+    """Name of a Secret in this resource's namespace."""
 
 
 class LocalObjectRef(ApiModel):
     name: K8sName
+    """Name of an object in this resource's namespace."""
 
 
 class HistoryEntry(ApiModel):
     """One transition; status keeps the newest MAX_HISTORY entries."""
 
     time: datetime
+    """When the transition happened."""
     phase: str = Field(max_length=64)
+    """The phase entered."""
     reason: str = Field(max_length=128)
+    """Why, as one CamelCase word."""
     message: str = Field(default="", max_length=1024)
+    """Why, in words."""
 
 
 History = Annotated[list[HistoryEntry], Field(max_length=MAX_HISTORY)]
@@ -107,10 +121,17 @@ class ErrorInfo(ApiModel):
     """The last error of something, in words a person can act on."""
 
     reason: str = Field(max_length=128)
+    """The error's kind, as one CamelCase word (e.g. AuthenticationFailed, Throttled)."""
     message: str = Field(default="", max_length=4096)
+    """What went wrong and what to do; never holds a credential."""
     time: datetime | None = None
+    """When it happened."""
 
 
 def kopf_status_field() -> Any:
     """`status.kopf`: Kopf keeps handler progress here; declared so pruning keeps it."""
-    return Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    return Field(
+        default=None,
+        description="Kopf's handler progress (the operator's own bookkeeping).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )

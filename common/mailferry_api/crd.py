@@ -47,6 +47,19 @@ def _ready_column() -> dict[str, Any]:
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+# `kubectl get -o wide`: why the object is (not) Ready, on every resource.
+_MESSAGE = {
+    "name": "Message",
+    "type": "string",
+    "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+    "priority": 1,
+}
+
+
+def _with_message(columns: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The resource's columns with Message before Age (or last)."""
+    out = [c for c in columns if c is not _AGE]
+    return [*out, _MESSAGE, *([_AGE] if _AGE in columns else [])]
 
 RESOURCES: tuple[Resource, ...] = (
     Resource(
@@ -251,7 +264,7 @@ def render(resource: Resource) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": list(resource.columns),
+                    "additionalPrinterColumns": _with_message(resource.columns),
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

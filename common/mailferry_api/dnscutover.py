@@ -36,32 +36,48 @@ HostName = Annotated[
 
 class Rfc2136Provider(ApiModel):
     server: str = Field(min_length=1, max_length=253)
+    """Primary nameserver accepting dynamic updates."""
     port: int = Field(default=53, ge=1, le=65535)
+    """Its port."""
     tsig_key_name: str | None = Field(
         default=None, max_length=253, pattern=r"^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?\.?$"
     )
+    """TSIG key name."""
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha1", "hmac-md5"] = "hmac-sha256"
+    """TSIG algorithm."""
     tsig_secret_key: SecretKey = "tsig-secret"
+    """Key of the TSIG secret (base64) in provider.secretRef."""
 
 
 class PowerDnsProvider(ApiModel):
     api_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    """PowerDNS HTTP API base URL (must be allowed by the installation)."""
     server_id: str = Field(default="localhost", max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    """PowerDNS server id."""
     api_key_key: SecretKey = "api-key"
+    """Key of the API key in provider.secretRef."""
 
 
 class CloudflareProvider(ApiModel):
     zone_id: str | None = Field(default=None, max_length=64)
+    """Zone ID; default: looked up by name."""
     api_url: str = Field(default="https://api.cloudflare.com/client/v4", pattern=r"^https?://")
+    """API base URL."""
     api_token_key: SecretKey = "api-token"
+    """Key of the API token in provider.secretRef."""
 
 
 class Route53Provider(ApiModel):
     hosted_zone_id: str = Field(min_length=1, max_length=64)
+    """Hosted zone ID."""
     region: str = Field(default="us-east-1", max_length=32)
+    """AWS region for signing."""
     endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    """API endpoint override."""
     access_key_id_key: SecretKey = "aws-access-key-id"
+    """Key of the access key ID in provider.secretRef."""
     secret_access_key_key: SecretKey = "aws-secret-access-key"
+    """Key of the secret access key in provider.secretRef."""
 
 
 _PROVIDER_RULES: list[JsonValue] = [
@@ -83,25 +99,36 @@ _PROVIDER_RULES.append(
 
 class DnsProvider(ApiModel):
     type: ProviderType
+    """rfc2136, powerdns, cloudflare or route53."""
     secret_ref: SecretRef | None = None
+    """Secret holding the provider's credentials (labelled mailferry.io/credentials=true)."""
     zone: HostName | None = Field(default=None, description="zone apex; defaults to spec.domain")
     rfc2136: Rfc2136Provider | None = None
+    """Settings for type rfc2136."""
     powerdns: PowerDnsProvider | None = None
+    """Settings for type powerdns."""
     cloudflare: CloudflareProvider | None = None
+    """Settings for type cloudflare."""
     route53: Route53Provider | None = None
+    """Settings for type route53."""
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _PROVIDER_RULES})
 
 
 class MxRecord(ApiModel):
     host: HostName
+    """Mail exchanger host name."""
     priority: int = Field(ge=0, le=65535)
+    """MX preference (lower is preferred)."""
 
 
 class SpfTarget(ApiModel):
     include: Annotated[list[HostName], Field(max_length=10)] = []
+    """include: mechanisms to add (the new provider's)."""
     remove_include: Annotated[list[HostName], Field(max_length=10)] = []
+    """include: mechanisms to remove at Enforced (the old provider's)."""
     all: Literal["-all", "~all", "?all"] = "~all"
+    """The all qualifier of the merged record."""
 
     model_config = {
         "json_schema_extra": {
@@ -119,10 +146,15 @@ class SpfTarget(ApiModel):
 
 class DkimSelector(ApiModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9._]*[a-z0-9])?$")
+    """Selector (the <name>._domainkey label)."""
     source: Literal["generate", "cname", "txt"] = "generate"
+    """generate (the operator makes the key, RSA-2048), cname (to the provider) or txt (a given key)."""
     algorithm: Literal["rsa", "ed25519"] = "rsa"
+    """rsa, or ed25519 only as a second signature beside RSA."""
     cname_target: HostName | None = None
+    """CNAME target (source cname)."""
     public_key: str | None = Field(default=None, max_length=4096)
+    """Base64 public key (source txt)."""
 
     model_config = {
         "json_schema_extra": {
@@ -146,12 +178,16 @@ class Dkim(ApiModel):
     selectors: Annotated[
         list[DkimSelector], Field(min_length=1, max_length=8, json_schema_extra=list_map("name"))
     ]
+    """The new provider's selectors."""
     keep_selectors: Annotated[list[str], Field(max_length=16)] = []
+    """Old selectors kept until the rollback window closes."""
 
 
 class DmarcStage(ApiModel):
     policy: DmarcPolicy
+    """none, quarantine or reject."""
     testing: bool = False
+    """t=y: test mode (RFC 9989)."""
     pct: int | None = Field(default=None, ge=0, le=100, description="legacy; RFC 9989 drops pct")
 
 
@@ -162,11 +198,13 @@ ReportUri = Annotated[str, Field(min_length=3, max_length=512, pattern=r"^[^\s,;
 
 class Dmarc(ApiModel):
     rua: Annotated[list[ReportUri], Field(max_length=8)] = []
+    """Aggregate report addresses (mailto: added when missing)."""
     stages: Annotated[list[DmarcStage], Field(min_length=1, max_length=8)] = [
         DmarcStage(policy="quarantine", testing=True),
         DmarcStage(policy="quarantine"),
         DmarcStage(policy="reject"),
     ]
+    """Policies published in turn at Enforced, each stronger or equal."""
 
     model_config = {
         "json_schema_extra": {
@@ -186,8 +224,11 @@ class Dmarc(ApiModel):
 
 class MtaSts(ApiModel):
     enabled: bool = True
+    """Publish MTA-STS (policy testing at Staged, enforce at Enforced)."""
     max_age_seconds: int = Field(default=86400, ge=3600, le=31557600)
+    """max_age during the migration (short, so a rollback takes effect)."""
     enforced_max_age_seconds: int = Field(default=604800, ge=86400, le=31557600)
+    """max_age once enforced."""
     # RFC 8461 mx patterns: a host name or "*." + one; a line break would inject policy lines
     mx: Annotated[
         list[
@@ -197,7 +238,9 @@ class MtaSts(ApiModel):
         ],
         Field(max_length=16),
     ] = []
+    """Extra mx patterns for the policy (the MX hosts are added)."""
     policy_config_map: K8sName | None = None
+    """ConfigMap the operator writes the policy file into (served by the chart's MTA-STS server)."""
     policy_url: str | None = Field(
         default=None, pattern=r"^https?://", description="override for the gate's fetch"
     )
@@ -205,20 +248,29 @@ class MtaSts(ApiModel):
 
 class TlsRpt(ApiModel):
     rua: Annotated[list[ReportUri], Field(min_length=1, max_length=8)]
+    """TLS report addresses (mailto: or https:)."""
 
 
 class TargetRecords(ApiModel):
     mx: Annotated[list[MxRecord], Field(min_length=1, max_length=16, json_schema_extra=list_map("host"))]
+    """The new MX records."""
     spf: SpfTarget = SpfTarget()
+    """SPF changes."""
     dkim: Dkim | None = None
+    """DKIM selectors to publish."""
     dmarc: Dmarc = Dmarc()
+    """DMARC reports and stages."""
     mta_sts: MtaSts | None = None
+    """MTA-STS policy."""
     tls_rpt: TlsRpt | None = None
+    """TLS-RPT reporting."""
 
 
 class Ttls(ApiModel):
     lowered: int = Field(default=300, ge=30, le=86400)
+    """TTL (seconds) of the records while the cutover runs."""
     normal: int = Field(default=3600, ge=60, le=604800)
+    """TTL (seconds) once done."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -235,12 +287,16 @@ class Ttls(ApiModel):
 
 class ThresholdRange(ApiModel):
     min: float | None = None
+    """Lowest passing value."""
     max: float | None = None
+    """Highest passing value."""
 
 
 class SyncLagGate(ApiModel):
     max_seconds: int = Field(default=900, ge=0)
+    """Largest MailMigration lag that passes."""
     max_pending_messages: int = Field(default=0, ge=0)
+    """Most pending messages that pass."""
 
 
 # host, host:port, [IPv6]:port or a bare IPv6 address
@@ -259,7 +315,9 @@ class DnsRecordGate(ApiModel):
         default=None, description="relative or absolute; default: every record of the phase"
     )
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = None
+    """Record type to check; default: every type of the phase."""
     value: str | None = Field(default=None, max_length=4096)
+    """Expected value; default: what the phase wrote."""
     nameservers: Annotated[list[NameserverAddress], Field(max_length=16)] = Field(
         default=[], description="host:port to query; default: the zone's NS found via SOA/NS"
     )
@@ -267,22 +325,36 @@ class DnsRecordGate(ApiModel):
 
 class PrometheusGate(ApiModel):
     address: str = Field(pattern=r"^https?://", max_length=2048)
+    """Prometheus base URL (must be allowed by the installation)."""
     query: str = Field(min_length=1, max_length=8192)
+    """PromQL query returning one value."""
     threshold_range: ThresholdRange
+    """Passing range of the value."""
     interval: Duration = "1m"
+    """Time between measurements."""
     count: int = Field(default=1, ge=1, le=1000)
+    """Measurements to take."""
     failure_limit: int = Field(default=0, ge=0)
+    """Failed measurements tolerated."""
     consecutive_success_limit: int = Field(default=1, ge=1)
+    """Passing measurements in a row needed."""
     on_no_data: Literal["pass", "fail", "inconclusive"] = "inconclusive"
+    """Result when the query returns nothing: pass, fail or inconclusive."""
 
 
 class Gate(ApiModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Gate name, unique in its phase."""
     type: GateType
+    """syncLag, dnsRecord, ttlElapsed, prometheus, minDuration or manualApproval."""
     sync_lag: SyncLagGate | None = None
+    """Settings for syncLag."""
     dns_record: DnsRecordGate | None = None
+    """Settings for dnsRecord."""
     prometheus: PrometheusGate | None = None
+    """Settings for prometheus."""
     duration: Duration | None = None
+    """Time for minDuration."""
 
     model_config = {
         "json_schema_extra": {
@@ -309,12 +381,18 @@ class PhaseGates(ApiModel):
     """Gates that must hold before entering each phase."""
 
     ttl_lowered: GateList = []
+    """Gates before entering TTLLowered."""
     staged: GateList = []
+    """Gates before entering Staged."""
     switched: GateList = []
+    """Gates before entering Switched (the MX swap)."""
     enforced: GateList = []
+    """Gates before entering Enforced."""
 
 
 class DnsCutoverSpec(ApiModel):
+    """The domain's DNS cutover: provider, target records, the phase to move toward, gates."""
+
     domain: str = Field(
         min_length=3,
         max_length=253,
@@ -323,102 +401,166 @@ class DnsCutoverSpec(ApiModel):
             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "domain is immutable"}]
         },
     )
+    """The domain whose mail moves; immutable."""
     provider: DnsProvider
+    """The DNS provider to write to."""
     migration_ref: LocalObjectRef | None = None
+    """The MailMigration whose lag gates the MX swap and whose final sync waits for it."""
     target_phase: DnsPhase = "Planned"
+    """Planned, TTLLowered, Staged, Switched or Enforced; lower it to roll back."""
     dry_run: bool = False
+    """Compute status.plan, write nothing."""
     approved_phase: DnsPhase | None = Field(
         default=None, description="manualApproval gates pass up to this phase"
     )
     records: TargetRecords
+    """The records to publish."""
     ttl: Ttls = Ttls()
+    """TTLs during and after the cutover."""
     gates: PhaseGates = PhaseGates()
+    """Extra gates per phase, beside the built-in ones."""
 
 
 class Measurement(ApiModel):
     time: datetime
+    """When measured."""
     value: str = Field(max_length=512)
+    """The measured value."""
 
 
 class GateStatus(ApiModel):
     phase: DnsPhase
+    """The phase the gate guards."""
     name: str = Field(max_length=63)
+    """Gate name."""
     type: GateType
+    """Gate type."""
     result: GateResult = "Pending"
+    """Pending, Passed, Failed, Inconclusive (or Skipped for a built-in gate turned off)."""
     message: str = Field(default="", max_length=2048)
+    """The last evaluation, in words."""
     successes: int = 0
+    """Passing evaluations."""
     failures: int = 0
+    """Failing evaluations."""
     consecutive_successes: int = 0
+    """Passing evaluations in a row."""
     measurements: Annotated[list[Measurement], Field(max_length=10)] = []
+    """The latest measurements."""
     last_evaluated: datetime | None = None
+    """When last evaluated."""
 
 
 class RRset(ApiModel):
     name: str = Field(max_length=253)
+    """Owner name."""
     type: str = Field(max_length=16)
+    """Record type."""
     ttl: int = Field(default=0, ge=0)
+    """TTL in seconds."""
     records: Annotated[list[str], Field(max_length=64)] = []
+    """Record values."""
 
 
 class RecordChange(ApiModel):
     action: Literal["create", "replace", "delete"]
+    """create, replace or delete."""
     name: str = Field(max_length=253)
+    """Owner name."""
     type: str = Field(max_length=16)
+    """Record type."""
     before: RRset | None = None
+    """The RRset now."""
     after: RRset | None = None
+    """The RRset after the step."""
 
 
 class Plan(ApiModel):
     from_phase: DnsPhase
+    """Phase now."""
     to_phase: DnsPhase
+    """Phase after the step."""
     changes: Annotated[list[RecordChange], Field(max_length=64)] = []
+    """Record changes of the step (a dry-run diff)."""
     computed_at: datetime | None = None
+    """When computed."""
 
 
 class Snapshot(ApiModel):
     """The RRsets as they were before the operator entered `phase`. Absent ones have no records."""
 
     phase: DnsPhase
+    """The phase entered after the snapshot."""
     taken_at: datetime
+    """When taken."""
     rrsets: Annotated[list[RRset], Field(max_length=64)] = []
+    """The RRsets as they were."""
 
 
 class DkimKeyStatus(ApiModel):
     selector: str = Field(max_length=63)
+    """Selector."""
     algorithm: Literal["rsa", "ed25519"]
+    """rsa or ed25519."""
     secret_name: K8sName | None = None
+    """Secret holding the generated private key."""
     public_key_sha256: str | None = Field(default=None, max_length=64)
+    """SHA-256 of the published public key."""
 
 
 class MtaStsStatus(ApiModel):
     id: str = Field(max_length=32)
+    """Policy id published in _mta-sts."""
     mode: Literal["none", "testing", "enforce"]
+    """none, testing or enforce."""
     policy_sha256: str = Field(max_length=64)
+    """SHA-256 of the policy file."""
 
 
 class DnsHistoryEntry(ApiModel):
     time: datetime
+    """When."""
     from_phase: DnsPhase
+    """Phase left."""
     to_phase: DnsPhase
+    """Phase entered."""
     reason: str = Field(max_length=128)
+    """Why, as one word."""
     message: str = Field(default="", max_length=1024)
+    """Why, in words."""
 
 
 class DnsCutoverStatus(ApiModel):
+    """Where the cutover stands: phase, gate results, plan, snapshots (written by the operator)."""
+
     phase: DnsPhase | None = None
+    """The phase the records are in now."""
     observed_generation: int | None = None
+    """The metadata.generation this status describes."""
     conditions: Conditions = []
+    """Ready, GatesPassed, Paused, Stalled and RolledBack."""
     phase_entered_at: datetime | None = None
+    """When the current phase was entered."""
     ttl_lowered_at: datetime | None = None
+    """When the TTLs were lowered."""
     switched_at: datetime | None = None
+    """When the MX swap was seen on every authoritative nameserver."""
     dmarc_stage: int | None = Field(default=None, ge=0)
+    """Index of the DMARC stage published."""
     gates: Annotated[list[GateStatus], Field(max_length=64)] = []
+    """Gate results, with their last measurements."""
     plan: Plan | None = None
+    """The next step's record changes."""
     snapshots: Annotated[list[Snapshot], Field(max_length=8)] = []
+    """Records as they were before each phase (a rollback restores them)."""
     dkim: Annotated[list[DkimKeyStatus], Field(max_length=8)] = []
+    """Generated DKIM keys."""
     mta_sts: MtaStsStatus | None = None
+    """The MTA-STS policy published."""
     history: Annotated[list[DnsHistoryEntry], Field(max_length=20)] = []
+    """The latest phase transitions."""
     last_error: ErrorInfo | None = None
+    """The last error."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

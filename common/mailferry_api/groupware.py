@@ -37,6 +37,7 @@ Content = Annotated[
 
 class GroupwareEndpoint(ApiModel):
     type: GroupwareType = "dav"
+    """dav (CardDAV/CalDAV), google (People and Calendar API) or microsoft (Graph)."""
     url: str | None = Field(
         default=None,
         max_length=2048,
@@ -45,11 +46,13 @@ class GroupwareEndpoint(ApiModel):
         "the API root (defaults to the public one)",
     )
     tls_verify: bool = True
+    """Verify the server certificate."""
     auth: ImapAuth | None = Field(default=None, description="default: the mail side's auth")
     sync: SyncMode = Field(
         default="auto", description="auto: WebDAV sync tokens (RFC 6578) where offered; etag: always compare"
     )
     timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    """Seconds per request."""
 
     model_config = {
         "json_schema_extra": {
@@ -62,7 +65,9 @@ class GroupwareEndpoint(ApiModel):
 
 class Groupware(ApiModel):
     source: GroupwareEndpoint
+    """Where contacts and calendars come from."""
     destination: GroupwareEndpoint
+    """Where they go."""
     max_item_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="larger items are reported")
     max_deletes_per_round: int = Field(
         default=1000, ge=0, description="safety cap: more source deletions in one round stop the collection"
@@ -71,9 +76,12 @@ class Groupware(ApiModel):
 
 class ItemError(ApiModel):
     collection: str = Field(max_length=512)
+    """The collection."""
     item: str = Field(max_length=512, description="the item's UID (or resource name)")
     reason: str = Field(max_length=128)
+    """The problem, as one word."""
     message: str = Field(default="", max_length=1024)
+    """The problem."""
 
 
 class CollectionCheckpoint(ApiModel):
@@ -82,21 +90,37 @@ class CollectionCheckpoint(ApiModel):
 
     name: str = Field(max_length=512, description="kind/collection, e.g. calendars/work")
     kind: CollectionKind
+    """contacts or calendars."""
     source: str = Field(max_length=2048)
+    """URL or ID of the source collection."""
     destination: str = Field(max_length=2048)
+    """URL or ID of the destination collection."""
     mode: CollectionMode = "syncToken"
+    """syncToken (RFC 6578), etag (compare ETags) or api."""
     sync_token: str | None = Field(default=None, max_length=2048)
+    """The source's sync token after the last finished round."""
     pending_token: str | None = Field(default=None, max_length=2048)
+    """Sync token of an interrupted first copy."""
     resume_after: str | None = Field(default=None, max_length=1024)
+    """Last item copied by an interrupted first copy."""
     etag_digest: str | None = Field(default=None, max_length=128)
+    """Digest of the source ETags (etag mode): unchanged means nothing to do."""
     items: int = 0
+    """Items in the source collection."""
     copied: int = 0
+    """Items copied."""
     deleted: int = 0
+    """Items removed because the source removed them."""
     failed: int = 0
+    """Items that failed."""
     unsupported: int = 0
+    """Items the destination cannot hold."""
     pending: int = 0
+    """Items still to copy."""
     last_sync_time: datetime | None = None
+    """When the collection last finished a sync."""
     last_error: str | None = Field(default=None, max_length=1024)
+    """The last error."""
 
 
 Collections = Annotated[

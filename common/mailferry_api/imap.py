@@ -19,13 +19,22 @@ class OAuth2(ApiModel):
     """Where XOAUTH2 access tokens come from. Secret keys name entries of auth.secretRef."""
 
     provider: OAuth2Provider = "static"
+    """static: a ready token in `tokenKey`; google: a service account with domain-wide delegation; microsoft:
+    client credentials of an Entra ID app."""
     token_key: SecretKey = "token"
+    """Secret key holding a ready access token (provider static)."""
     service_account_key: SecretKey = "service-account.json"
+    """Secret key holding the Google service-account JSON (provider google)."""
     client_id: str | None = Field(default=None, max_length=256)
+    """Application (client) ID (provider microsoft)."""
     tenant_id: str | None = Field(default=None, max_length=256)
+    """Directory (tenant) ID (provider microsoft)."""
     client_secret_key: SecretKey = "client-secret"
+    """Secret key holding the client secret (provider microsoft)."""
     scope: str | None = Field(default=None, max_length=1024)
+    """OAuth scope to request; default: the provider's IMAP scope."""
     token_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    """Token endpoint override; default: the provider's."""
 
 
 class ImapAuth(ApiModel):
@@ -37,11 +46,18 @@ class ImapAuth(ApiModel):
     """
 
     method: AuthMethod = "password"
+    """password, xoauth2 or master-user."""
     secret_ref: SecretRef
+    """The Secret holding the passwords or keys; the operator reads only Secrets labelled
+    mailferry.io/credentials=true."""
     master_user_key: SecretKey = "master-username"
+    """Secret key holding the master user's login (method master-user)."""
     master_password_key: SecretKey = "master-password"
+    """Secret key holding the master user's password (method master-user)."""
     master_separator: str = Field(default="*", min_length=1, max_length=4)
+    """Put between user and master login (Dovecot: `*`)."""
     oauth2: OAuth2 | None = None
+    """Where access tokens come from (method xoauth2)."""
 
 
 class ImapEndpoint(ApiModel):
@@ -53,12 +69,19 @@ class ImapEndpoint(ApiModel):
             "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "host is immutable"}]
         },
     )
+    """IMAP server host name or IP address; immutable."""
     port: int = Field(default=993, ge=1, le=65535)
+    """IMAP port (993 for tls, 143 for starttls or none)."""
     security: Security = "tls"
+    """tls (implicit TLS), starttls, or none (tests and trusted networks only)."""
     tls_verify: bool = True
+    """Verify the server certificate and host name."""
     auth: ImapAuth
+    """How to log in."""
     connect_timeout_seconds: int = Field(default=30, ge=1, le=600)
+    """Seconds to wait for the TCP and TLS handshake."""
     read_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    """Seconds to wait for a server response before the connection is abandoned."""
 
     model_config = {
         "json_schema_extra": {
@@ -78,7 +101,9 @@ class FolderMapping(ApiModel):
     replacement (\\1 or \\g<name> groups), first match wins."""
 
     from_: str = Field(alias="from", min_length=1, max_length=1024)
+    """Python regular expression matched against the whole source folder name."""
     to: str = Field(max_length=1024)
+    """Replacement (\\1 for groups): the destination folder name."""
 
 
 FolderPattern = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -89,10 +114,16 @@ MAX_FOLDER_SELECTION_CHARS = 8192
 
 class FolderSelection(ApiModel):
     strategy: FolderStrategy = "all"
+    """all folders, standard (special-use folders and INBOX) or inboxOnly."""
     include: Annotated[list[FolderPattern], Field(max_length=256)] = []
+    """Only folders matching one of these glob patterns (default: every folder the strategy picks)."""
     exclude: Annotated[list[FolderPattern], Field(max_length=256)] = []
+    """Skip folders matching one of these glob patterns."""
     mappings: Annotated[list[FolderMapping], Field(max_length=256)] = []
+    """Rename folders: the first matching mapping wins."""
     special_use_automap: bool = True
+    """Map special-use folders (Sent, Drafts, Trash, Junk, Archive) to the destination's, whatever their
+    names."""
 
     model_config = {
         "json_schema_extra": {
@@ -141,10 +172,15 @@ class SyncOptions(ApiModel):
     """What to copy; shared by MailMigration (defaults for every mailbox) and MailboxSync."""
 
     folders: FolderSelection = FolderSelection()
+    """Which folders to copy, and how to name them on the destination."""
     import_since: date | None = None
+    """Copy only messages whose INTERNALDATE is on or after this date."""
     skip_duplicates: bool = False
+    """Skip a message the destination folder already holds (same Message-ID and size)."""
     max_message_bytes: int | None = Field(default=None, ge=1)
+    """Skip (and report) messages larger than this."""
     connections_per_mailbox: int = Field(default=2, ge=1, le=16)
+    """IMAP connections per mailbox and side at once."""
     deletions: DeletionMode = Field(
         default="mirror",
         description=(
@@ -154,6 +190,7 @@ class SyncOptions(ApiModel):
         ),
     )
     deletion_safety: DeletionSafety = DeletionSafety()
+    """Cap on removals per folder and round when deletions are mirrored."""
 
 
 def default_secret_key(username: str) -> str:

@@ -21,17 +21,28 @@ MAX_OWNED_CHARS = 16384
 
 class MailboxSide(ApiModel):
     endpoint: ImapEndpoint
+    """The IMAP server."""
     username: str = Field(min_length=1, max_length=320)
+    """The mailbox's login on that server."""
 
 
 class MailboxSyncSpec(SyncOptions):
+    """One mailbox: both sides and what to copy (created by its MailMigration)."""
+
     source: MailboxSide
+    """Where the mail comes from."""
     destination: MailboxSide
+    """Where the mail goes."""
     secret_key: SecretKey | None = None
+    """Key of the mailbox's password in each side's Secret."""
     migration_ref: LocalObjectRef | None = None
+    """The MailMigration this mailbox belongs to."""
     suspend: bool = False
+    """Do not sync this mailbox."""
     content: Content = ["mail"]
+    """What to move: mail, contacts, calendars."""
     groupware: Groupware | None = None
+    """Where contacts and calendars are."""
 
 
 class FolderCheckpoint(ApiModel):
@@ -39,10 +50,15 @@ class FolderCheckpoint(ApiModel):
 
     name: str = Field(max_length=1024, description="source folder name (decoded)")
     destination: str | None = Field(default=None, max_length=1024)
+    """Destination folder name."""
     uid_validity: int | None = Field(default=None, ge=0)
+    """Source UIDVALIDITY the UIDs below refer to."""
     last_uid: int = Field(default=0, ge=0)
+    """Highest source UID known to be on the destination."""
     uid_next: int | None = Field(default=None, ge=0)
+    """Source UIDNEXT at the last sync (unchanged: nothing new)."""
     highest_mod_seq: int | None = Field(default=None, ge=0)
+    """Source HIGHESTMODSEQ at the last sync (CONDSTORE), for flag changes."""
     dest_uid_validity: int | None = Field(
         default=None, ge=0, description="destination folder UIDVALIDITY that `destUidNext` refers to"
     )
@@ -79,45 +95,70 @@ class FolderCheckpoint(ApiModel):
         description="source messages below `uidNext` when the last round ended: fewer now means expunged",
     )
     messages: int = 0
+    """Messages in the source folder."""
     copied: int = 0
+    """Messages copied."""
     skipped: int = 0
+    """Messages skipped on purpose."""
     failed: int = 0
+    """Messages the destination refused."""
     bytes: int = 0
+    """Bytes copied."""
     pending: int = 0
+    """Messages still to copy."""
     deleted: int = Field(default=0, description="copies removed because the source expunged the message")
     moved: int = Field(default=0, description="copies moved here because the source moved the message")
     deletions_held: int = Field(
         default=0, description="removals the safety cap holds back (see spec.deletionSafety)"
     )
     last_sync_time: datetime | None = None
+    """When the folder last finished a sync."""
 
 
 class SyncTotals(ApiModel):
     messages: int = 0
+    """Messages on the source."""
     copied: int = 0
+    """Messages copied."""
     skipped: int = 0
+    """Messages skipped on purpose."""
     failed: int = 0
+    """Messages the destination refused."""
     deleted: int = 0
+    """Copies removed because the source expunged the message."""
     moved: int = 0
+    """Copies moved because the source moved the message."""
     bytes: int = 0
+    """Bytes copied."""
     expected_bytes: int = 0
+    """Bytes on the source."""
 
 
 class MailboxLag(ApiModel):
     seconds: int = 0
+    """Time since the last finished sync."""
     pending_messages: int = 0
+    """Messages on the source not yet copied."""
 
 
 class Throttle(ApiModel):
     reason: str = Field(max_length=256)
+    """What the server said (e.g. [THROTTLED], a daily byte budget)."""
     until: datetime | None = None
+    """No new connection before this time."""
     count: int = 0
+    """Throttle responses so far."""
 
 
 class MailboxSyncStatus(ApiModel):
+    """Where the mailbox stands: per-folder checkpoints, counts, lag, errors (written by the worker)."""
+
     phase: MailboxPhase | None = None
+    """Pending, Syncing, Synced, Throttled or Failed."""
     observed_generation: int | None = None
+    """The metadata.generation this status describes."""
     conditions: Conditions = []
+    """Ready, Synced, Stalled and Throttled."""
     folders: Annotated[
         list[FolderCheckpoint],
         Field(
@@ -125,18 +166,30 @@ class MailboxSyncStatus(ApiModel):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     ] = []
+    """One checkpoint per source folder."""
     totals: SyncTotals | None = None
+    """Counts over every folder."""
     skip_reasons: dict[str, int] = {}
+    """Skipped messages by reason."""
     lag: MailboxLag | None = None
+    """How far the destination is behind."""
     round: int = Field(default=0, ge=0, description="the last MailMigration round this mailbox finished")
     job_name: K8sName | None = None
+    """The worker Job that last synced this mailbox."""
     attempts: int = 0
+    """Failed attempts in a row."""
     last_sync_time: datetime | None = None
+    """When the last sync finished."""
     last_error: ErrorInfo | None = None
+    """The last error."""
     throttle: Throttle | None = None
+    """The server's throttling, when it throttles."""
     flag_errors: int = 0
+    """Flag changes the destination refused."""
     collections: Collections = []
+    """One checkpoint per address book or calendar."""
     item_errors: ItemErrors = []
+    """Contacts or events that could not be copied."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

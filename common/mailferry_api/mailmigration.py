@@ -39,10 +39,13 @@ RoundKind = Literal["bulk", "delta", "final"]
 
 class MailboxEntry(ApiModel):
     source: str = Field(min_length=3, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$|^[^\s@]+$")
+    """Login (usually the address) of the mailbox on the source."""
     destination: str | None = Field(
         default=None, min_length=3, max_length=320, pattern=r"^[^\s@]+(@[^\s@]+)?$"
     )
+    """Login on the destination; default: the source login."""
     secret_key: SecretKey | None = None
+    """Key in the Secrets holding this mailbox's passwords; default: the login with '@' as '_'."""
     cohort: str | None = Field(
         default=None,
         max_length=40,
@@ -58,13 +61,18 @@ class InventoryRef(ApiModel):
     """
 
     name: K8sName
+    """ConfigMap name."""
     key: SecretKey = "mailboxes"
+    """Key of the ConfigMap holding the list."""
     format: InventoryFormat = "auto"
+    """csv, json, or auto (by content)."""
 
 
 class Approval(ApiModel):
     required: bool = False
+    """Scan first, then wait for `approved` before copying anything."""
     approved: bool = False
+    """Set to true after reviewing status.scan (`kubectl mailferry approve migration NAME`)."""
 
 
 # A Kubernetes resource.Quantity: `100m`, `512Mi` or a bare number.
@@ -84,43 +92,66 @@ class ResourceRequirements(ApiModel):
     """corev1.ResourceRequirements for the worker container (cpu, memory, ephemeral-storage)."""
 
     requests: Annotated[dict[str, Quantity], Field(max_length=8)] = {}
+    """Resources the worker container asks for (cpu, memory, ephemeral-storage)."""
     limits: Annotated[dict[str, Quantity], Field(max_length=8)] = {}
+    """Most the worker container may use."""
 
 
 class WorkerSpec(ApiModel):
     # No schema defaults for these two: the API server would store them, and the installation's image
     # (chart image.*, upgrades) and ServiceAccount would never reach the Jobs. The operator fills them in.
     image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Worker image; default: the operator's installation (the chart's image.*, MAILFERRY_WORKER_IMAGE), so
+    upgrades reach the Jobs."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Always, IfNotPresent or Never."""
     service_account_name: K8sName | None = None
+    """ServiceAccount of the worker pods; default: the installation's (mailferry-worker)."""
     resources: ResourceRequirements | None = None
+    """Requests and limits of the worker container."""
     mailbox_concurrency: int = Field(default=4, ge=1, le=64)
+    """Mailboxes one worker Job copies at once."""
     active_deadline_seconds: int = Field(default=21600, ge=60)
+    """A Job running longer is stopped by Kubernetes (its checkpoints stay)."""
     backoff_limit: int = Field(default=2, ge=0, le=20)
+    """Pod retries of one Job before it counts as failed."""
 
 
 class MailMigrationSpec(SyncOptions):
+    """What to migrate and how: endpoints, mailboxes, folder rules, batching, approval, the worker."""
+
     source: ImapEndpoint
+    """The IMAP server mail is copied from."""
     destination: ImapEndpoint
+    """The IMAP server mail is copied to."""
     # A map list: a mailbox listed twice is rejected, and server-side apply merges entries by source.
     mailboxes: (
         Annotated[list[MailboxEntry], Field(max_length=1000, json_schema_extra=list_map("source"))] | None
     ) = None
+    """The mailboxes, inline (up to 1,000); or use inventoryRef."""
     inventory_ref: InventoryRef | None = None
+    """A ConfigMap listing the mailboxes (CSV or JSON), for long lists."""
     content: Content = Field(default=["mail"], description="what to move: mail, contacts, calendars")
     groupware: Groupware | None = Field(default=None, description="where contacts and calendars are")
     batch_size: int = Field(default=10, ge=1, le=1000)
+    """Mailboxes per worker Job."""
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)
+    """Worker Jobs running at once."""
     delta_interval: Duration = "15m"
+    """Time between delta rounds once the bulk copy is done (e.g. 15m)."""
     approval: Approval = Approval()
+    """Review the scan before copying."""
     suspend: bool = False
+    """Start no new worker Jobs (running ones finish)."""
     complete: bool = False
+    """Run one final delta round, then stop (cannot be unset)."""
     retry_failed: str | None = Field(
         default=None,
         max_length=63,
         description="Change this value to retry every mailbox that failed.",
     )
     worker: WorkerSpec = WorkerSpec()
+    """The worker Jobs: image, ServiceAccount, resources, concurrency."""
 
     model_config = {
         "json_schema_extra": {
@@ -146,75 +177,116 @@ class MailMigrationSpec(SyncOptions):
 
 class InventoryError(ApiModel):
     line: int = Field(ge=0)
+    """Line (CSV) or index (JSON) of the row."""
     reason: str = Field(max_length=256)
+    """Why the row was refused."""
 
 
 class InventoryStatus(ApiModel):
     total: int = 0
+    """Rows read."""
     valid: int = 0
+    """Rows accepted."""
     invalid: int = 0
+    """Rows refused (see errors)."""
     errors: Annotated[list[InventoryError], Field(max_length=MAX_ERRORS)] = []
+    """The first refused rows, with the reason."""
 
 
 class MailboxError(ApiModel):
     mailbox: str = Field(max_length=320)
+    """Source login of the mailbox."""
     side: Literal["source", "destination", "both"] | None = None
+    """source, destination or both."""
     reason: str = Field(max_length=128)
+    """The problem, as one CamelCase word."""
     message: str = Field(default="", max_length=1024)
+    """The problem, in words."""
 
 
 class ScanStatus(ApiModel):
     mailboxes: int = 0
+    """Mailboxes scanned."""
     reachable: int = 0
+    """Mailboxes whose source and destination logins worked."""
     folders: int = 0
+    """Folders to copy."""
     messages: int = 0
+    """Messages to copy."""
     bytes: int = 0
+    """Bytes to copy."""
     completed_at: datetime | None = None
+    """When the scan finished."""
     errors: Annotated[list[MailboxError], Field(max_length=MAX_ERRORS)] = []
+    """Per-mailbox problems found by the scan."""
 
 
 class Totals(ApiModel):
     expected_messages: int = 0
+    """Messages on the source (to be copied)."""
     copied_messages: int = 0
+    """Messages copied."""
     skipped_messages: int = 0
+    """Messages skipped on purpose (duplicates, too large, before importSince)."""
     failed_messages: int = 0
+    """Messages the destination refused."""
     expected_bytes: int = 0
+    """Bytes on the source."""
     copied_bytes: int = 0
+    """Bytes copied."""
 
 
 class Lag(ApiModel):
     max_seconds: int = 0
+    """Largest time since a mailbox's last finished sync."""
     pending_messages: int = 0
+    """Messages on the source not yet on the destination."""
 
 
 class JobCounts(ApiModel):
     active: int = 0
+    """Worker Jobs running."""
     succeeded: int = 0
+    """Worker Jobs finished."""
     failed: int = 0
+    """Worker Jobs failed."""
 
 
 class MailboxCounts(ApiModel):
     total: int = 0
+    """Mailboxes of the migration."""
     synced: int = 0
+    """Mailboxes whose last round finished."""
     syncing: int = 0
+    """Mailboxes being copied now."""
     pending: int = 0
+    """Mailboxes waiting for a Job."""
     failed: int = 0
+    """Mailboxes whose copy failed (`kubectl mailferry retry`)."""
 
 
 class RoundStatus(ApiModel):
     number: int = 0
+    """Round number (1: the bulk copy)."""
     kind: RoundKind = "bulk"
+    """bulk, delta or final."""
     started_at: datetime | None = None
+    """When the round started."""
     completed_at: datetime | None = None
+    """When every mailbox finished the round."""
 
 
 class CutoverHoldStatus(ApiModel):
     """The DnsCutover referencing this migration, as far as the final sync waits for it."""
 
     name: K8sName
+    """The DnsCutover."""
     phase: str | None = Field(default=None, max_length=32)
+    """Its phase."""
     switched_at: datetime | None = None
+    """When it swapped the MX records."""
     drain_until: datetime | None = None
+    """Until when mail may still arrive at the old provider."""
     holds: str = Field(
         default="no",
         max_length=64,
@@ -224,22 +296,39 @@ class CutoverHoldStatus(ApiModel):
 
 
 class MailMigrationStatus(ApiModel):
+    """Where the migration stands (written by the operator)."""
+
     phase: MigrationPhase | None = None
+    """Validating, AwaitingApproval, Syncing, InSync, Completing, Completed, Failed or Suspended."""
     observed_generation: int | None = None
+    """The metadata.generation this status describes."""
     conditions: Conditions = []
+    """Ready, Validated, Approved, BulkCopied, InSync and Stalled, each with a reason and message."""
     inventory: InventoryStatus | None = None
+    """What the inventory ConfigMap held."""
     scan: ScanStatus | None = None
+    """What the scan found (review it before approving)."""
     totals: Totals | None = None
+    """Messages and bytes, expected and copied, over every mailbox."""
     lag: Lag | None = None
+    """How far the destination is behind the source."""
     jobs: JobCounts | None = None
+    """Worker Jobs by state."""
     mailboxes: MailboxCounts | None = None
+    """Mailboxes by state."""
     round: RoundStatus | None = None
+    """The current (or last) round."""
     progress: str | None = Field(default=None, max_length=32, description="copied/expected, for kubectl")
     retried_failed: str | None = Field(default=None, max_length=63)
+    """The spec.retryFailed value last acted on."""
     completed_at: datetime | None = None
+    """When the migration completed."""
     failed_mailboxes: Annotated[list[MailboxError], Field(max_length=MAX_ERRORS)] = []
+    """Mailboxes that failed, with the reason."""
     cutover: CutoverHoldStatus | None = None
+    """The DnsCutover the final sync waits for."""
     history: History = []
+    """The latest phase transitions."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

@@ -53,11 +53,14 @@ class NoticeTiming(ApiModel):
     """
 
     anchor: Anchor
+    """What the time is relative to."""
     offset: SignedDuration = "0s"
+    """Offset from the anchor (negative: before)."""
 
 
 class Notice(ApiModel):
     name: NoticeName
+    """Notice name."""
     template: SecretKey = Field(
         description="templates ConfigMap keys `<template>.subject` and `<template>.text`"
     )
@@ -65,10 +68,12 @@ class Notice(ApiModel):
         default=[], description="cohorts that get this notice (empty: every cohort)"
     )
     at: NoticeTiming
+    """When to send it."""
 
 
 class Cohort(ApiModel):
     name: CohortName
+    """Cohort name (the inventory's cohort column)."""
     window: datetime | None = Field(default=None, description="planned start of this cohort's window")
 
 
@@ -78,13 +83,21 @@ class SmtpSubmission(ApiModel):
     (`app.kubernetes.io/part-of: mailferry`)."""
 
     host: str = Field(min_length=1, max_length=253, pattern=HOST_PATTERN)
+    """SMTP submission server."""
     port: int = Field(default=587, ge=1, le=65535)
+    """Its port (587 starttls, 465 tls)."""
     security: Literal["starttls", "tls"] = "starttls"
+    """starttls or tls."""
     tls_verify: bool = True
+    """Verify the server certificate."""
     secret_ref: SecretRef
+    """Secret holding the login (labelled mailferry.io/credentials=true)."""
     username_key: SecretKey = "username"
+    """Key of the user name."""
     password_key: SecretKey = "password"
+    """Key of the password."""
     timeout_seconds: int = Field(default=30, ge=1, le=600)
+    """Seconds per SMTP exchange."""
 
 
 class Sending(ApiModel):
@@ -97,59 +110,96 @@ class Sending(ApiModel):
 
 
 class NoticePlanSpec(ApiModel):
+    """Notices to the people migrated: cohorts, templates, timing, SMTP, approved drafts."""
+
     migration_ref: LocalObjectRef
+    """The MailMigration whose people get the notices."""
     cutover_ref: LocalObjectRef | None = Field(default=None, description="DnsCutover, for anchor `switch`")
     from_: str = Field(alias="from", min_length=3, max_length=320, description="From: 'Name <addr>'")
     reply_to: str | None = Field(default=None, max_length=320)
+    """Reply-To: address."""
     templates_ref: LocalObjectRef = Field(description="ConfigMap with the templates")
     smtp: SmtpSubmission
+    """How to send."""
     cohorts: Annotated[list[Cohort], Field(max_length=MAX_COHORTS, json_schema_extra=list_map("name"))] = []
+    """Groups of people, with their migration windows."""
     notices: Annotated[
         list[Notice], Field(min_length=1, max_length=MAX_NOTICES, json_schema_extra=list_map("name"))
     ]
+    """The notices and when each goes out."""
     sending: Sending = Sending()
+    """Pace and retries."""
     approved_hashes: Annotated[list[DraftHash], Field(max_length=MAX_DRAFTS)] = Field(
         default=[], description="drafts approved for sending, by their exact hash (status.drafts[].hash)"
     )
     suspend: bool = False
+    """Send nothing."""
 
 
 class Draft(ApiModel):
     """One notice for one cohort, rendered: what a reviewer reads and approves by `hash`."""
 
     notice: NoticeName
+    """Notice name."""
     cohort: CohortName
+    """Cohort name."""
     hash: str = Field(default="", max_length=16)
+    """Hash of the rendered draft: approve it by adding it to spec.approvedHashes."""
     state: DraftState
+    """Where the draft stands."""
     due_at: datetime | None = None
+    """When it is due."""
     subject: str = Field(default="", max_length=998)
+    """Rendered subject."""
     text: str = Field(default="", max_length=MAX_TEXT)
+    """Rendered text."""
     recipients: int = 0
+    """People it goes to."""
     sent: int = 0
+    """Sent."""
     bounced: int = 0
+    """Bounced."""
     in_doubt: int = 0
+    """Sends whose outcome is unknown (never repeated blindly)."""
     reason: str = Field(default="", max_length=128)
+    """Why it is in this state, as one word."""
     message: str = Field(default="", max_length=1024)
+    """Why, in words."""
 
 
 class CohortDelivery(ApiModel):
     cohort: CohortName
+    """Cohort name."""
     recipients: int = 0
+    """People in the cohort."""
     sent: int = 0
+    """Sent."""
     bounced: int = 0
+    """Bounced."""
     batch_started_at: datetime | None = None
+    """When the current batch started."""
 
 
 class NoticePlanStatus(ApiModel):
+    """Drafts and deliveries (written by the operator)."""
+
     phase: PlanPhase | None = None
+    """The plan's phase."""
     observed_generation: int | None = None
+    """The metadata.generation this status describes."""
     conditions: Conditions = []
+    """Ready and the plan's own conditions."""
     pending_approvals: int = Field(default=0, description="drafts due or scheduled that wait for approval")
     sent: int = 0
+    """Notices sent."""
     bounced: int = 0
+    """Notices bounced."""
     drafts: Annotated[list[Draft], Field(max_length=MAX_DRAFTS)] = []
+    """Rendered drafts, with their hashes and states."""
     cohorts: Annotated[list[CohortDelivery], Field(max_length=MAX_COHORTS)] = []
+    """Delivery per cohort."""
     last_run_time: datetime | None = None
+    """When the plan last ran."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

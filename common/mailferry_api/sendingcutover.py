@@ -38,8 +38,11 @@ class ProviderKey(ApiModel):
     """A sending provider and where its API key lives (a Secret the application team owns)."""
 
     name: EspProvider
+    """The email sending provider (ESP)."""
     secret_name: K8sName
+    """Secret holding its API key."""
     secret_key: SecretKey = "api-key"
+    """Key of the API key in that Secret."""
 
 
 class SendingRecord(ApiModel):
@@ -48,8 +51,11 @@ class SendingRecord(ApiModel):
     authoritative nameserver serves it."""
 
     name: HostName
+    """Owner name."""
     type: RecordType = "CNAME"
+    """Record type."""
     value: str = Field(min_length=1, max_length=2048)
+    """Expected value."""
 
 
 class RampStep(ApiModel):
@@ -68,8 +74,10 @@ class WarmupGates(ApiModel):
         default=0.001, ge=0, le=1, description="to advance; at or above: step back"
     )
     complaint_rate_hard_stop: float = Field(default=0.003, ge=0, le=1)
+    """Complaint rate at which sending steps back at once."""
     bounce_rate_max: float = Field(default=0.02, ge=0, le=1, description="to advance; at or above: hold")
     bounce_rate_hard_stop: float = Field(default=0.05, ge=0, le=1)
+    """Bounce rate at which sending steps back at once."""
     on_hard_stop: HardStopAction = Field(
         default="Zero", description="Zero: weight 0 and the old key back; StepBack: one step down"
     )
@@ -77,6 +85,7 @@ class WarmupGates(ApiModel):
 
 class PrometheusSource(ApiModel):
     address: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    """Prometheus base URL with the ESP event counters (must be allowed)."""
 
 
 class RecordCheck(ApiModel):
@@ -91,18 +100,29 @@ class SendingCutoverSpec(ApiModel):
     application reads its provider, key and weight from."""
 
     domain: str = Field(pattern=DOMAIN_PATTERN, max_length=253)
+    """The sending domain."""
     stream: str = Field(default="default", pattern=STREAM_PATTERN, max_length=63)
+    """Message stream (e.g. transactional), one cutover per stream."""
     provider: ProviderKey
+    """The new ESP."""
     previous_provider: ProviderKey
+    """The old ESP (the rollback target)."""
     records: Annotated[list[SendingRecord], Field(max_length=32)] = []
+    """DNS records the new ESP needs (checked before the first step)."""
     record_check: RecordCheck = RecordCheck()
+    """Where to check those records."""
     dns_cutover_ref: K8sName | None = Field(default=None, description="DnsCutover to wait for")
     required_dns_phase: DnsPhase = "Switched"
+    """DnsCutover phase to wait for."""
     ramp: Annotated[list[RampStep], Field(min_length=1, max_length=20)]
+    """Steps of the warm-up: share of mail sent through the new ESP, and the least time per step."""
     target_weight: int = Field(default=100, ge=0, le=100, description="lower it to roll back at once")
     paused: bool = False
+    """Hold at the current step."""
     warmup: WarmupGates = WarmupGates()
+    """Warm-up gates: complaint and bounce rates."""
     prometheus: PrometheusSource
+    """Where the event counters are."""
     app_secret_name: K8sName = Field(description="the Secret the operator writes for the application")
     hard_stop_ack: int = Field(
         default=0,
@@ -128,46 +148,75 @@ class EventCounts(ApiModel):
     """ESP events for the domain and stream (sums of the ingest counters)."""
 
     delivered: float = 0
+    """Delivered events."""
     bounced: float = 0
+    """Bounce events."""
     complained: float = 0
+    """Complaint events."""
 
 
 class Measurement(ApiModel):
     events: float = 0
+    """Events in the measurement."""
     bounce_rate: float | None = None
+    """Bounces per delivered+bounced."""
     complaint_rate: float | None = None
+    """Complaints per delivered."""
     time: datetime | None = None
+    """When measured."""
 
 
 class SendingHistoryEntry(ApiModel):
     time: datetime
+    """When."""
     decision: Decision
+    """advance, hold, stepBack, hardStop or rollBack."""
     from_weight: int = Field(ge=0, le=100)
+    """Share before."""
     to_weight: int = Field(ge=0, le=100)
+    """Share after."""
     reason: str = Field(max_length=128)
+    """Why, as one word."""
     message: str = Field(default="", max_length=1024)
+    """Why, in words."""
 
 
 class RecordResult(ApiModel):
     name: str = Field(max_length=253)
+    """Owner name."""
     type: RecordType
+    """Record type."""
     verified: bool = False
+    """Served as expected."""
     message: str = Field(default="", max_length=1024)
+    """What was found."""
 
 
 class SendingCutoverStatus(ApiModel):
+    """Where the ramp stands (written by the operator)."""
+
     phase: SendingPhase | None = None
+    """The cutover's phase."""
     observed_generation: int | None = None
+    """The metadata.generation this status describes."""
     conditions: Conditions = []
+    """Ready and the cutover's own conditions."""
     step: int = Field(default=0, ge=0, description="0: not started; n: spec.ramp[n-1]")
     weight: int = Field(default=0, ge=0, le=100)
+    """Share (percent) sent through the new ESP now."""
     step_started_at: datetime | None = None
+    """When the current step started."""
     baseline: EventCounts | None = None
+    """Event counters at the start of the step."""
     last_measurement: Measurement | None = None
+    """The last rates measured."""
     hard_stopped_ack: int | None = Field(default=None, description="spec.hardStopAck when the hard stop came")
     records: Annotated[list[RecordResult], Field(max_length=32)] = []
+    """Record checks."""
     app_secret_revision: int = Field(default=0, ge=0)
+    """Revision of the Secret written for the application."""
     history: Annotated[list[SendingHistoryEntry], Field(max_length=20)] = []
+    """The latest ramp decisions."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 
