@@ -117,9 +117,6 @@ class OperatorSettings:
         "MAILFERRY_NOTICE_INTERVAL", 15.0, "seconds between runs of a NoticePlan (drafts, sending)"
     )
 
-
-_current: OperatorSettings | None = None
-
     def __post_init__(self) -> None:
         worker_pod_fields(self.worker_pod)  # refuse a bad MAILFERRY_WORKER_POD at start, not at the first Job
 
@@ -127,6 +124,9 @@ _current: OperatorSettings | None = None
     def worker_pod_overrides(self) -> dict[str, Any]:
         """MAILFERRY_WORKER_POD, parsed: pod metadata (`labels`, `annotations`) and pod spec fields."""
         return worker_pod_fields(self.worker_pod)
+
+
+_current: OperatorSettings | None = None
 
 
 def current() -> OperatorSettings:
