@@ -22,6 +22,9 @@ Scenarios (all by default):
             during a MailMigration and during a DnsCutover; the operator process stays up
   watch-410  the operator's API connection cut (TCP proxy) while objects change and etcd is compacted,
             on an API server without watch cache: a real 410 Gone, Kopf re-lists (debug + audit log)
+  notices-kill  kill -9 of the operator --kills times (at most 5) while it sends one approved notice to
+            --recipients people (1,000) over real SMTP submission into Dovecot: missed and twice per recipient
+            (tests/chaos/notices_kill.py)
 Not in the default list (run with --scenario):
   load      2 peered operators, one N-row inventory (--rows) + M MailMigrations at once (--migrations):
             RSS, CPU, reconcile latency percentiles, API requests/s (tests/chaos/load.py)
@@ -583,6 +586,22 @@ for _name, _fn in (
 SCENARIOS["failover"] = scenario_failover  # opt-in, like load
 
 
+def scenario_notices_kill(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.notices_kill import notices_kill
+
+    with envtest(work) as kube:
+        kube.kubectl("create", "namespace", "chaos")
+        ok, res = notices_kill(
+            kube, "chaos", work / "notices", args.recipients, kills=min(args.kills, 5), seed=args.seed
+        )
+    say(f"  {json.dumps(res)}")
+    return ok, res
+
+
+SCENARIOS["notices-kill"] = scenario_notices_kill
+DEFAULT_SCENARIOS.append("notices-kill")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
@@ -604,6 +623,7 @@ def main() -> int:
     ap.add_argument("--migrations", type=int, default=50, help="load: MailMigrations created at once")
     ap.add_argument("--timeout", type=float, default=600.0, help="load: seconds to wait for each step")
     ap.add_argument("--restarts", type=int, default=4, help="apiserver-restart: restarts in each half")
+    ap.add_argument("--recipients", type=int, default=1000, help="notices-kill: people the notice goes to")
     args = ap.parse_args()
     HANG_SECONDS[0] = args.hang_seconds
     work = Path(tempfile.mkdtemp(prefix="mailferry-chaos-"))

@@ -48,15 +48,18 @@ async def notice_plan_timer(
         status.conditions = with_ready(status.conditions, [], generation=generation)
         await write_status(ns, name, status)
         return
+    except KubeError as exc:  # API server busy or restarting: the next tick tries again (not Kopf's 60 s)
+        logger.warning("NoticePlan run skipped: %s", exc)
+        return
     books = Books(ns, name, uid, merged_books(obs.snapshot.ledgers), dict(obs.ledger_versions))
     try:
         await settle_in_doubt(obs, books)
         snap = replace(obs.snapshot, ledgers=books.books)
         problem = None if snap.problem else await send(obs, books, decide(snap).sends)
     except KubeError as exc:
-        if exc.status != 409:
-            raise
-        logger.warning("the notice ledger changed under this run (another operator?): stopping this run")
+        # 409: another writer changed the ledger (a second operator?): stop; the intents written so far
+        # are settled by the next run. Anything else: the same, after the API server answers again.
+        logger.warning("NoticePlan run stopped: %s", exc)
         return
     final = decide(replace(snap, ledgers=books.books, delivery_problem=problem))
     await write_status(ns, name, final.status)

@@ -15,12 +15,14 @@ from pydantic import BaseModel
 from mailferry_api.dnscutover import DnsCutover
 from mailferry_api.mailboxsync import MailboxSync
 from mailferry_api.mailmigration import MailboxEntry, MailMigration
+from mailferry_api.noticeplan import NoticePlan
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples"
 MODELS: dict[str, type[BaseModel]] = {
     "MailMigration": MailMigration,
     "MailboxSync": MailboxSync,
     "DnsCutover": DnsCutover,
+    "NoticePlan": NoticePlan,
 }
 
 
@@ -69,7 +71,7 @@ def test_example_secrets_are_placeholders() -> None:
 
 
 def test_inventory_configmap_rows_are_valid_entries() -> None:
-    (cm,) = [d for d in _documents() if d["kind"] == "ConfigMap"]
+    (cm,) = [d for d in _documents() if d["kind"] == "ConfigMap" and "mailboxes.csv" in d.get("data", {})]
     rows = [
         line for line in cm["data"]["mailboxes.csv"].splitlines() if line.strip() and not line.startswith("#")
     ]
