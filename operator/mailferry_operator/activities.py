@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
 
 ANNOTATION_PREFIX = "mailferry.io"
+# Annotations copied into Kopf's last-handled-configuration: ours (approvals, retry knobs) up to this size.
+MAX_DIFFBASE_ANNOTATION = 1024
 
 # Set by main(): in namespaced mode the operator may not list namespaces or CRDs cluster-wide, and
 # Kopf would retry those refused scans for about a minute before it reconciles anything.
@@ -30,10 +33,28 @@ async def close_client(**_: Any) -> None:
     await client.close()
 
 
+class CompactDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's last-handled-configuration without foreign or large annotations.
+
+    Kopf copies the object's annotations into its own annotation: a DnsCutover carrying a 150 KB
+    annotation then needed 300 KB of annotations, over the API server's 256 KB limit, so every patch of
+    Kopf's failed with 422 and the finalizer was never removed (Terminating for minutes). Only
+    mailferry.io/ annotations of up to MAX_DIFFBASE_ANNOTATION characters can trigger a handler anyway."""
+
+    def build(self, *, body: Any, extra_fields: Iterable[Any] | None = None) -> Any:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        for key in list(annotations):
+            if not key.startswith(f"{ANNOTATION_PREFIX}/") or len(annotations[key]) > MAX_DIFFBASE_ANNOTATION:
+                del annotations[key]
+        self.remove_empty_stanzas(essence)
+        return essence
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = CompactDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"

@@ -24,12 +24,14 @@ from ..dns import phases as ph
 from ..dns import spf as spflib
 from ..dns.providers.base import DnsProvider, ProviderError
 from ..dns.providers.factory import build as build_provider
+from ..dns.providers.factory import egress_problem
 from ..dns.rrset import fqdn, rrset_equal, split_txt, txt_values
 from ..gates import evaluate as ev
 from ..gates import probes
 from ..kube import client as kube
+from ..kube.consent import consent_problem
 from ..mtasts import policy as mtasts
-from . import dnslookup
+from . import dnslookup, verify
 from . import snapshot as sn
 from .snapshot import SpecProblem
 
@@ -62,21 +64,29 @@ async def read_object(namespace: str, name: str) -> dict[str, Any] | None:
     )
 
 
-async def read_secret(namespace: str, name: str) -> dict[str, str] | None:
+def _owned(obj: dict[str, Any], name: str, uid: str) -> bool:
+    """Whether the object carries DnsCutover `name`'s label or its ownerReference."""
+    meta = obj.get("metadata") or {}
+    owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
+    return (meta.get("labels") or {}).get("mailferry.io/dnscutover") == name or uid in owners
+
+
+async def read_secret(namespace: str, name: str, owner: tuple[str, str] = ("", "")) -> dict[str, str] | None:
+    """The Secret's values, None when absent. Only a Secret its owner opted in (kube.consent) or one this
+    DnsCutover (`owner` = name, uid) wrote itself is read; any other is SecretNotPermitted."""
     secret = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{name}", K8S_TIMEOUT)
     if secret is None:
         return None
+    refused = consent_problem(secret)
+    if refused is not None and not (owner[1] and _owned(secret, *owner)):
+        raise SpecProblem(refused.reason, refused.message)
     return {k: base64.b64decode(v).decode(errors="replace") for k, v in (secret.get("data") or {}).items()}
 
 
 async def _secret_is_ours(namespace: str, name: str, uid: str, secret: str) -> bool:
     """Whether Secret `secret` carries this DnsCutover's label or ownerReference."""
     obj = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{secret}", K8S_TIMEOUT)
-    if obj is None:
-        return True
-    meta = obj.get("metadata") or {}
-    owners = {o.get("uid") for o in meta.get("ownerReferences") or []}
-    return (meta.get("labels") or {}).get("mailferry.io/dnscutover") == name or uid in owners
+    return obj is None or _owned(obj, name, uid)
 
 
 # ------------------------------------------------------------------ one domain, one DnsCutover
@@ -148,6 +158,9 @@ async def check_domain_owner(namespace: str, name: str, meta: dict[str, Any], do
 
 # ------------------------------------------------------------------------------ provider, DKIM
 async def provider(namespace: str, spec: DnsCutoverSpec) -> DnsProvider:
+    refused = egress_problem(spec)  # before the Secret is even read
+    if refused is not None:
+        raise SpecProblem(refused.reason, refused.message)
     ref = spec.provider.secret_ref
     secret: dict[str, str] = {}
     if ref is not None:
@@ -179,7 +192,7 @@ async def _dkim_secrets(live: Live, spec: DnsCutoverSpec) -> dict[str, sn.DkimSe
         if sel.source != "generate":
             continue
         sname = dkimlib.secret_name(live.name, sel.name)
-        data = await read_secret(live.namespace, sname)
+        data = await read_secret(live.namespace, sname, (live.name, live.uid))
         if data is None:
             out[sel.name] = sn.DkimSecret(sname, exists=False)
             continue
@@ -265,11 +278,18 @@ async def _forward_problem(live: Live, snap: sn.Snapshot, nxt: DnsPhase) -> Prob
         values = [v for v in txt_values(want.get((inp.names.apex, "TXT"))) if spflib.is_spf(v)]
         if values:
             resolve = settings.current().spf_resolve
-            count = await spflib.count_lookups(values[0], dnslookup.spf_lookup if resolve else None)
+            try:
+                count = await spflib.count_lookups(values[0], dnslookup.spf_lookup if resolve else None)
+            except spflib.SpfError as exc:
+                return Problem("SpfIncludeInvalid", f"{exc}: merged record would be {values[0]!r}")
             try:
                 count.check()
             except spflib.SpfError as exc:
                 return Problem("SpfLimitExceeded", f"{exc}: merged record would be {values[0]!r}")
+        if settings.current().spf_resolve:
+            found = await dnslookup.rua_problem(spec)
+            if found is not None:
+                return found
     if nxt == "Switched":
         return await dnslookup.mx_problem(live.provider, spec)
     return None
@@ -364,13 +384,16 @@ async def observe(
         dkim_secrets=await _dkim_secrets(live, spec),
         current=await _read_current(live.provider, spec, status),
     )
-    nxt = sn.next_step(spec, status)
-    if nxt is None or sn.rolling_back(spec, status) or _converging(snap):
+    if sn.rolling_back(spec, status) or _converging(snap):
         return snap
-    snap.forward_problem = await _forward_problem(live, snap, nxt[0])
-    if snap.forward_problem is None:
+    nxt = sn.next_step(spec, status)
+    if nxt is not None:
+        snap.forward_problem = await _forward_problem(live, snap, nxt[0])
+        if snap.forward_problem is not None:
+            return snap
         for gate in sn.gates_for(spec, nxt[0]):
             snap.gate_observations[gate.name] = await _observe_gate(live, snap, gate, nxt[0])
+    await verify.observe_builtin(live.provider, snap, nxt[0] if nxt else None)
     snap.now = now()
     return snap
 

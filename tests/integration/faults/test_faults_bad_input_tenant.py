@@ -1,0 +1,241 @@
+"""A tenant gets no more than it had (issue 14), against the real API server and the operator process:
+a person who may create mailferry resources in a namespace, but not read its Secrets or create Pods,
+tries to make the operator send a credential to a listener of theirs, read a Secret nobody opted in,
+run a pod of their choosing, switch a public suffix, or leave an object stuck. Each case ends in a
+condition with a reason a person can act on; the listeners receive nothing. The tables are printed
+(`-s`) for docs/reliability.md."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.bait import BaitListener
+from fixtures.kubeapi import KubeAPI
+from fixtures.powerdns import PowerDNS
+from fixtures.prometheus import Prometheus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "dns"))
+import demolib as d
+from dnscutover_harness import FAST_ENV, condition
+
+pytestmark = pytest.mark.timeout(600)
+
+Obj = dict[str, Any]
+CONSENT = {"mailferry.io/credentials": "true"}
+
+
+def secret(
+    name: str, ns: str, data: dict[str, str], labels: dict[str, str] | None = None, **extra: Any
+) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "labels": CONSENT if labels is None else labels},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        **extra,
+    }
+
+
+def sa_token_secret(name: str, ns: str, data: dict[str, str]) -> Obj:
+    """A ServiceAccount token Secret (labelled, even): never read, whatever its labels say."""
+    obj = secret(name, ns, data, type="kubernetes.io/service-account-token")
+    obj["metadata"]["annotations"] = {"kubernetes.io/service-account.name": "default"}
+    return obj
+
+
+def settle(
+    kube: KubeAPI, ns: str, plural: str, expect: dict[str, tuple[str, str]], timeout: float
+) -> dict[str, Obj]:
+    """Wait until each named object has condition type expect[name][0] with reason expect[name][1]
+    (status False for Validated, True otherwise); returns what each says (reported by the caller)."""
+    got: dict[str, Obj] = {}
+
+    def done() -> bool:
+        for item in d.get(kube, plural, ns)["items"]:
+            name = item["metadata"]["name"]
+            if name in expect:
+                got[name] = condition(item, expect[name][0])
+        return all(got.get(n, {}).get("reason") == r for n, (_, r) in expect.items())
+
+    with contextlib.suppress(AssertionError):
+        d.wait_for(done, timeout, f"conditions on {plural}")
+    return got
+
+
+def report(rows: list[tuple[str, str, Obj]]) -> None:
+    print("\n| input | condition | reason | message |\n|---|---|---|---|")
+    for what, ctype, c in rows:
+        print(f"| {what} | {ctype}={c.get('status')} | `{c.get('reason')}` | {str(c.get('message'))[:200]} |")
+
+
+# ---------------------------------------------------------------------------------------- DnsCutover
+@pytest.fixture
+def policy_operator(
+    kube: KubeAPI, namespace: str, powerdns: PowerDNS, prometheus: Prometheus, tmp_path: Path
+) -> Iterator[d.OperatorProcess]:
+    """The operator as an installer would run it: only the PowerDNS API and Prometheus are allowed."""
+    env = {**FAST_ENV, "MAILFERRY_EGRESS_ALLOW": f"{powerdns.api_url},{prometheus.url}"}
+    op = d.OperatorProcess(kube, [namespace], tmp_path, extra_env=env).start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+def test_hostile_dnscutovers_get_no_secret_no_egress_no_public_suffix(
+    kube: KubeAPI,
+    namespace: str,
+    powerdns: PowerDNS,
+    prometheus: Prometheus,
+    policy_operator: d.OperatorProcess,
+) -> None:
+    ns, op = namespace, policy_operator
+    zone = f"tn{ns[-6:]}.test"
+    old_mx = ["10 mx.old.test."]
+    powerdns.create_zone(zone + ".", [("@", "MX", 60, old_mx), ("@", "TXT", 60, ["v=spf1 -all"])])
+    prometheus.set("mf_tenant_ratio", 0.1)
+    with BaitListener() as bait:
+        d.apply(
+            kube,
+            secret("pdns", ns, {"api-key": powerdns.api_key}),
+            secret("pdns-no-consent", ns, {"api-key": powerdns.api_key}, labels={}),
+            sa_token_secret("pdns-sa-token", ns, {"api-key": powerdns.api_key}),
+            verb=("create",),
+        )
+
+        def cutover(name: str, domain: str, secret_name: str = "pdns", api_url: str = "", **spec: Any) -> Obj:
+            return {
+                "apiVersion": "mailferry.io/v1alpha1",
+                "kind": "DnsCutover",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {
+                    "domain": domain,
+                    "provider": {
+                        "type": "powerdns",
+                        "secretRef": {"name": secret_name},
+                        "powerdns": {"apiUrl": api_url or powerdns.api_url},
+                        **({"zone": zone} if domain.endswith(zone) else {}),
+                    },
+                    "targetPhase": "Switched",
+                    "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+                    **spec,
+                },
+            }
+
+        prom_gate = {
+            "ttlLowered": [
+                {
+                    "name": "ratio",
+                    "type": "prometheus",
+                    "prometheus": {
+                        "address": bait.url,
+                        "query": "mf_tenant_ratio",
+                        "thresholdRange": {"max": 0.5},
+                    },
+                }
+            ]
+        }
+        cases = {
+            "no-consent": (
+                "provider Secret without mailferry.io/credentials",
+                "Stalled",
+                "SecretNotPermitted",
+                cutover("no-consent", f"a.{zone}", "pdns-no-consent"),
+            ),
+            "sa-token": (
+                "provider Secret of type service-account-token (labelled)",
+                "Stalled",
+                "SecretNotPermitted",
+                cutover("sa-token", f"b.{zone}", "pdns-sa-token"),
+            ),
+            "api-url": (
+                "provider.powerdns.apiUrl at a listener",
+                "Stalled",
+                "EgressNotAllowed",
+                cutover("api-url", f"c.{zone}", api_url=bait.url),
+            ),
+            "prom-address": (
+                "prometheus gate address at a listener",
+                "Stalled",
+                "GateFailed",
+                cutover("prom-address", f"d.{zone}", gates=prom_gate),
+            ),
+            "public-suffix": (
+                "domain co.uk (a public suffix)",
+                "Stalled",
+                "PublicSuffix",
+                cutover("public-suffix", "co.uk"),
+            ),
+        }
+        d.apply(kube, *(c[3] for c in cases.values()), verb=("create",))
+        got = settle(kube, ns, "dnscutovers.mailferry.io", {n: (c[1], c[2]) for n, c in cases.items()}, 120)
+        report([(c[0], c[1], got.get(n, {})) for n, c in cases.items()])
+        for n, c in cases.items():
+            assert got.get(n, {}).get("reason") == c[2], (n, got.get(n))
+            assert got[n].get("status") == "True", (n, got[n])
+        assert "not labelled mailferry.io/credentials=true" in got["no-consent"]["message"]
+        assert "kubernetes.io/service-account-token" in got["sa-token"]["message"]
+        assert "EgressNotAllowed" in str(
+            d.get(kube, "dnscutovers.mailferry.io", ns, "prom-address")["status"]
+        )
+        assert "public suffix" in got["public-suffix"]["message"]
+        statuses = str([i.get("status") for i in d.get(kube, "dnscutovers.mailferry.io", ns)["items"]])
+        assert powerdns.api_key not in statuses and "BAIT-PAGE" not in statuses
+        assert bait.data() == b"", bait.data()[:200]  # not one byte: no X-API-Key, no query
+    assert powerdns.answer(zone + ".", "MX") == old_mx
+    assert op.alive()
+
+
+def test_dnscutover_with_a_150kb_annotation_is_deleted_within_seconds(
+    kube: KubeAPI, namespace: str, powerdns: PowerDNS, policy_operator: d.OperatorProcess
+) -> None:
+    """Kopf copied every annotation into its last-handled-configuration: 2 x 150 KB was over the API
+    server's 256 KB annotation limit, every patch failed with 422 and the finalizer stayed."""
+    ns = namespace
+    zone = f"big{ns[-6:]}.test"
+    powerdns.create_zone(zone + ".", [("@", "MX", 60, ["10 mx.old.test."])])
+    d.apply(kube, secret("pdns", ns, {"api-key": powerdns.api_key}), verb=("create",))
+    big = {
+        "apiVersion": "mailferry.io/v1alpha1",
+        "kind": "DnsCutover",
+        "metadata": {"name": "big", "namespace": ns, "annotations": {"example.com/notes": "n" * 150_000}},
+        "spec": {
+            "domain": zone,
+            "provider": {
+                "type": "powerdns",
+                "secretRef": {"name": "pdns"},
+                "powerdns": {"apiUrl": powerdns.api_url},
+            },
+            "targetPhase": "Planned",
+            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+        },
+    }
+    d.apply(kube, big, verb=("create",))
+    handled = d.wait_for(
+        lambda: (
+            (o := d.get(kube, "dnscutovers.mailferry.io", ns, "big"))
+            and (o.get("metadata", {}).get("finalizers") and condition(o, "Ready").get("status") == "True")
+            and o
+        ),
+        90,
+        "the operator to handle the annotated DnsCutover (finalizer + Ready)",
+    )
+    print(f"handled; finalizers {handled['metadata']['finalizers']}")
+    started = time.monotonic()
+    kube.kubectl("delete", "dnscutover", "big", "-n", ns, "--wait=false")
+    d.wait_for(
+        lambda: kube.kubectl("get", "dnscutover", "big", "-n", ns, check=False).returncode != 0,
+        60,
+        "the annotated DnsCutover to be gone",
+    )
+    print(f"DnsCutover with a 150 KB annotation deleted {time.monotonic() - started:.1f} s after the request")
+    assert policy_operator.alive()
