@@ -10,8 +10,9 @@ the env the pod would get, and writes the Job status back as the Job controller 
   ServiceAccount token would give); the venv's bin dir goes first on PATH so `mailferry-worker` resolves;
 - status: startTime + active=1 when it starts; on exit 0 succeeded=1 + SuccessCriteriaMet/Complete +
   completionTime; otherwise the pod is re-run until `backoffLimit` failures, then FailureTarget/Failed;
-- a Job deleted while running has its process killed; Jobs left active by an earlier runner are re-run
-  (as a pod on a lost node would be).
+- a Job deleted while running has its process killed, or, with ``orphan_deleted``, left running (a pod
+  still terminating, or on a node that went NotReady, while a retry Job's pod starts: two pods of one
+  MailboxSync at once); Jobs left active by an earlier runner are re-run (as a pod on a lost node would be).
 
 Run it:  python tests/tools/jobrunner.py --kubeconfig K --namespace NS [--namespace NS2] [--log-dir D]
 Import it:  JobRunner(kubeconfig, namespaces).start() ... .stop()
@@ -71,6 +72,7 @@ class JobRunner:
         log_dir: str | os.PathLike[str] | None = None,
         poll_interval: float = 0.3,
         extra_env: dict[str, str] | None = None,
+        orphan_deleted: bool = False,
     ) -> None:
         self.kubeconfig = str(kubeconfig)
         self.namespaces = list(namespaces or [])
@@ -84,6 +86,8 @@ class JobRunner:
         self.running: dict[str, Running] = {}  # by Job uid
         self.finished: set[str] = set()  # Job uids we completed
         self.started_count = 0  # processes started (pod runs), for tests
+        self.orphan_deleted = orphan_deleted
+        self.orphans: list[Running] = []  # processes of deleted Jobs left running (orphan_deleted)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,7 +102,7 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join(timeout=15)
         if kill_running:
-            for run in list(self.running.values()):
+            for run in [*self.running.values(), *self.orphans]:
                 self._kill(run)
 
     def run_forever(self) -> None:
@@ -124,6 +128,10 @@ class JobRunner:
         present = {j.metadata.uid for j in jobs}
         for uid, run in list(self.running.items()):
             if uid not in present:
+                if self.orphan_deleted:
+                    log.info("Job %s/%s deleted: its process keeps running", run.namespace, run.name)
+                    self.orphans.append(self.running.pop(uid))
+                    continue
                 log.info("Job %s/%s deleted: killing its process", run.namespace, run.name)
                 self._kill(run)
         for job in jobs:

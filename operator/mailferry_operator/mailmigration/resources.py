@@ -56,6 +56,8 @@ def mailbox_sync_spec(migration: str, spec: MailMigrationSpec, entry: MailboxEnt
         skip_duplicates=spec.skip_duplicates,
         max_message_bytes=spec.max_message_bytes,
         connections_per_mailbox=spec.connections_per_mailbox,
+        deletions=spec.deletions,
+        deletion_safety=spec.deletion_safety,
         content=spec.content,
         groupware=spec.groupware,
     )
@@ -133,6 +135,8 @@ def job_body(
         "MAILFERRY_SECRETS_DIR": SECRETS_DIR,
         "MAILFERRY_LOG_FORMAT": "json",
     }
+    if install.egress_allow:  # the token URLs the installer allows reach the worker too
+        env["MAILFERRY_EGRESS_ALLOW"] = ",".join(install.egress_allow)
     container: dict[str, Any] = {
         "name": "worker",
         "image": worker.image or install.worker_image,
@@ -166,6 +170,14 @@ def job_body(
         "spec": {
             "backoffLimit": worker.backoff_limit,
             "activeDeadlineSeconds": worker.active_deadline_seconds,
+            # One writer per mailbox (the worker's Lease is the guarantee; this keeps Kubernetes from
+            # adding twins): no replacement pod while a failed or evicted one is still terminating, and
+            # a disruption (drain, preemption, eviction) is no failure of the worker. Exit 3 (another
+            # worker holds a mailbox) counts like any failure: the pod back-off waits the holder out.
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+            },
             "template": {
                 "metadata": _pod_metadata(labels, pod),
                 "spec": {
