@@ -28,6 +28,7 @@ SyncMode = Literal["auto", "etag"]
 CollectionMode = Literal["syncToken", "etag", "api"]
 MAX_COLLECTIONS = 200
 MAX_ITEM_ERRORS = 20
+KINDS: tuple[CollectionKind, ...] = ("contacts", "calendars")
 
 Content = Annotated[
     list[ContentKind],
@@ -131,3 +132,52 @@ ItemErrors = Annotated[list[ItemError], Field(max_length=MAX_ITEM_ERRORS)]
 
 def wants(content: list[ContentKind], kind: ContentKind) -> bool:
     return kind in content
+
+
+class KindTotals(ApiModel):
+    """Address books or calendars of a mailbox (or a whole migration), summed over their collections."""
+
+    collections: int = 0
+    """Address books or calendars."""
+    items: int = 0
+    """Items on the source at the last look."""
+    copied: int = 0
+    """Items written to the destination (a change copied again counts again)."""
+    deleted: int = 0
+    """Destination items removed because their source item was deleted."""
+    failed: int = 0
+    """Items the destination refused (listed in itemErrors)."""
+    unsupported: int = 0
+    """Items the destination cannot hold (too large, component not supported, no UID)."""
+    pending: int = 0
+    """Changes seen on the source and not yet on the destination."""
+
+
+class CollectionTotals(ApiModel):
+    contacts: KindTotals = KindTotals()
+    """Address books."""
+    calendars: KindTotals = KindTotals()
+    """Calendars."""
+
+    def add(self, kind: CollectionKind, other: KindTotals) -> None:
+        mine = getattr(self, kind)
+        for field in KindTotals.model_fields:
+            setattr(mine, field, getattr(mine, field) + getattr(other, field))
+
+
+def collection_totals(collections: list[CollectionCheckpoint]) -> CollectionTotals:
+    totals = CollectionTotals()
+    for c in collections:
+        totals.add(
+            c.kind,
+            KindTotals(
+                collections=1,
+                items=c.items,
+                copied=c.copied,
+                deleted=c.deleted,
+                failed=c.failed,
+                unsupported=c.unsupported,
+                pending=c.pending,
+            ),
+        )
+    return totals

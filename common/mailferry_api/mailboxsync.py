@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .common import ApiModel, Conditions, ErrorInfo, K8sName, LocalObjectRef, SecretKey, kopf_status_field
-from .groupware import Collections, Content, Groupware, ItemErrors
+from .groupware import CollectionTotals, Collections, Content, Groupware, ItemErrors
 from .imap import ImapEndpoint, SyncOptions
 
 MailboxPhase = Literal["Pending", "Syncing", "Synced", "Throttled", "Failed"]
@@ -190,6 +190,8 @@ class MailboxSyncStatus(ApiModel):
     """One checkpoint per address book or calendar."""
     item_errors: ItemErrors = []
     """Contacts or events that could not be copied."""
+    collection_totals: CollectionTotals | None = None
+    """The collections summed per kind (what the MailMigration adds up)."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

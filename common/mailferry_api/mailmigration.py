@@ -19,7 +19,7 @@ from .common import (
     kopf_status_field,
     list_map,
 )
-from .groupware import Content, Groupware
+from .groupware import CollectionTotals, Content, Groupware
 from .imap import ImapEndpoint, SyncOptions
 
 MigrationPhase = Literal[
@@ -169,6 +169,19 @@ class MailMigrationSpec(SyncOptions):
                     "rule": "has(self.groupware) || !self.content.exists(c, c != 'mail')",
                     "message": "groupware is required when content includes contacts or calendars",
                     "fieldPath": ".groupware",
+                },
+                {
+                    # The worker Job mounts one Secret per side (docs/job-contract.md).
+                    "rule": "!has(self.groupware) || !has(self.groupware.source.auth) || "
+                    "self.groupware.source.auth.secretRef.name == self.source.auth.secretRef.name",
+                    "message": "groupware.source.auth.secretRef must name the source's Secret",
+                    "fieldPath": ".groupware.source.auth.secretRef",
+                },
+                {
+                    "rule": "!has(self.groupware) || !has(self.groupware.destination.auth) || "
+                    "self.groupware.destination.auth.secretRef.name == self.destination.auth.secretRef.name",
+                    "message": "groupware.destination.auth.secretRef must name the destination's Secret",
+                    "fieldPath": ".groupware.destination.auth.secretRef",
                 },
             ]
         }
@@ -329,6 +342,8 @@ class MailMigrationStatus(ApiModel):
     """The DnsCutover the final sync waits for."""
     history: History = []
     """The latest phase transitions."""
+    collection_totals: CollectionTotals | None = None
+    """Contacts and calendars of every mailbox, summed per kind."""
     kopf: dict[str, Any] | None = kopf_status_field()
 
 

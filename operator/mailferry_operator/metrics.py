@@ -53,6 +53,13 @@ migration_mailboxes = Gauge(
 migration_condition = Gauge(
     "mailferry_migration_condition", "1 when the condition is True", [*_MM, "condition"], registry=REGISTRY
 )
+migration_collection_items = Gauge(
+    "mailferry_migration_collection_items",
+    "Contacts and calendars by kind (contacts, calendars) and state (collections, items, copied, deleted, "
+    "failed, unsupported, pending)",
+    [*_MM, "kind", "state"],
+    registry=REGISTRY,
+)
 
 _DC = ["namespace", "dnscutover", "domain"]
 

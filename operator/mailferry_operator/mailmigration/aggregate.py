@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from datetime import datetime
 
+from mailferry_api.groupware import KINDS, CollectionTotals
 from mailferry_api.mailmigration import JobCounts, Lag, MailboxCounts, Totals
 
 from .views import JobView, MailboxView
@@ -20,6 +21,17 @@ def totals(mailboxes: Iterable[MailboxView]) -> Totals:
         t.expected_bytes += m.expected_bytes
         t.copied_bytes += m.bytes
     return t
+
+
+def collection_totals(mailboxes: Iterable[MailboxView]) -> CollectionTotals | None:
+    """Contacts and calendars summed over the mailboxes that have any (None when none has)."""
+    result: CollectionTotals | None = None
+    for m in mailboxes:
+        if m.collection_totals is not None:
+            result = result or CollectionTotals()
+            for kind in KINDS:
+                result.add(kind, getattr(m.collection_totals, kind))
+    return result
 
 
 def lag(

@@ -244,6 +244,10 @@ def update_metrics(namespace: str, name: str, status: MailMigrationStatus) -> No
             metrics.migration_mailboxes.labels(*labels, state).set(getattr(status.mailboxes, state))
     for cond in status.conditions:
         metrics.migration_condition.labels(*labels, cond.type).set(1 if cond.status == "True" else 0)
+    if status.collection_totals is not None:
+        for kind in ("contacts", "calendars"):
+            for state, value in getattr(status.collection_totals, kind).model_dump().items():
+                metrics.migration_collection_items.labels(*labels, kind, state).set(value)
 
 
 def forget_metrics(namespace: str, name: str) -> None:
@@ -256,6 +260,7 @@ def forget_metrics(namespace: str, name: str) -> None:
         metrics.migration_jobs,
         metrics.migration_mailboxes,
         metrics.migration_condition,
+        metrics.migration_collection_items,
     ):
         for labelvalues in list(gauge._metrics):
             if labelvalues[:2] == (namespace, name):

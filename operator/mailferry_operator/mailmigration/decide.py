@@ -154,6 +154,7 @@ def decide(snap: Snapshot) -> Plan:
     if st.round is not None and st.round.number > 0:
         since = next((h.time for h in st.history if h.phase == "Syncing"), None) or st.round.started_at
     st.totals = aggregate.totals(all_views)
+    st.collection_totals = aggregate.collection_totals(all_views)
     st.lag = aggregate.lag(all_views, failed_sources, now, since if since else snap.created_at)
     st.mailboxes = aggregate.mailbox_counts(all_views, failed_sources)
     st.jobs = aggregate.job_counts(jobs)

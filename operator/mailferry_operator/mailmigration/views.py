@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mailferry_api.groupware import CollectionTotals
 from mailferry_api.mailboxsync import MailboxPhase, MailboxSync
 
 from ..modelviews import annotation, derived_from, meta, picked, read_view
@@ -66,6 +67,7 @@ class MailboxView:
     attempts: int = picked("status.attempts")
     error_reason: str = picked("status.last_error.reason")
     error_message: str = picked("status.last_error.message", limit=1024)
+    collection_totals: CollectionTotals | None = picked("status.collection_totals")
 
 
 def mailbox_view(body: Mapping[str, Any]) -> MailboxView:

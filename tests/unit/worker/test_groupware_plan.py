@@ -113,3 +113,29 @@ def test_unsupported_reasons() -> None:
         items.unsupported("calendars", items.ItemFacts(None, "fp", {"VEVENT"}), 1, set(), 100) == "MissingUid"
     )
     assert items.unsupported("calendars", f, 10, {"VTODO", "VEVENT"}, 100) is None
+
+
+def test_collection_totals_per_mailbox_and_per_migration() -> None:
+    from mailferry_api.groupware import collection_totals
+    from mailferry_operator.mailmigration.aggregate import collection_totals as migration_totals
+    from mailferry_operator.mailmigration.views import mailbox_view
+
+    mailbox = collection_totals(
+        [
+            ckpt(items=10, copied=12, pending=1),
+            CollectionCheckpoint(
+                name="contacts/a", kind="contacts", source="s", destination="d", items=3, failed=1
+            ),
+        ]
+    )
+    assert (mailbox.calendars.collections, mailbox.calendars.items, mailbox.calendars.copied) == (1, 10, 12)
+    assert (mailbox.contacts.items, mailbox.contacts.failed) == (3, 1)
+    body = {"metadata": {"name": "m1"}, "status": {"collectionTotals": mailbox.to_api()}}
+    views = [
+        mailbox_view(body),
+        mailbox_view({**body, "metadata": {"name": "m2"}}),
+        mailbox_view({"metadata": {"name": "m3"}}),
+    ]
+    total = migration_totals(views)
+    assert total is not None and total.calendars.items == 20 and total.contacts.failed == 2
+    assert migration_totals(views[2:]) is None  # a migration without contacts/calendars shows none

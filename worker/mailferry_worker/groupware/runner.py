@@ -11,12 +11,14 @@ import httpx
 
 from mailferry_api.conditions import set_condition
 from mailferry_api.groupware import (
+    KINDS,
     MAX_COLLECTIONS,
     MAX_ITEM_ERRORS,
     CollectionCheckpoint,
     CollectionKind,
     GroupwareEndpoint,
     ItemError,
+    collection_totals,
 )
 from mailferry_api.imap import default_secret_key
 from mailferry_api.mailboxsync import MailboxSide, MailboxSyncSpec, MailboxSyncStatus
@@ -29,7 +31,6 @@ from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
 from .plan import destination_name, home_of, token_unchanged
 
-KINDS: tuple[CollectionKind, ...] = ("contacts", "calendars")
 Outcome = Literal["synced", "transient", "permanent", "none", "busy", "lost"]
 
 
@@ -115,6 +116,7 @@ class GroupwareRunner:
     async def save(self) -> None:
         if self.lease is not None:
             self.lease.check()  # fencing: only the lease holder writes the status (or the destination)
+        self.status.collection_totals = collection_totals(self.status.collections)
         await self.store.save(self.name, self.status)
 
     async def run(self) -> GroupwareResult:
