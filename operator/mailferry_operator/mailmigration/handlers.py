@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from pydantic import ValidationError
@@ -39,6 +39,7 @@ DNSCUTOVERS = "dnscutovers"
 MIN_PASS_INTERVAL = 0.5
 COPYING_PHASES = ("Syncing", "InSync", "Completing")
 
+V = TypeVar("V")
 _wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
 
@@ -49,6 +50,13 @@ def _wake(namespace: str | None, name: str | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------ indexes
+def _by_migration(namespace: str | None, labels: Mapping[str, str], view: V) -> dict[tuple[str, str], V]:
+    """Index an object owned by a migration under (namespace, migration), and wake that migration."""
+    migration = labels[LABEL_MIGRATION]
+    _wake(namespace, migration)
+    return {(namespace or "", migration): view}
+
+
 # The index handlers are coroutines: Kopf runs a sync handler in a thread, one hop per watch event
 # (10,000 MailboxSyncs: 10,000+ hops), and an asyncio.Event must be set from the loop's thread.
 @kopf.index(API_GROUP, API_VERSION, MAILBOXSYNCS, labels={LABEL_MIGRATION: kopf.PRESENT})
@@ -56,18 +64,14 @@ async def mailboxsyncs_by_migration(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], MailboxView]:
     """(namespace, migration) -> small summaries of its MailboxSyncs; a change wakes the migration."""
-    migration = labels[LABEL_MIGRATION]
-    _wake(namespace, migration)
-    return {(namespace or "", migration): mailbox_view(body)}
+    return _by_migration(namespace, labels, mailbox_view(body))
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_APP: WORKER_APP, LABEL_MIGRATION: kopf.PRESENT})
 async def worker_jobs_by_migration(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> dict[tuple[str, str], JobView]:
-    migration = labels[LABEL_MIGRATION]
-    _wake(namespace, migration)
-    return {(namespace or "", migration): job_view(body)}
+    return _by_migration(namespace, labels, job_view(body))
 
 
 @kopf.index(API_GROUP, API_VERSION, DNSCUTOVERS)

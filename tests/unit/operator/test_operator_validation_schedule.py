@@ -49,7 +49,9 @@ def test_first_pass_starts_the_test_and_says_so() -> None:
 def test_running_test_reports_progress_and_first_tested_batch_starts() -> None:
     first = run(MailMigrationStatus(), ValidationState(now=100.0))
     assert first.validation is not None
-    state = ValidationState(now=101.0, running=True, tested=frozenset(VIEWS), trigger=first.validation.trigger)
+    state = ValidationState(
+        now=101.0, running=True, tested=frozenset(VIEWS), trigger=first.validation.trigger
+    )
     plan = run(first.status, state, spec=spec(batchSize=3))
     assert plan.validation is not None and not plan.validation.start
     assert validated(plan) == ("Unknown", "InProgress", "3 of 3 mailboxes tested")
@@ -70,7 +72,9 @@ def test_failed_test_is_retried_with_back_off_then_at_once_for_a_new_generation(
     due = ValidationState(now=131.0, failures=1, next_at=130.0, trigger=(1, None))
     assert run(plan.status, due).validation.start is True  # type: ignore[union-attr]
     # the second failure waits twice as long
-    again = run(plan.status, ValidationState(now=131.0, failures=1, result=failed_result(), trigger=(1, None)))
+    again = run(
+        plan.status, ValidationState(now=131.0, failures=1, result=failed_result(), trigger=(1, None))
+    )
     assert again.validation is not None and again.validation.retry_in == 60.0
     # a new generation tests at once, back-off reset
     fresh = run(plan.status, waiting, generation=2)

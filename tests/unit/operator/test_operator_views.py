@@ -67,7 +67,10 @@ def test_view_reads_what_the_model_writes() -> None:
 
 def test_missing_and_malformed_fields_read_as_the_models_defaults() -> None:
     view = mailbox_view(
-        {"metadata": {"name": "x"}, "status": {"phase": "Exploded", "round": "many", "lag": [], "totals": None}}
+        {
+            "metadata": {"name": "x"},
+            "status": {"phase": "Exploded", "round": "many", "lag": [], "totals": None},
+        }
     )
     assert (view.name, view.source, view.phase, view.round, view.pending_messages) == ("x", "", None, 0, 0)
     assert (view.error_reason, view.error_message, view.last_sync_time) == ("", "", None)
