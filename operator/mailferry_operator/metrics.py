@@ -5,9 +5,19 @@ Dashboards and alerts in charts/ and deploy/ reference these names; a test compa
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_* (CPU, resident memory, open fds, start time) and python_info, as every Prometheus exporter has.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
 
 _MM = ["namespace", "migration"]
 

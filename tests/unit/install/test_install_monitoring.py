@@ -91,6 +91,7 @@ def test_dashboard_metrics_exist_in_the_registry() -> None:
 def test_alert_metrics_exist_in_the_registry() -> None:
     exported = metrics.metric_names()
     used = set().union(*(metric_selectors(r["expr"]) for r in alert_rules()))
+    exported |= {"up"}  # Prometheus' own, per scrape target (MailferryOperatorDown)
     assert used <= exported, f"alerts use metrics the operator does not export: {sorted(used - exported)}"
 
 
@@ -106,6 +107,18 @@ def test_required_alerts_exist() -> None:
     for r in alert_rules():
         assert r["labels"]["severity"] in {"warning", "critical"}
         assert r["annotations"]["summary"] and r["annotations"]["description"]
+    assert {"MailferryOperatorDown", "MailferryDnsWriteErrors"} <= names
+
+
+def test_every_alert_has_a_runbook() -> None:
+    """runbook_url on every alert, pointing at a section of docs/runbooks.md that exists."""
+    runbooks = (ROOT / "docs" / "runbooks.md").read_text()
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
+    base = "https://github.com/mailferry/mailferry/blob/main/docs/runbooks.md#"
+    for r in alert_rules():
+        url = r["annotations"].get("runbook_url", "")
+        assert url.startswith(base), f"{r['alert']}: runbook_url {url!r}"
+        assert url[len(base) :] in anchors, f"{r['alert']}: no section {url} in docs/runbooks.md"
 
 
 def test_dashboard_is_grafana_dashboard_json() -> None:
@@ -196,6 +209,8 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
     dc = 'namespace="mail",dnscutover="acme",domain="acme.example"'
     mml = {"namespace": "mail", "migration": "acme"}
     dcl = {"namespace": "mail", "dnscutover": "acme", "domain": "acme.example"}
+    mm2 = 'namespace="mail",migration="slow"'
+    mml2 = {"namespace": "mail", "migration": "slow"}
     gate = {**dcl, "phase": "Switched", "gate": "in-sync", "type": "syncLag"}
     tests = {
         "rule_files": [str(rules_file)],
@@ -218,8 +233,23 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                     },
                     {
                         "series": f'mailferry_dnscutover_transitions_total{{{dc},direction="rollback"}}',
-                        "values": "0 0 0 1 1 1",
+                        "values": "0 0 0 1x60",
                     },
+                    {"series": f'mailferry_migration_phase{{{mm2},phase="Syncing"}}', "values": "1x60"},
+                    {"series": f"mailferry_migration_pending_messages{{{mm2}}}", "values": "5x60"},
+                    {"series": f'mailferry_migration_messages{{{mm2},state="copied"}}', "values": "10x60"},
+                    {"series": f'mailferry_migration_mailboxes{{{mm},state="failed"}}', "values": "0 1x30"},
+                    {"series": f'mailferry_migration_phase{{{mm},phase="Failed"}}', "values": "0 1x30"},
+                    {
+                        "series": f'mailferry_dnscutover_condition{{{dc},condition="Stalled"}}',
+                        "values": "0 1x30",
+                    },
+                    {
+                        "series": 'mailferry_dns_record_writes_total{provider="powerdns",result="error"}',
+                        "values": "0 0 1x60",
+                    },
+                    {"series": 'up{job="mailferry-metrics",instance="10.0.0.1:8080"}', "values": "1 1 0x30"},
+                    {"series": 'mailferry_reconcile_errors_total{kind="MailMigration"}', "values": "0+1x40"},
                 ],
                 "alert_rule_test": [
                     {
@@ -250,10 +280,53 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                         "exp_alerts": [expected_alert("MailferryDnsRollback", dcl)],
                     },
                     {"eval_time": "1m", "alertname": "MailferryDnsRollback", "exp_alerts": []},
+                    # ... and it resolves by itself 30 minutes after the last rollback step.
+                    {"eval_time": "45m", "alertname": "MailferryDnsRollback", "exp_alerts": []},
+                    {
+                        "eval_time": "40m",
+                        "alertname": "MailferryMigrationNoProgress",
+                        "exp_alerts": [expected_alert("MailferryMigrationNoProgress", mml2)],
+                    },
+                    {"eval_time": "20m", "alertname": "MailferryMigrationNoProgress", "exp_alerts": []},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "MailferryMailboxesFailed",
+                        "exp_alerts": [expected_alert("MailferryMailboxesFailed", mml, value="1")],
+                    },
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MailferryMigrationFailed",
+                        "exp_alerts": [expected_alert("MailferryMigrationFailed", mml)],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "MailferryDnsCutoverStalled",
+                        "exp_alerts": [expected_alert("MailferryDnsCutoverStalled", dcl)],
+                    },
+                    {
+                        "eval_time": "5m",
+                        "alertname": "MailferryDnsWriteErrors",
+                        "exp_alerts": [expected_alert("MailferryDnsWriteErrors", {"provider": "powerdns"})],
+                    },
+                    {"eval_time": "1m", "alertname": "MailferryDnsWriteErrors", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "MailferryOperatorDown",
+                        "exp_alerts": [expected_alert("MailferryOperatorDown", {})],
+                    },
+                    {"eval_time": "3m", "alertname": "MailferryOperatorDown", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "MailferryReconcileErrors",
+                        "exp_alerts": [expected_alert("MailferryReconcileErrors", {"kind": "MailMigration"})],
+                    },
                 ],
             }
         ],
     }
+    # Every alert fires in some scenario (a rule nobody tested is a rule that may never fire).
+    fired = {t["alertname"] for t in tests["tests"][0]["alert_rule_test"] if t["exp_alerts"]}
+    assert fired == {r["alert"] for r in alert_rules()}
     path = tmp_path / "tests.yml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     cp = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
