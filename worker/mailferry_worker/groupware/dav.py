@@ -136,9 +136,12 @@ class DavClient:
         )
         return [self._collection(kind, home, r) for r in ms.responses if p.is_kind(r, kind)]
 
-    async def collection(self, kind: CollectionKind, url: str) -> Collection | None:
+    async def collection(
+        self, kind: CollectionKind, url: str, props: tuple[str, ...] = p.COLLECTION_PROPS
+    ) -> Collection | None:
+        """One collection's properties (Depth 0); None when it does not exist."""
         try:
-            ms = await self._multistatus("PROPFIND", url, p.propfind(*p.COLLECTION_PROPS), "0", "collection")
+            ms = await self._multistatus("PROPFIND", url, p.propfind(*props), "0", "collection")
         except DavError as exc:
             if exc.reason == "NotFound":
                 return None

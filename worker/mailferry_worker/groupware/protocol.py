@@ -93,6 +93,8 @@ def propfind(*props: str) -> bytes:
     return f"{XML_HEAD}<d:propfind {_NS_DECL}><d:prop>{inner}</d:prop></d:propfind>".encode()
 
 
+# What a destination collection must tell (no sync token: a server may hash every item to compute one).
+DESTINATION_PROPS = ("d:resourcetype", "d:displayname", "c:supported-calendar-component-set")
 COLLECTION_PROPS = (
     "d:resourcetype",
     "d:displayname",

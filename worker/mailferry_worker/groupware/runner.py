@@ -30,6 +30,7 @@ from ..logs import log
 from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
 from .plan import destination_name, home_of, token_unchanged
+from .protocol import DESTINATION_PROPS
 
 Outcome = Literal["synced", "transient", "permanent", "none", "busy", "lost"]
 
@@ -211,7 +212,7 @@ class GroupwareRunner:
         sources = await src.list_home(kind, home_of(known[0].source)) if known else None
         if not sources:
             _, sources = await src.discover(kind)
-        dest_listing: tuple[str, list[Collection]] | None = None
+        dest_home: str | None = None
         for source in sources:
             ckpt_name = f"{kind}/{source.name}"
             ckpt = by_name.get(ckpt_name)
@@ -219,21 +220,21 @@ class GroupwareRunner:
                 result.noop_collections += 1
                 log("collection_synced", mailboxsync=self.name, collection=ckpt_name, noop=True)
                 continue
-            if dest_listing is None:
-                dest_listing = await dst.discover(kind)
-            dest_home, dests = dest_listing
             if ckpt is None:
                 if len(self.status.collections) >= MAX_COLLECTIONS:
                     raise DavError(f"more than {MAX_COLLECTIONS} collections", "TooManyCollections")
+                if dest_home is None:
+                    dest_home, _ = await dst.discover(kind)  # once per kind, for new collections only
                 dest_url = dest_home.rstrip("/") + "/" + destination_name(source.name, "") + "/"
                 ckpt = CollectionCheckpoint(
                     name=ckpt_name, kind=kind, source=source.url, destination=dest_url
                 )
                 self.status.collections.append(ckpt)
-            dest = next((d for d in dests if d.url.rstrip("/") == ckpt.destination.rstrip("/")), None)
+            dest = await dst.collection(kind, ckpt.destination, DESTINATION_PROPS)
             if dest is None:
                 await dst.make_collection(source, ckpt.destination)
-                dest = await dst.collection(kind, ckpt.destination) or Collection(kind, ckpt.destination)
+                dest = await dst.collection(kind, ckpt.destination, DESTINATION_PROPS)
+            dest = dest or Collection(kind, ckpt.destination)
             run = CollectionSync(
                 src,
                 dst,
