@@ -243,6 +243,10 @@ class Totals(ApiModel):
     """Messages skipped on purpose (duplicates, too large, before importSince)."""
     failed_messages: int = 0
     """Messages the destination refused."""
+    deleted_messages: int = 0
+    """Copies removed because the source expunged the message (`deletions: mirror`)."""
+    moved_messages: int = 0
+    """Copies moved on the destination because the source moved the message."""
     expected_bytes: int = 0
     """Bytes on the source."""
     copied_bytes: int = 0

@@ -29,7 +29,7 @@ migration_phase = Gauge(
 )
 migration_messages = Gauge(
     "mailferry_migration_messages",
-    "Messages by state (expected, copied, skipped, failed), from status.totals",
+    "Messages by state (expected, copied, skipped, failed, deleted, moved), from status.totals",
     [*_MM, "state"],
     registry=REGISTRY,
 )

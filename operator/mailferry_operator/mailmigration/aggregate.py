@@ -18,6 +18,8 @@ def totals(mailboxes: Iterable[MailboxView]) -> Totals:
         t.copied_messages += m.copied
         t.skipped_messages += m.skipped
         t.failed_messages += m.failed
+        t.deleted_messages += m.deleted
+        t.moved_messages += m.moved
         t.expected_bytes += m.expected_bytes
         t.copied_bytes += m.bytes
     return t

@@ -229,6 +229,8 @@ def update_metrics(namespace: str, name: str, status: MailMigrationStatus) -> No
             ("copied", t.copied_messages),
             ("skipped", t.skipped_messages),
             ("failed", t.failed_messages),
+            ("deleted", t.deleted_messages),
+            ("moved", t.moved_messages),
         ):
             metrics.migration_messages.labels(*labels, state).set(value)
         metrics.migration_bytes.labels(*labels, "expected").set(t.expected_bytes)

@@ -62,6 +62,8 @@ class MailboxView:
     copied: int = picked("status.totals.copied")
     skipped: int = picked("status.totals.skipped")
     failed: int = picked("status.totals.failed")
+    deleted: int = picked("status.totals.deleted")
+    moved: int = picked("status.totals.moved")
     bytes: int = picked("status.totals.bytes")
     expected_bytes: int = picked("status.totals.expected_bytes")
     attempts: int = picked("status.attempts")
