@@ -38,6 +38,7 @@ from ..checkpoint import StatusStore
 from ..lease import AlreadyRunning, LeaseLost, MailboxLease
 from ..logs import log
 from ..plan import FolderPlan, folder_unchanged, plan_folders
+from . import readiness
 from .folder import FolderSync, MailboxCounters
 from .mirror import Mirror, MirrorResult
 
@@ -250,9 +251,7 @@ class MailboxRunner:
             result = MailboxResult(self.name, "synced")
         else:
             status.phase = "Syncing"
-            status.conditions = set_condition(
-                status.conditions, "Synced", "False", "Syncing", "a sync is running"
-            )
+            status.conditions = readiness.running(status.conditions)
             try:
                 await self.save()
             except (KubeError, OSError) as exc:
@@ -280,10 +279,7 @@ class MailboxRunner:
                     time=now(),
                 )
             msg = f"copied {result.copied} message(s) in this run"
-            status.conditions = set_condition(status.conditions, "Ready", "True", "Synced", msg)
-            status.conditions = set_condition(status.conditions, "Synced", "True", "Synced", msg)
-            status.conditions = set_condition(status.conditions, "Stalled", "False", "Synced")
-            status.conditions = set_condition(status.conditions, "Throttled", "False", "Synced")
+            status.conditions = readiness.synced(status.conditions, msg)
         try:
             await self.save()
         except KubeError as exc:
@@ -343,19 +339,11 @@ class MailboxRunner:
             count = (st.throttle.count if st.throttle else 0) + 1
             until = now() + timedelta(seconds=exc.retry_after) if exc.retry_after else None
             st.throttle = Throttle(reason=exc.message[:256], until=until, count=count)
-            st.conditions = set_condition(st.conditions, "Throttled", "True", "Throttled", exc.message[:300])
-            st.conditions = set_condition(st.conditions, "Ready", "False", "Throttled", exc.message[:300])
         else:
             st.phase = "Failed"
-            st.conditions = set_condition(st.conditions, "Ready", "False", reason, exc.message[:300])
-            st.conditions = set_condition(
-                st.conditions,
-                "Stalled",
-                "True" if outcome == "permanent" else "False",
-                reason,
-                exc.message[:300],
-            )
-        st.conditions = set_condition(st.conditions, "Synced", "False", reason, exc.message[:300])
+        st.conditions = readiness.failed(
+            st.conditions, reason, exc.message[:300], isinstance(exc, Throttled), outcome == "permanent"
+        )
         self.log("sync_failed", "error", reason=reason, error=exc.message[:300], outcome=outcome)
         return MailboxResult(self.name, outcome, reason, self.copied, self.bytes, dict(self.run_skips))
 
