@@ -112,13 +112,17 @@ clean:
 # per target and writes docs/benchmarks.md. Never fails on a missed target. BENCH_ARGS="--repeat 1 ..."
 # Then contacts/calendars: mailferry vs vdirsyncer on Radicale (tests/bench/groupware.py), items/s and
 # HTTP requests for a first copy, a no-op round and a round of changes. BENCH_GROUPWARE_ARGS="--events 500"
+# Then the ESP event endpoint (tests/bench/esp_events.py): verified events/s per provider and its peak RSS.
+# BENCH_ESP_ARGS="--requests 6000 --concurrency 32"
 BENCH_ARGS ?=
 BENCH_GROUPWARE_ARGS ?=
+BENCH_ESP_ARGS ?=
 .PHONY: bench
 bench: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/run.py $(BENCH_ARGS)
 	$(PY) tests/bench/groupware.py $(BENCH_GROUPWARE_ARGS)
+	$(PY) tests/bench/esp_events.py $(BENCH_ESP_ARGS)
 
 # demo: one command, fresh machine: local API server, two Dovecots with 20 generated mailboxes, the
 # operator and the local job runner; a MailMigration with live progress, a delta round, verify summary.
@@ -141,9 +145,13 @@ bench-operator: deps
 # CHAOS_ARGS="--scenario kill9 --kills 20 --messages 3000 --json /tmp/chaos.json"
 # Then contacts/calendars (tests/chaos/groupware_kill.py): kill -9 of the worker at random points of a
 # full-size first copy and of a delta round; 0 lost, 0 duplicated. CHAOS_GROUPWARE_ARGS="--kills 5"
+# Then a SendingCutover ramp driven by signed ESP events with the operator SIGKILLed in every step
+# (tests/e2e/test_sendingcutover_ramp.py, ~2 min; skipped by make test).
 CHAOS_ARGS ?=
 CHAOS_GROUPWARE_ARGS ?=
 .PHONY: chaos
 chaos: deps
 	$(PY) tests/chaos/run.py $(CHAOS_ARGS)
 	$(PY) tests/chaos/groupware_kill.py $(CHAOS_GROUPWARE_ARGS)
+	@bin="$$(bash $(K8S_BUILD))"; MAILFERRY_SENDING_KILLS=1 MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" \
+	$(VENV)/bin/pytest -ra tests/e2e/test_sendingcutover_ramp.py

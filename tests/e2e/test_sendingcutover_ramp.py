@@ -11,6 +11,7 @@ status history and as an Event, and the application's Secret as the step says, a
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,11 @@ from sending_harness import (
 )
 
 _n = itertools.count()
+# about two minutes of real timers and restarts: part of `make chaos`, not of `make test`
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("MAILFERRY_SENDING_KILLS"),
+    reason="long scenario: run by `make chaos` (or set MAILFERRY_SENDING_KILLS=1)",
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ and tests/unit/install/test_install_rbac_code.py checks them against the operato
 - apiGroups: [mailferry.io]
   resources: [mailmigrations, dnscutovers]
   verbs: [get, list, watch, patch]
-# SendingCutovers: watched by their handlers and timer (no GET: Kopf lists and watches).
+# SendingCutovers: watched, and read fresh before each decision (Kopf's copy may be older).
 - apiGroups: [mailferry.io]
   resources: [sendingcutovers]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 # NoticePlans: watched by their timer (no GET: Kopf lists and watches).
 - apiGroups: [mailferry.io]
   resources: [noticeplans]

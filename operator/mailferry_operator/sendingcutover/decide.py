@@ -129,33 +129,30 @@ def decide(spec: SendingCutoverSpec, state: State, obs: Observation, now: dateti
             "TargetLowered",
             f"spec.targetWeight {spec.target_weight} %: weight {ws[step]} % → {ws[target]} %",
         )
-    r: Rates | None = None
-    if step > 0 and obs.counts is not None:
-        r = rates(since(state.baseline, obs.counts))
-        if r.events >= gates.min_events:
-            over_bounce = r.bounce_rate is not None and r.bounce_rate >= gates.bounce_rate_hard_stop
-            over_complaint = (
-                r.complaint_rate is not None and r.complaint_rate >= gates.complaint_rate_hard_stop
+    # measured at every step (at 0 % too: late events of a rolled-back ramp show), judged above 0 % only
+    r = rates(since(state.baseline, obs.counts)) if obs.counts is not None else None
+    if step > 0 and r is not None and r.events >= gates.min_events:
+        over_bounce = r.bounce_rate is not None and r.bounce_rate >= gates.bounce_rate_hard_stop
+        over_complaint = r.complaint_rate is not None and r.complaint_rate >= gates.complaint_rate_hard_stop
+        if over_bounce or over_complaint:
+            what = (
+                f"bounce rate {_pct(r.bounce_rate)} ≥ {_pct(gates.bounce_rate_hard_stop)}"
+                if over_bounce
+                else f"complaint rate {_pct(r.complaint_rate)} ≥ {_pct(gates.complaint_rate_hard_stop)}"
             )
-            if over_bounce or over_complaint:
-                what = (
-                    f"bounce rate {_pct(r.bounce_rate)} ≥ {_pct(gates.bounce_rate_hard_stop)}"
-                    if over_bounce
-                    else f"complaint rate {_pct(r.complaint_rate)} ≥ {_pct(gates.complaint_rate_hard_stop)}"
-                )
-                to = 0 if gates.on_hard_stop == "Zero" else step - 1
-                return Outcome(
-                    "HardStop", to, "HardStop", f"{what} over {r.events:.0f} events: weight → {ws[to]} %", r
-                )
-            if r.complaint_rate is not None and r.complaint_rate >= gates.complaint_rate_max:
-                return Outcome(
-                    "StepBack",
-                    step - 1,
-                    "ComplaintRate",
-                    f"complaint rate {_pct(r.complaint_rate)} ≥ {_pct(gates.complaint_rate_max)} over "
-                    f"{r.events:.0f} events: weight {ws[step]} % → {ws[step - 1]} %",
-                    r,
-                )
+            to = 0 if gates.on_hard_stop == "Zero" else step - 1
+            return Outcome(
+                "HardStop", to, "HardStop", f"{what} over {r.events:.0f} events: weight → {ws[to]} %", r
+            )
+        if r.complaint_rate is not None and r.complaint_rate >= gates.complaint_rate_max:
+            return Outcome(
+                "StepBack",
+                step - 1,
+                "ComplaintRate",
+                f"complaint rate {_pct(r.complaint_rate)} ≥ {_pct(gates.complaint_rate_max)} over "
+                f"{r.events:.0f} events: weight {ws[step]} % → {ws[step - 1]} %",
+                r,
+            )
 
     if state.hard_stopped_ack is not None and state.hard_stopped_ack == spec.hard_stop_ack:
         return hold("HardStopped", "after a hard stop the ramp waits: raise spec.hardStopAck to resume", r)

@@ -30,6 +30,7 @@ log = logging.getLogger("mailferry.sendingcutover")
 PLURAL = "sendingcutovers"
 INTERVAL = settings.current().sending_interval
 RECONCILE_TIMEOUT = 120.0
+K8S_TIMEOUT = 30
 _locks: dict[str, asyncio.Lock] = {}
 
 
@@ -109,7 +110,14 @@ async def _locked(namespace: str, name: str, uid: str, body: Any) -> None:
         return  # deleting a SendingCutover leaves the application's Secret as it is
     async with _locks.setdefault(uid, asyncio.Lock()):
         try:
-            await asyncio.wait_for(reconcile(namespace, name, body), timeout=RECONCILE_TIMEOUT)
+            # Kopf's body can predate this process's own last status write (a timer and a spec change
+            # back to back): decide from the object as it is now, or a step would be taken twice
+            fresh = await kube.get_or_none(
+                f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/sendingcutovers/{name}", K8S_TIMEOUT
+            )
+            if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+                return
+            await asyncio.wait_for(reconcile(namespace, name, fresh), timeout=RECONCILE_TIMEOUT)
         except TimeoutError as exc:
             metrics.reconcile_errors.labels("timeout").inc()
             raise kopf.TemporaryError(f"reconcile took over {RECONCILE_TIMEOUT:.0f}s", delay=5) from exc
