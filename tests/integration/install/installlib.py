@@ -78,9 +78,14 @@ def template(
     namespace: str = "mailferry",
     release: str = "mf",
     extra: list[str] | None = None,
+    tests: bool = False,
 ) -> list[dict[str, Any]]:
-    """`helm template` of the chart: `values` as --set, `extra` as more arguments (e.g. ["-f", FILE])."""
-    cp = helm("template", release, str(CHART), "--namespace", namespace, *set_args(values), *(extra or []))
+    """`helm template` of the chart: `values` as --set, `extra` as more arguments (e.g. ["-f", FILE]);
+    the `helm test` hook pods only with `tests`."""
+    skip = [] if tests else ["--skip-tests"]
+    cp = helm(
+        "template", release, str(CHART), "--namespace", namespace, *skip, *set_args(values), *(extra or [])
+    )
     return load_all(cp.stdout)
 
 
