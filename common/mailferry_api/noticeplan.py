@@ -38,8 +38,9 @@ PlanPhase = Literal["AwaitingApproval", "Scheduled", "Sending", "Sent", "Stalled
 
 MAX_NOTICES = 32
 MAX_COHORTS = 100
-MAX_DRAFTS = 400
-MAX_TEXT = 16384
+# Drafts live in status (one object, under etcd's 1.5 MiB): 100 drafts of at most 8 KiB of text each.
+MAX_DRAFTS = 100
+MAX_TEXT = 8192
 
 
 class NoticeTiming(ApiModel):
@@ -79,8 +80,8 @@ class Cohort(ApiModel):
 
 class SmtpSubmission(ApiModel):
     """SMTP submission (RFC 6409): STARTTLS on 587 or implicit TLS on 465; never plain text, because
-    the login travels on it. The Secret is labelled like the IMAP credentials
-    (`app.kubernetes.io/part-of: mailferry`)."""
+    the login travels on it. The Secret must be labelled like the IMAP credentials
+    (`mailferry.io/credentials: "true"`, the owner's consent: kube.consent), else SecretNotPermitted."""
 
     host: str = Field(min_length=1, max_length=253, pattern=HOST_PATTERN)
     """SMTP submission server."""
@@ -129,7 +130,7 @@ class NoticePlanSpec(ApiModel):
     """The notices and when each goes out."""
     sending: Sending = Sending()
     """Pace and retries."""
-    approved_hashes: Annotated[list[DraftHash], Field(max_length=MAX_DRAFTS)] = Field(
+    approved_hashes: Annotated[list[DraftHash], Field(max_length=4 * MAX_DRAFTS)] = Field(
         default=[], description="drafts approved for sending, by their exact hash (status.drafts[].hash)"
     )
     suspend: bool = False

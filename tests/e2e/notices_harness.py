@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until
+from fixtures._proc import wait_until
 from fixtures.kubeapi import KubeAPI
 from fixtures.smtp import Submission
 
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "dns"))
+from dnscutover_harness import Operator
+
 MASTER_SECRET = "mailhost-imap"
 SMTP_SECRET = "notice-smtp"
 TEMPLATES = {
@@ -28,52 +30,17 @@ TEMPLATES = {
 }
 
 
-class NoticeOperator(Supervised):
+class NoticeOperator(Operator):
     """The operator as a subprocess: `mailferry-operator` (full) or only the NoticePlan handlers
-    (`kopf run -m mailferry_operator.notices.handlers`, no MailMigration controller creating
-    MailboxSyncs and Jobs for a 1,000-mailbox inventory)."""
+    (`kopf run -m mailferry_operator.notices.handlers`: no MailMigration controller creating MailboxSyncs
+    and Jobs for a 1,000-mailbox inventory). A run every second."""
+
+    handlers_module = "mailferry_operator.notices.handlers"
 
     def __init__(
         self, kube: KubeAPI, namespace: str, log_dir: Path, env: Mapping[str, str], full: bool = False
     ) -> None:
-        self.kube, self.namespace, self.full = kube, namespace, full
-        self.log = log_dir / "operator.log"
-        self.env = {**kube.env, "MAILFERRY_NOTICE_INTERVAL": "1", **env}
-        self.starts = 0
-        self.metrics_port = 0
-
-    def start(self) -> NoticeOperator:
-        self.starts += 1
-        liveness = free_port()
-        self.metrics_port = free_port()
-        if self.full:
-            argv = [
-                str(BIN / "mailferry-operator"),
-                "--namespace",
-                self.namespace,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--liveness-port",
-                str(liveness),
-            ]
-        else:
-            argv = [
-                str(BIN / "kopf"),
-                "run",
-                "--standalone",
-                "-n",
-                self.namespace,
-                "-m",
-                "mailferry_operator.notices.handlers",
-                "--liveness",
-                f"http://127.0.0.1:{liveness}/healthz",
-            ]
-        self.proc = ManagedProcess(f"operator#{self.starts}", argv, log=self.log, env=self.env).start()
-        self.proc.wait_ready(lambda: port_open(liveness), timeout=60)
-        return self
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        super().__init__(kube, namespace, log_dir, not full, {"MAILFERRY_NOTICE_INTERVAL": "1", **env})
 
 
 def setup(

@@ -97,35 +97,32 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
         assert len(pilot_mail) == 1 and b"Edited after approval." in pilot_mail[0]
         runs_after(kube, namespace, op)
         assert len(sub.delivered) == 7  # nothing more after Sent
-        metrics = __import__("httpx").get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
+        metrics = op.metrics()
         assert 'mailferry_notice_recipients{cohort="sales",namespace="' in metrics
         assert 'notice="announce",noticeplan="np",state="sent"} 4.0' in metrics
 
         # template code in the ConfigMap, then a header injected through the subject: refused, with reasons
-        patch_templates(kube, namespace, {"bad.subject": "Hi", "bad.text": "{{ cohort.__class__.__mro__ }}"})
         bad = {"name": "bad", "template": "bad", "at": {"anchor": "window", "offset": "-7d"}}
-        notices = [*obj["spec"]["notices"], bad]
-        patch_plan(kube, namespace, {"spec": {"notices": notices}})
-        obj = wait_np(
-            kube,
-            namespace,
-            lambda o: _condition(o, "Stalled").get("reason") == "TemplateRefused",
-            "refused",
-            op,
-        )
-        assert "template code" in _condition(obj, "Stalled")["message"]
-        assert _condition(obj, "Ready")["status"] == "False"
-        patch_templates(
-            kube, namespace, {"bad.subject": "Hi {{ cohort }}\r\nBcc: everyone@acme.test", "bad.text": "x"}
-        )
-        obj = wait_np(
-            kube,
-            namespace,
-            lambda o: _condition(o, "Stalled").get("reason") == "HeaderInjection",
-            "header",
-            op,
-        )
-        assert "line break" in _condition(obj, "Stalled")["message"]
+        patch_plan(kube, namespace, {"spec": {"notices": [*obj["spec"]["notices"], bad]}})
+        attempts = [
+            (
+                {"bad.subject": "Hi", "bad.text": "{{ cohort.__class__.__mro__ }}"},
+                "TemplateRefused",
+                "template code",
+            ),
+            (
+                {"bad.subject": "Hi {{ cohort }}\r\nBcc: everyone@acme.test", "bad.text": "x"},
+                "HeaderInjection",
+                "line break",
+            ),
+        ]
+        for templates, reason, said in attempts:
+            patch_templates(kube, namespace, templates)
+            obj = wait_np(
+                kube, namespace, lambda o, r=reason: _condition(o, "Stalled").get("reason") == r, reason, op
+            )
+            assert said in _condition(obj, "Stalled")["message"]
+            assert _condition(obj, "Ready")["status"] == "False"
         events = kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
         assert "TemplateRefused" in events and "HeaderInjection" in events
         assert len(sub.delivered) == 7

@@ -120,6 +120,8 @@ async def _credentials(namespace: str, obs: Observed) -> tuple[str, str] | Probl
         return Problem(
             "SmtpSecretMissing", f"Secret {cfg.secret_ref.name} (spec.smtp.secretRef) does not exist", True
         )
+    if values.refused is not None:  # not labelled mailferry.io/credentials=true (kube.consent)
+        return values.refused
     user, password = values.values.get(cfg.username_key), values.values.get(cfg.password_key)
     if not user or not password:
         return Problem(

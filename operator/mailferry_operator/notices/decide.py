@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
 from mailferry_api.conditions import set_condition, with_ready
 from mailferry_api.noticeplan import (
+    MAX_DRAFTS,
+    MAX_TEXT,
     CohortDelivery,
     Draft,
     Notice,
@@ -29,8 +31,6 @@ from ..mailmigration.durations import parse_duration
 from . import ledger
 from .message import message_id, sender
 from .templates import check_header, render
-
-MAX_TEXT = 16384
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,14 @@ def decide(snap: Snapshot) -> Plan:
         if _condition_changed(snap.previous, "Stalled", snap.problem.reason):
             plan.events.append(Event("Warning", snap.problem.reason, snap.problem.message))
         return plan
+    pairs = sum(len(cohorts_of(n, snap.members)) for n in snap.spec.notices)
+    if pairs > MAX_DRAFTS:
+        too_many = Problem(
+            "TooManyDrafts",
+            f"{pairs} drafts (notices x cohorts) but status holds at most {MAX_DRAFTS}: split the plan "
+            "(one NoticePlan per group of cohorts) or name the cohorts of each notice",
+        )
+        return decide(replace(snap, problem=too_many))
     budget = [snap.spec.sending.max_per_run]
     before = {(d.notice, d.cohort): d for d in snap.previous.drafts}
     for notice in snap.spec.notices:

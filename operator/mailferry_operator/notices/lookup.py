@@ -35,7 +35,7 @@ class _ApiSecrets:
 
     async def get(self, side: Side, secret_name: str, key: str) -> str | None:
         values = await kube.read_secret_values(self.namespace, secret_name)
-        if values is None:
+        if values is None or values.refused is not None:  # absent, or not opted in (kube.consent)
             return None
         value = values.values.get(key)
         return value.rstrip("\r\n") if value is not None else None

@@ -34,6 +34,8 @@ class Operator(Supervised):
     `only_dnscutover`, `kopf run -m mailferry_operator.dnscutover.handlers` (no MailMigration
     controller, so a test can write a MailMigration's status itself)."""
 
+    handlers_module = "mailferry_operator.dnscutover.handlers"  # what `only_dnscutover` runs (subclasses: theirs)
+
     def __init__(
         self,
         kube: KubeAPI,
@@ -61,7 +63,7 @@ class Operator(Supervised):
                 "-n",
                 self.namespace,
                 "-m",
-                "mailferry_operator.dnscutover.handlers",
+                self.handlers_module,
                 "--liveness",
                 f"http://127.0.0.1:{liveness}/healthz",
             ]

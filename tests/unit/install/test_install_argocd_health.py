@@ -317,10 +317,41 @@ def test_application_health_passes_child_health_through() -> None:
     assert run_health("Application", {"kind": "Application", "metadata": {}})[0] == "Progressing"
 
 
-def test_scripts_cover_the_three_kinds() -> None:
+def test_scripts_cover_every_kind() -> None:
     assert set(health_scripts()) == {
         "mailferry.io_MailMigration",
         "mailferry.io_MailboxSync",
         "mailferry.io_DnsCutover",
+        "mailferry.io_NoticePlan",
         "argoproj.io_Application",
     }
+
+
+@pytest.mark.parametrize(
+    ("status", "health", "text"),
+    [
+        (None, "Progressing", "render the drafts"),
+        (
+            {"phase": "AwaitingApproval", "pendingApprovals": 2, "observedGeneration": 1},
+            "Suspended",
+            "2 draft(",
+        ),
+        ({"phase": "Sending", "sent": 40, "observedGeneration": 1}, "Progressing", "40 sent"),
+        ({"phase": "Scheduled", "observedGeneration": 1}, "Healthy", "Scheduled"),
+        ({"phase": "Sent", "sent": 7, "bounced": 1, "observedGeneration": 1}, "Healthy", "7 sent, 1 bounced"),
+        ({"phase": "Sent", "observedGeneration": 0}, "Progressing", "generation 1"),
+        (
+            dict(
+                phase="Stalled", observedGeneration=1, conditions=[cond("Stalled", reason="HeaderInjection")]
+            ),
+            "Degraded",
+            "HeaderInjection",
+        ),
+    ],
+)
+def test_noticeplan_health(status: dict[str, Any] | None, health: str, text: str) -> None:
+    obj: dict[str, Any] = {"metadata": {"generation": 1}, "spec": {}}
+    if status is not None:
+        obj["status"] = status
+    got, message = run_health("NoticePlan", obj)
+    assert got == health and text in message, (got, message)

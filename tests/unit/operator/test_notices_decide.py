@@ -92,7 +92,7 @@ def test_drafts_per_cohort_nothing_sent_before_approval() -> None:
     assert pilot.state == "AwaitingApproval" and pilot.recipients == 2
     assert pilot.subject == "Your mailbox moves on 2026-12-09 18:00 UTC"
     assert "imap.new.test" in pilot.text and len(pilot.hash) == 16
-    assert d["sales"].state == "Refused" or d["sales"].state == "AwaitingApproval"
+    assert d["sales"].state == "AwaitingApproval" and "no window for sales" in d["sales"].message
     assert plan.sends == []
     assert plan.status.pending_approvals == sum(
         1 for x in plan.status.drafts if x.state == "AwaitingApproval"
@@ -196,3 +196,10 @@ def test_inventory_cohort_column() -> None:
     assert [e.cohort for e in inv.entries] == ["sales-emea", None]
     inv = parse_text('[{"source": "a@x.test", "cohort": "Pilot"}]')
     assert inv.entries[0].cohort == "pilot"
+
+
+def test_too_many_drafts_for_status_stall_with_reason() -> None:
+    members = {f"c{i}": [Member(f"p{i}@acme.test")] for i in range(101)}
+    plan = decide(snap(members=members))
+    stalled = next(c for c in plan.status.conditions if c.type == "Stalled")
+    assert stalled.reason == "TooManyDrafts" and plan.sends == [] and plan.status.phase == "Stalled"
