@@ -17,6 +17,7 @@ from mailferry_api.groupware import CollectionCheckpoint, Groupware, ItemError
 
 from . import items as it
 from .dav import Collection, DavClient, DavError, SyncTokenInvalid
+from .google import GoogleCalendar
 from .plan import (
     Plan,
     destination_name,
@@ -39,7 +40,7 @@ def now() -> datetime:
 
 @dataclass
 class CollectionSync:
-    src: DavClient
+    src: DavClient | GoogleCalendar
     dst: DavClient
     source: Collection
     dest: Collection
@@ -59,9 +60,9 @@ class CollectionSync:
 
     async def run(self) -> None:
         self.ckpt.last_error = None
-        if self.force_etag or not self.source.supports_sync:
+        if isinstance(self.src, DavClient) and (self.force_etag or not self.source.supports_sync):
             self.ckpt.mode = "etag"
-            await self._by_etag()
+            await self._by_etag(self.src)
         else:
             self.ckpt.mode = "syncToken"
             await self._by_token()
@@ -108,14 +109,14 @@ class CollectionSync:
 
     # ------------------------------------------------------------------ ETag mode
 
-    async def _by_etag(self) -> None:
+    async def _by_etag(self, src: DavClient) -> None:
         c = self.ckpt
-        listing = await self.src.listing(self.source.url)
+        listing = await src.listing(self.source.url)
         digest = etag_digest(listing)
         if c.etag_digest == digest:
             self.noop = True
             return
-        src_fp = await self._fingerprints(self.src, self.source.url, list(listing))
+        src_fp = await self._fingerprints(src, self.source.url, list(listing))
         dst_fp = await self._fingerprints(
             self.dst, self.dest.url, [destination_name(n, SUFFIX[self.kind]) for n in listing]
         )

@@ -29,6 +29,7 @@ from ..checkpoint import StatusStore
 from ..logs import log
 from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
+from .google import GoogleCalendar
 from .plan import destination_name, home_of, token_unchanged
 from .protocol import DESTINATION_PROPS
 
@@ -85,18 +86,40 @@ class _Bearer(httpx.Auth):
 
 async def open_client(
     side: Side, spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None
-) -> DavClient:
+) -> DavClient | GoogleCalendar:
     assert spec.groupware is not None
     ep = spec.groupware.source if side == "source" else spec.groupware.destination
     mail = spec.source if side == "source" else spec.destination
+    if ep.type == "google" and side == "source":
+        return GoogleCalendar(
+            await http_auth(side, ep, mail, secrets, spec.secret_key), ep.url, ep.timeout_seconds
+        )
     if ep.type != "dav" or not ep.url:
         raise DavError(
             f"{side}: groupware type {ep.type!r} is not wired to the worker yet", "GroupwareTypeNotSupported"
         )
     verify: bool | str = (ca_file or True) if ep.tls_verify else False
-    return DavClient(
-        ep.url, await http_auth(side, ep, mail, secrets, spec.secret_key), verify, ep.timeout_seconds
-    )
+    auth = await http_auth(side, ep, mail, secrets, spec.secret_key)
+    return DavClient(ep.url, auth, verify, ep.timeout_seconds)
+
+
+async def open_pair(
+    spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None
+) -> tuple[DavClient | GoogleCalendar, DavClient]:
+    """Source and destination clients; the destination is always CalDAV/CardDAV for now."""
+    src = await open_client("source", spec, secrets, ca_file)
+    try:
+        dst = await open_client("destination", spec, secrets, ca_file)
+    except BaseException:
+        await src.close()
+        raise
+    if not isinstance(dst, DavClient):
+        await src.close()
+        await dst.close()
+        raise DavError(
+            "destination: only CalDAV/CardDAV destinations are wired yet", "GroupwareTypeNotSupported"
+        )
+    return src, dst
 
 
 def wanted_kinds(spec: MailboxSyncSpec) -> list[CollectionKind]:
@@ -145,8 +168,7 @@ class GroupwareRunner:
         result = GroupwareResult("synced")
         src = dst = None
         try:
-            src = await open_client("source", spec, self.secrets, self.ca_file)
-            dst = await open_client("destination", spec, self.secrets, self.ca_file)
+            src, dst = await open_pair(spec, self.secrets, self.ca_file)
             for kind in kinds:
                 await self._kind(kind, src, dst, spec, result)
         except (ProblemError, OSError) as exc:
@@ -199,7 +221,7 @@ class GroupwareRunner:
     async def _kind(
         self,
         kind: CollectionKind,
-        src: DavClient,
+        src: DavClient | GoogleCalendar,
         dst: DavClient,
         spec: MailboxSyncSpec,
         result: GroupwareResult,

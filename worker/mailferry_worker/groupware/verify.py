@@ -13,9 +13,9 @@ from mailferry_api.mailboxsync import MailboxSyncSpec
 from mailferry_imap.credentials import SecretSource
 
 from . import items as it
-from .dav import DavClient
+from .dav import DavClient, DavError
 from .plan import destination_name
-from .runner import open_client, wanted_kinds
+from .runner import open_pair, wanted_kinds
 
 MAX_LISTED = 50
 
@@ -114,15 +114,14 @@ async def verify_mailboxsync_collections(
     kinds = wanted_kinds(spec)
     if not kinds:
         return []
-    src = await open_client("source", spec, secrets, ca_file)
+    src, dst = await open_pair(spec, secrets, ca_file)
     try:
-        dst = await open_client("destination", spec, secrets, ca_file)
-        try:
-            return await verify_collections(src, dst, kinds, ignore_extra)
-        finally:
-            await dst.close()
+        if not isinstance(src, DavClient):
+            raise DavError("verify reads CalDAV/CardDAV sources only for now", "GroupwareTypeNotSupported")
+        return await verify_collections(src, dst, kinds, ignore_extra)
     finally:
         await src.close()
+        await dst.close()
 
 
 def print_collection_reports(reports: list[CollectionReport]) -> int:
