@@ -175,6 +175,15 @@ def profile_mailferry(servers: BenchServers, runner: MailferryRunner, out_dir: P
     return notes
 
 
+def announced(servers: BenchServers) -> str:
+    """Which of CONDSTORE/QRESYNC the source announces (what a delta round can lean on)."""
+    with servers.source.connect_as(servers.users[0]) as c:
+        _, data = c.capability()
+        caps = set(b" ".join(x for x in data if isinstance(x, bytes)).decode().upper().split())
+    have = [x for x in ("CONDSTORE", "QRESYNC") if x in caps]
+    return "+".join(have) or "neither CONDSTORE nor QRESYNC"
+
+
 def flag_note(servers: BenchServers, tool: str) -> str:
     diffs = servers.flag_differences()
     msg = f"{tool}: flags/keywords per folder {'identical to the source' if not diffs else 'DIFFER'}"
@@ -423,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({time.perf_counter() - t0:.1f}s)",
             flush=True,
         )
+        caps = announced(servers)
+        print(
+            f"bench: the source announces {caps} (mailferry's no-op delta: one STATUS per folder)", flush=True
+        )
+        notes.append(f"no-op delta: the source Dovecot announces {caps}")
         logs = servers.workdir / "tools"
         with contextlib.ExitStack() as stack:
             cycles: dict[str, Cycle] = {}

@@ -20,6 +20,12 @@ Scenarios (all by default):
             (tests/chaos/dns_kill.py)
   apiserver-restart  kube-apiserver killed and started again (same port, same etcd) --restarts times
             during a MailMigration and during a DnsCutover; the operator process stays up
+  one-writer  2 and 5 workers at once on one MailboxSync (file store and API store), --repeat times each,
+            and a worker SIGSTOPped past its Lease then resumed: exactly one copies, the resumed one writes
+            nothing (tests/chaos/coexist.py)
+  coexist   --rounds delta rounds of random mailbox life (expunge, move, flag, new, direct delivery to the
+            destination) with kill -9 in a third of them, on a QRESYNC source and on one without
+            QRESYNC/CONDSTORE: destination = source + its own mail after every round; safety cap trips
   watch-410  the operator's API connection cut (TCP proxy) while objects change and etcd is compacted,
             on an API server without watch cache: a real 410 Gone, Kopf re-lists (debug + audit log)
   notices-kill  kill -9 of the operator --kills times (at most 5) while it sends one approved notice to
@@ -71,10 +77,10 @@ def say(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def dovecot_pair(root: Path) -> Iterator[tuple[Dovecot, Dovecot]]:
+def dovecot_pair(root: Path, src_caps: str | None = None) -> Iterator[tuple[Dovecot, Dovecot]]:
     (root / "src").mkdir(parents=True)
     (root / "dst").mkdir(parents=True)
-    src = Dovecot(root / "src", "chaos-src")
+    src = Dovecot(root / "src", "chaos-src", imap_capability=src_caps)
     dst = Dovecot(root / "dst", "chaos-dst")
     try:
         src.start()
@@ -602,6 +608,29 @@ SCENARIOS["notices-kill"] = scenario_notices_kill
 DEFAULT_SCENARIOS.append("notices-kill")
 
 
+def scenario_one_writer(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.coexist import ok_one_writer, one_writer
+
+    with envtest(work) as kube, dovecot_pair(work / "servers") as (src, dst):
+        kube.kubectl("create", "namespace", "chaos")
+        res = one_writer(kube, "chaos", src, dst, work / "ow", args.repeat)
+    say(f"  {json.dumps({k: v for k, v in res.items() if k != 'detail'})}")
+    return ok_one_writer(res), res
+
+
+def scenario_coexist(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.coexist import scenario_coexist as coexist
+
+    ok, res = coexist(args, work, dovecot_pair)
+    say(f"  {json.dumps({k: {kk: vv for kk, vv in v.items() if kk != 'detail'} for k, v in res.items()})}")
+    return ok, res
+
+
+for _name, _fn in (("one-writer", scenario_one_writer), ("coexist", scenario_coexist)):
+    SCENARIOS[_name] = _fn
+    DEFAULT_SCENARIOS.append(_name)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
@@ -623,6 +652,8 @@ def main() -> int:
     ap.add_argument("--migrations", type=int, default=50, help="load: MailMigrations created at once")
     ap.add_argument("--timeout", type=float, default=600.0, help="load: seconds to wait for each step")
     ap.add_argument("--restarts", type=int, default=4, help="apiserver-restart: restarts in each half")
+    ap.add_argument("--repeat", type=int, default=3, help="one-writer: runs per store and worker count")
+    ap.add_argument("--rounds", type=int, default=12, help="coexist: delta rounds per source kind")
     ap.add_argument("--recipients", type=int, default=1000, help="notices-kill: people the notice goes to")
     args = ap.parse_args()
     HANG_SECONDS[0] = args.hang_seconds

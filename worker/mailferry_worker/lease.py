@@ -174,22 +174,38 @@ class KubeLease:
             meta["resourceVersion"] = self._obj["metadata"]["resourceVersion"]
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
-    async def acquire(self) -> None:
-        started = time.monotonic()
-        now = datetime.now(UTC)
+    async def _read(self) -> dict[str, Any]:
         try:
             self._obj = await self.api.get_lease(self.namespace, self.name)
         except KubeError as exc:
             if exc.status != 404:
                 raise
             self._obj = None
-        old = (self._obj or {}).get("spec") or {}
-        verdict, until = decide(old, self.identity, now)
-        if verdict == "busy":
-            raise AlreadyRunning(
-                f"worker {old.get('holderIdentity')} holds the mailbox until {micro_time(until or now)} "
-                "unless it renews: this worker copies nothing"
-            )
+        return (self._obj or {}).get("spec") or {}
+
+    async def acquire(self) -> None:
+        """Take the Lease. Held by someone else: wait while it may have died (a pod killed without giving
+        the Lease back, whose retry starts at once); AlreadyRunning as soon as the holder renews it, or
+        when it stays held longer than one duration past the first look."""
+        first = time.monotonic()
+        seen: str | None = None
+        while True:
+            started = time.monotonic()
+            now = datetime.now(UTC)
+            old = await self._read()
+            verdict, until = decide(old, self.identity, now)
+            if verdict == "take":
+                break
+            renewed = str(old.get("renewTime"))
+            waited = started - first
+            if (seen is not None and renewed != seen) or waited > self.duration + 2:
+                raise AlreadyRunning(
+                    f"worker {old.get('holderIdentity')} holds the mailbox (until {micro_time(until or now)} "
+                    "unless it renews): this worker copies nothing"
+                )
+            seen = renewed
+            left = ((until or now) - now).total_seconds()
+            await asyncio.sleep(min(max(0.2, left + 0.2), self.duration / 3))
         transitions = int(old.get("leaseTransitions") or 0) + (1 if old.get("holderIdentity") else 0)
         spec = {
             "holderIdentity": self.identity,

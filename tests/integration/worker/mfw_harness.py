@@ -145,6 +145,8 @@ def worker_env(
         MAILFERRY_SECRETS_DIR=str(secrets_dir),
         MAILFERRY_LOG_FORMAT="json",
         MAILFERRY_BACKOFF_BASE="0.2",
+        # A worker killed with -9 keeps its mailbox's Lease until it expires; the rerun waits that long.
+        MAILFERRY_LEASE_SECONDS="6",
     )
     if ca is not None:
         env["SSL_CERT_FILE"] = str(ca)

@@ -11,10 +11,8 @@ were moved on the destination (not appended again); a source folder emptied at o
 
 from __future__ import annotations
 
-import imaplib
 import json
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -25,44 +23,11 @@ from typing import Any
 import mfw_harness as h
 import pytest
 
+from chaos.mailbox_ops import add, expunge, mirror_differences, move, uids, without_message_id
 from chaos.mailrun import WorkerRun, endpoint, events, message_ids, q
 from fixtures.dovecot import Dovecot, DovecotPair, make_message
 
 FOLDERS = {"INBOX": 40, "Archive": 12, "Work": 12}
-_UID = re.compile(rb"UID (\d+)")
-
-
-def uids(c: imaplib.IMAP4, folder: str, criteria: str = "ALL") -> list[int]:
-    c.select(q(folder))
-    _, data = c.uid("SEARCH", criteria)
-    return [int(x) for x in (data[0] or b"").split()]
-
-
-def expunge(d: Dovecot, user: str, folder: str, which: list[int]) -> None:
-    with d.connect_as(user) as c:
-        c.select(q(folder))
-        c.uid("STORE", ",".join(map(str, which)), "+FLAGS", "(\\Deleted)")
-        c.uid("EXPUNGE", ",".join(map(str, which)))
-
-
-def move(d: Dovecot, user: str, folder: str, which: list[int], to: str) -> None:
-    with d.connect_as(user) as c:
-        c.select(q(folder))
-        typ, _ = c.uid("MOVE", ",".join(map(str, which)), q(to))
-        assert typ == "OK"
-
-
-def add(d: Dovecot, user: str, folder: str, messages: list[bytes]) -> None:
-    with d.connect_as(user) as c:
-        if folder != "INBOX":
-            c.create(q(folder))  # NO when it exists
-        for m in messages:
-            typ, _ = c.append(q(folder), None, imaplib.Time2Internaldate(1.7e9), m)
-            assert typ == "OK"
-
-
-def without_message_id(subject: str) -> bytes:
-    return h.message(subject, msgid=False, body=f"{subject} {secrets.token_hex(8)}\r\n")
 
 
 def own_mail(d: Dovecot, user: str) -> Counter[str]:
@@ -71,16 +36,8 @@ def own_mail(d: Dovecot, user: str) -> Counter[str]:
 
 def assert_mirrored(pair: DovecotPair, user: str, direct: Counter[str]) -> None:
     """Every destination folder = its source folder, INBOX plus the destination's own mail."""
-    s, d = message_ids(pair.source, user), message_ids(pair.destination, user)
-    for folder, ids in s.items():
-        want = ids + (direct if folder == "INBOX" else Counter())
-        assert d.get(folder, Counter()) == want, (
-            folder,
-            "missing",
-            want - d.get(folder, Counter()),
-            "extra",
-            d.get(folder, Counter()) - want,
-        )
+    diff = mirror_differences(pair.source, pair.destination, user, direct)
+    assert not diff, diff
 
 
 def run_round(run: WorkerRun, n: int) -> dict[str, Any]:
