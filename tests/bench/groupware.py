@@ -85,7 +85,7 @@ def seed(source: Radicale, contacts: int, events: int) -> tuple[str, str]:
     book = source.seed(USER, "contacts", "contacts", address_book(contacts, groups=10), "Contacts")
     cal = source.seed(USER, "calendar", "calendars", calendar(events), "Calendar")
     # Radicale parses every item once into its cache on first read: do it before either tool is timed.
-    with source.client(USER) as c:
+    with source.client(USER, timeout=3600) as c:  # minutes for thousands of items on a busy machine
         for path in (book, cal):
             c.request("PROPFIND", path, headers={"Depth": "1"}).raise_for_status()
     return book, cal
@@ -172,36 +172,49 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mf-bench-groupware-") as tmp:
         work = Path(tmp)
-        servers = {}
-        for role in ("source", "dest-mailferry", "dest-vdirsyncer"):
-            (work / role).mkdir()
-            servers[role] = Radicale(role, work / role, log_level="info").start()
-        src, dmf, dvd = servers["source"], servers["dest-mailferry"], servers["dest-vdirsyncer"]
-        print(f"seeding {args.contacts} contacts (+10 groups) and {args.events} events ...", flush=True)
-        book, cal = seed(src, args.contacts, args.events)
-        items = args.contacts + 10 + args.events
-        mbx = groupware_mailbox(work / "mf", src, dmf, USER)
-        dvd.add_user(USER)
-        conf = vdirsyncer_setup(work, src, dvd)
-        rounds: list[Round] = []
+        servers: dict[str, Radicale] = {}
+        try:
+            for role in ("source", "dest-mailferry", "dest-vdirsyncer"):
+                (work / role).mkdir()
+                servers[role] = Radicale(role, work / role, log_level="info").start()
+            rounds, diff = compare(work, servers, args.contacts, args.events)
+        finally:
+            for server in servers.values():
+                server.stop()
+    report(rounds, diff, args.json)
+    return 0 if diff["mailferry"] == 0 else 1
 
-        def mf() -> None:
-            run_mailferry(mbx)
 
-        def vd() -> None:
-            vdirsyncer(conf, "sync")
+def compare(
+    work: Path, servers: dict[str, Radicale], contacts: int, events: int
+) -> tuple[list[Round], dict[str, int]]:
+    src, dmf, dvd = servers["source"], servers["dest-mailferry"], servers["dest-vdirsyncer"]
+    print(f"seeding {contacts} contacts (+10 groups) and {events} events ...", flush=True)
+    book, cal = seed(src, contacts, events)
+    items = contacts + 10 + events
+    mbx = groupware_mailbox(work / "mf", src, dmf, USER)
+    dvd.add_user(USER)
+    conf = vdirsyncer_setup(work, src, dvd)
+    rounds: list[Round] = []
 
-        rounds.append(timed("mailferry", "first copy", items, (src, dmf), mf))
-        vdirsyncer(conf, "discover")  # creates the destination collections; not timed
-        rounds.append(timed("vdirsyncer", "first copy", items, (src, dvd), vd))
-        rounds.append(timed("mailferry", "no-op", items, (src, dmf), mf))
-        rounds.append(timed("vdirsyncer", "no-op", items, (src, dvd), vd))
-        change_some(src, book, cal)
-        rounds.append(timed("mailferry", "30 changes", 30, (src, dmf), mf))
-        rounds.append(timed("vdirsyncer", "30 changes", 30, (src, dvd), vd))
-        diff = {"mailferry": differences(src, dmf), "vdirsyncer": differences(src, dvd)}
-        for s in servers.values():
-            s.stop()
+    def mf() -> None:
+        run_mailferry(mbx)
+
+    def vd() -> None:
+        vdirsyncer(conf, "sync")
+
+    rounds.append(timed("mailferry", "first copy", items, (src, dmf), mf))
+    vdirsyncer(conf, "discover")  # creates the destination collections; not timed
+    rounds.append(timed("vdirsyncer", "first copy", items, (src, dvd), vd))
+    rounds.append(timed("mailferry", "no-op", items, (src, dmf), mf))
+    rounds.append(timed("vdirsyncer", "no-op", items, (src, dvd), vd))
+    change_some(src, book, cal)
+    rounds.append(timed("mailferry", "30 changes", 30, (src, dmf), mf))
+    rounds.append(timed("vdirsyncer", "30 changes", 30, (src, dvd), vd))
+    return rounds, {"mailferry": differences(src, dmf), "vdirsyncer": differences(src, dvd)}
+
+
+def report(rounds: list[Round], diff: dict[str, int], json_file: Path | None) -> None:
     print(f"\n{'tool':11} {'round':11} {'seconds':>8} {'items/s':>9} {'HTTP requests':>14}")
     for r in rounds:
         print(f"{r.tool:11} {r.round:11} {r.seconds:8.2f} {r.items_per_second:9.1f} {r.requests:14d}")
@@ -211,11 +224,10 @@ def main() -> int:
         vd_r = next(r for r in rounds if r.tool == "vdirsyncer" and r.round == rnd)
         ok = "PASS" if mf_r.seconds <= vd_r.seconds else "MISS"
         print(f"{ok} {rnd}: mailferry {mf_r.seconds:.2f} s vs vdirsyncer {vd_r.seconds:.2f} s")
-    if args.json:
-        args.json.write_text(
+    if json_file:
+        json_file.write_text(
             json.dumps({"rounds": [asdict(r) for r in rounds], "differences": diff}, indent=1)
         )
-    return 0 if diff["mailferry"] == 0 else 1
 
 
 if __name__ == "__main__":
