@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1.7
 # One image, two entrypoints: `mailferry-operator` (the Deployment) and `mailferry-worker` (the Jobs).
 # Build:  docker build -t ghcr.io/mailferry/mailferry:dev .
-# The base is pinned to an exact patch release; CI (.github/workflows/image.yml) may pin it by digest too.
+# The base is pinned to an exact patch release and by digest (the multi-arch index: amd64 and arm64), so a
+# rebuild of the same commit gets the same base. Renovate/Dependabot or a person bumps both together.
 
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---- build: install the package and its dependencies into a self-contained virtualenv ----
 FROM ${PYTHON_IMAGE} AS build
