@@ -117,6 +117,13 @@ RESOURCES: tuple[Resource, ...] = (
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Target", "type": "string", "jsonPath": ".spec.targetPhase"},
             _ready_column(),
+            {"name": "Switched", "type": "string", "jsonPath": ".status.switchedAt"},
+            {
+                "name": "Drain-Until",
+                "type": "string",
+                "jsonPath": ".status.drainUntil",
+                "description": "the MailMigration's final delta round runs after this",
+            },
             {"name": "Provider", "type": "string", "jsonPath": ".spec.provider.type", "priority": 1},
             _AGE,
         ),

@@ -23,10 +23,12 @@ from .common import (
 
 DNS_PHASES = ("Planned", "TTLLowered", "Staged", "Switched", "Enforced")
 DnsPhase = Literal["Planned", "TTLLowered", "Staged", "Switched", "Enforced"]
-DNS_CONDITIONS = ("Ready", "Reconciling", "GatesPassed", "Paused", "Stalled", "RolledBack")
+DNS_CONDITIONS = ("Ready", "Reconciling", "GatesPassed", "Paused", "Stalled", "RolledBack", "Drifted")
 ProviderType = Literal["rfc2136", "powerdns", "cloudflare", "route53"]
 GateType = Literal["syncLag", "dnsRecord", "ttlElapsed", "prometheus", "minDuration", "manualApproval"]
-GateResult = Literal["Pending", "Passed", "Failed", "Inconclusive"]
+GateResult = Literal["Pending", "Passed", "Failed", "Inconclusive", "Skipped"]
+# The gates every DnsCutover has, spec or not (DESIGN.md "Cutover safety"); off only by spec.safety.skip.
+BuiltinGate = Literal["minDwell", "recordsServed", "oldTtl", "migrationInSync", "dkimVerified"]
 DmarcPolicy = Literal["none", "quarantine", "reject"]
 # DNS owner names and targets: underscores are legal in DNS (`_dmarc`, `_domainkey`, `_mta-sts`).
 HostName = Annotated[
@@ -390,6 +392,48 @@ class PhaseGates(ApiModel):
     """Gates before entering Enforced."""
 
 
+class BuiltinGateSkip(ApiModel):
+    """Turning a built-in gate off is a decision someone takes on purpose: it names who and why, and
+    status.gates shows the gate as Skipped with both."""
+
+    gate: BuiltinGate
+    """The built-in gate turned off."""
+    reason: str = Field(min_length=3, max_length=512)
+    """Why."""
+    by: str = Field(min_length=1, max_length=128, description="who decided (a person or a team)")
+
+
+class MinDwell(ApiModel):
+    """The least time the cutover stays in a phase before the next step (production defaults)."""
+
+    ttl_lowered: Duration = Field(default="0s", description="the oldTtl gate guards the switch")
+    staged: Duration = Field(default="24h", description="DMARC p=none reports and DKIM before the MX swap")
+    switched: Duration = Field(default="24h", description="mail flows to the new MX before enforcing")
+    enforced: Duration = Field(default="24h", description="between two DMARC stages")
+
+
+class Safety(ApiModel):
+    """The built-in gates and the final-sync drain (DESIGN.md "Cutover safety")."""
+
+    skip: Annotated[list[BuiltinGateSkip], Field(max_length=5, json_schema_extra=list_map("gate"))] = []
+    """Built-in gates turned off, each with who and why."""
+    min_dwell: MinDwell = MinDwell()
+    """Least time per phase."""
+    sync_lag: SyncLagGate = Field(
+        default=SyncLagGate(), description="migrationInSync: the MailMigration's lag limit before Switched"
+    )
+    drain_minimum: Duration = Field(
+        default="1h", description="drainUntil = switchedAt + max(2 x the MX TTL at the switch, this)"
+    )
+    drift: Literal["report", "revert"] = Field(
+        default="report", description="a managed record changed by someone else: report it, or write it back"
+    )
+    nameservers: Annotated[list[NameserverAddress], Field(max_length=16)] = Field(
+        default=[], description="host[:port] to verify on; default: every IP of every NS of the zone"
+    )
+    nameserver_port: int = Field(default=53, ge=1, le=65535, description="port of the NS found in the zone")
+
+
 class DnsCutoverSpec(ApiModel):
     """The domain's DNS cutover: provider, target records, the phase to move toward, gates."""
 
@@ -419,6 +463,8 @@ class DnsCutoverSpec(ApiModel):
     """TTLs during and after the cutover."""
     gates: PhaseGates = PhaseGates()
     """Extra gates per phase, beside the built-in ones."""
+    safety: Safety = Safety()
+    """Built-in gates, minimum dwell, final-sync drain and drift handling."""
 
 
 class Measurement(ApiModel):
@@ -449,6 +495,11 @@ class GateStatus(ApiModel):
     """The latest measurements."""
     last_evaluated: datetime | None = None
     """When last evaluated."""
+    builtin: bool = False
+    """A built-in gate (on unless spec.safety.skip names it)."""
+    first_evaluated: datetime | None = None
+    """When first evaluated."""
+    held_seconds: int | None = Field(default=None, description="how long the gate has held the step")
 
 
 class RRset(ApiModel):
@@ -515,6 +566,10 @@ class MtaStsStatus(ApiModel):
     """none, testing or enforce."""
     policy_sha256: str = Field(max_length=64)
     """SHA-256 of the policy file."""
+    longest_max_age_seconds: int = Field(default=0, description="the longest max_age ever published")
+    enforce_cached_until: datetime | None = Field(
+        default=None, description="a sender may hold an enforce policy until then: _mta-sts stays"
+    )
 
 
 class DnsHistoryEntry(ApiModel):
@@ -543,8 +598,19 @@ class DnsCutoverStatus(ApiModel):
     """When the current phase was entered."""
     ttl_lowered_at: datetime | None = None
     """When the TTLs were lowered."""
-    switched_at: datetime | None = None
-    """When the MX swap was seen on every authoritative nameserver."""
+    switched_at: datetime | None = Field(
+        default=None, description="when the MX swap was seen on every authoritative nameserver"
+    )
+    drain_until: datetime | None = Field(
+        default=None,
+        description="switchedAt + max(2 x the MX TTL at the switch, spec.safety.drainMinimum): a "
+        "MailMigration naming this cutover runs its final delta round after it",
+    )
+    records_written: bool | None = Field(
+        default=None, description="every record of the phase was written: a difference now is drift"
+    )
+    drifted: Annotated[list[str], Field(max_length=32)] = []
+    """Managed records someone else changed."""
     dmarc_stage: int | None = Field(default=None, ge=0)
     """Index of the DMARC stage published."""
     gates: Annotated[list[GateStatus], Field(max_length=64)] = []

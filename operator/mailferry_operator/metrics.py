@@ -100,6 +100,12 @@ dnscutover_transitions = Counter(
     [*_DC, "direction"],
     registry=REGISTRY,
 )
+dnscutover_drifted = Gauge(
+    "mailferry_dnscutover_drifted_rrsets",
+    "Managed RRsets someone else changed after the phase wrote them (reported, not written back)",
+    _DC,
+    registry=REGISTRY,
+)
 dns_record_writes = Counter(
     "mailferry_dns_record_writes",
     "RRset writes sent to a DNS provider",

@@ -24,9 +24,39 @@ def _mailto(uri: str) -> str:
     return uri if ":" in uri else f"mailto:{uri}"
 
 
+def _strength(policy: str, testing: bool, pct: int | None) -> tuple[int, int, int]:
+    """Stronger first by policy, then not in test mode, then the share of mail it applies to."""
+    return (STRENGTH.get(policy, 0), 0 if testing else 1, 100 if pct is None else pct)
+
+
+def existing_stage(existing: str | None) -> DmarcStage | None:
+    tags = parse(existing)
+    policy = tags.get("p", "").lower()
+    if policy not in STRENGTH:
+        return None
+    pct = tags.get("pct", "")
+    return DmarcStage(
+        policy=policy,
+        testing=tags.get("t", "n").lower() == "y",
+        pct=int(pct) if pct.isdigit() and int(pct) <= 100 else None,
+    )
+
+
+def never_weaker(existing: str | None, stage: DmarcStage) -> DmarcStage:
+    """`stage`, unless the record already published is stronger (a p=reject stays reject; its pct and
+    t stay as they are): mailferry tightens DMARC, it never loosens it."""
+    have = existing_stage(existing)
+    if have is None:
+        return stage
+    if _strength(have.policy, have.testing, have.pct) >= _strength(stage.policy, stage.testing, stage.pct):
+        return have
+    return stage
+
+
 def render(existing: str | None, stage: DmarcStage, rua: list[str]) -> str:
-    """The DMARC record for `stage`, keeping the existing record's other tags (ruf, adkim, ...)
-    and the union of its rua with `rua`."""
+    """The DMARC record for `stage` (never weaker than `existing`), keeping the existing record's other
+    tags (ruf, adkim, ...) and the union of its rua with `rua`."""
+    stage = never_weaker(existing, stage)
     tags = parse(existing)
     tags.pop("v", None)
     uris: list[str] = []
@@ -49,10 +79,6 @@ def render(existing: str | None, stage: DmarcStage, rua: list[str]) -> str:
 
 def staged(existing: str | None, rua: list[str]) -> str:
     """Staged: p=none with rua, but never weaker than a policy already published."""
-    current = parse(existing).get("p", "none").lower()
-    if STRENGTH.get(current, 0) > 0:
-        testing = parse(existing).get("t", "n").lower() == "y"
-        return render(existing, DmarcStage(policy=current, testing=testing), rua)
     return render(existing, DmarcStage(policy="none"), rua)
 
 

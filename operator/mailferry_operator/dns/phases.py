@@ -3,10 +3,15 @@
 desired(phase, stage) depends only on the spec, the RRsets as they were before mailferry
 touched them (`originals`), and the DKIM public keys, so a restarted operator computes the
 same records and compares before writing.
+
+Own only what you wrote: in an RRset others share (the apex TXT, `_dmarc` TXT) mailferry manages one
+value (the SPF record, the DMARC record); every other value is taken from what the zone holds *now*
+(`current`), so a verification string added mid-cutover survives every phase and every rollback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -69,6 +74,9 @@ class Inputs:
     spec: DnsCutoverSpec
     originals: dict[Key, RRset]
     dkim: list[DkimRecord] = field(default_factory=list)
+    current: dict[Key, RRset | None] = field(default_factory=dict)
+    # an MTA-STS policy was published once: below Staged a `mode: none` policy is served under its own id
+    mta_sts_published: bool = False
 
     @property
     def names(self) -> Names:
@@ -120,9 +128,16 @@ def _lowered_sources(inp: Inputs) -> list[RRset]:
 
 
 def mta_sts_policy(inp: Inputs, phase: str, stage: int) -> str | None:
+    """The policy served in `phase`. Below Staged, once one was published: `mode: none` listing every MX
+    (RFC 8461 §8.3), so a sender holding a cached policy fetches one that lets mail through."""
     cfg = inp.spec.records.mta_sts
-    if cfg is None or not cfg.enabled or phase_index(phase) < phase_index("Staged"):
+    if cfg is None or not cfg.enabled:
         return None
+    if phase_index(phase) < phase_index("Staged"):
+        if not inp.mta_sts_published:
+            return None
+        hosts = [m.host for m in inp.spec.records.mx] + mx_hosts(inp.original(inp.names.apex, "MX"))
+        return mtasts.render("none", hosts, cfg.max_age_seconds)
     new = cfg.mx or [m.host.rstrip(".").lower() for m in inp.spec.records.mx]
     if phase == "Enforced":
         last = stage >= inp.stages() - 1
@@ -143,12 +158,41 @@ def _replace_txt(orig: RRset, name: str, ttl: int, match: str, new_value: str | 
     return RRset(name=name, type="TXT", ttl=ttl, records=records)
 
 
+def shared_value(name: str, rtype: str, domain: str) -> Callable[[str], bool] | None:
+    """For an RRset others share: which of its values mailferry manages (None: it manages all)."""
+    n = Names.of(domain)
+    if rtype == "TXT" and name == n.apex:
+        return spf.is_spf
+    if rtype == "TXT" and name == n.dmarc:
+        return dmarc.is_dmarc
+    return None
+
+
+def keep_foreign(rrset: RRset, current: RRset | None, domain: str) -> RRset:
+    """`rrset` with the values of `current` that mailferry does not manage kept beside its own."""
+    ours = shared_value(rrset.name, rrset.type, domain)
+    if ours is None or current is None or not current.records:
+        return rrset
+    foreign = [r for r, v in zip(current.records, txt_values(current), strict=True) if not ours(v)]
+    mine = [r for r, v in zip(rrset.records, txt_values(rrset), strict=True) if ours(v)]
+    ttl = rrset.ttl if rrset.records else current.ttl
+    return RRset(name=rrset.name, type=rrset.type, ttl=ttl, records=foreign + mine)
+
+
 def desired(inp: Inputs, phase: str, stage: int = 0) -> dict[Key, RRset]:
     """The managed RRsets as they should be in `phase` (DMARC `stage` within Enforced)."""
+    out = _desired(inp, phase, stage)
+    return {k: keep_foreign(r, inp.current.get(k), inp.spec.domain) for k, r in out.items()}
+
+
+def _desired(inp: Inputs, phase: str, stage: int) -> dict[Key, RRset]:
     spec, n = inp.spec, inp.names
     idx = phase_index(phase)
     low, normal = spec.ttl.lowered, spec.ttl.normal
     out: dict[Key, RRset] = {k: inp.original(*k) for k in managed_keys(spec)}
+    below_staged = mta_sts_policy(inp, phase, stage)
+    if below_staged is not None and idx < phase_index("Staged"):
+        out[(n.mta_sts, "TXT")] = _txt(n.mta_sts, spec.ttl.lowered, [mtasts.txt_value(below_staged)])
     if idx == 0:
         return out
     enforced = phase == "Enforced"

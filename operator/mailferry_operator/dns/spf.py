@@ -48,7 +48,8 @@ def includes(record: str) -> list[str]:
 
 def merge(existing: str | None, add: list[str], remove: list[str], all_qualifier: str | None) -> str:
     """One SPF record: `existing` with `add` includes appended before `all`/`redirect` and `remove`
-    includes dropped; `all_qualifier` (e.g. "~all") replaces the existing all term when given."""
+    includes dropped; `all_qualifier` (e.g. "~all") replaces the existing all term when given. An
+    existing `redirect=` is kept and then no `all` is added (RFC 7208 §6.1: an `all` would silence it)."""
     body = terms(existing) if existing else []
     removes = {r.lower().rstrip(".") for r in remove}
     kept: list[str] = []
@@ -67,9 +68,11 @@ def merge(existing: str | None, add: list[str], remove: list[str], all_qualifier
         if norm not in have and norm not in removes:
             kept.append(f"include:{norm}")
             have.add(norm)
-    if all_qualifier is not None:
-        tail = [t for t in tail if _mechanism(t)[0] != "all"]
-        tail = [all_qualifier, *[t for t in tail if _mechanism(t)[0] != "redirect"]]
+    redirect = [t for t in tail if _mechanism(t)[0] == "redirect"]
+    if redirect:
+        tail = redirect
+    elif all_qualifier is not None:
+        tail = [all_qualifier]
     elif not tail:
         tail = ["~all"]
     return " ".join(["v=spf1", *kept, *tail])
@@ -107,8 +110,11 @@ async def count_lookups(record: str, lookup: TxtLookup | None = None, _depth: in
             continue
         spf = [t for t in (txts or []) if is_spf(t)]
         if txts is None or not spf:
-            total.void += 1
-            continue
+            # RFC 7208 §5.2/§6.1: an include or redirect target without an SPF record is a permerror
+            # for every message, not a void lookup: refuse it before it is published.
+            what = "does not exist (NXDOMAIN)" if txts is None else "has no SPF record"
+            term = f"redirect={target}" if name == "redirect" else f"include:{target}"
+            raise SpfError(f"{term} {what}: every SPF check of the domain would fail (permerror)")
         nested = await count_lookups(spf[0], lookup, _depth + 1)
         total.lookups += nested.lookups
         total.void += nested.void

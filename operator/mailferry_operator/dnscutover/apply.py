@@ -16,7 +16,7 @@ from ..dns import dkim as dkimlib
 from ..dns import phases as ph
 from ..kube import client as kube
 from ..mtasts import policy as mtasts
-from . import decide as dc
+from . import draft as dc
 from .observe import Live, request
 from .snapshot import SpecProblem
 
@@ -185,6 +185,7 @@ def status_metrics(namespace: str, name: str, spec: DnsCutoverSpec, status: DnsC
     for p in DNS_PHASES:
         metrics.dnscutover_phase.labels(**lbl, phase=p).set(1 if p == phase else 0)
     metrics.dnscutover_phase_index.labels(**lbl).set(ph.phase_index(phase))
+    metrics.dnscutover_drifted.labels(**lbl).set(len(status.drifted))
     for c in status.conditions:
         metrics.dnscutover_condition.labels(**lbl, condition=c.type).set(1 if c.status == "True" else 0)
 

@@ -79,3 +79,33 @@ async def mx_problem(provider: DnsProvider, spec: DnsCutoverSpec) -> Problem | N
                 "MX switch; check the name",
             )
     return None
+
+
+def _report_domain(uri: str) -> str | None:
+    """The domain of a mailto: report address (other URI schemes carry no authorization record)."""
+    address = uri.removeprefix("mailto:") if ":" in uri else uri
+    if ":" in address or "@" not in address:
+        return None
+    return address.rpartition("@")[2].split("!")[0].lower().rstrip(".")
+
+
+async def rua_problem(spec: DnsCutoverSpec) -> Problem | None:
+    """RFC 7489 §7.1: reports for example.com sent to another domain need that domain's consent,
+    `example.com._report._dmarc.<other> TXT "v=DMARC1"`; receivers drop the address otherwise."""
+    domain = spec.domain.lower().rstrip(".")
+    for uri in spec.records.dmarc.rua:
+        other = _report_domain(uri)
+        if other is None or other == domain or other.endswith("." + domain):
+            continue
+        name = f"{domain}._report._dmarc.{other}"
+        try:
+            found = await spf_lookup(name)
+        except spflib.LookupUnavailable:
+            continue  # no answer now: not proof of a missing record
+        if not any(v.replace(" ", "").lower().startswith("v=dmarc1") for v in found or []):
+            return Problem(
+                "DmarcReportUnauthorized",
+                f'spec.records.dmarc.rua {uri} is outside {domain} and {name} has no "v=DMARC1" TXT record '
+                "(RFC 7489 §7.1): receivers would drop the reports; ask that domain to publish it",
+            )
+    return None

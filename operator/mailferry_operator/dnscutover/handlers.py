@@ -22,8 +22,8 @@ from mailferry_api.problems import ProblemError
 
 from .. import metrics, settings
 from ..kube import client as kube
-from . import apply, observe
-from . import decide as dc
+from . import apply, draft, frame, observe
+from .decide import step
 from .observe import dnscutovers_by_domain  # noqa: F401 - importing registers the index
 
 log = logging.getLogger("mailferry.dnscutover")
@@ -58,19 +58,19 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
             namespace, name, {"observedGeneration": generation, "conditions": conditions}
         )
         return
-    status = dc.begin(status, generation)
+    status = frame.begin(status, generation)
     annotations = dict(meta.get("annotations") or {})
-    events: list[dc.Event] = []
+    events: list[draft.Event] = []
     problem = False
     try:
         await observe.check_domain_owner(namespace, name, meta, spec.domain)
-        dc.validate(spec)
+        frame.validate(spec)
         live = observe.Live(namespace, name, meta["uid"], await observe.provider(namespace, spec))
         try:
             await live.provider.check_zone()
             for _ in range(MAX_STEPS):
                 snap = await observe.observe(live, spec, status, generation, annotations)
-                decision = dc.step(snap)
+                decision = step(snap)
                 events += decision.events
                 events += await apply.run(live, spec, decision)
                 status = decision.status
@@ -78,23 +78,23 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
                     break
         finally:
             await live.provider.aclose()
-        status = dc.settled(status, generation)
+        status = frame.settled(status, generation)
     except ProblemError as exc:  # spec problems and provider errors
         problem = True
         message = exc.message + (" (retried)" if exc.transient else "")
         log.warning("%s/%s: %s: %s", namespace, name, exc.reason, message)
-        status, found = dc.problem(status, exc.reason, message, generation, now())
+        status, found = frame.problem(status, exc.reason, message, generation, now())
         events += found
     except kube.KubeError as exc:
         problem = True
         metrics.reconcile_errors.labels("kubernetes").inc()
         answer = f"HTTP {exc.status} {exc.reason}" if exc.status else f"unreachable ({exc.reason})"
         log.warning("%s/%s: KubernetesApiError: %s", namespace, name, answer)
-        status, found = dc.problem(
+        status, found = frame.problem(
             status, "KubernetesApiError", f"Kubernetes API: {answer}", generation, now()
         )
         events += found
-    status = dc.finish(status, spec, generation, problem)
+    status = frame.finish(status, spec, generation, problem)
     apply.status_metrics(namespace, name, spec, status)
     await apply.save_status(namespace, name, status)
     apply.emit(body, events)

@@ -22,6 +22,7 @@ from mailferry_api.problems import Problem, ProblemError
 
 from ..dns import dkim as dkimlib
 from ..dns import phases as ph
+from ..dns.rrset import rrset_equal
 from ..gates import evaluate as ev
 
 APPROVAL_ANNOTATION = "mailferry.io/approved-phase"
@@ -49,6 +50,16 @@ class DkimSecret:
     public_b64: str | None = None
 
 
+@dataclass(frozen=True)
+class MigrationView:
+    """The referenced MailMigration as the built-in migrationInSync gate sees it."""
+
+    found: bool
+    phase: str | None = None
+    in_sync: bool = False
+    lag: ev.LagObservation | None = None
+
+
 @dataclass
 class Snapshot:
     """Everything one step decides on. `status` is the status as the previous step left it."""
@@ -66,6 +77,12 @@ class Snapshot:
     # the first reason the next forward step may not be taken (migrationRef, SPF, MX host), if any
     forward_problem: Problem | None = None
     gate_observations: dict[str, GateObservation] = field(default_factory=dict)
+    # built-in gates: what every authoritative nameserver serves, the zone's SOA, the MailMigration
+    served: ev.DnsObservation | None = None  # the records the current phase wrote
+    dkim_served: ev.DnsObservation | None = None
+    mx_served: ev.DnsObservation | None = None  # the new MX, once Switched and not yet seen
+    soa_negative_ttl: int | None = None
+    migration: MigrationView | None = None
 
     @property
     def phase(self) -> DnsPhase:
@@ -174,8 +191,51 @@ def dkim_records(
     return records, statuses, missing
 
 
-def inputs(snap: Snapshot, current: dict[ph.Key, RRset | None] | None = None) -> ph.Inputs:
-    """dns/phases.py's inputs: the spec, the records before mailferry touched them, the DKIM records."""
+def inputs(
+    snap: Snapshot, current: dict[ph.Key, RRset | None] | None = None, status: DnsCutoverStatus | None = None
+) -> ph.Inputs:
+    """dns/phases.py's inputs: the spec, the records before mailferry touched them and as they are now,
+    the DKIM records, whether an MTA-STS policy was ever published."""
     cur = snap.current if current is None else current
+    st = snap.status if status is None else status
     records, _, _ = dkim_records(snap.spec, snap.name, snap.dkim_secrets)
-    return ph.Inputs(spec=snap.spec, originals=ph.originals_from(snap.status.snapshots, cur), dkim=records)
+    return ph.Inputs(
+        spec=snap.spec,
+        originals=ph.originals_from(st.snapshots, cur),
+        dkim=records,
+        current=cur,
+        mta_sts_published=st.mta_sts is not None,
+    )
+
+
+def skipped(spec: DnsCutoverSpec, gate: str) -> bool:
+    return any(s.gate == gate for s in spec.safety.skip)
+
+
+def builtin_gates(spec: DnsCutoverSpec, nxt: DnsPhase) -> list[str]:
+    """The built-in gates of the step into `nxt` (DESIGN.md "Cutover safety")."""
+    out = ["minDwell", "recordsServed"]
+    if nxt == "Switched":
+        out += ["oldTtl", "dkimVerified"]
+        if spec.migration_ref is not None:
+            out.append("migrationInSync")
+    return out
+
+
+def written(inp: ph.Inputs, phase: DnsPhase, stage: int) -> list[RRset]:
+    """The RRsets `phase` (DMARC `stage`) wrote: where it differs from the records before the cutover."""
+    if phase == "Planned":
+        return []
+    return [r for k, r in ph.desired(inp, phase, stage).items() if not rrset_equal(inp.original(*k), r)]
+
+
+def created_names(inp: ph.Inputs, phase: DnsPhase, stage: int) -> list[RRset]:
+    """The RRsets `phase` created where nothing was before (negative caching applies to them)."""
+    return [r for r in written(inp, phase, stage) if r.records and not inp.original(r.name, r.type).records]
+
+
+def all_serve(obs: ev.DnsObservation | None) -> bool:
+    """Every authoritative nameserver answered, and each serves what was asked exactly."""
+    if obs is None or obs.error or obs.unreachable or not obs.problems:
+        return False
+    return not any(obs.problems.values())

@@ -54,6 +54,27 @@ def _set(
     return st.model_copy(update=update)
 
 
+def passed(st: GateStatus, message: str, now: datetime) -> GateStatus:
+    return _set(st, now, "Passed", message)
+
+
+def failed(st: GateStatus, message: str, now: datetime) -> GateStatus:
+    return _set(st, now, "Failed", message)
+
+
+def pending(st: GateStatus, message: str, now: datetime) -> GateStatus:
+    return _set(st, now, "Pending", message)
+
+
+def inconclusive(st: GateStatus, message: str, now: datetime) -> GateStatus:
+    return _set(st, now, "Inconclusive", message)
+
+
+def skipped(st: GateStatus, message: str, now: datetime) -> GateStatus:
+    """A built-in gate turned off in the spec: it counts as passed and says who turned it off."""
+    return _set(st, now, "Skipped", message)
+
+
 # ---------------------------------------------------------------------------------- syncLag
 @dataclass
 class LagObservation:
@@ -238,7 +259,9 @@ def summarize(statuses: list[GateStatus]) -> tuple[Outcome, str]:
     inconclusive = [s for s in statuses if s.result == "Inconclusive"]
     if inconclusive:
         return "Inconclusive", "; ".join(f"{s.name}: {s.message}" for s in inconclusive)[:1024]
-    pending = [s for s in statuses if s.result != "Passed"]
+    pending = [s for s in statuses if s.result not in ("Passed", "Skipped")]
     if pending:
         return "Waiting", "; ".join(f"{s.name}: {s.message}" for s in pending)[:1024]
-    return "Passed", f"all {len(statuses)} gate(s) passed"
+    skipped = [s.name for s in statuses if s.result == "Skipped"]
+    extra = f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else ""
+    return "Passed", f"all {len(statuses)} gate(s) passed{extra}"

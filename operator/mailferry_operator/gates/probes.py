@@ -112,6 +112,10 @@ async def _ask(server: tuple[str, int], name: str, rtype: str, timeout: float) -
     return resp
 
 
+class NotAuthoritative(Exception):
+    """The server answered without the AA flag: it is not (or no longer) authoritative for the zone."""
+
+
 async def served(server: tuple[str, int], name: str, rtype: str, timeout: float = 3.0) -> set[str] | None:
     """Comparable values `server` serves at name/type, CNAMEs followed; None = rcode problem."""
     want = dns.rdatatype.from_text(rtype)
@@ -120,6 +124,8 @@ async def served(server: tuple[str, int], name: str, rtype: str, timeout: float 
         resp = await _ask(server, current.to_text(), rtype, timeout)
         if resp.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             raise RuntimeError(dns.rcode.to_text(resp.rcode()))
+        if not resp.flags & dns.flags.AA:
+            raise NotAuthoritative(current.to_text())
         by_name = {(r.name, r.rdtype): r for r in resp.answer}
         hops = 0
         while (
@@ -156,7 +162,11 @@ async def probe_dns(
         problems: list[str] = []
         try:
             for exp in expectations:
-                got = await served(server, exp.name, exp.type, timeout)
+                try:
+                    got = await served(server, exp.name, exp.type, timeout)
+                except NotAuthoritative:
+                    problems.append(f"{exp.name} {exp.type} answered without the AA flag (not authoritative)")
+                    continue
                 got = got or set()
                 if exp.any_of:
                     if not exp.values <= got:

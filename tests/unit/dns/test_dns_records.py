@@ -41,7 +41,7 @@ def test_spf_merge_keeps_old_include_then_removes_it() -> None:
     assert final == "v=spf1 ip4:192.0.2.0/24 include:spf.dest.test -all"
 
 
-async def test_spf_counts_nested_includes_and_void_lookups() -> None:
+async def test_spf_counts_nested_includes_and_refuses_includes_without_spf() -> None:
     zone = {
         "a.test": ["v=spf1 include:b.test include:c.test -all"],
         "b.test": ["v=spf1 a mx -all"],
@@ -54,10 +54,13 @@ async def test_spf_counts_nested_includes_and_void_lookups() -> None:
 
     count = await spf.count_lookups("v=spf1 include:a.test mx ~all", lookup)
     assert (count.lookups, count.void) == (6, 0)  # a, b, c, a, mx (in b), mx
-    void = await spf.count_lookups("v=spf1 include:nx1.test include:nx2.test include:empty.test ~all", lookup)
-    assert void.void == 3
-    with pytest.raises(spf.SpfError, match="void"):
-        void.check()
+    # an include without an SPF record is a permerror for every message (RFC 7208), not a void lookup
+    with pytest.raises(spf.SpfError, match=r"include:nx1.test does not exist \(NXDOMAIN\).*permerror"):
+        await spf.count_lookups("v=spf1 include:nx1.test ~all", lookup)
+    with pytest.raises(spf.SpfError, match=r"include:empty\.test has no SPF record"):
+        await spf.count_lookups("v=spf1 include:empty.test ~all", lookup)
+    with pytest.raises(spf.SpfError, match=r"redirect=nx2\.test"):
+        await spf.count_lookups("v=spf1 redirect=nx2.test", lookup)
     many = "v=spf1 " + " ".join(f"include:i{i}.test" for i in range(11)) + " ~all"
     with pytest.raises(spf.SpfError, match="11 DNS lookups"):
         (await spf.count_lookups(many)).check()
@@ -104,3 +107,26 @@ def test_mta_sts_policy_id_changes_with_policy() -> None:
     assert mtasts.same_policy(a, a.replace("\r\n", "\n"))
     assert not mtasts.same_policy(a, b)
     assert mtasts.txt_value(a).startswith("v=STSv1; id=")
+
+
+def test_spf_redirect_is_kept_and_no_all_added_beside_it() -> None:
+    merged = spf.merge(
+        "v=spf1 include:spf.old.test redirect=_spf.example.test", ["spf.dest.test"], [], "-all"
+    )
+    assert merged == "v=spf1 include:spf.old.test include:spf.dest.test redirect=_spf.example.test"
+
+
+@pytest.mark.parametrize(
+    ("existing", "stage", "expected"),
+    [
+        ("v=DMARC1; p=reject", DmarcStage(policy="quarantine", testing=True), "v=DMARC1; p=reject"),
+        ("v=DMARC1; p=reject; pct=50", DmarcStage(policy="reject"), "v=DMARC1; p=reject"),
+        ("v=DMARC1; p=quarantine; pct=30", DmarcStage(policy="quarantine", testing=True), "pct=30"),
+        ("v=DMARC1; p=quarantine; t=y", DmarcStage(policy="quarantine"), "v=DMARC1; p=quarantine; rua"),
+        ("v=DMARC1; p=none", DmarcStage(policy="quarantine", testing=True), "p=quarantine; t=y"),
+    ],
+)
+def test_dmarc_never_weaker_than_what_is_published(existing: str, stage: DmarcStage, expected: str) -> None:
+    rendered = dmarc.render(existing, stage, ["d@example.test"])
+    assert rendered.startswith(expected) or expected in rendered, rendered
+    assert dmarc.staged("v=DMARC1; p=reject; t=y", []).startswith("v=DMARC1; p=reject; t=y")
