@@ -50,12 +50,16 @@ def setup(
     cohorts: Mapping[str, list[str]],
     *,
     inventory_configmap: bool = False,
+    no_mailbox: tuple[str, ...] = (),
+    smtp_consent: bool = True,
 ) -> None:
-    """Dovecot users, the IMAP and SMTP Secrets, the templates, a suspended MailMigration whose inventory
-    has a `cohort` column."""
+    """Dovecot users (but `no_mailbox`: in the inventory, unknown to Dovecot), the IMAP and SMTP Secrets
+    (the SMTP one without the consent label unless `smtp_consent`), the templates, a suspended
+    MailMigration whose inventory has a `cohort` column."""
     dovecot = sub.dovecot
-    dovecot.add_users({a: "user-pw" for addrs in cohorts.values() for a in addrs})
+    dovecot.add_users({a: "user-pw" for addrs in cohorts.values() for a in addrs if a not in no_mailbox})
     secret_labels = {"app.kubernetes.io/part-of": "mailferry", "mailferry.io/credentials": "true"}
+    smtp_labels = secret_labels if smtp_consent else {"app.kubernetes.io/part-of": "mailferry"}
     endpoint = {
         "host": dovecot.host,
         "port": dovecot.port,
@@ -77,7 +81,7 @@ def setup(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": SMTP_SECRET, "labels": secret_labels},
+            "metadata": {"name": SMTP_SECRET, "labels": smtp_labels},
             "stringData": {"username": sub.username, "password": sub.password},
         },
         {

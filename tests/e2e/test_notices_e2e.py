@@ -36,6 +36,7 @@ from fixtures.smtp import Submission
 
 PILOT = [f"pilot{i}@acme.test" for i in range(3)]
 SALES = [f"sales{i}@acme.test" for i in range(4)]
+GHOST = "left-the-company@acme.test"  # in the inventory, no mailbox: LMTP answers 550, a bounce
 
 
 def _condition(obj: dict, type_: str) -> dict:
@@ -46,7 +47,14 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
     kube: KubeAPI, namespace: str, smtp_submission: Submission, tmp_path: Path
 ) -> None:
     sub = smtp_submission
-    setup(kube, namespace, sub, {"pilot": PILOT, "sales": SALES})
+    setup(
+        kube,
+        namespace,
+        sub,
+        {"pilot": PILOT, "sales": [*SALES, GHOST]},
+        no_mailbox=(GHOST,),
+        smtp_consent=False,
+    )
     kube.apply(plan_manifest(sub, ["pilot", "sales"], suspend=True), namespace)
     op = NoticeOperator(kube, namespace, tmp_path, {"MAILFERRY_CA_FILE": str(sub.ca_cert)}, full=True).start()
     try:
@@ -55,7 +63,7 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
             kube, namespace, lambda o: o.get("status", {}).get("pendingApprovals") == 2, "two drafts", op
         )
         d = drafts(obj)
-        assert d["pilot"]["recipients"] == 3 and d["sales"]["recipients"] == 4
+        assert d["pilot"]["recipients"] == 3 and d["sales"]["recipients"] == 5
         assert d["pilot"]["state"] == "AwaitingApproval"
         assert f"port {sub.dovecot.port}" in d["pilot"]["text"]
         table = kube.kubectl("get", "noticeplan", "np", "-n", namespace).stdout
@@ -83,6 +91,16 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
         # approve B and the sales draft: each recipient gets exactly one copy, of version B
         hash_sales = drafts(obj)["sales"]["hash"]
         patch_plan(kube, namespace, {"spec": {"approvedHashes": [hash_a, hash_b, hash_sales]}})
+        # the SMTP Secret lacks the owner's consent label: nothing is read from it, nothing sent, a reason
+        obj = wait_np(
+            kube,
+            namespace,
+            lambda o: _condition(o, "Stalled").get("reason") == "SecretNotPermitted",
+            "consent",
+            op,
+        )
+        assert "mailferry.io/credentials" in _condition(obj, "Stalled")["message"] and sub.delivered == []
+        kube.kubectl("label", "secret", "notice-smtp", "-n", namespace, "mailferry.io/credentials=true")
         obj = wait_np(
             kube,
             namespace,
@@ -90,8 +108,9 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
             "both drafts sent",
             op,
         )
-        assert obj["status"]["sent"] == 7 and obj["status"]["bounced"] == 0
-        assert {c["cohort"]: c["sent"] for c in obj["status"]["cohorts"]} == {"pilot": 3, "sales": 4}
+        assert obj["status"]["sent"] == 7 and obj["status"]["bounced"] == 1
+        delivery = {c["cohort"]: (c["sent"], c["bounced"]) for c in obj["status"]["cohorts"]}
+        assert delivery == {"pilot": (3, 0), "sales": (4, 1)}
         assert notice_copies(sub, PILOT + SALES) == dict.fromkeys(PILOT + SALES, 1)
         pilot_mail = [data for rcpts, data in sub.delivered if rcpts == [PILOT[0]]]
         assert len(pilot_mail) == 1 and b"Edited after approval." in pilot_mail[0]
@@ -100,6 +119,7 @@ def test_drafts_approval_by_hash_and_exactly_one_copy(
         metrics = op.metrics()
         assert 'mailferry_notice_recipients{cohort="sales",namespace="' in metrics
         assert 'notice="announce",noticeplan="np",state="sent"} 4.0' in metrics
+        assert 'notice="announce",noticeplan="np",state="bounced"} 1.0' in metrics
 
         # template code in the ConfigMap, then a header injected through the subject: refused, with reasons
         bad = {"name": "bad", "template": "bad", "at": {"anchor": "window", "offset": "-7d"}}
