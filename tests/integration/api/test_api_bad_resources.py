@@ -233,6 +233,42 @@ CASES = [
         ('.spec.mailboxes: duplicate entries for key [source="alice@example.com"]',),
     ),
     Case(
+        "mm-contacts-without-groupware",
+        migration,
+        _set("spec.content", ["mail", "contacts"]),
+        ("spec.groupware", "groupware is required when content includes contacts or calendars"),
+    ),
+    Case(
+        "mm-content-unknown-kind",
+        migration,
+        _set("spec.content", ["mail", "tasks"]),
+        ("spec.content[1]: Unsupported value",),
+    ),
+    Case(
+        "mm-groupware-dav-without-url",
+        migration,
+        _all(
+            _set("spec.content", ["calendars"]),
+            _set(
+                "spec.groupware",
+                {"source": {"type": "dav"}, "destination": {"url": "https://dav.example.org/"}},
+            ),
+        ),
+        ("url is required for type dav",),
+    ),
+    Case(
+        "mm-groupware-foreign-secret",
+        migration,
+        _set(
+            "spec.groupware",
+            {
+                "source": {"url": "https://dav.example.net/", "auth": {"secretRef": {"name": "other"}}},
+                "destination": {"url": "https://dav.example.org/"},
+            },
+        ),
+        ("groupware.source.auth.secretRef must name the source's Secret",),
+    ),
+    Case(
         "mm-complete-cannot-be-unset",
         lambda: {**migration(), "spec": {**migration()["spec"], "complete": True}},
         _set("spec.complete", False),
