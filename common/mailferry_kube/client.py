@@ -178,9 +178,13 @@ class KubeApi:
 
     # ------------------------------------------------------------------ the worker's own calls
     @staticmethod
-    def mailboxsync_path(namespace: str, name: str = "") -> str:
-        base = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/mailboxsyncs"
+    def _namespaced(group_version: str, plural: str, namespace: str, name: str) -> str:
+        base = f"/apis/{group_version}/namespaces/{namespace}/{plural}"
         return f"{base}/{name}" if name else base
+
+    @classmethod
+    def mailboxsync_path(cls, namespace: str, name: str = "") -> str:
+        return cls._namespaced(f"{API_GROUP}/{API_VERSION}", "mailboxsyncs", namespace, name)
 
     async def get_mailboxsync(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", self.mailboxsync_path(namespace, name))
@@ -201,10 +205,9 @@ class KubeApi:
         )
 
     # One coordination.k8s.io Lease per MailboxSync: one writer per mailbox (mailferry_worker/lease.py).
-    @staticmethod
-    def lease_path(namespace: str, name: str = "") -> str:
-        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-        return f"{base}/{name}" if name else base
+    @classmethod
+    def lease_path(cls, namespace: str, name: str = "") -> str:
+        return cls._namespaced("coordination.k8s.io/v1", "leases", namespace, name)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
         return await self._request("GET", self.lease_path(namespace, name))
