@@ -1,4 +1,5 @@
-"""The Grafana dashboard and the Prometheus alerts reference only metrics the operator exports.
+"""The Grafana dashboard and the Prometheus alerts reference only metrics the operator (or its ESP event
+endpoint) exports.
 
 Also: the dashboard is well-formed Grafana JSON, and the rules pass `promtool check rules` and fire
 in `promtool test rules` scenarios."""
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from mailferry_operator import metrics
+from mailferry_operator.espevents import metrics as esp_metrics
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "mailferry.json"
@@ -82,14 +84,14 @@ def test_selector_extraction_can_fail() -> None:
 
 
 def test_dashboard_metrics_exist_in_the_registry() -> None:
-    exported = metrics.metric_names()
+    exported = metrics.metric_names() | esp_metrics.metric_names()
     used = set().union(*(metric_selectors(e) for e in dashboard_exprs(dashboard())))
     assert used, "no metrics found in the dashboard"
     assert used <= exported, f"dashboard uses metrics the operator does not export: {sorted(used - exported)}"
 
 
 def test_alert_metrics_exist_in_the_registry() -> None:
-    exported = metrics.metric_names()
+    exported = metrics.metric_names() | esp_metrics.metric_names()
     used = set().union(*(metric_selectors(r["expr"]) for r in alert_rules()))
     exported |= {"up"}  # Prometheus' own, per scrape target (MailferryOperatorDown)
     assert used <= exported, f"alerts use metrics the operator does not export: {sorted(used - exported)}"
@@ -212,6 +214,8 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
     mm2 = 'namespace="mail",migration="slow"'
     mml2 = {"namespace": "mail", "migration": "slow"}
     gate = {**dcl, "phase": "Switched", "gate": "in-sync", "type": "syncLag"}
+    sc = 'namespace="mail",sendingcutover="acme",domain="acme.example",stream="transactional"'
+    scl = {"namespace": "mail", "sendingcutover": "acme", "domain": "acme.example", "stream": "transactional"}
     tests = {
         "rule_files": [str(rules_file)],
         "evaluation_interval": "1m",
@@ -250,6 +254,16 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                     },
                     {"series": 'up{job="mailferry-metrics",instance="10.0.0.1:8080"}', "values": "1 1 0x30"},
                     {"series": 'mailferry_reconcile_errors_total{kind="MailMigration"}', "values": "0+1x40"},
+                    {"series": f"mailferry_sendingcutover_hard_stopped{{{sc}}}", "values": "0 0 1x10"},
+                    {
+                        "series": f'mailferry_sendingcutover_decisions_total{{{sc},decision="StepBack"}}',
+                        "values": "0 0 1x60",
+                    },
+                    {
+                        "series": 'mailferry_esp_rejected_total{provider="sendgrid",domain="acme.example",'
+                        'reason="bad_signature"}',
+                        "values": "0+10x40",
+                    },
                 ],
                 "alert_rule_test": [
                     {
@@ -319,6 +333,27 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                         "eval_time": "30m",
                         "alertname": "MailferryReconcileErrors",
                         "exp_alerts": [expected_alert("MailferryReconcileErrors", {"kind": "MailMigration"})],
+                    },
+                    {
+                        "eval_time": "3m",
+                        "alertname": "MailferrySendingHardStop",
+                        "exp_alerts": [expected_alert("MailferrySendingHardStop", scl)],
+                    },
+                    {"eval_time": "1m", "alertname": "MailferrySendingHardStop", "exp_alerts": []},
+                    {
+                        "eval_time": "5m",
+                        "alertname": "MailferrySendingStepBack",
+                        "exp_alerts": [expected_alert("MailferrySendingStepBack", scl)],
+                    },
+                    {"eval_time": "50m", "alertname": "MailferrySendingStepBack", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "MailferryEspWebhooksRejected",
+                        "exp_alerts": [
+                            expected_alert(
+                                "MailferryEspWebhooksRejected", {"provider": "sendgrid", "reason": "bad_signature"}
+                            )
+                        ],
                     },
                 ],
             }
