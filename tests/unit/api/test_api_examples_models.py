@@ -16,6 +16,7 @@ from mailferry_api.dnscutover import DnsCutover
 from mailferry_api.mailboxsync import MailboxSync
 from mailferry_api.mailmigration import MailboxEntry, MailMigration
 from mailferry_api.noticeplan import NoticePlan
+from mailferry_api.sendingcutover import SendingCutover
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "deploy" / "examples"
 MODELS: dict[str, type[BaseModel]] = {
@@ -23,6 +24,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "MailboxSync": MailboxSync,
     "DnsCutover": DnsCutover,
     "NoticePlan": NoticePlan,
+    "SendingCutover": SendingCutover,
 }
 
 
