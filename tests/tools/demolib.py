@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ if str(TESTS) not in sys.path:
 from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until  # noqa: E402
 from fixtures.dovecot import Dovecot, make_message  # noqa: E402
 from fixtures.kubeapi import KubeAPI  # noqa: E402
+from mailferry_kubectl.verify import VerifyResult, verify_mailboxes  # noqa: E402
 
 REPO = TESTS.parent
 BIN = Path(sys.executable).parent
@@ -325,35 +325,11 @@ class JobRunnerProcess:
         self.proc.stop()
 
 
-@dataclass
-class VerifyResult:
-    mailboxes: int = 0
-    folders: int = 0
-    source: int = 0
-    destination: int = 0
-    differences: int = 0
-    errors: list[str] = field(default_factory=list)
-    per_mailbox: dict[str, int] = field(default_factory=dict)  # source address -> differences
-
-    @property
-    def clean(self) -> bool:
-        return self.differences == 0 and not self.errors
-
-    def summary(self) -> str:
-        return (
-            f"verify: mailboxes={self.mailboxes} folders={self.folders} source={self.source} "
-            f"destination={self.destination} differences={self.differences}"
-            + (f" errors={len(self.errors)}" if self.errors else "")
-        )
-
-
 def verify(
     kube: KubeAPI, namespace: str, name: str, skip: Iterable[str] = (), timeout: float = 300
 ) -> VerifyResult:
-    """`mailferry verify --mailboxsync X --json` (the worker's verifier) for every MailboxSync of the
-    migration, whose source address is not in `skip`; results summed."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """`kubectl mailferry verify`'s code (the worker's verifier, `mailferry verify --mailboxsync X --json`,
+    per MailboxSync of the migration) for every mailbox whose source address is not in `skip`."""
     skipped = set(skip)
     syncs = [
         s
@@ -362,38 +338,7 @@ def verify(
         ]
         if s["spec"]["source"]["username"] not in skipped
     ]
-
-    def one(sync: dict[str, Any]) -> tuple[str, subprocess.CompletedProcess[str]]:
-        argv = [
-            str(BIN / "mailferry"),
-            "verify",
-            "--namespace",
-            namespace,
-            "--mailboxsync",
-            sync["metadata"]["name"],
-            "--json",
-        ]
-        cp = subprocess.run(
-            argv, env=dict(kube.env), capture_output=True, text=True, timeout=timeout, check=False
-        )
-        return sync["spec"]["source"]["username"], cp
-
-    result = VerifyResult()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for address, cp in pool.map(one, syncs):
-            result.mailboxes += 1
-            try:
-                data = json.loads(cp.stdout)
-            except json.JSONDecodeError:
-                result.errors.append(f"{address}: exit {cp.returncode}: {cp.stderr.strip()[-300:]}")
-                continue
-            result.per_mailbox[address] = int(data.get("differences", 0))
-            result.differences += int(data.get("differences", 0))
-            for f in data.get("folders", []):
-                result.folders += 1
-                result.source += int(f.get("sourceCount", 0) or 0)
-                result.destination += int(f.get("destinationCount", f.get("destCount", 0)) or 0)
-    return result
+    return verify_mailboxes(syncs, namespace, env=kube.env, timeout=timeout)
 
 
 def folder_counts(server: Dovecot, user: str) -> dict[str, int]:

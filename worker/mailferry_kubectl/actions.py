@@ -24,7 +24,7 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Change:
-    plural: str  # mailmigrations | dnscutovers
+    plural: str  # mailmigrations | dnscutovers | noticeplans
     name: str
     patch: dict[str, Any]
     summary: str
@@ -229,4 +229,47 @@ def walk_preview(dc: Obj, change: Change) -> list[str]:
             )
     else:
         lines.append(f"the cutover is at {DNS_PHASES[current]} already; the operator stops moving")
+    return lines
+
+
+# ---------------------------------------------------------------------------------- NoticePlan
+def _waiting_drafts(plan: Obj, notice: str | None, cohort: str | None) -> list[Mapping[str, Any]]:
+    return [
+        d
+        for d in _status(plan).get("drafts") or []
+        if d.get("state") == "AwaitingApproval"
+        and d.get("hash")
+        and (notice is None or d.get("notice") == notice)
+        and (cohort is None or d.get("cohort") == cohort)
+    ]
+
+
+def approve_notices(plan: Obj, notice: str | None, cohort: str | None) -> Change:
+    """Add the hashes of the drafts awaiting approval to spec.approvedHashes: exactly what was shown is
+    what is sent (a changed draft gets a new hash and waits again). The patch carries the object's
+    resourceVersion, so a concurrent change of the list is refused rather than overwritten."""
+    name = _name(plan)
+    drafts = _waiting_drafts(plan, notice, cohort)
+    if not drafts:
+        which = " ".join(f"{k} {v}" for k, v in (("notice", notice), ("cohort", cohort)) if v)
+        raise Refusal(f"NoticePlan {name}: no draft awaits approval{' for ' + which if which else ''}")
+    approved = list(_spec(plan).get("approvedHashes") or [])
+    hashes = sorted({str(d["hash"]) for d in drafts} - set(approved))
+    version = (plan.get("metadata") or {}).get("resourceVersion")
+    patch: dict[str, Any] = {"spec": {"approvedHashes": approved + hashes}}
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    return Change("noticeplans", name, patch, f"approved {len(hashes)} draft(s): {', '.join(hashes)}")
+
+
+def draft_review(plan: Obj, notice: str | None, cohort: str | None) -> list[str]:
+    """What `approve notices` shows first: each draft's notice, cohort, recipients, subject and text."""
+    lines = []
+    for d in _waiting_drafts(plan, notice, cohort):
+        lines.append(
+            f"draft {d.get('hash')}: notice {d.get('notice')} to cohort {d.get('cohort')} "
+            f"({d.get('recipients', 0)} recipients), due {d.get('dueAt', '-')}"
+        )
+        lines.append(f"  Subject: {d.get('subject', '')}")
+        lines += [f"  | {line}" for line in str(d.get("text", "")).splitlines()[:20]]
     return lines

@@ -14,6 +14,7 @@ KINDS = {
     "mailmigrations": "MailMigration",
     "mailboxsyncs": "MailboxSync",
     "dnscutovers": "DnsCutover",
+    "noticeplans": "NoticePlan",
 }
 
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("migration", nargs="?", help="a MailMigration (default: all in the namespace)")
     s.add_argument("--mailboxes", action="store_true", help="also a table of the mailboxes")
 
-    a = sub.add_parser("approve", help="approve a migration's scan or a cutover's manual gates")
+    a = sub.add_parser("approve", help="approve a migration's scan, a cutover's manual gates, notice drafts")
     _common(a, top=False)
     asub = a.add_subparsers(dest="target", required=True)
     am = _action(asub, "migration", "approve the scan of a MailMigration", "spec.approval.approved")
@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     ac = _action(asub, "cutover", "pass the manualApproval gates of a DnsCutover", "spec.approvedPhase")
     ac.add_argument("name")
     ac.add_argument("--phase", choices=DNS_PHASES, help="approve up to this phase (default: the next one)")
+    an = _action(asub, "notices", "approve a NoticePlan's drafts after showing them", "spec.approvedHashes")
+    an.add_argument("name")
+    an.add_argument("--notice", help="only drafts of this notice")
+    an.add_argument("--cohort", help="only drafts for this cohort")
 
     for name, help_ in (
         ("advance", "raise a DnsCutover's targetPhase (default: one phase), with a preview of the plan"),
@@ -146,6 +150,10 @@ class Plugin:
             mm = await self.cluster.get("mailmigrations", self.args.name)
             change = actions.approve_migration(mm)
             return await self.apply(change, actions.scan_review(mm))
+        if self.args.target == "notices":
+            plan = await self.cluster.get("noticeplans", self.args.name)
+            change = actions.approve_notices(plan, self.args.notice, self.args.cohort)
+            return await self.apply(change, actions.draft_review(plan, self.args.notice, self.args.cohort))
         dc = await self.cluster.get("dnscutovers", self.args.name)
         return await self.apply(actions.approve_cutover(dc, self.args.phase))
 

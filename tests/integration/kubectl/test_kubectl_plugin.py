@@ -323,3 +323,42 @@ def test_verify_and_logs(kube: KubeAPI, namespace: str, dovecot_pair: DovecotPai
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert "== Job acme-r1-b0, pod acme-r1-b0-x1\n   (no log lines yet; pod phase Pending)" in cp.stdout
     refused(plugin(kube, namespace, "logs", "acme", "--mailbox", "nobody@x.test"), "no mailbox nobody@x.test")
+
+
+def test_approve_notice_drafts_by_hash(kube: KubeAPI, namespace: str) -> None:
+    kube.apply(
+        {
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "NoticePlan",
+            "metadata": {"name": "acme-notices", "namespace": namespace},
+            "spec": {
+                "migrationRef": {"name": "acme"},
+                "from": "IT <it@acme.example>",
+                "templatesRef": {"name": "acme-templates"},
+                "smtp": {"host": "127.0.0.1", "secretRef": {"name": "acme-smtp"}},
+                "notices": [{"name": "heads-up", "template": "headsup", "at": {"anchor": "window"}}],
+            },
+        }
+    )
+    draft = {
+        "notice": "heads-up",
+        "cohort": "sales",
+        "hash": "0123456789abcdef",
+        "state": "AwaitingApproval",
+        "subject": "Your mailbox moves on Monday",
+        "text": "Hello,\nyour mail moves.",
+        "recipients": 3,
+    }
+    sent = {"notice": "heads-up", "cohort": "ops", "hash": "fedcba9876543210", "state": "Sent"}
+    set_status(kube, namespace, "noticeplans", "acme-notices", {"drafts": [draft, sent]})
+
+    refused(
+        plugin(kube, namespace, "approve", "notices", "acme-notices", "--cohort", "ops"), "no draft awaits"
+    )
+    out = ok(plugin(kube, namespace, "approve", "notices", "acme-notices", "--dry-run"))
+    assert "draft 0123456789abcdef: notice heads-up to cohort sales (3 recipients)" in out
+    assert "Subject: Your mailbox moves on Monday" in out and "| your mail moves." in out
+    assert "approvedHashes" not in spec_of(kube, namespace, "noticeplans", "acme-notices")
+    out = ok(plugin(kube, namespace, "approve", "notices", "acme-notices"))
+    assert "approved 1 draft(s): 0123456789abcdef" in out
+    assert spec_of(kube, namespace, "noticeplans", "acme-notices")["approvedHashes"] == ["0123456789abcdef"]
