@@ -85,7 +85,24 @@ class ItemError(ApiModel):
     """The problem."""
 
 
-class CollectionCheckpoint(ApiModel):
+class ItemCounts(ApiModel):
+    """How many items of a collection (or summed over collections) went where."""
+
+    items: int = 0
+    """Items on the source at the last look."""
+    copied: int = 0
+    """Items written to the destination (a change copied again counts again)."""
+    deleted: int = 0
+    """Destination items removed because their source item was deleted."""
+    failed: int = 0
+    """Items the destination refused (listed in itemErrors)."""
+    unsupported: int = 0
+    """Items the destination cannot hold (too large, component not supported, no UID)."""
+    pending: int = 0
+    """Changes seen on the source and not yet on the destination."""
+
+
+class CollectionCheckpoint(ItemCounts):
     """How far one address book or calendar is. `syncToken` is the source's (RFC 6578) after the last
     finished round; `pendingToken`/`resumeAfter` mark a first copy that was interrupted."""
 
@@ -106,18 +123,6 @@ class CollectionCheckpoint(ApiModel):
     """Last item copied by an interrupted first copy."""
     etag_digest: str | None = Field(default=None, max_length=128)
     """Digest of the source ETags (etag mode): unchanged means nothing to do."""
-    items: int = 0
-    """Items in the source collection."""
-    copied: int = 0
-    """Items copied."""
-    deleted: int = 0
-    """Items removed because the source removed them."""
-    failed: int = 0
-    """Items that failed."""
-    unsupported: int = 0
-    """Items the destination cannot hold."""
-    pending: int = 0
-    """Items still to copy."""
     last_sync_time: datetime | None = None
     """When the collection last finished a sync."""
     last_error: str | None = Field(default=None, max_length=1024)
@@ -130,27 +135,11 @@ Collections = Annotated[
 ItemErrors = Annotated[list[ItemError], Field(max_length=MAX_ITEM_ERRORS)]
 
 
-def wants(content: list[ContentKind], kind: ContentKind) -> bool:
-    return kind in content
-
-
-class KindTotals(ApiModel):
+class KindTotals(ItemCounts):
     """Address books or calendars of a mailbox (or a whole migration), summed over their collections."""
 
     collections: int = 0
     """Address books or calendars."""
-    items: int = 0
-    """Items on the source at the last look."""
-    copied: int = 0
-    """Items written to the destination (a change copied again counts again)."""
-    deleted: int = 0
-    """Destination items removed because their source item was deleted."""
-    failed: int = 0
-    """Items the destination refused (listed in itemErrors)."""
-    unsupported: int = 0
-    """Items the destination cannot hold (too large, component not supported, no UID)."""
-    pending: int = 0
-    """Changes seen on the source and not yet on the destination."""
 
 
 class CollectionTotals(ApiModel):
@@ -168,16 +157,5 @@ class CollectionTotals(ApiModel):
 def collection_totals(collections: list[CollectionCheckpoint]) -> CollectionTotals:
     totals = CollectionTotals()
     for c in collections:
-        totals.add(
-            c.kind,
-            KindTotals(
-                collections=1,
-                items=c.items,
-                copied=c.copied,
-                deleted=c.deleted,
-                failed=c.failed,
-                unsupported=c.unsupported,
-                pending=c.pending,
-            ),
-        )
+        totals.add(c.kind, KindTotals(collections=1, **c.model_dump(include=set(ItemCounts.model_fields))))
     return totals
