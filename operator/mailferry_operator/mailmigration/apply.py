@@ -160,7 +160,8 @@ def apply_validation(
     if v is None:
         return
     task = rt.validation
-    if task is not None and (v.cancel or task.done()):
+    # a task that finished after observe() read it is folded in by the next pass, not dropped here
+    if task is not None and (v.cancel or v.folded):
         if task.done() and not task.cancelled() and task.exception() is not None:
             logger.error("validation failed; retrying in %.0fs: %s", v.retry_in or 0, task.exception())
         task.cancel()

@@ -323,7 +323,7 @@ def schedule_validation(snap: Snapshot, st: MailMigrationStatus, events: list[Ev
             else:
                 events.append(Event("Normal", "Validated", found.message))
             st.conditions = [c for c in st.conditions if c.type != "Validated"] + [found]
-        return ValidationPlan(False, False, failures, next_at, trigger, retry_in)
+        return ValidationPlan(False, False, failures, next_at, trigger, retry_in, folded=True)
     if v.running:
         st.conditions = set_condition(
             st.conditions,

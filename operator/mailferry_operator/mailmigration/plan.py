@@ -53,6 +53,7 @@ class ValidationPlan:
     next_at: float = 0.0
     trigger: tuple[int, str | None] | None = None
     retry_in: float | None = None  # set when the finished validation failed: seconds until the next
+    folded: bool = False  # the finished validation's result is in this plan's status: forget the task
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from mailferry_api.conditions import get_condition, set_condition
 from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
 from mailferry_api.problems import Problem
+from mailferry_operator.mailmigration.apply import apply_validation
 from mailferry_operator.mailmigration.decide import decide
-from mailferry_operator.mailmigration.plan import Plan, Snapshot, ValidationState
+from mailferry_operator.mailmigration.observe import Runtime
+from mailferry_operator.mailmigration.plan import Plan, Snapshot, ValidationPlan, ValidationState
 from mailferry_operator.mailmigration.views import MailboxView
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 EP = {"host": "imap.test", "port": 143, "security": "none", "auth": {"secretRef": {"name": "s"}}}
+LOG = logging.getLogger("test")
 VIEWS = {f"m{i}": MailboxView(name=f"m{i}", source=f"u{i}@a.test") for i in range(3)}
 
 
@@ -99,3 +104,27 @@ def test_a_spec_problem_blocks_the_test_and_cancels_a_running_one() -> None:
     assert not [e for e in again.events if e.type == "Warning"]
     ready = get_condition(again.status.conditions, "Ready")
     assert ready is not None and (ready.status, ready.reason) == ("False", "InventoryNotFound")
+
+
+def test_a_test_that_finishes_between_read_and_write_is_folded_in_by_the_next_pass() -> None:
+    """The task may end after observe() read it running: apply keeps it (dropping it would lose its
+    result and log in to every mailbox again)."""
+
+    async def main() -> None:
+        rt = Runtime()
+
+        async def finished() -> MailMigrationStatus:
+            return failed_result()
+
+        rt.validation = asyncio.ensure_future(finished())
+        await asyncio.sleep(0)
+        assert rt.validation.done()
+        apply_validation(
+            rt, Plan(MailMigrationStatus(), validation=ValidationPlan()), "ns", "acme", spec(), 1, LOG
+        )
+        assert rt.validation is not None
+        folded = ValidationPlan(failures=1, next_at=130.0, folded=True)
+        apply_validation(rt, Plan(MailMigrationStatus(), validation=folded), "ns", "acme", spec(), 1, LOG)
+        assert rt.validation is None and rt.validation_state.failures == 1
+
+    asyncio.run(main())
