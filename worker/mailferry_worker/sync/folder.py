@@ -145,7 +145,11 @@ class FolderSync:
         log: Callable[..., None],
         counters: MailboxCounters | None = None,
         placed: dict[int, int] | None = None,
+        modseq_cap: int | None = None,
     ) -> None:
+        # The highest HIGHESTMODSEQ the checkpoint may take (the mirror pass's look): later changes are
+        # looked at again next round, expunges included.
+        self.modseq_cap = modseq_cap
         # {source UID: destination UID} of messages the mirror pass moved into this folder this run.
         self.placed = placed or {}
         # The newest destination floor this run knows; the checkpoint takes it (floorUid, destUidNext,
@@ -247,7 +251,7 @@ class FolderSync:
         ck.uid_next = sel.uidnext
         ck.synced_messages = sel.exists
         if not full:  # a clean delta compared the flags changed since the last modseq
-            ck.highest_mod_seq = sel.highestmodseq
+            ck.highest_mod_seq = self._capped(sel.highestmodseq)
         ck.pending = 0
         ck.last_sync_time = datetime.now(UTC).replace(microsecond=0)
         await self.checkpoint()
@@ -277,7 +281,7 @@ class FolderSync:
         await self._apply_flags(dec.present, dsel.permanentflags)
         # Every destination flag is now the source's as of this SELECT: a later delta looks at changes
         # since then.
-        ck.highest_mod_seq = sel.highestmodseq
+        ck.highest_mod_seq = self._capped(sel.highestmodseq)
         self._note(dec, base)
         ck.uid_validity = sel.uidvalidity
         max_uid = max([base, *(m.uid for m in smeta)])
@@ -404,6 +408,11 @@ class FolderSync:
         if d_need:
             d_hash.update(await content_hashes(self.dst, d_need))
         return decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
+
+    def _capped(self, modseq: int | None) -> int | None:
+        if modseq is None or self.modseq_cap is None:
+            return modseq
+        return min(modseq, self.modseq_cap)
 
     def _with_placed(self, dec: Decision) -> Decision:
         """Messages the mirror pass moved here (the source moved them) are present, not to copy."""
