@@ -169,8 +169,16 @@ class GroupwareRunner:
         src = dst = None
         try:
             src, dst = await open_pair(spec, self.secrets, self.ca_file)
+            not_wired: DavError | None = None
             for kind in kinds:
-                await self._kind(kind, src, dst, spec, result)
+                try:
+                    await self._kind(kind, src, dst, spec, result)
+                except DavError as exc:  # e.g. Google contacts: report it, still copy the calendars
+                    if exc.reason != "GroupwareTypeNotSupported":
+                        raise
+                    not_wired = exc
+            if not_wired is not None:
+                raise not_wired
         except (ProblemError, OSError) as exc:
             reason = getattr(exc, "reason", "GroupwareError")
             result.outcome = "transient" if getattr(exc, "transient", False) else "permanent"
