@@ -27,6 +27,7 @@ from . import ledger
 from .decide import Member, Snapshot
 
 STARTED = {"Syncing", "Synced", "Throttled", "Failed"}
+SYNC_ANCHORS = {"batchStart", "mailboxCompleted"}
 SECURITY_WORDS = {"tls": "SSL/TLS", "starttls": "STARTTLS", "none": "none"}
 
 
@@ -165,9 +166,12 @@ async def observe(
             switched_at = _time((cutover.get("status") or {}).get("switchedAt"))
             domain = str((cutover.get("spec") or {}).get("domain") or domain)
 
-    syncs = await kube.get_or_none(
-        _path(namespace, "mailboxsyncs") + f"?labelSelector={LABEL_MIGRATION}%3D{spec.migration_ref.name}"
-    )
+    # The MailboxSyncs (10,000 of them: megabytes) are listed only for a plan whose notices need them.
+    syncs = None
+    if any(n.at.anchor in SYNC_ANCHORS for n in spec.notices):
+        syncs = await kube.get_or_none(
+            _path(namespace, "mailboxsyncs") + f"?labelSelector={LABEL_MIGRATION}%3D{spec.migration_ref.name}"
+        )
     phases: dict[str, str] = {}
     for item in (syncs or {}).get("items") or []:
         username = str(((item.get("spec") or {}).get("source") or {}).get("username") or "").lower()
