@@ -104,7 +104,7 @@ def _sigstop(kube: Any, namespace: str, src: Dovecot, dst: Dovecot, d: Path, i: 
     total = corpus(src, user, FOLDERS, size=2000, tag=name)
     d.mkdir(parents=True)
     h.user_mailboxsync(kube, namespace, name, user, h.endpoint(src, "s"), h.endpoint(dst, "d"), d / "secrets")
-    env = h.worker_env(kube, namespace, [name], d / "secrets", None, MAILFERRY_LEASE_SECONDS="3")
+    env = h.worker_env(kube, namespace, [name], d / "secrets", None, MAILFERRY_LEASE_SECONDS="5")
     count = DestCounter(dst, user, list(FOLDERS))
     try:
         stale = h.start_worker(dict(env, HOSTNAME="stale"), d / "stale.log")
@@ -112,7 +112,7 @@ def _sigstop(kube: Any, namespace: str, src: Dovecot, dst: Dovecot, d: Path, i: 
         while count() < target and stale.poll() is None:
             time.sleep(0.002)
         os.kill(stale.pid, signal.SIGSTOP)
-        time.sleep(4)
+        time.sleep(6)
         second = h.run_worker(dict(env, HOSTNAME="new"))
         after = count()
         os.kill(stale.pid, signal.SIGCONT)

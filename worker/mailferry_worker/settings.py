@@ -29,8 +29,8 @@ class WorkerSettings:
     lease_seconds: int = env(
         "MAILFERRY_LEASE_SECONDS",
         30,
-        "a mailbox's lease (one writer per mailbox): renewed every third of it; a worker that could not "
-        "renew for two thirds of it stops writing",
+        "a mailbox's lease (one writer per mailbox): renewed every sixth of it; a worker that could not "
+        "renew for three quarters of it stops writing",
     )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")

@@ -146,7 +146,7 @@ def worker_env(
         MAILFERRY_LOG_FORMAT="json",
         MAILFERRY_BACKOFF_BASE="0.2",
         # A worker killed with -9 keeps its mailbox's Lease until it expires; the rerun waits that long.
-        MAILFERRY_LEASE_SECONDS="6",
+        MAILFERRY_LEASE_SECONDS="8",
     )
     if ca is not None:
         env["SSL_CERT_FILE"] = str(ca)

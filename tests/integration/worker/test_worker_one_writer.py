@@ -127,7 +127,7 @@ def test_worker_stopped_past_its_lease_writes_nothing_after_resuming(
 ) -> None:
     name = "sigstop"
     user, secrets_dir = _kube_box(kube, namespace, dovecot_pair, tmp_path, name)
-    lease_s = 3
+    lease_s = 5
     env = h.worker_env(kube, namespace, [name], secrets_dir, None, MAILFERRY_LEASE_SECONDS=str(lease_s))
     count = DestCounter(dovecot_pair.destination, user, list(FOLDERS))
     try:

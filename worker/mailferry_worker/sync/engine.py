@@ -20,7 +20,7 @@ from mailferry_api.mailboxsync import (
     SyncTotals,
     Throttle,
 )
-from mailferry_imap.client import FolderInfo, ImapClient
+from mailferry_imap.client import FolderInfo, ImapClient, SelectInfo
 from mailferry_imap.credentials import Connector, SecretSource, connectors
 from mailferry_imap.errors import (
     AuthenticationFailed,
@@ -123,7 +123,7 @@ class MailboxRunner:
         self.lease: MailboxLease | None = None
         # Source folder -> {source UID: destination UID} of copies the mirror pass moved there this run.
         self.placed: dict[str, dict[int, int]] = {}
-        self.mirror_modseq: dict[str, int] = {}  # source folder -> HIGHESTMODSEQ the mirror pass saw
+        self.mirror_looks: dict[str, SelectInfo] = {}  # source folder -> the mirror pass's SELECT
 
     def log(self, event: str, level: str = "info", **fields: Any) -> None:
         log(event, level, mailboxsync=self.name, **fields)
@@ -412,7 +412,7 @@ class MailboxRunner:
                 # Moves only after a clean finish: after an interruption a new source message may have a
                 # copy already (an APPEND not checkpointed), and a moved copy would be a second one.
                 mirrored = await Mirror(src, dst, spec, self.ckpts, self.log, moves=clean).run(plans)
-                self.placed, self.mirror_modseq = mirrored.placed, mirrored.seen_modseq
+                self.placed, self.mirror_looks = mirrored.placed, mirrored.looks
                 await self._deletions_report(mirrored)
         except ImapError as exc:
             await src.close()
@@ -638,7 +638,7 @@ class MailboxRunner:
                 log=lambda ev, **kw: self.log(ev, **kw),
                 counters=self.counters,
                 placed=self.placed.get(plan.source),
-                modseq_cap=self.mirror_modseq.get(plan.source),
+                mirror_look=self.mirror_looks.get(plan.source),
             )
             try:
                 stats = await fs.run()

@@ -145,11 +145,12 @@ class FolderSync:
         log: Callable[..., None],
         counters: MailboxCounters | None = None,
         placed: dict[int, int] | None = None,
-        modseq_cap: int | None = None,
+        mirror_look: SelectInfo | None = None,
     ) -> None:
-        # The highest HIGHESTMODSEQ the checkpoint may take (the mirror pass's look): later changes are
-        # looked at again next round, expunges included.
-        self.modseq_cap = modseq_cap
+        # The mirror pass's SELECT of the source folder: the checkpoint's HIGHESTMODSEQ and message count
+        # are taken as of that look, so whatever changed after it (expunges included) is looked at again.
+        self.mirror_look = mirror_look
+        self._arrived = 0  # source messages this run saw with UIDs from the look's UIDNEXT up
         # {source UID: destination UID} of messages the mirror pass moved into this folder this run.
         self.placed = placed or {}
         # The newest destination floor this run knows; the checkpoint takes it (floorUid, destUidNext,
@@ -249,7 +250,8 @@ class FolderSync:
         )
         self._advance(max_uid)
         ck.uid_next = sel.uidnext
-        ck.synced_messages = sel.exists
+        look = self.mirror_look
+        ck.synced_messages = look.exists + self._arrived if look is not None and look.uidnext else sel.exists
         if not full:  # a clean delta compared the flags changed since the last modseq
             ck.highest_mod_seq = self._capped(sel.highestmodseq)
         ck.pending = 0
@@ -266,6 +268,7 @@ class FolderSync:
         # compares the source's own Message-IDs).
         need_ids = dsel.exists > 0 or self.options.skip_duplicates
         smeta = await fetch_all_meta(self.src, sel.exists, sel.uidnext, message_id=need_ids)
+        self._count_arrived(smeta)
         dmeta = await fetch_all_meta(self.dst, dsel.exists, dsel.uidnext)
         if self.full_match:
             self.log(
@@ -328,6 +331,7 @@ class FolderSync:
             smeta = [m for m in got if m.uid >= lo and (hi is None or m.uid <= hi)]
             end = hi if hi is not None else max([lo - 1, *(m.uid for m in smeta)])
             seen += len(smeta)
+            self._count_arrived(smeta)
             if pool is not None:
                 dec = await self._decide(smeta, pool, d_hash)
                 paired = {d.uid for _, d in dec.present}
@@ -410,9 +414,12 @@ class FolderSync:
         return decide(smeta, dmeta, self.options, source_hashes=s_hash, dest_hashes=d_hash)
 
     def _capped(self, modseq: int | None) -> int | None:
-        if modseq is None or self.modseq_cap is None:
-            return modseq
-        return min(modseq, self.modseq_cap)
+        cap = self.mirror_look.highestmodseq if self.mirror_look is not None else None
+        return modseq if modseq is None or cap is None else min(modseq, cap)
+
+    def _count_arrived(self, smeta: Sequence[MessageMeta]) -> None:
+        if self.mirror_look is not None and self.mirror_look.uidnext:
+            self._arrived += sum(1 for m in smeta if m.uid >= self.mirror_look.uidnext)
 
     def _with_placed(self, dec: Decision) -> Decision:
         """Messages the mirror pass moved here (the source moved them) are present, not to copy."""

@@ -61,9 +61,9 @@ class MirrorResult:
     deleted: int = 0
     moved: int = 0
     held: dict[str, tuple[int, int]] = field(default_factory=dict)  # folder -> (held back, cap)
-    # Source folder -> HIGHESTMODSEQ when this pass looked: the copy pass must not record a later one, or
-    # an expunge between this look and its own SELECT would never show up in a VANISHED again.
-    seen_modseq: dict[str, int] = field(default_factory=dict)
+    # Source folder -> its SELECT by this pass. The copy pass records the folder as of this look (not of
+    # its own later SELECT), or an expunge between the two looks would never be detected again.
+    looks: dict[str, SelectInfo] = field(default_factory=dict)
 
 
 class Mirror:
@@ -115,8 +115,7 @@ class Mirror:
         sel = await self.src.select(p.source, readonly=True, qresync=since)
         if sel.uidvalidity != ck.uid_validity:
             return None  # recreated: the folder's sync re-matches it
-        if sel.highestmodseq is not None:
-            self.result.seen_modseq[p.source] = sel.highestmodseq
+        self.result.looks[p.source] = sel
         if not ck.deletions_held and not await self._lost_any(ck, sel):
             return None
         # Every source message, also above lastUid: copies an interrupted run made of those are owned too.
