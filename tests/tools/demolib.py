@@ -171,6 +171,40 @@ def migration_manifest(
     }
 
 
+def cutover_manifest(name: str, namespace: str, domain: str, **spec: Any) -> dict[str, Any]:
+    """A minimal valid DnsCutover (RFC 2136 on loopback, one MX); `spec` adds or overrides fields."""
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "DnsCutover",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "domain": domain,
+            "provider": {"type": "rfc2136", "rfc2136": {"server": "127.0.0.1"}},
+            "records": {"mx": [{"host": "mx.new.example", "priority": 10}]},
+            **spec,
+        },
+    }
+
+
+def condition_entry(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
+    """A status condition as the operator writes it."""
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": "2026-12-03T10:00:00Z",
+    }
+
+
+def set_status(kube: KubeAPI, namespace: str, plural: str, name: str, status: Mapping[str, Any]) -> None:
+    """Merge `status` into a mailferry object's status subresource (what the operator would write)."""
+    kube.kubectl(
+        "patch", f"{plural}.{GROUP}", name, "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": dict(status)}),
+    )  # fmt: skip
+
+
 def apply(kube: KubeAPI, *docs: Mapping[str, Any], verb: tuple[str, ...] = ("apply",)) -> None:
     """`kubectl apply -f` a file holding the documents (`verb=("create",)` for objects too big to
     carry a last-applied annotation)."""

@@ -134,9 +134,12 @@ def advance(dc: Obj, to: str | None) -> Change:
                 f"DnsCutover {name}: targetPhase is {DNS_PHASES[target]}; {to} is not ahead of it "
                 f"(to go back use: kubectl mailferry rollback {name} --to {to})"
             )
-    return Change(
-        "dnscutovers", name, {"spec": {"targetPhase": DNS_PHASES[new]}}, f"targetPhase → {DNS_PHASES[new]}"
-    )
+    return _target(name, new)
+
+
+def _target(name: str, new: int) -> Change:
+    phase = DNS_PHASES[new]
+    return Change("dnscutovers", name, {"spec": {"targetPhase": phase}}, f"targetPhase → {phase}")
 
 
 def rollback(dc: Obj, to: str | None) -> Change:
@@ -154,9 +157,7 @@ def rollback(dc: Obj, to: str | None) -> Change:
             f"rolling back to {DNS_PHASES[new]} lowers nothing "
             f"(to move forward use: kubectl mailferry advance {name})"
         )
-    return Change(
-        "dnscutovers", name, {"spec": {"targetPhase": DNS_PHASES[new]}}, f"targetPhase → {DNS_PHASES[new]}"
-    )
+    return _target(name, new)
 
 
 def approve_cutover(dc: Obj, phase: str | None) -> Change:

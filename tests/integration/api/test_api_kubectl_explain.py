@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+
+import demolib as d
 
 from fixtures.kubeapi import KubeAPI
 
@@ -27,29 +32,9 @@ def test_kubectl_explain_shows_the_description(kube: KubeAPI, field: str, words:
 
 
 def test_kubectl_get_wide_shows_why_not_ready(kube: KubeAPI, namespace: str) -> None:
-    kube.apply(
-        {
-            "apiVersion": "mailferry.io/v1alpha1",
-            "kind": "DnsCutover",
-            "metadata": {"name": "wide", "namespace": namespace},
-            "spec": {
-                "domain": "wide.example",
-                "provider": {"type": "rfc2136", "rfc2136": {"server": "127.0.0.1"}},
-                "records": {"mx": [{"host": "mx.new.example", "priority": 10}]},
-            },
-        }
-    )
-    ready = {
-        "type": "Ready",
-        "status": "False",
-        "reason": "GateFailed",
-        "message": "dnsRecord gate mx-served failed",
-        "lastTransitionTime": "2026-12-03T10:00:00Z",
-    }
-    kube.kubectl(
-        "patch", "dnscutovers.mailferry.io", "wide", "-n", namespace, "--subresource=status",
-        "--type=merge", "-p", json.dumps({"status": {"conditions": [ready]}}),
-    )  # fmt: skip
+    kube.apply(d.cutover_manifest("wide", namespace, "wide.example"))
+    ready = d.condition_entry("Ready", "False", "GateFailed", "dnsRecord gate mx-served failed")
+    d.set_status(kube, namespace, "dnscutovers", "wide", {"conditions": [ready]})
     wide = kube.kubectl("get", "dnscutovers.mailferry.io", "wide", "-n", namespace, "-o", "wide").stdout
     narrow = kube.kubectl("get", "dnscutovers.mailferry.io", "wide", "-n", namespace).stdout
     assert "MESSAGE" in wide and "dnsRecord gate mx-served failed" in wide

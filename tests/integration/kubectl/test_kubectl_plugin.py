@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -65,11 +64,7 @@ def refused(cp: subprocess.CompletedProcess[str], *words: str) -> str:
     return cp.stderr
 
 
-def set_status(kube: KubeAPI, namespace: str, plural: str, name: str, status: dict[str, Any]) -> None:
-    kube.kubectl(
-        "patch", f"{plural}.mailferry.io", name, "-n", namespace, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": status}),
-    )  # fmt: skip
+set_status = d.set_status
 
 
 def spec_of(kube: KubeAPI, namespace: str, plural: str, name: str) -> dict[str, Any]:
@@ -82,24 +77,13 @@ def migration(kube: KubeAPI, namespace: str, pair: DovecotPair, addresses: list[
 
 def cutover(kube: KubeAPI, namespace: str, target: str, **spec: Any) -> None:
     kube.apply(
-        {
-            "apiVersion": "mailferry.io/v1alpha1",
-            "kind": "DnsCutover",
-            "metadata": {"name": "acme-dns", "namespace": namespace},
-            "spec": {
-                "domain": "acme.example",
-                "provider": {"type": "rfc2136", "rfc2136": {"server": "127.0.0.1"}},
-                "migrationRef": {"name": "acme"},
-                "targetPhase": target,
-                "records": {"mx": [{"host": "mx.new.example", "priority": 10}]},
-                **spec,
-            },
-        }
+        d.cutover_manifest(
+            "acme-dns", namespace, "acme.example", migrationRef={"name": "acme"}, targetPhase=target, **spec
+        )
     )
 
 
-def cond(type_: str, status: str, reason: str, message: str = "") -> dict[str, str]:
-    return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": NOW}
+cond = d.condition_entry
 
 
 MIGRATION_STATUS: dict[str, Any] = {

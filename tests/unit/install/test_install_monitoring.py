@@ -205,6 +205,16 @@ def expected_alert(name: str, labels: dict[str, str], value: str = "", human: st
     }
 
 
+def fires(at: str, name: str, labels: dict[str, str], value: str = "", human: str = "") -> dict[str, Any]:
+    """A promtool alert_rule_test: at `at`, `name` fires once with `labels`."""
+    return {"eval_time": at, "alertname": name, "exp_alerts": [expected_alert(name, labels, value, human)]}
+
+
+def silent(at: str, name: str) -> dict[str, Any]:
+    """A promtool alert_rule_test: at `at`, `name` does not fire."""
+    return {"eval_time": at, "alertname": name, "exp_alerts": []}
+
+
 def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> None:
     """`promtool test rules`: the real Prometheus rule engine evaluates the alerts on synthetic series."""
     mm = 'namespace="mail",migration="acme"'
@@ -266,95 +276,35 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                     },
                 ],
                 "alert_rule_test": [
-                    {
-                        "eval_time": "20m",
-                        "alertname": "MailferryMigrationStalled",
-                        "exp_alerts": [expected_alert("MailferryMigrationStalled", mml)],
-                    },
-                    {"eval_time": "10m", "alertname": "MailferryMigrationStalled", "exp_alerts": []},
-                    {
-                        "eval_time": "40m",
-                        "alertname": "MailferryMigrationLagHigh",
-                        "exp_alerts": [expected_alert("MailferryMigrationLagHigh", mml, human="2h 0m 0s")],
-                    },
-                    {"eval_time": "20m", "alertname": "MailferryMigrationLagHigh", "exp_alerts": []},
-                    {
-                        "eval_time": "15m",
-                        "alertname": "MailferryWorkerJobsFailing",
-                        "exp_alerts": [expected_alert("MailferryWorkerJobsFailing", mml, value="2")],
-                    },
-                    {
-                        "eval_time": "8m",
-                        "alertname": "MailferryDnsGateFailed",
-                        "exp_alerts": [expected_alert("MailferryDnsGateFailed", gate)],
-                    },
-                    {
-                        "eval_time": "5m",
-                        "alertname": "MailferryDnsRollback",
-                        "exp_alerts": [expected_alert("MailferryDnsRollback", dcl)],
-                    },
-                    {"eval_time": "1m", "alertname": "MailferryDnsRollback", "exp_alerts": []},
+                    fires("20m", "MailferryMigrationStalled", mml),
+                    silent("10m", "MailferryMigrationStalled"),
+                    fires("40m", "MailferryMigrationLagHigh", mml, human="2h 0m 0s"),
+                    silent("20m", "MailferryMigrationLagHigh"),
+                    fires("15m", "MailferryWorkerJobsFailing", mml, value="2"),
+                    fires("8m", "MailferryDnsGateFailed", gate),
+                    fires("5m", "MailferryDnsRollback", dcl),
+                    silent("1m", "MailferryDnsRollback"),
                     # ... and it resolves by itself 30 minutes after the last rollback step.
-                    {"eval_time": "45m", "alertname": "MailferryDnsRollback", "exp_alerts": []},
-                    {
-                        "eval_time": "40m",
-                        "alertname": "MailferryMigrationNoProgress",
-                        "exp_alerts": [expected_alert("MailferryMigrationNoProgress", mml2)],
-                    },
-                    {"eval_time": "20m", "alertname": "MailferryMigrationNoProgress", "exp_alerts": []},
-                    {
-                        "eval_time": "20m",
-                        "alertname": "MailferryMailboxesFailed",
-                        "exp_alerts": [expected_alert("MailferryMailboxesFailed", mml, value="1")],
-                    },
-                    {
-                        "eval_time": "10m",
-                        "alertname": "MailferryMigrationFailed",
-                        "exp_alerts": [expected_alert("MailferryMigrationFailed", mml)],
-                    },
-                    {
-                        "eval_time": "20m",
-                        "alertname": "MailferryDnsCutoverStalled",
-                        "exp_alerts": [expected_alert("MailferryDnsCutoverStalled", dcl)],
-                    },
-                    {
-                        "eval_time": "5m",
-                        "alertname": "MailferryDnsWriteErrors",
-                        "exp_alerts": [expected_alert("MailferryDnsWriteErrors", {"provider": "powerdns"})],
-                    },
-                    {"eval_time": "1m", "alertname": "MailferryDnsWriteErrors", "exp_alerts": []},
-                    {
-                        "eval_time": "10m",
-                        "alertname": "MailferryOperatorDown",
-                        "exp_alerts": [expected_alert("MailferryOperatorDown", {})],
-                    },
-                    {"eval_time": "3m", "alertname": "MailferryOperatorDown", "exp_alerts": []},
-                    {
-                        "eval_time": "30m",
-                        "alertname": "MailferryReconcileErrors",
-                        "exp_alerts": [expected_alert("MailferryReconcileErrors", {"kind": "MailMigration"})],
-                    },
-                    {
-                        "eval_time": "3m",
-                        "alertname": "MailferrySendingHardStop",
-                        "exp_alerts": [expected_alert("MailferrySendingHardStop", scl)],
-                    },
-                    {"eval_time": "1m", "alertname": "MailferrySendingHardStop", "exp_alerts": []},
-                    {
-                        "eval_time": "5m",
-                        "alertname": "MailferrySendingStepBack",
-                        "exp_alerts": [expected_alert("MailferrySendingStepBack", scl)],
-                    },
-                    {"eval_time": "50m", "alertname": "MailferrySendingStepBack", "exp_alerts": []},
-                    {
-                        "eval_time": "30m",
-                        "alertname": "MailferryEspWebhooksRejected",
-                        "exp_alerts": [
-                            expected_alert(
-                                "MailferryEspWebhooksRejected", {"provider": "sendgrid", "reason": "bad_signature"}
-                            )
-                        ],
-                    },
+                    silent("45m", "MailferryDnsRollback"),
+                    fires("40m", "MailferryMigrationNoProgress", mml2),
+                    silent("20m", "MailferryMigrationNoProgress"),
+                    fires("20m", "MailferryMailboxesFailed", mml, value="1"),
+                    fires("10m", "MailferryMigrationFailed", mml),
+                    fires("20m", "MailferryDnsCutoverStalled", dcl),
+                    fires("5m", "MailferryDnsWriteErrors", {"provider": "powerdns"}),
+                    silent("1m", "MailferryDnsWriteErrors"),
+                    fires("10m", "MailferryOperatorDown", {}),
+                    silent("3m", "MailferryOperatorDown"),
+                    fires("30m", "MailferryReconcileErrors", {"kind": "MailMigration"}),
+                    fires("3m", "MailferrySendingHardStop", scl),
+                    silent("1m", "MailferrySendingHardStop"),
+                    fires("5m", "MailferrySendingStepBack", scl),
+                    silent("50m", "MailferrySendingStepBack"),
+                    fires(
+                        "30m",
+                        "MailferryEspWebhooksRejected",
+                        {"provider": "sendgrid", "reason": "bad_signature"},
+                    ),
                 ],
             }
         ],
