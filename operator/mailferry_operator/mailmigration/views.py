@@ -13,16 +13,16 @@ from datetime import datetime
 from typing import Any
 
 from mailferry_api.groupware import CollectionTotals
+from mailferry_api.labels import LABEL_APP as LABEL_APP  # the kernel's: tools select by them too
+from mailferry_api.labels import LABEL_MIGRATION as LABEL_MIGRATION
+from mailferry_api.labels import WORKER_APP as WORKER_APP
 from mailferry_api.mailboxsync import MailboxPhase, MailboxSync
 
 from ..modelviews import annotation, derived_from, meta, picked, read_view
 
-LABEL_MIGRATION = "mailferry.io/migration"
 LABEL_ROUND = "mailferry.io/round"
 LABEL_BATCH = "mailferry.io/batch"
 LABEL_ATTEMPT = "mailferry.io/attempt"
-LABEL_APP = "app.kubernetes.io/name"
-WORKER_APP = "mailferry-worker"
 ANNOTATION_SPEC_HASH = "mailferry.io/spec-hash"
 ANNOTATION_APPROVED = "mailferry.io/approved"
 ANNOTATION_RETRY_FAILED = "mailferry.io/retry-failed"
