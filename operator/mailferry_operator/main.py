@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     block_unused_client_libraries()
     import kopf
 
-    from . import activities, metrics
+    from . import activities, logctx, metrics
     from .dnscutover import handlers as dnscutover_handlers  # noqa: F401 - importing registers them
     from .mailmigration import handlers as mailmigration_handlers  # noqa: F401 - registers them
     from .notices import handlers as notices_handlers  # noqa: F401 - registers them
@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet=args.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
+    logctx.install(text=args.log_format != "json")  # every line names namespace/Kind/name
     logging.getLogger().setLevel(args.log_level.upper())
     # The Kubernetes client logs request bodies at debug level: keep it quiet (Secrets are read).
     for noisy in ("httpx", "httpcore", "aiohttp.access"):

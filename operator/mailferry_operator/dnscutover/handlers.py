@@ -20,7 +20,7 @@ from mailferry_api.conditions import now, set_condition
 from mailferry_api.dnscutover import DnsCutoverSpec, DnsCutoverStatus
 from mailferry_api.problems import ProblemError
 
-from .. import metrics, settings
+from .. import logctx, metrics, settings
 from ..kube import client as kube
 from . import apply, draft, frame, observe
 from .decide import step
@@ -101,6 +101,7 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
 
 
 async def _locked(namespace: str, name: str, uid: str, body: Any) -> None:
+    logctx.bind(namespace, "DnsCutover", name)
     if (body.get("metadata") or {}).get("deletionTimestamp"):
         return  # being deleted: nothing to do (deleting a DnsCutover never changes DNS)
     lock = _locks.setdefault(uid, asyncio.Lock())

@@ -22,6 +22,7 @@ from mailferry_api.mailmigration import (
 
 from .. import metrics, settings
 from ..kube import client as kube
+from . import ownership
 from .observe import Runtime
 from .plan import Event, Plan, ValidationState
 from .resources import job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
@@ -76,8 +77,8 @@ async def ensure_mailboxsyncs(
 ) -> None:
     """Create missing MailboxSyncs and update drifted specs, `create_concurrency` calls at a time."""
     key = (rt.inventory_key, spec_hash(spec.to_api()))
-    if key == rt.ensured_key:
-        return
+    if key == rt.ensured_key and rt.names.keys() <= existing.keys():
+        return  # (one deleted by hand is missing from `existing`: made again)
     created = updated = 0
     template = mailbox_sync_template(name, spec)
     todo = iter(list(rt.names.items()))
@@ -95,6 +96,13 @@ async def ensure_mailboxsyncs(
             if have is None and await kube.create_custom(namespace, MAILBOXSYNCS, wanted):
                 created += 1
                 continue
+            if have is None:  # 409, and not in our index: patch it only if it is ours
+                found = await kube.get_or_none(
+                    f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/mailboxsyncs/{sync_name}"
+                )
+                if found is not None and not ownership.owned_by(found, uid):
+                    rt.taken[sync_name] = ownership.owner_of(found)
+                    continue
             await kube.patch_custom(
                 namespace,
                 MAILBOXSYNCS,
@@ -105,7 +113,7 @@ async def ensure_mailboxsyncs(
 
     started = time.monotonic()
     await asyncio.gather(*(lane() for _ in range(max(1, settings.current().create_concurrency))))
-    rt.ensured_key = key
+    rt.ensured_key = None if rt.taken else key  # taken names: observe reports them, tried again
     if created or updated:
         logger.info(
             "MailboxSyncs: %d created, %d updated, %d total in %.1fs",

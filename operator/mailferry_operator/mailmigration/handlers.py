@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from mailferry_api.common import API_GROUP, API_VERSION
 from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
 
-from .. import metrics
+from .. import logctx, metrics
 from ..kube import client as kube
 from . import apply, observe
 from .decide import decide, invalid_spec_status
@@ -134,8 +134,9 @@ async def reconcile_once(
         await kube.patch_custom_status(namespace, PLURAL, name, apply.status_dict(failed))
         return 60.0
     snap = await observe.observe(rt, body, namespace, name, spec, indexes)
-    if rt.last_status is None:
-        rt.last_status = apply.status_dict(snap.status)
+    if rt.last_status is None:  # what the API holds: snap.status already carries this pass's inventory
+        stored = MailMigrationStatus.model_validate(dict(body.get("status") or {}))
+        rt.last_status = apply.status_dict(stored)
     plan = decide(snap)
     if plan.ensure_mailboxsyncs:
         existing = {v.name: v for v in observe.store_values(indexes.mailboxsyncs, (namespace, name))}
@@ -169,6 +170,7 @@ async def migration_daemon(
     )
     rt = observe.Runtime()
     namespace = namespace or ""
+    logctx.bind(namespace, "MailMigration", name)
     key = (namespace, name)
     wake = asyncio.Event()
     _wakeups[key] = wake

@@ -23,7 +23,7 @@ from mailferry_api.problems import Problem
 from .. import settings
 from ..kube import client as kube
 from . import inventory as inv
-from . import spec_checks
+from . import ownership, spec_checks
 from .naming import mailbox_sync_name
 from .plan import CutoverHold, Event, Snapshot, ValidationState
 from .views import ANNOTATION_APPROVED, ANNOTATION_RETRY_FAILED, JobView, MailboxView
@@ -47,6 +47,7 @@ class Runtime:
     spec_problem: Problem | None = None  # the spec cannot run (spec_checks)
     spec_checked_key: tuple[Any, ...] | None = None
     ensured_key: tuple[Any, ...] | None = None
+    taken: dict[str, str] = field(default_factory=dict)  # MailboxSync name -> who holds it (not us)
     validation_state: ValidationState = field(default_factory=lambda: ValidationState(now=0.0))
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
     probed: set[str] = field(default_factory=set)  # MailboxSync names tested so far
@@ -179,7 +180,18 @@ async def check_spec(rt: Runtime, spec: MailMigrationSpec, generation: int) -> N
     if key == rt.spec_checked_key:
         return
     rt.spec_checked_key = key
-    problem = spec_checks.spec_problem(spec, date.today())
+    install = settings.current()
+    problem = (
+        spec_checks.spec_problem(spec, date.today())
+        or spec_checks.token_url_problem(spec, install.egress_allow)
+        or spec_checks.worker_problem(
+            spec.worker,
+            install.worker_image,
+            install.worker_service_account,
+            install.worker_images_allowed,
+            install.worker_service_accounts_allowed,
+        )
+    )
     if problem is None and rt.entries:
         same = spec.source.port == spec.destination.port and (
             spec_checks.normal_host(spec.source.host) == spec_checks.normal_host(spec.destination.host)
@@ -192,6 +204,20 @@ async def check_spec(rt: Runtime, spec: MailMigrationSpec, generation: int) -> N
         )
         problem = spec_checks.self_copy_problem(spec, rt.entries, same)
     rt.spec_problem = problem
+
+
+async def taken_names(rt: Runtime, namespace: str, uid: str) -> Problem | None:
+    """Names apply.ensure_mailboxsyncs found held by another object, read again each pass: the migration
+    goes on once they are deleted (or given to it)."""
+    for sync_name in list(rt.taken):
+        obj = await kube.get_or_none(
+            f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/mailboxsyncs/{sync_name}"
+        )
+        if obj is None or ownership.owned_by(obj, uid):
+            del rt.taken[sync_name]
+        else:
+            rt.taken[sync_name] = ownership.owner_of(obj)
+    return ownership.taken_problem(rt.taken)
 
 
 def destination_key(host: str, port: Any) -> str:
@@ -298,7 +324,7 @@ async def observe(
     await check_spec(rt, spec, generation)
     if rt.inventory_status is not None:
         status.inventory = rt.inventory_status
-    problem = rt.inventory_problem or rt.spec_problem
+    problem = rt.inventory_problem or rt.spec_problem or await taken_names(rt, namespace, meta.get("uid", ""))
     if problem is None:
         created = str(meta.get("creationTimestamp") or "")
         problem = mailbox_conflict(

@@ -13,6 +13,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 
+from mailferry_api import egress
 from mailferry_api.folder_regex import MappingPatternError, compile_mapping
 from mailferry_api.imap import FolderSelection, ImapEndpoint
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec, WorkerSpec
@@ -230,6 +231,18 @@ def mailbox_key_field(entry: MailboxEntry) -> str:
     if entry.secret_key:
         return f"the secretKey of mailbox {entry.source}"
     return f"the password of {entry.source}: its login with '@' as '_', or set the mailbox's secretKey"
+
+
+def token_url_problem(spec: MailMigrationSpec, allowlist: Iterable[str]) -> Problem | None:
+    """An OAuth2 tokenUrl receives the client secret or a signed assertion: only URLs the installer
+    allows (mailferry_api.egress), refused before any login is tried."""
+    for side, endpoint in (("source", spec.source), ("destination", spec.destination)):
+        oauth2 = endpoint.auth.oauth2
+        if endpoint.auth.method == "xoauth2" and oauth2 is not None and oauth2.token_url:
+            found = egress.url_problem(oauth2.token_url, allowlist, f"spec.{side}.auth.oauth2.tokenUrl")
+            if found is not None:
+                return found
+    return None
 
 
 # ------------------------------------------------------------------------------------------- worker

@@ -66,6 +66,14 @@ async def _read_secrets(
                     f"in namespace {namespace}",
                 ),
             )
+        if found.refused is not None:  # not opted in, or a token Kubernetes issues: never read
+            return (
+                secrets,
+                checks,
+                Problem(
+                    found.refused.reason, f"{side} (spec.{side}.auth.secretRef): {found.refused.message}"
+                ),
+            )
         secrets[side], not_text = found.values, list(found.not_text)
         checks[side] = (found.type, secret_name, not_text)
         problem = spec_checks.endpoint_secret_problem(side, endpoint, found.type, secrets[side], not_text)

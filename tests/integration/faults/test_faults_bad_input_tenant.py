@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from fixtures._proc import free_port
 from fixtures.bait import BaitListener
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
@@ -239,3 +241,260 @@ def test_dnscutover_with_a_150kb_annotation_is_deleted_within_seconds(
     )
     print(f"DnsCutover with a 150 KB annotation deleted {time.monotonic() - started:.1f} s after the request")
     assert policy_operator.alive()
+
+
+# ------------------------------------------------------------------------------------- MailMigration
+def migration(name: str, ns: str, source: Obj, destination: Obj | None = None, **spec: Any) -> Obj:
+    body: Obj = {
+        "source": source,
+        "destination": destination or {**source, "host": "127.0.0.2"},
+        **spec,
+    }
+    if "inventoryRef" not in body:
+        body.setdefault("mailboxes", [{"source": "victim@example.com"}])
+    return {
+        "apiVersion": "mailferry.io/v1alpha1",
+        "kind": "MailMigration",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": body,
+    }
+
+
+def endpoint(host: str, port: int, secret_name: str, **auth: Any) -> Obj:
+    return {
+        "host": host,
+        "port": port,
+        "security": "none",
+        "connectTimeoutSeconds": 5,
+        "readTimeoutSeconds": 5,
+        "auth": {"secretRef": {"name": secret_name}, **auth},
+    }
+
+
+def test_hostile_mailmigrations_get_no_secret_no_egress_no_pod_and_stuck_ones_say_why(
+    kube: KubeAPI, namespace: str, tmp_path: Path
+) -> None:
+    ns = namespace
+    with BaitListener(imap=True) as imap_bait, BaitListener() as http_bait:
+        # the installer allowed one other token endpoint host, not the tenant's listener
+        op = d.OperatorProcess(
+            kube, [ns], tmp_path, extra_env={"MAILFERRY_EGRESS_ALLOW": "https://login.example.org"}
+        ).start()
+        try:
+            _mailmigration_cases(kube, ns, op, imap_bait, http_bait)
+        finally:
+            op.stop()
+            kube.kubectl(
+                "delete", "jobs,mailboxsyncs.mailferry.io", "--all", "-n", ns, "--wait=false", check=False
+            )
+
+
+def _mailmigration_cases(
+    kube: KubeAPI, ns: str, op: d.OperatorProcess, imap_bait: BaitListener, http_bait: BaitListener
+) -> None:
+    from mailferry_operator.mailmigration.naming import mailbox_sync_name
+
+    bait = endpoint("127.0.0.1", imap_bait.port, "sa-token")
+    unreachable = endpoint("127.0.0.1", free_port(), "creds")
+    d.apply(
+        kube,
+        sa_token_secret(
+            "sa-token", ns, {"token": "VICTIM-SA-TOKEN", "victim_example.com": "VICTIM-SA-TOKEN"}
+        ),
+        secret("no-consent", ns, {"victim_example.com": "NOT-CONSENTED-PW"}, labels={}),
+        secret(
+            "creds",
+            ns,
+            {"victim_example.com": "pw", "client-secret": "CLIENT-SECRET-CANARY", "bob_example.com": "pw"},
+        ),
+        d.inventory_manifest("inv-short", ns, "ab\nbob@example.com\n"),
+        d.inventory_manifest(
+            "inv-cr", ns, "source,destination\rvictim@example.com,victim@new.example\rbob@example.com,\r"
+        ),
+        verb=("create",),
+    )
+    # a MailboxSync made beforehand under the name the operator will use for `squatted`
+    squat_name = mailbox_sync_name("squatted", "victim@example.com")
+    d.apply(
+        kube,
+        {
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "MailboxSync",
+            "metadata": {"name": squat_name, "namespace": ns},
+            "spec": {
+                "source": {
+                    "username": "victim@example.com",
+                    "endpoint": endpoint("imap.squatter.example", 993, "creds"),
+                },
+                "destination": {
+                    "username": "victim@example.com",
+                    "endpoint": endpoint("imap.squatter.example", 993, "creds"),
+                },
+            },
+        },
+        verb=("create",),
+    )
+    xoauth2 = endpoint(
+        "127.0.0.1",
+        imap_bait.port,
+        "creds",
+        method="xoauth2",
+        oauth2={
+            "provider": "microsoft",
+            "clientId": "app",
+            "tenantId": "t",
+            "tokenUrl": f"{http_bait.url}/token",
+        },
+    )
+    cases: dict[str, tuple[str, str, str, Obj]] = {
+        "sa-token": (
+            "IMAP Secret = a service-account-token Secret, source host = a listener",
+            "Validated",
+            "SecretNotPermitted",
+            migration(
+                "sa-token",
+                ns,
+                {**bait, "auth": {"secretRef": {"name": "sa-token"}}},
+                mailboxes=[{"source": "victim@example.com", "secretKey": "token"}],
+            ),
+        ),
+        "no-consent": (
+            "IMAP Secret without mailferry.io/credentials",
+            "Validated",
+            "SecretNotPermitted",
+            migration("no-consent", ns, endpoint("127.0.0.1", imap_bait.port, "no-consent")),
+        ),
+        "token-url": (
+            "OAuth2 tokenUrl at a listener",
+            "Validated",
+            "EgressNotAllowed",
+            migration("token-url", ns, xoauth2, unreachable),
+        ),
+        "worker-image": (
+            "spec.worker.image registry.invalid/exfiltrate + a powerful ServiceAccount",
+            "Validated",
+            "WorkerNotAllowed",
+            migration(
+                "worker-image",
+                ns,
+                unreachable,
+                worker={"image": "registry.invalid/exfiltrate:latest", "serviceAccountName": "default"},
+            ),
+        ),
+        "squatted": (
+            "a MailboxSync created beforehand under the operator's name",
+            "Validated",
+            "MailboxSyncNameTaken",
+            migration("squatted", ns, unreachable),
+        ),
+        "mapping-backref": (
+            "folder mapping with a backreference (not RE2)",
+            "Validated",
+            "InvalidFolderMapping",
+            migration(
+                "mapping-backref", ns, unreachable, folders={"mappings": [{"from": "^(a)\\1$", "to": "x"}]}
+            ),
+        ),
+    }
+    plain = {
+        "short-login": migration("short-login", ns, unreachable, inventoryRef={"name": "inv-short"}),
+        "cr-only": migration("cr-only", ns, unreachable, inventoryRef={"name": "inv-cr"}),
+        "recreate": migration(
+            "recreate",
+            ns,
+            unreachable,
+            mailboxes=[{"source": "victim@example.com"}, {"source": "bob@example.com"}],
+        ),
+    }
+    d.apply(kube, *(c[3] for c in cases.values()), *plain.values(), verb=("create",))
+    got = settle(kube, ns, "mailmigrations.mailferry.io", {n: (c[1], c[2]) for n, c in cases.items()}, 120)
+
+    # --- the stuck ones of old: inventory rows, CR-only CSV, a MailboxSync deleted by hand
+    def inventory(name: str) -> Obj:
+        return (d.get(kube, "mailmigrations.mailferry.io", ns, name).get("status") or {}).get(
+            "inventory"
+        ) or {}
+
+    short = d.wait_for(
+        lambda: inventory("short-login").get("total") and inventory("short-login"),
+        60,
+        "short-login inventory",
+    )
+    cr = d.wait_for(
+        lambda: inventory("cr-only").get("total") and inventory("cr-only"), 60, "cr-only inventory"
+    )
+
+    def syncs(name: str) -> dict[str, str]:
+        items = d.get(kube, "mailboxsyncs.mailferry.io", ns)["items"]
+        return {
+            i["metadata"]["name"]: i["metadata"]["uid"]
+            for i in items
+            if i["metadata"].get("labels", {}).get("mailferry.io/migration") == name
+        }
+
+    before = d.wait_for(
+        lambda: len(syncs("recreate")) == 2 and syncs("recreate"), 60, "2 MailboxSyncs of recreate"
+    )
+    gone = sorted(before)[0]
+    kube.kubectl("delete", "mailboxsync", gone, "-n", ns)
+    again = d.wait_for(
+        lambda: (s := syncs("recreate")).get(gone, before[gone]) != before[gone] and s,
+        60,
+        f"{gone} made again",
+    )
+
+    rows = [(c[0], c[1], got.get(n, {})) for n, c in cases.items()]
+    rows.append(
+        (
+            "inventory row with a 2-character login",
+            "status.inventory",
+            {
+                "status": f"invalid={short.get('invalid')}",
+                "reason": "row error",
+                "message": str(short.get("errors")),
+            },
+        )
+    )
+    rows.append(
+        (
+            "CR-only CSV inventory",
+            "status.inventory",
+            {"status": f"valid={cr.get('valid')}", "reason": "read", "message": str(cr.get("errors"))},
+        )
+    )
+    rows.append(
+        (
+            "MailboxSync deleted by hand",
+            "re-created",
+            {
+                "status": "True",
+                "reason": "new uid",
+                "message": f"{gone}: {before[gone][:8]} -> {again[gone][:8]}",
+            },
+        )
+    )
+    report(rows)
+    for n, c in cases.items():
+        assert got.get(n, {}).get("reason") == c[2] and got[n].get("status") == "False", (n, got.get(n))
+    assert "kubernetes.io/service-account-token" in got["sa-token"]["message"]
+    assert "registry.invalid/exfiltrate:latest" in got["worker-image"]["message"]
+    assert squat_name in got["squatted"]["message"] and "no owner; written by" in got["squatted"]["message"]
+    assert "RE2" in got["mapping-backref"]["message"]
+    assert short["invalid"] == 1 and short["valid"] == 1 and "at least 3 characters" in str(short["errors"])
+    assert cr["valid"] == 2 and cr.get("invalid", 0) == 0, cr
+    # nothing left the cluster: no SA token, no password, no client secret; no Job for the foreign image
+    assert b"VICTIM-SA-TOKEN" not in imap_bait.data() and b"NOT-CONSENTED-PW" not in imap_bait.data()
+    assert http_bait.data() == b"", http_bait.data()[:200]
+    assert b"CLIENT-SECRET-CANARY" not in imap_bait.data()
+    jobs = d.get(kube, "jobs", ns)["items"]
+    assert not [j for j in jobs if "exfiltrate" in str(j["spec"])], jobs
+    squatter = d.get(kube, "mailboxsyncs.mailferry.io", ns, squat_name)
+    assert squatter["spec"]["source"]["endpoint"]["host"] == "imap.squatter.example"  # not overwritten
+    log = op.log.read_text(errors="replace")
+    assert "VICTIM-SA-TOKEN" not in log and "CLIENT-SECRET-CANARY" not in log and "Traceback" not in log
+    # every line about an object names it: namespace/Kind/name
+    about = [line for line in log.splitlines() if " kopf.objects " in line or " mailferry." in line]
+    named = re.compile(rf"\[{re.escape(ns)}/[A-Z][A-Za-z]+/[a-z0-9.-]+\]")
+    print(f"{len(about)} log lines about objects, e.g. {about[0] if about else None}")
+    assert about and all(named.search(line) for line in about), [x for x in about if not named.search(x)][:3]
+    assert op.alive()
