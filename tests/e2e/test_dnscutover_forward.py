@@ -175,10 +175,22 @@ def test_forward_to_enforced_then_rollback_to_planned(
         )
         assert writes is not None and writes >= 11
 
-        # Rollback by reverting the spec: walks back phase by phase to the exact starting zone.
+        # Rollback by reverting the spec: walks back phase by phase to the exact starting zone, but for
+        # _mta-sts: a sender may still cache the enforce policy, so the TXT stays and announces, under a
+        # new id, the `mode: none` policy now served (RFC 8461 §8.3).
         patch_spec(kube, namespace, "cut", '{"spec": {"targetPhase": "Planned"}}')
         obj = wait_dc(kube, namespace, "cut", in_phase("Planned"), "rolled back to Planned", 60, operator=op)
-        assert zone_rrsets(powerdns, zone) == before
+        after = zone_rrsets(powerdns, zone)
+        kept = after.pop(("_mta-sts." + zone, "TXT"))
+        assert after == before
+        def served_none() -> str | None:
+            served = mirror.fetch()
+            return served if "mode: none" in served else None
+
+        none = wait_until(served_none, timeout=30, what="the mode none policy served")
+        assert kept == (30, (f'"v=STSv1; id={mtasts.policy_id(none)}"',))
+        assert mtasts.policy_id(none) != mtasts.policy_id(policy)
+        assert obj["status"]["mtaSts"]["mode"] == "none"
         assert sorted(q(zone, "MX")) == ["10 mx1.old.test.", "20 mx2.old.test."]
         assert condition(obj, "RolledBack")["status"] == "True"
         back = [

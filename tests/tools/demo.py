@@ -3,8 +3,11 @@
 Starts a local Kubernetes API server (etcd + kube-apiserver), two Dovecot servers with a generated
 organisation of 20 mailboxes, the mailferry operator and the local job runner (the kubelet stand-in
 that runs the worker Jobs); applies a MailMigration; shows live progress (a bar per phase and a
-table of mailboxes); delivers new mail to the source mid-way to show a delta round; completes the
-migration; ends with the verifier's summary (`mailferry verify` for every mailbox). Plain ANSI.
+table of mailboxes); delivers new mail to the source mid-way to show a delta round; then cuts the
+domain's DNS over with a DnsCutover on a local PowerDNS (its phases walked with short DEMO TIMINGS,
+labelled as such: tests/tools/demo_dns.py); delivers a message to the old mailbox after the MX swap and
+completes the migration, which holds its final round until the cutover's drainUntil so that message is
+copied; ends with the verifier's summary (`mailferry verify` for every mailbox). Plain ANSI.
 
     python tests/tools/demo.py [--mailboxes 20] [--messages 40] [--keep]
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import demo_dns
 import demolib as d
 
 from fixtures.dovecot import Dovecot, make_message
@@ -48,6 +52,7 @@ class Screen:
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.lines = 0
+        self.cutover: dict[str, Any] | None = None
 
     def note(self, text: str) -> None:
         self.notes.append(f"{time.strftime('%H:%M:%S')} {text}")
@@ -57,6 +62,8 @@ class Screen:
         mig = d.migration(kube, NS, NAME)
         syncs = d.get(kube, "mailboxsyncs.mailferry.io", NS)["items"]
         out = migration_lines(mig, syncs, STYLE, mailboxes=True)
+        self.cutover = demo_dns.cutover(kube, NS, NAME)
+        out += demo_dns.lines(self.cutover)
         out.append("")
         out += [f"  {DIM}{n}{RESET}" for n in self.notes]
         if self.lines:
@@ -96,10 +103,15 @@ def main() -> int:
         print(f"  generating the organisation: {args.mailboxes} mailboxes ...", flush=True)
         total = d.seed_org(src, org, args.messages)
         print(f"  {total} messages in the source", flush=True)
+        print(
+            "  starting PowerDNS, authoritative for example.test (the old provider's records) ...", flush=True
+        )
+        pdns = demo_dns.start_zone(work, "example.test")
+        stack.append(pdns)
         kube.kubectl("create", "namespace", NS)
         runner = d.JobRunnerProcess(kube, [NS], work).start()
         stack.append(runner)
-        operator = d.OperatorProcess(kube, [NS], work).start()
+        operator = d.OperatorProcess(kube, [NS], work, extra_env=demo_dns.operator_env()).start()
         stack.append(operator)
         print(
             f"  operator running (metrics on :{operator.metrics_port}/metrics); applying the MailMigration\n"
@@ -122,11 +134,15 @@ def main() -> int:
         screen = Screen()
         screen.note(f"applied MailMigration {NAME}: {args.mailboxes} mailboxes, batches of 4, 3 Jobs at once")
         added = False
+        cutting = False
         completing = False
         late: dict[str, int] = {}
+        after_switch = org.addresses[-1]
+        after_switch_count = 0
         late_round = 0
         while True:
             st = screen.draw(kube)
+            dns = (screen.cutover or {}).get("status") or {}
             cond = {c["type"]: c for c in st.get("conditions") or []}
             rnd = st.get("round") or {}
             if not added and cond.get("BulkCopied", {}).get("status") == "True":
@@ -140,12 +156,23 @@ def main() -> int:
                 )
             if (
                 added
-                and not completing
+                and not cutting
                 and all(d.folder_counts(dst, a).get("INBOX", 0) == n + 1 for a, n in late.items())
             ):
                 screen.note(
                     f"delta round {rnd.get('number')} (after round {late_round}) carried the new mail over"
                 )
+                d.apply(kube, *demo_dns.manifests(NAME, NS, "example.test", pdns))
+                screen.note("applied DnsCutover acme (no gates: the built-in ones hold each phase)")
+                cutting = True
+            if cutting and not completing and dns.get("switchedAt"):
+                after_switch_count = d.folder_counts(dst, after_switch).get("INBOX", 0)
+                src.append(
+                    after_switch,
+                    "INBOX",
+                    [make_message("sent to the old MX after the switch", domain=org.domain)],
+                )
+                screen.note(f"MX switched; a message reached the old mailbox {after_switch} after it")
                 kube.kubectl(
                     "patch",
                     "mailmigration",
@@ -156,9 +183,11 @@ def main() -> int:
                     "-p",
                     '{"spec":{"complete":true}}',
                 )
-                screen.note("set spec.complete=true: one final round, then Completed")
+                screen.note(
+                    f"set spec.complete=true: the final round runs after drainUntil {dns.get('drainUntil')}"
+                )
                 completing = True
-            if st.get("phase") == "Completed":
+            if st.get("phase") == "Completed" and dns.get("phase") == "Enforced" and not dns.get("gates"):
                 screen.draw(kube)
                 break
             if st.get("phase") == "Failed":
@@ -169,10 +198,15 @@ def main() -> int:
         result = d.verify(kube, NS, NAME)
         color = GREEN if result.clean else RED
         print(f"{color}{BOLD}{result.summary()}{RESET}")
+        copied = d.folder_counts(dst, after_switch).get("INBOX", 0) == after_switch_count + 1
+        print(
+            f"{GREEN if copied else RED}the message that reached the old mailbox after the MX swap is "
+            f"{'on' if copied else 'NOT on'} the destination{RESET}"
+        )
         if result.errors:
             for e in result.errors[:5]:
                 print(f"  {RED}{e}{RESET}")
-        return 0 if result.clean else 1
+        return 0 if result.clean and copied else 1
     finally:
         for part in reversed(stack):
             try:

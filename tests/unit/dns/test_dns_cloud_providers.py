@@ -163,6 +163,7 @@ async def test_cloudflare_unquoted_txt_content_and_errors() -> None:
 
 
 R53 = "https://route53.amazonaws.com/2013-04-01/hostedzone/Z0123456789ABC"
+CHANGE = "https://route53.amazonaws.com/2013-04-01/change/C2682N5HXP0BZ4"
 
 
 def r53_list(name: str, rtype: str, ttl: int, values: list[str]) -> str:
@@ -191,6 +192,7 @@ async def test_route53_signed_list_and_upsert() -> None:
         ]
     )
     change = respx.post(f"{R53}/rrset").mock(return_value=httpx.Response(200, text=CHANGE_OK))
+    respx.get(CHANGE).mock(return_value=httpx.Response(200, text=r53_change("INSYNC")))
     prov = Route53Provider(
         "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", "example.com", "/hostedzone/Z0123456789ABC", retry=FAST
     )
@@ -238,6 +240,7 @@ async def test_route53_delete_names_current_values_and_throttling_is_retried() -
     change = respx.post(f"{R53}/rrset").mock(
         side_effect=[httpx.Response(400, text=throttled), httpx.Response(200, text=CHANGE_OK)]
     )
+    respx.get(CHANGE).mock(return_value=httpx.Response(200, text=r53_change("INSYNC")))
     prov = Route53Provider("AKID", "SECRET", "example.com", "Z0123456789ABC", retry=FAST)
     await prov.replace(RRset(name="_dmarc.example.com.", type="TXT", ttl=0, records=[]))
     assert change.call_count == 2
@@ -276,3 +279,65 @@ async def test_route53_invalid_change_batch_and_missing_zone() -> None:
     with pytest.raises(ProviderError) as info:
         await prov.check_zone()
     assert info.value.reason == "ZoneNotFound"
+
+
+def r53_change(status: str) -> str:
+    return (
+        f'<?xml version="1.0"?>\n<GetChangeResponse xmlns="{NS}"><ChangeInfo><Id>/change/C2682N5HXP0BZ4</Id>'
+        f"<Status>{status}</Status><SubmittedAt>2026-11-25T14:00:00.000Z</SubmittedAt></ChangeInfo>"
+        "</GetChangeResponse>"
+    )
+
+
+@respx.mock
+async def test_route53_rollback_is_byte_exact_and_waits_for_insync() -> None:
+    """Forward then back to the snapshot: the second UPSERT carries exactly the values and TTL read
+    first (a multi-string TXT RRset with two records); each replace returns only once INSYNC."""
+    original = ['"v=spf1 include:spf.old.com ~all"', '"MS=ms123" "second string"']
+    forward = ['"v=spf1 include:spf.old.com include:spf.dest.com ~all"', '"MS=ms123" "second string"']
+    respx.get(f"{R53}/rrset").mock(
+        side_effect=[
+            httpx.Response(200, text=r53_list("example.com.", "TXT", 3600, original)),
+            httpx.Response(200, text=r53_list("example.com.", "TXT", 3600, original)),
+            httpx.Response(200, text=r53_list("example.com.", "TXT", 300, forward)),
+        ]
+    )
+    change = respx.post(f"{R53}/rrset").mock(return_value=httpx.Response(200, text=CHANGE_OK))
+    polls = respx.get(CHANGE).mock(
+        side_effect=[
+            httpx.Response(200, text=r53_change("PENDING")),
+            httpx.Response(200, text=r53_change("INSYNC")),
+            httpx.Response(200, text=r53_change("INSYNC")),
+        ]
+    )
+    prov = Route53Provider("AKID", "SECRET", "example.com", "Z0123456789ABC", retry=FAST, insync_poll=0.01)
+    snapshot = await prov.get("example.com.", "TXT")
+    assert snapshot is not None
+    await prov.replace(RRset(name="example.com.", type="TXT", ttl=300, records=forward))
+    assert polls.call_count == 2  # PENDING, then INSYNC: replace() waited
+    await prov.replace(snapshot)
+    assert polls.call_count == 3
+    ns = {"r": NS}
+    back = ET.fromstring(change.calls[1].request.content)
+    assert back.findtext(".//r:Action", namespaces=ns) == "UPSERT"
+    assert back.findtext(".//r:TTL", namespaces=ns) == "3600"
+    assert [v.text for v in back.findall(".//r:Value", ns)] == original
+    await prov.aclose()
+
+
+@respx.mock
+async def test_route53_change_never_insync_is_reported() -> None:
+    respx.get(f"{R53}/rrset").mock(
+        return_value=httpx.Response(200, text=r53_list("example.com.", "MX", 60, []))
+    )
+    respx.post(f"{R53}/rrset").mock(return_value=httpx.Response(200, text=CHANGE_OK))
+    respx.get(CHANGE).mock(
+        return_value=httpx.Response(200, text=r53_change("PENDING"))
+    )
+    prov = Route53Provider(
+        "AKID", "SECRET", "example.com", "Z0123456789ABC", retry=FAST, insync_poll=0.01, insync_timeout=0.05
+    )
+    with pytest.raises(ProviderError, match="still PENDING") as caught:
+        await prov.replace(RRset(name="example.com.", type="MX", ttl=60, records=["10 mx1.dest.com."]))
+    assert caught.value.reason == "ChangeNotInSync"
+    await prov.aclose()

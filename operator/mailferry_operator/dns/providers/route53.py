@@ -1,11 +1,15 @@
 """Amazon Route 53 REST API (2013-04-01) over httpx, requests signed with botocore's SigV4 signer.
 
 A change batch is transactional, so one UPSERT (or one DELETE naming the current values)
-replaces an RRset atomically."""
+replaces an RRset atomically. Route 53 answers PENDING and propagates to its nameservers afterwards
+(usually within 60 s): replace() returns only once GetChange says INSYNC, so the next phase's gates
+start from a change every Route 53 nameserver has."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import urlencode
@@ -67,7 +71,11 @@ class Route53Provider:
         session_token: str | None = None,
         timeout: float = 15.0,
         retry: RetryPolicy | None = None,
+        insync_poll: float = 2.0,
+        insync_timeout: float = 180.0,
     ) -> None:
+        self.insync_poll = insync_poll
+        self.insync_timeout = insync_timeout
         self.zone = fqdn(zone)
         self.hosted_zone_id = hosted_zone_id.split("/")[-1]
         self.region = region
@@ -175,4 +183,29 @@ class Route53Provider:
                 write=True,
             )
 
-        await with_retries(self.kind, f"ChangeResourceRecordSets {name} {rtype}", once, self.retry)
+        answer = await with_retries(self.kind, f"ChangeResourceRecordSets {name} {rtype}", once, self.retry)
+        if answer is not None:
+            await self._wait_insync(answer, f"{name} {rtype}")
+
+    async def _wait_insync(self, answer: ET.Element, what: str) -> None:
+        """Poll GetChange until the change is INSYNC on every Route 53 nameserver."""
+        id_el, status_el = (
+            _find(answer, ".//{ns}ChangeInfo/{ns}Id"),
+            _find(answer, ".//{ns}ChangeInfo/{ns}Status"),
+        )
+        if id_el is None or not id_el.text:
+            return
+        change_id = id_el.text.split("/")[-1]
+        status = status_el.text if status_el is not None else "PENDING"
+        deadline = time.monotonic() + self.insync_timeout
+        while status != "INSYNC":
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    "ChangeNotInSync",
+                    f"route53: change {change_id} ({what}) still {status} after {self.insync_timeout:.0f}s",
+                    transient=True,
+                )
+            await asyncio.sleep(self.insync_poll)
+            root = await self._call("GET", f"/2013-04-01/change/{change_id}", f"GetChange {change_id}")
+            found = _find(root, ".//{ns}ChangeInfo/{ns}Status")
+            status = found.text if found is not None and found.text else "PENDING"
