@@ -5,6 +5,7 @@ annotations."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from installlib import CHART, ROOT, by_kind, helm, one, template
+from installlib import CHART, ROOT, by_kind, helm, kubectl_local, load_all, one, template
 
 from mailferry_api.version import __version__
 
@@ -134,3 +135,22 @@ def test_artifact_hub_annotations(key: str) -> None:
     if key == "artifacthub.io/images":
         (image,) = yaml.safe_load(chart["annotations"][key])
         assert image["image"] == f"ghcr.io/mailferry/mailferry:{__version__}"
+
+
+def test_kustomize_worker_image_follows_the_image_pin(tmp_path: Path) -> None:
+    """kustomize: MAILFERRY_WORKER_IMAGE is the operator's image after an overlay pins it by digest (the
+    example overlay's replacement, copied into an overlay of our own that pins another image)."""
+    example = (ROOT / "deploy" / "overlays" / "example" / "kustomization.yaml").read_text()
+    overlay = yaml.safe_load(example)
+    overlay["resources"] = [os.path.relpath(ROOT / "deploy" / "base", tmp_path)]  # kustomize: no absolute
+    overlay.pop("patches", None)
+    digest = "sha256:" + "cd" * 32
+    overlay["images"] = [
+        {"name": "ghcr.io/mailferry/mailferry", "newName": "registry.example.com/mf", "digest": digest}
+    ]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    docs = load_all(kubectl_local("kustomize", str(tmp_path)))
+    container = one(docs, "Deployment", "mailferry-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["image"] == f"registry.example.com/mf@{digest}"
+    assert env["MAILFERRY_WORKER_IMAGE"] == container["image"]
