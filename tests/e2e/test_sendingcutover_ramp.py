@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from fixtures.esp import EspEndpoint, EspKeys
+from fixtures.esp import EspEndpoint
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
 from fixtures.prometheus import Prometheus
@@ -29,6 +29,7 @@ from sending_harness import (
     SendingOperator,
     at_weight,
     condition,
+    esp_stack,
     events_for,
     expect_secret,
     manifest,
@@ -47,15 +48,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def esp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EspEndpoint, Prometheus]]:
-    root = tmp_path_factory.mktemp("sending-e2e")
-    keys = EspKeys(root / "keys", domain="send.example.com")
-    endpoint = EspEndpoint(keys, root).start()
-    prom = Prometheus(tmp_path_factory.mktemp("sending-prometheus"), "sending").start()
-    prom.add_target(endpoint.metrics_target, job="esp")
-    yield endpoint, prom
-    prom.close()
-    endpoint.stop()
-    keys.close()
+    yield from esp_stack(tmp_path_factory, "sending-e2e", "send.example.com")
 
 
 def sending_zone(pdns: PowerDNS) -> tuple[str, list[dict[str, Any]]]:

@@ -92,14 +92,9 @@ class SnsVerifier:
         key = self._certs.get(url)
         if key is not None:
             return key
+        content = await self._fetch(url, "cert_invalid")
         try:
-            resp = await self._http.get(url)
-        except httpx.HTTPError:
-            raise Rejected("cert_invalid", 502) from None
-        if resp.status_code != 200:
-            raise Rejected("cert_invalid", 502)
-        try:
-            cert = x509.load_pem_x509_certificate(resp.content)
+            cert = x509.load_pem_x509_certificate(content)
         except ValueError:
             raise Rejected("cert_invalid", 502) from None
         now = datetime.now(UTC)
@@ -158,12 +153,17 @@ class SnsVerifier:
     async def _confirm(self, url: Any) -> None:
         if not self.allowed(url):
             raise Rejected("cert_not_allowed")
+        await self._fetch(url, "subscribe_failed")
+
+    async def _fetch(self, url: str, reason: str) -> bytes:
+        """GET an allowed https URL (never redirected); anything but a 200 is `reason`."""
         try:
             resp = await self._http.get(url)
         except httpx.HTTPError:
-            raise Rejected("subscribe_failed", 502) from None
+            raise Rejected(reason, 502) from None
         if resp.status_code != 200:
-            raise Rejected("subscribe_failed", 502)
+            raise Rejected(reason, 502)
+        return resp.content
 
 
 def _names(cert: x509.Certificate) -> set[str]:

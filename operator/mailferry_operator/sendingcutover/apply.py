@@ -46,6 +46,22 @@ def _encoded(data: dict[str, str]) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
 
 
+def _conflict(current: dict[str, Any] | None, owner: str, secret: str) -> SecretConflict | None:
+    holder = ((current or {}).get("metadata", {}).get("labels") or {}).get(OWNER_LABEL)
+    if current is None or holder == owner:
+        return None
+    whose = f"SendingCutover {holder}'s" if holder else "not written by mailferry"
+    return SecretConflict(
+        f"Secret {secret} (spec.appSecretName) is {whose}: choose a Secret of its own for the application"
+    )
+
+
+async def app_secret_conflict(namespace: str, owner: str, secret: str) -> SecretConflict | None:
+    """Checked before deciding: a ramp must not move while its Secret cannot follow."""
+    current = await kube.get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{secret}", K8S_TIMEOUT)
+    return _conflict(current, owner, secret)
+
+
 async def write_app_secret(namespace: str, owner: str, secret: str, data: dict[str, str]) -> bool:
     """Make the Secret hold exactly `data`; True when it was written."""
     api = await kube.api()
@@ -61,12 +77,9 @@ async def write_app_secret(namespace: str, owner: str, secret: str, data: dict[s
         await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body, timeout=K8S_TIMEOUT)
         return True
     meta = current.get("metadata") or {}
-    holder = (meta.get("labels") or {}).get(OWNER_LABEL)
-    if holder != owner:
-        whose = f"SendingCutover {holder}'s" if holder else "not written by mailferry"
-        raise SecretConflict(
-            f"Secret {secret} (spec.appSecretName) is {whose}: choose a Secret of its own for the application"
-        )
+    conflict = _conflict(current, owner, secret)
+    if conflict is not None:
+        raise conflict
     if (current.get("data") or {}) == body["data"]:
         return False
     body["metadata"]["resourceVersion"] = meta.get("resourceVersion")

@@ -63,6 +63,7 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
     at = now()
     problem = ramp_problem(spec)
     keys: observe.Keys | None = None
+    conflict: apply.SecretConflict | None = None
     if problem is not None:
         obs, checked = Observation(None, metrics_error=problem), status.records
         outcome = Outcome("Hold", status.step, "SpecInvalid", problem)
@@ -74,17 +75,25 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
         state = State(status.step, status.step_started_at, status.baseline, status.hard_stopped_ack)
         outcome = decide(spec, state, obs, at)
         keys = await observe.provider_keys(namespace, spec)
-        key_problem = ("KeySecretMissing", keys.problem) if keys.problem else None
-        t = next_status(name, spec, status, outcome, obs, checked, at, generation, key_problem)
+        conflict = await apply.app_secret_conflict(namespace, name, spec.app_secret_name)
+        blocker = None
+        if conflict is not None:
+            blocker = (conflict.reason, conflict.message)
+        elif keys.problem:
+            blocker = ("KeySecretMissing", keys.problem)
+        if blocker is not None and outcome.decision == "Advance":
+            # no step forward the application's Secret cannot follow (safety moves still go to status)
+            outcome = Outcome("Hold", status.step, blocker[0], blocker[1], outcome.rates)
+        t = next_status(name, spec, status, outcome, obs, checked, at, generation, blocker)
     await apply.write_status(namespace, name, t.status)
-    if keys is not None and keys.new is not None and keys.old is not None:
+    if conflict is None and keys is not None and keys.new is not None and keys.old is not None:
         data = app_secret_data(name, spec, t.status, keys.new, keys.old)
         try:
             if await apply.write_app_secret(namespace, name, spec.app_secret_name, data):
                 t.status.app_secret_revision += 1
                 await apply.write_status(namespace, name, t.status)
         except apply.SecretConflict as exc:
-            conflict = next_status(
+            late = next_status(
                 name,
                 spec,
                 t.status,
@@ -95,8 +104,8 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
                 generation,
                 (exc.reason, exc.message),
             )
-            t.events += conflict.events
-            t.status = conflict.status
+            t.events += late.events
+            t.status = late.status
             await apply.write_status(namespace, name, t.status)
     _metrics(namespace, name, spec, t)
     for type_, reason, message in t.events:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import base64
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until
+from fixtures.esp import EspEndpoint, EspKeys
 from fixtures.kubeapi import KubeAPI
+from fixtures.prometheus import Prometheus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dns"))
+from dnscutover_harness import condition
+from dnscutover_harness import pdns_secret as secret
 
 BIN = Path(sys.executable).parent
 OLD_KEY, NEW_KEY = "old-provider-key-0123", "new-provider-key-4567"
@@ -63,21 +71,19 @@ class SendingOperator(Supervised):
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def secret(kube: KubeAPI, namespace: str, name: str, data: Mapping[str, str]) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            # opted in: the operator reads only Secrets labelled mailferry.io/credentials=true
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"mailferry.io/credentials": "true"},
-            },
-            "type": "Opaque",
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        }
-    )
+def esp_stack(
+    factory: pytest.TempPathFactory, name: str, domain: str
+) -> Iterator[tuple[EspEndpoint, Prometheus]]:
+    """For a module fixture: the ESP endpoint with test keys for `domain`, and a Prometheus scraping it."""
+    root = factory.mktemp(name)
+    keys = EspKeys(root / "keys", domain=domain)
+    endpoint = EspEndpoint(keys, root).start()
+    prom = Prometheus(factory.mktemp(f"{name}-prometheus"), name).start()
+    prom.add_target(endpoint.metrics_target, job="esp")
+    yield endpoint, prom
+    prom.close()
+    endpoint.stop()
+    keys.close()
 
 
 def provider_keys(kube: KubeAPI, namespace: str) -> None:
@@ -115,13 +121,6 @@ def get_sc(kube: KubeAPI, namespace: str, name: str) -> dict[str, Any]:
 def app_secret(kube: KubeAPI, namespace: str, name: str = "app-sending") -> dict[str, str]:
     obj = kube.get("secret", name, namespace)
     return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
-
-
-def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def wait_sc(
