@@ -105,7 +105,7 @@ def _cases(ns: str, pair: DovecotPair, user: str, pw: str, spare: list[str]) -> 
             "folder mapping `from` that does not compile",
             "False",
             {"InvalidFolderMapping"},
-            ("spec.folders.mappings[0].from", "not a valid regular expression"),
+            ("spec.folders.mappings[0].from", "not a valid RE2 regular expression"),
             {"folders": {"mappings": [{"from": "Archive/([0-9", "to": "Old"}]}},
         ),
         Case(
