@@ -120,7 +120,12 @@ def test_crds_are_the_repository_files_with_keep() -> None:
     assert (
         set(rendered)
         == set(expected)
-        == {"mailmigrations.mailferry.io", "mailboxsyncs.mailferry.io", "dnscutovers.mailferry.io"}
+        == {
+            "mailmigrations.mailferry.io",
+            "mailboxsyncs.mailferry.io",
+            "dnscutovers.mailferry.io",
+            "noticeplans.mailferry.io",
+        }
     )
     for name, crd in expected.items():
         got = rendered[name]
