@@ -323,6 +323,7 @@ def test_scripts_cover_every_kind() -> None:
         "mailferry.io_MailboxSync",
         "mailferry.io_DnsCutover",
         "mailferry.io_NoticePlan",
+        "mailferry.io_SendingCutover",
         "argoproj.io_Application",
     }
 
@@ -354,4 +355,61 @@ def test_noticeplan_health(status: dict[str, Any] | None, health: str, text: str
     if status is not None:
         obj["status"] = status
     got, message = run_health("NoticePlan", obj)
+    assert got == health and text in message, (got, message)
+
+
+@pytest.mark.parametrize(
+    ("spec", "status", "health", "text"),
+    [
+        ({}, None, "Progressing", "start the ramp"),
+        (
+            {},
+            {
+                "phase": "Ramping",
+                "weight": 10,
+                "observedGeneration": 1,
+                "conditions": [cond("GatesPassed", "False", "TooFewEvents")],
+            },
+            "Progressing",
+            "10 % toward 100 %",
+        ),
+        ({}, {"phase": "Complete", "weight": 100, "observedGeneration": 1}, "Healthy", "100 %"),
+        (
+            {"targetWeight": 0},
+            {
+                "phase": "RolledBack",
+                "weight": 0,
+                "observedGeneration": 1,
+                "conditions": [cond("RolledBack", "True", "TargetLowered")],
+            },
+            "Healthy",
+            "rolled back",
+        ),
+        (
+            {},
+            {
+                "phase": "HardStopped",
+                "weight": 0,
+                "observedGeneration": 1,
+                "conditions": [cond("Stalled", "True", "HardStop")],
+            },
+            "Degraded",
+            "Stalled at 0 %",
+        ),
+        (
+            {"paused": True},
+            {"phase": "Holding", "weight": 25, "observedGeneration": 1},
+            "Suspended",
+            "Paused at 25",
+        ),
+        ({}, {"phase": "Complete", "weight": 100, "observedGeneration": 0}, "Progressing", "generation 1"),
+    ],
+)
+def test_sendingcutover_health(
+    spec: dict[str, Any], status: dict[str, Any] | None, health: str, text: str
+) -> None:
+    obj: dict[str, Any] = {"metadata": {"generation": 1}, "spec": spec}
+    if status is not None:
+        obj["status"] = status
+    got, message = run_health("SendingCutover", obj)
     assert got == health and text in message, (got, message)
