@@ -5,6 +5,8 @@ annotations."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import subprocess
 import sys
@@ -32,13 +34,23 @@ NEW_VALUES = {
 }
 
 
+@functools.cache
+def _render(values: tuple[tuple[str, str], ...], tests: bool) -> list[dict[str, Any]]:
+    return template(dict(values), tests=tests)
+
+
+def render(values: dict[str, str] | None = None, tests: bool = False) -> list[dict[str, Any]]:
+    """`helm template`, each distinct set of values once per session (a render takes seconds)."""
+    return copy.deepcopy(_render(tuple(sorted((values or {}).items())), tests))
+
+
 def test_helm_lint_strict_with_the_new_values() -> None:
     args = [a for k, v in NEW_VALUES.items() for a in ("--set", f"{k}={v}")]
     assert "0 chart(s) failed" in helm("lint", "--strict", str(CHART), *args).stdout
 
 
 def test_every_object_has_the_name_label_and_common_labels() -> None:
-    docs = template(NEW_VALUES, tests=True)
+    docs = render(NEW_VALUES, tests=True)
     assert len(docs) > 15
     for d in docs:
         labels = d["metadata"].get("labels") or {}
@@ -53,7 +65,7 @@ def operator_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_standby_replicas_get_a_budget_and_spread() -> None:
-    docs = template(NEW_VALUES)
+    docs = render(NEW_VALUES)
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "mailferry-operator"
@@ -62,19 +74,19 @@ def test_standby_replicas_get_a_budget_and_spread() -> None:
         spread["topologyKey"] == "kubernetes.io/hostname" and spread["whenUnsatisfiable"] == "ScheduleAnyway"
     )
     # One replica: neither; explicit constraints win over the default.
-    single = template()
+    single = render()
     assert not by_kind(single, "PodDisruptionBudget") and "topologySpreadConstraints" not in operator_pod(
         single
     )
     tsc = "operator.topologySpreadConstraints[0]"
-    custom = template(
+    custom = render(
         {**NEW_VALUES, f"{tsc}.topologyKey": "zone", f"{tsc}.maxSkew": "2", f"{tsc}.whenUnsatisfiable": "No"}
     )
     assert [c["topologyKey"] for c in operator_pod(custom)["topologySpreadConstraints"]] == ["zone"]
 
 
 def test_probe_overrides_merge_over_the_defaults() -> None:
-    container = operator_pod(template(NEW_VALUES))["containers"][0]
+    container = operator_pod(render(NEW_VALUES))["containers"][0]
     assert container["livenessProbe"] == {
         "httpGet": {"path": "/healthz", "port": "healthz"},
         "initialDelaySeconds": 15,
@@ -88,8 +100,8 @@ def test_probe_overrides_merge_over_the_defaults() -> None:
 
 
 def test_optional_network_policy() -> None:
-    assert not by_kind(template(), "NetworkPolicy")
-    policy = one(template(NEW_VALUES), "NetworkPolicy")
+    assert not by_kind(render(), "NetworkPolicy")
+    policy = one(render(NEW_VALUES), "NetworkPolicy")
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "mailferry-operator"
     assert spec["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
@@ -98,7 +110,7 @@ def test_optional_network_policy() -> None:
 
 
 def test_helm_test_hook_fetches_metrics_through_the_service() -> None:
-    docs = template(tests=True)
+    docs = render(tests=True)
     pod = one(docs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     service = one(docs, "Service", "mf-mailferry-metrics")
@@ -107,7 +119,7 @@ def test_helm_test_hook_fetches_metrics_through_the_service() -> None:
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     # The script itself is valid Python (it runs in the image with no shell).
     compile(script, "helm-test", "exec")
-    assert not by_kind(template({"tests.enabled": "false"}, tests=True), "Pod")
+    assert not by_kind(render({"tests.enabled": "false"}, tests=True), "Pod")
 
 
 def test_values_table_is_generated_from_the_comments() -> None:
