@@ -109,4 +109,5 @@ def test_config_refuses_repeats_and_bad_patterns() -> None:
         parse({"endpoints": [one, one]})
     with pytest.raises(ConfigError, match="certHostPattern"):
         parse({"sns": {"certHostPattern": "("}, "endpoints": []})
-    assert "k3y-s3cret" not in repr(parse({"endpoints": [one]}).endpoints[("generic", "example.com", "default")])
+    endpoint = parse({"endpoints": [one]}).endpoints[("generic", "example.com", "default")]
+    assert endpoint.secret == "k3y-s3cret" and "k3y-s3cret" not in repr(endpoint)
