@@ -259,18 +259,30 @@ class KubeLease:
             raise LeaseLost("another worker holds the mailbox's lease now: this one stops writing")
 
     async def release(self) -> None:
-        """Free the lease for the next round's worker at once (only if still ours: RV-checked)."""
+        """Free the lease for the next round's worker at once (only while still ours: RV-checked).
+
+        Read first: a renewal cancelled mid-request may have changed the Lease (and its resourceVersion)
+        without this worker seeing the answer; a release that failed on that would leave the next
+        worker waiting out the whole duration."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(BaseException):
                 await self._renewer
         if self._obj is None or self.validity.lost:
             return
-        spec = dict(self._obj.get("spec") or {})
-        spec["holderIdentity"] = None
-        spec["renewTime"] = micro_time(datetime.now(UTC))
         with contextlib.suppress(KubeError):
-            await self.api.replace_lease(self.namespace, self.name, self._body(spec))
+            for _ in range(3):
+                spec = dict(await self._read())
+                if self._obj is None or spec.get("holderIdentity") != self.identity:
+                    break
+                spec["holderIdentity"] = None
+                spec["renewTime"] = micro_time(datetime.now(UTC))
+                try:
+                    await self.api.replace_lease(self.namespace, self.name, self._body(spec))
+                    break
+                except KubeError as exc:
+                    if exc.status != 409:
+                        raise
         self._obj = None
 
 
