@@ -125,6 +125,7 @@ def test_crds_are_the_repository_files_with_keep() -> None:
             "mailboxsyncs.mailferry.io",
             "dnscutovers.mailferry.io",
             "noticeplans.mailferry.io",
+            "sendingcutovers.mailferry.io",
         }
     )
     for name, crd in expected.items():
