@@ -511,6 +511,9 @@ class RRset(ApiModel):
     """TTL in seconds."""
     records: Annotated[list[str], Field(max_length=64)] = []
     """Record values."""
+    record_ttls: Annotated[list[int], Field(max_length=64)] = []
+    """One TTL per record, where the provider keeps them apart (Cloudflare) and they differ; empty: every
+    record has `ttl`."""
 
 
 class RecordChange(ApiModel):

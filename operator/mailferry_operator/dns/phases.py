@@ -27,7 +27,7 @@ from mailferry_api.dnscutover import (
 
 from ..mtasts import policy as mtasts
 from . import dmarc, spf
-from .rrset import absent, fqdn, mx_hosts, rrset_equal, split_txt, txt_values
+from .rrset import absent, fqdn, mx_hosts, record_ttls, rrset_equal, split_txt, txt_values, with_ttl
 
 Key = tuple[str, str]
 
@@ -113,8 +113,7 @@ def managed_keys(spec: DnsCutoverSpec, dkim_types: dict[str, str] | None = None)
 
 def old_ttl(inp: Inputs) -> int:
     """The longest TTL of the records that TTLLowered lowers (what caches may still hold)."""
-    ttls = [r.ttl for r in _lowered_sources(inp) if r.records]
-    return max(ttls, default=0)
+    return max((t for r in _lowered_sources(inp) for t in record_ttls(r)), default=0)
 
 
 def _lowered_sources(inp: Inputs) -> list[RRset]:
@@ -174,6 +173,9 @@ def keep_foreign(rrset: RRset, current: RRset | None, domain: str) -> RRset:
     if ours is None or current is None or not current.records:
         return rrset
     foreign = [r for r, v in zip(current.records, txt_values(current), strict=True) if not ours(v)]
+    then = [r for r, v in zip(rrset.records, txt_values(rrset), strict=True) if not ours(v)]
+    if sorted(foreign) == sorted(then):
+        return rrset  # nobody else changed it: exactly as wanted (per-record TTLs included)
     mine = [r for r, v in zip(rrset.records, txt_values(rrset), strict=True) if ours(v)]
     ttl = rrset.ttl if rrset.records else current.ttl
     return RRset(name=rrset.name, type=rrset.type, ttl=ttl, records=foreign + mine)
@@ -201,7 +203,7 @@ def _desired(inp: Inputs, phase: str, stage: int) -> dict[Key, RRset]:
     def lowered(r: RRset) -> RRset:
         if not r.records:
             return r
-        return r.model_copy(update={"ttl": ttl if enforced else min(r.ttl, low)})
+        return with_ttl(r, ttl if enforced else min(max(record_ttls(r), default=r.ttl), low))
 
     for r in _lowered_sources(inp):
         out[(r.name, r.type)] = lowered(r)

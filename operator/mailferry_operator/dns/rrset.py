@@ -54,8 +54,16 @@ def records_equal(rtype: str, a: Iterable[str], b: Iterable[str]) -> bool:
     return {record_digest(rtype, r) for r in a} == {record_digest(rtype, r) for r in b}
 
 
+def record_ttls(rrset: RRset) -> list[int]:
+    """Each record's TTL (the RRset's own unless the provider keeps one per record)."""
+    if len(rrset.record_ttls) == len(rrset.records):
+        return list(rrset.record_ttls)
+    return [rrset.ttl] * len(rrset.records)
+
+
 def rrset_equal(a: RRset | None, b: RRset | None) -> bool:
-    """Same records and, when present, the same TTL. Absent == no records."""
+    """Same records and, when present, the same TTL (per record where a provider keeps them apart).
+    Absent == no records."""
     a_recs = a.records if a else []
     b_recs = b.records if b else []
     if not a_recs and not b_recs:
@@ -63,6 +71,10 @@ def rrset_equal(a: RRset | None, b: RRset | None) -> bool:
     if not a_recs or not b_recs:
         return False
     assert a is not None and b is not None
+    if a.record_ttls or b.record_ttls:
+        pairs_a = {(record_digest(a.type, r), t) for r, t in zip(a_recs, record_ttls(a), strict=True)}
+        pairs_b = {(record_digest(b.type, r), t) for r, t in zip(b_recs, record_ttls(b), strict=True)}
+        return pairs_a == pairs_b
     return a.ttl == b.ttl and records_equal(a.type, a_recs, b_recs)
 
 
@@ -94,7 +106,8 @@ def txt_values(rrset: RRset | None) -> list[str]:
 
 
 def with_ttl(rrset: RRset, ttl: int) -> RRset:
-    return rrset.model_copy(update={"ttl": ttl})
+    """Every record at `ttl` (per-record TTLs dropped)."""
+    return rrset.model_copy(update={"ttl": ttl, "record_ttls": []})
 
 
 def mx_hosts(rrset: RRset | None) -> list[str]:

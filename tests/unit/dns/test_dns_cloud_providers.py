@@ -15,7 +15,7 @@ from mailferry_api.dnscutover import RRset
 from mailferry_operator.dns.providers.base import ProviderError, RetryPolicy
 from mailferry_operator.dns.providers.cloudflare import CloudflareProvider
 from mailferry_operator.dns.providers.route53 import NS, Route53Provider
-from mailferry_operator.dns.rrset import split_txt, txt_value
+from mailferry_operator.dns.rrset import rrset_equal, split_txt, txt_value, with_ttl
 
 CF = "https://api.cloudflare.com/client/v4"
 ZID = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -331,9 +331,7 @@ async def test_route53_change_never_insync_is_reported() -> None:
         return_value=httpx.Response(200, text=r53_list("example.com.", "MX", 60, []))
     )
     respx.post(f"{R53}/rrset").mock(return_value=httpx.Response(200, text=CHANGE_OK))
-    respx.get(CHANGE).mock(
-        return_value=httpx.Response(200, text=r53_change("PENDING"))
-    )
+    respx.get(CHANGE).mock(return_value=httpx.Response(200, text=r53_change("PENDING")))
     prov = Route53Provider(
         "AKID", "SECRET", "example.com", "Z0123456789ABC", retry=FAST, insync_poll=0.01, insync_timeout=0.05
     )
@@ -341,3 +339,36 @@ async def test_route53_change_never_insync_is_reported() -> None:
         await prov.replace(RRset(name="example.com.", type="MX", ttl=60, records=["10 mx1.dest.com."]))
     assert caught.value.reason == "ChangeNotInSync"
     await prov.aclose()
+
+
+@respx.mock
+async def test_cloudflare_rollback_restores_each_records_own_ttl() -> None:
+    """Cloudflare keeps a TTL per record: the snapshot keeps both, lowering sets one, the rollback posts
+    each record again with its own TTL (byte-exact)."""
+    respx.get(f"{CF}/zones", params={"name": "example.com"}).mock(
+        return_value=httpx.Response(200, json=cf_ok([{"id": ZID, "name": "example.com", "status": "active"}]))
+    )
+    original = [
+        cf_record("r1", "example.com", "MX", "mx.old.com", 300, priority=10),
+        cf_record("r2", "example.com", "MX", "mx2.old.com", 7200, priority=20),
+    ]
+    lowered = [
+        cf_record("r3", "example.com", "MX", "mx.old.com", 60, priority=10),
+        cf_record("r4", "example.com", "MX", "mx2.old.com", 60, priority=20),
+    ]
+    respx.get(f"{CF}/zones/{ZID}/dns_records").mock(
+        side_effect=[httpx.Response(200, json=cf_ok(r)) for r in (original, original, lowered)]
+    )
+    batch = respx.post(f"{CF}/zones/{ZID}/dns_records/batch").mock(
+        return_value=httpx.Response(200, json=cf_ok({}))
+    )
+    prov = CloudflareProvider("tok-123", "example.com", retry=FAST)
+    snapshot = await prov.get("example.com", "MX")
+    assert snapshot is not None and snapshot.record_ttls == [300, 7200]
+    assert not rrset_equal(snapshot, snapshot.model_copy(update={"record_ttls": [300, 300]}))
+    await prov.replace(with_ttl(snapshot, 60))
+    await prov.replace(snapshot)
+    await prov.aclose()
+    posts = [json.loads(c.request.content)["posts"] for c in batch.calls]
+    assert [(p["content"], p["ttl"]) for p in posts[0]] == [("mx.old.com", 60), ("mx2.old.com", 60)]
+    assert [(p["content"], p["ttl"]) for p in posts[1]] == [("mx.old.com", 300), ("mx2.old.com", 7200)]

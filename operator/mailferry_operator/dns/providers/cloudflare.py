@@ -10,7 +10,7 @@ import httpx
 
 from mailferry_api.dnscutover import RRset
 
-from ..rrset import fqdn, parse_record, rrset_equal, split_txt
+from ..rrset import fqdn, parse_record, record_ttls, rrset_equal, split_txt
 from .base import ProviderError, RetryPolicy, with_retries
 from .http import request
 
@@ -126,17 +126,21 @@ class CloudflareProvider:
             body["content"] = rd.to_text()
         return body
 
-    async def get(self, name: str, rtype: str) -> RRset | None:
-        name, rtype = fqdn(name), rtype.upper()
-        recs = await self._records(name, rtype)
-        if not recs:
-            return None
+    def _rrset(self, name: str, rtype: str, recs: list[dict[str, Any]]) -> RRset:
+        """Cloudflare keeps a TTL per record: when they differ, each is kept (a rollback restores them)."""
+        ttls = [int(r.get("ttl", 1)) for r in recs]
         return RRset(
             name=name,
             type=rtype,
-            ttl=int(recs[0].get("ttl", 1)),
+            ttl=ttls[0],
             records=[self._to_presentation(r) for r in recs],
+            record_ttls=ttls if len(set(ttls)) > 1 else [],
         )
+
+    async def get(self, name: str, rtype: str) -> RRset | None:
+        name, rtype = fqdn(name), rtype.upper()
+        recs = await self._records(name, rtype)
+        return self._rrset(name, rtype, recs) if recs else None
 
     async def replace(self, rrset: RRset) -> None:
         name, rtype = fqdn(rrset.name), rrset.type.upper()
@@ -145,23 +149,17 @@ class CloudflareProvider:
         async def once() -> None:
             # Re-read on every attempt: a batch that timed out may have been applied already.
             existing = await self._records(name, rtype)
-            current = (
-                RRset(
-                    name=name,
-                    type=rtype,
-                    ttl=int(existing[0].get("ttl", 1)),
-                    records=[self._to_presentation(r) for r in existing],
-                )
-                if existing
-                else None
-            )
+            current = self._rrset(name, rtype, existing) if existing else None
             if rrset_equal(current, rrset):
                 return
             body: dict[str, Any] = {}
             if existing:
                 body["deletes"] = [{"id": r["id"]} for r in existing]
             if rrset.records:
-                body["posts"] = [self._to_cloudflare(name, rtype, rrset.ttl, r) for r in rrset.records]
+                body["posts"] = [
+                    self._to_cloudflare(name, rtype, ttl, r)
+                    for r, ttl in zip(rrset.records, record_ttls(rrset), strict=True)
+                ]
             await self._call(
                 "POST",
                 f"/zones/{zid}/dns_records/batch",

@@ -111,18 +111,31 @@ class PowerDnsProvider:
                 return RRset(name=name, type=rtype, ttl=int(rr.get("ttl", 0)), records=records)
         return None
 
-    async def replace(self, rrset: RRset) -> None:
-        name, rtype = fqdn(rrset.name), rrset.type.upper()
+    async def _disabled(self, name: str, rtype: str) -> tuple[list[str], int]:
+        """The RRset's disabled records (not served, so not part of get()) and its TTL, read fresh."""
         self._cache = None
-        if rrset.records:
+        for rr in (await self._zone()).get("rrsets", []):
+            if rr["name"].lower() == name and rr["type"] == rtype:
+                return [r["content"] for r in rr.get("records", []) if r.get("disabled")], int(
+                    rr.get("ttl", 0)
+                )
+        return [], 0
+
+    async def replace(self, rrset: RRset) -> None:
+        """REPLACE the served records; records someone disabled stay as they are (mailferry never wrote
+        them: a rollback must find them again), so an RRset of only disabled records is kept, not deleted."""
+        name, rtype = fqdn(rrset.name), rrset.type.upper()
+        disabled, ttl_now = await self._disabled(name, rtype)
+        self._cache = None
+        records = [{"content": canonical_record(rtype, r), "disabled": False} for r in rrset.records]
+        records += [{"content": c, "disabled": True} for c in disabled]
+        if records:
             change: dict[str, Any] = {
                 "name": name,
                 "type": rtype,
-                "ttl": rrset.ttl,
+                "ttl": rrset.ttl if rrset.records else ttl_now,
                 "changetype": "REPLACE",
-                "records": [
-                    {"content": canonical_record(rtype, r), "disabled": False} for r in rrset.records
-                ],
+                "records": records,
             }
         else:
             change = {"name": name, "type": rtype, "changetype": "DELETE"}
