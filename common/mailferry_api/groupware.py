@@ -53,9 +53,7 @@ class GroupwareEndpoint(ApiModel):
         default="auto", description="auto: WebDAV sync tokens (RFC 6578) where offered; etag: always compare"
     )
     timeout_seconds: int = Field(default=300, ge=1, le=3600)
-    """Seconds per request. Generous: a server may parse every item of a large collection to answer the
-    first listing (Radicale took over 60 s for 3,000 events on a busy machine), and a timeout there would
-    repeat every round."""
+    """Seconds per request; generous, as a server may parse a whole collection for the first listing."""
 
     model_config = {
         "json_schema_extra": {
