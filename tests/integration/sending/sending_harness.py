@@ -174,7 +174,9 @@ def events_for(kube: KubeAPI, namespace: str, name: str) -> list[tuple[str, str]
         "-o",
         "jsonpath={range .items[*]}{.reason}|{.message}{'\\n'}{end}",
     ).stdout
-    return [tuple(line.split("|", 1)) for line in out.splitlines() if "|" in line]  # type: ignore[misc]
+    return [
+        (reason, message) for reason, _, message in (line.partition("|") for line in out.splitlines()) if _
+    ]
 
 
 def expect_secret(kube: KubeAPI, namespace: str, weight: int, primary_new: bool) -> None:
