@@ -13,6 +13,7 @@ Security = Literal["tls", "starttls", "none"]
 AuthMethod = Literal["password", "xoauth2", "master-user"]
 OAuth2Provider = Literal["static", "google", "microsoft"]
 FolderStrategy = Literal["all", "standard", "inboxOnly"]
+Provider = Literal["generic", "gmail", "microsoft365"]
 
 
 class OAuth2(ApiModel):
@@ -60,6 +61,20 @@ class ImapAuth(ApiModel):
     """Where access tokens come from (method xoauth2)."""
 
 
+class EndpointLimits(ApiModel):
+    """The provider's limits for this side; an unset value takes the preset's (docs/providers.md)."""
+
+    max_connections: int | None = Field(default=None, ge=1, le=64)
+    """IMAP connections per mailbox at once on this side (caps connectionsPerMailbox)."""
+    max_message_bytes: int | None = Field(default=None, ge=1)
+    """Largest message this side takes (destination) or that is copied (source); larger ones are skipped
+    as MessageTooLarge."""
+    bytes_per_day: int | None = Field(default=None, ge=1)
+    """IMAP bytes per mailbox and day on this side: downloads when source, uploads when destination."""
+    messages_per_second: float | None = Field(default=None, gt=0)
+    """Messages per second per mailbox on this side."""
+
+
 class ImapEndpoint(ApiModel):
     host: str = Field(
         min_length=1,
@@ -82,6 +97,13 @@ class ImapEndpoint(ApiModel):
     """Seconds to wait for the TCP and TLS handshake."""
     read_timeout_seconds: int = Field(default=120, ge=1, le=3600)
     """Seconds to wait for a server response before the connection is abandoned."""
+    provider: Provider = "generic"
+    """generic, gmail or microsoft365: the preset for folders, limits and flags (docs/providers.md)."""
+    limits: EndpointLimits = EndpointLimits()
+    """Override the preset's limits for this side."""
+    provider_folders: bool = True
+    """Apply the preset's folder rules (e.g. Gmail's Starred/Important views, Spam and Trash skipped);
+    false copies folders as a generic server's."""
 
     model_config = {
         "json_schema_extra": {

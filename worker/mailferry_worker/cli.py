@@ -30,6 +30,7 @@ from pathlib import Path
 from mailferry_api.common import SecretRef
 from mailferry_api.imap import ImapAuth, ImapEndpoint, SyncOptions, default_secret_key
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSide, MailboxSyncSpec, MailboxSyncStatus
+from mailferry_api.providers import with_presets
 from mailferry_imap.credentials import (
     ApiSecrets,
     Connector,
@@ -166,7 +167,7 @@ async def _verify(args: argparse.Namespace) -> int:
             obj = await api.get_mailboxsync(args.namespace, args.mailboxsync)
             spec = MailboxSyncSpec.model_validate(obj["spec"])
             checkpoints = MailboxSyncStatus.model_validate(obj.get("status") or {}).folders
-            options = spec
+            options = with_presets(spec, spec.source.endpoint, spec.destination.endpoint)
             gw_spec, gw_secrets = spec, ApiSecrets(api, args.namespace)
             src_c, dst_c = connectors(
                 spec.source, spec.destination, ApiSecrets(api, args.namespace), spec.secret_key

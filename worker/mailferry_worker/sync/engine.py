@@ -20,6 +20,7 @@ from mailferry_api.mailboxsync import (
     SyncTotals,
     Throttle,
 )
+from mailferry_api.providers import with_presets
 from mailferry_imap.client import FolderInfo, ImapClient, SelectInfo
 from mailferry_imap.credentials import Connector, SecretSource, connectors
 from mailferry_imap.errors import (
@@ -197,10 +198,12 @@ class MailboxRunner:
     # -------------------------------------------------------------------- run
     async def _load(self) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None] | MailboxResult:
         try:
-            return await self.store.load(self.name)
+            spec, status, generation = await self.store.load(self.name)
         except (KubeError, OSError, ValueError) as exc:
             self.log("mailboxsync_unreadable", "error", error=str(exc)[:300])
             return MailboxResult(self.name, "config", "MailboxSyncUnreadable")
+        # The providers' presets (folders, size limit, connections) as the rules this run follows.
+        return with_presets(spec, spec.source.endpoint, spec.destination.endpoint), status, generation
 
     async def run(self) -> MailboxResult:
         """Take the mailbox's lease, sync under it, give it back. Without the lease nothing is written."""
