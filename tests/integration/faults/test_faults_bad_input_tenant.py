@@ -27,7 +27,7 @@ from fixtures.prometheus import Prometheus
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "integration" / "dns"))
 import demolib as d
-from dnscutover_harness import FAST_ENV, condition
+from dnscutover_harness import FAST_ENV, condition, powerdns_provider
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,6 +52,21 @@ def sa_token_secret(name: str, ns: str, data: dict[str, str]) -> Obj:
     obj = secret(name, ns, data, type="kubernetes.io/service-account-token")
     obj["metadata"]["annotations"] = {"kubernetes.io/service-account.name": "default"}
     return obj
+
+
+def dns_cutover(name: str, ns: str, domain: str, provider: Obj, target: str = "Switched", **spec: Any) -> Obj:
+    return {
+        "apiVersion": "mailferry.io/v1alpha1",
+        "kind": "DnsCutover",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "domain": domain,
+            "provider": provider,
+            "targetPhase": target,
+            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+            **spec,
+        },
+    }
 
 
 def settle(
@@ -115,23 +130,10 @@ def test_hostile_dnscutovers_get_no_secret_no_egress_no_public_suffix(
         )
 
         def cutover(name: str, domain: str, secret_name: str = "pdns", api_url: str = "", **spec: Any) -> Obj:
-            return {
-                "apiVersion": "mailferry.io/v1alpha1",
-                "kind": "DnsCutover",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {
-                    "domain": domain,
-                    "provider": {
-                        "type": "powerdns",
-                        "secretRef": {"name": secret_name},
-                        "powerdns": {"apiUrl": api_url or powerdns.api_url},
-                        **({"zone": zone} if domain.endswith(zone) else {}),
-                    },
-                    "targetPhase": "Switched",
-                    "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
-                    **spec,
-                },
-            }
+            provider = powerdns_provider(api_url or powerdns.api_url, secret_name)
+            if domain.endswith(zone):
+                provider["zone"] = zone
+            return dns_cutover(name, ns, domain, provider, **spec)
 
         prom_gate = {
             "ttlLowered": [
@@ -206,21 +208,8 @@ def test_dnscutover_with_a_150kb_annotation_is_deleted_within_seconds(
     zone = f"big{ns[-6:]}.test"
     powerdns.create_zone(zone + ".", [("@", "MX", 60, ["10 mx.old.test."])])
     d.apply(kube, secret("pdns", ns, {"api-key": powerdns.api_key}), verb=("create",))
-    big = {
-        "apiVersion": "mailferry.io/v1alpha1",
-        "kind": "DnsCutover",
-        "metadata": {"name": "big", "namespace": ns, "annotations": {"example.com/notes": "n" * 150_000}},
-        "spec": {
-            "domain": zone,
-            "provider": {
-                "type": "powerdns",
-                "secretRef": {"name": "pdns"},
-                "powerdns": {"apiUrl": powerdns.api_url},
-            },
-            "targetPhase": "Planned",
-            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
-        },
-    }
+    big = dns_cutover("big", ns, zone, powerdns_provider(powerdns.api_url, "pdns"), target="Planned")
+    big["metadata"]["annotations"] = {"example.com/notes": "n" * 150_000}
     d.apply(kube, big, verb=("create",))
     handled = d.wait_for(
         lambda: (
