@@ -71,7 +71,7 @@ class EndpointLimits(ApiModel):
     as MessageTooLarge."""
     bytes_per_day: int | None = Field(default=None, ge=1)
     """IMAP bytes per mailbox and day on this side: downloads when source, uploads when destination."""
-    messages_per_second: float | None = Field(default=None, gt=0)
+    messages_per_second: float | None = Field(default=None, ge=0.01, le=1000)
     """Messages per second per mailbox on this side."""
 
 
