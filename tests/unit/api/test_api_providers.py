@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from mailferry_api.imap import EndpointLimits, FolderSelection, ImapEndpoint, SyncOptions
 from mailferry_api.providers import effective_limits, with_presets
-
 from mailferry_worker.plan import select_folder
 
 
@@ -117,7 +117,8 @@ def test_presets_keep_the_spec_type_and_the_rest_of_it() -> None:
     )
     got = with_presets(spec, spec.source.endpoint, spec.destination.endpoint)
     assert isinstance(got, MailboxSyncSpec)
-    assert (got.deletions, got.max_message_bytes, got.source.username) == ("keep", 45_000_000, "a@example.org")
+    kept = (got.deletions, got.max_message_bytes, got.source.username)
+    assert kept == ("keep", 45_000_000, "a@example.org")
 
 
 def test_unknown_provider_is_refused() -> None:
