@@ -1,1 +1,0 @@
-"""Kopf handlers, one module per resource. Importing a module registers its handlers."""
