@@ -477,6 +477,14 @@ def _mailmigration_cases(
     assert b"CLIENT-SECRET-CANARY" not in imap_bait.data()
     jobs = d.get(kube, "jobs", ns)["items"]
     assert not [j for j in jobs if "exfiltrate" in str(j["spec"])], jobs
+    # no Job (which the kubelet would give the Secret volumes) for a Secret that did not opt in
+    mounted = {
+        v["secret"]["secretName"]
+        for j in jobs
+        for v in j["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    assert not mounted & {"sa-token", "no-consent"}, mounted
     squatter = d.get(kube, "mailboxsyncs.mailferry.io", ns, squat_name)
     assert squatter["spec"]["source"]["endpoint"]["host"] == "imap.squatter.example"  # not overwritten
     log = op.log.read_text(errors="replace")
