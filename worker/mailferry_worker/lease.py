@@ -187,10 +187,12 @@ class KubeLease:
 
     async def acquire(self) -> None:
         """Take the Lease. Held by someone else: wait while it may have died (a pod killed without giving
-        the Lease back, whose retry starts at once); AlreadyRunning as soon as the holder renews it, or
-        when it stays held longer than one duration past the first look."""
+        the Lease back, whose retry starts at once); AlreadyRunning once the holder has renewed it twice
+        since the first look (one renewal may be a dead holder's last request, still on its way), or when
+        it stays held for two durations."""
         first = time.monotonic()
         seen: str | None = None
+        renewals = 0
         while True:
             started = time.monotonic()
             now = datetime.now(UTC)
@@ -199,12 +201,14 @@ class KubeLease:
             if verdict == "take":
                 break
             renewed = str(old.get("renewTime"))
-            waited = started - first
-            if (seen is not None and renewed != seen) or waited > self.duration + 2:
+            renewals += seen is not None and renewed != seen
+            if renewals >= 2 or started - first > 2 * self.duration + 2:
                 raise AlreadyRunning(
                     f"worker {old.get('holderIdentity')} holds the mailbox (until {micro_time(until or now)} "
                     "unless it renews): this worker copies nothing"
                 )
+            if seen is None:
+                log("lease_wait", mailboxsync=self.mailboxsync, holder=old.get("holderIdentity"))
             seen = renewed
             left = ((until or now) - now).total_seconds()
             await asyncio.sleep(min(max(0.2, left + 0.2), self.duration / 6))

@@ -72,10 +72,12 @@ def test_retry_job_while_the_previous_pod_still_runs(
             orphan.proc.wait(timeout=120)
     finally:
         runner.stop()
-    retry_log = (tmp_path / "pods" / f"{namespace}_acme-r1-b0-retry.log").read_text()
-    first_log = (tmp_path / "pods" / f"{namespace}_acme-r1-b0.log").read_text()
-    print(f"retry pod runs: {retry_log.count('batch_started')}; failed ones: {job['status'].get('failed')}")
-    assert "already_running" in retry_log, "the retry's pod never met the first one"
-    assert '"copied": ' in first_log
+    logs = [
+        (tmp_path / "pods" / f"{namespace}_{j}.log").read_text() for j in ("acme-r1-b0", "acme-r1-b0-retry")
+    ]
+    print(f"pod runs: {[log.count('batch_started') for log in logs]}; retry Job: {job['status']}")
+    # Both pods ran at once; whichever came second found the Lease held and waited (or exited 3).
+    met = ["lease_wait" in log or "already_running" in log for log in logs]
+    assert any(met), "neither pod met the other: the test proved nothing"
     diff = compare(src, dst, user)
     assert (diff.source, diff.lost, diff.duplicated) == (total, 0, 0), diff
