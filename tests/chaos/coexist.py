@@ -89,7 +89,9 @@ def one_writer(
                 copiers = [c for _, c in got if c]
                 res["runs"] += 1
                 res["one_copier"] += copiers == [total]
-                res["overlapped"] += any(code == 3 for code, _ in got)
+                res["overlapped"] += any(
+                    "lease_wait" in t or "already_running" in t for t in (x.read_text() for x in logs)
+                )
                 res["lost"] += diff.lost
                 res["duplicated"] += diff.duplicated
                 res.setdefault("detail", []).append({"store": store, "workers": k, "outcomes": got})
