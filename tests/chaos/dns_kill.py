@@ -301,7 +301,10 @@ def dns_faults(
         rig.wait(rig.at_target, "rolled back to Planned", timeout=180)
         converge["rollback"] = round(time.monotonic() - last_fault[0], 1)
         time.sleep(1.0)
-        restored = zone_state(pdns, zone) == rig.start_zone
+        after = zone_state(pdns, zone)
+        # _mta-sts stays on purpose, announcing the mode none policy (senders may cache enforce: RFC 8461 8.3)
+        kept_mta_sts = after.pop(("_mta-sts." + zone, "TXT"), None)
+        restored = after == rig.start_zone and kept_mta_sts is not None
         versions = rig.watch.snapshot()
         applied = rig.applied()
         dupes = duplicate_writes(rig.start_zone, applied)

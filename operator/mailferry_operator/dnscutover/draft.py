@@ -122,4 +122,4 @@ class Draft:
 
 def ready(conditions: list[Condition], status: DnsCutoverStatus, generation: int) -> list[Condition]:
     phase = status.phase or "Planned"
-    return with_ready(conditions, [], "AtTargetPhase", f"{phase} is in place", generation)
+    return with_ready(conditions, ["GatesPassed"], "AtTargetPhase", f"{phase} is in place", generation)

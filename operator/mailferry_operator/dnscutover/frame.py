@@ -72,7 +72,8 @@ def settled(status: DnsCutoverStatus, generation: int) -> DnsCutoverStatus:
 def finish(
     status: DnsCutoverStatus, spec: DnsCutoverSpec, generation: int, had_problem: bool
 ) -> DnsCutoverStatus:
-    """Conditions at the end of a reconcile; Ready the Flux way (Stalled, then Reconciling)."""
+    """Conditions at the end of a reconcile; Ready the Flux way: Stalled, then Reconciling (a step is
+    being written), then GatesPassed (False while the next step waits for its gates)."""
     out = status.model_copy(deep=True)
     phase = out.phase or "Planned"
     done = sn.next_step(spec, out) is None and not sn.rolling_back(spec, out)
@@ -80,11 +81,17 @@ def finish(
     def cond(type_: str, st: ConditionStatus, reason: str, message: str = "") -> None:
         out.conditions = set_condition(out.conditions, type_, st, reason, message, generation)
 
+    waiting = get_condition(out.conditions, "Paused")
     if done and not spec.dry_run and not had_problem:
         cond("Stalled", "False", "AsExpected", "")
         cond("Paused", "False", "AtTarget", "")
         cond("Reconciling", "False", "AtTargetPhase", f"{phase} is in place")
-    elif not done or spec.dry_run:
+    elif waiting is not None and waiting.status == "True":
+        # nothing is being written: the cutover waits (gates, drift, dry run), and Ready says for what
+        cond("Reconciling", "False", waiting.reason, waiting.message)
+        if waiting.reason in ("Drifted", "DryRun"):
+            cond("GatesPassed", "False", waiting.reason, waiting.message)
+    elif not done:
         cond("Reconciling", "True", "Progressing", f"{phase} -> {spec.target_phase}")
     for c in DNS_CONDITIONS:
         if get_condition(out.conditions, c) is None and c != "Ready":

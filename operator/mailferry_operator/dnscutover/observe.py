@@ -15,7 +15,7 @@ import kopf
 
 from mailferry_api.common import API_GROUP, API_VERSION
 from mailferry_api.conditions import now
-from mailferry_api.dnscutover import DnsCutoverSpec, DnsCutoverStatus, DnsPhase, Gate, RRset
+from mailferry_api.dnscutover import DnsCutoverSpec, DnsCutoverStatus, DnsPhase, RRset
 from mailferry_api.problems import Problem
 
 from .. import settings
@@ -25,13 +25,10 @@ from ..dns import spf as spflib
 from ..dns.providers.base import DnsProvider, ProviderError
 from ..dns.providers.factory import build as build_provider
 from ..dns.providers.factory import egress_problem
-from ..dns.rrset import fqdn, rrset_equal, split_txt, txt_values
-from ..gates import evaluate as ev
-from ..gates import probes
+from ..dns.rrset import rrset_equal, txt_values
 from ..kube import client as kube
 from ..kube.consent import consent_problem
-from ..mtasts import policy as mtasts
-from . import dnslookup, verify
+from . import dnslookup, gateprobes, verify
 from . import snapshot as sn
 from .snapshot import SpecProblem
 
@@ -240,25 +237,6 @@ async def _migration_exists(namespace: str, name: str) -> bool:
     return True
 
 
-async def _read_migration_lag(namespace: str, name: str) -> ev.LagObservation:
-    try:
-        obj = await request(
-            "GET", f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/mailmigrations/{name}"
-        )
-    except kube.KubeError as exc:
-        if exc.status == 404:
-            return ev.LagObservation(found=False)
-        return ev.LagObservation(found=True, error=f"reading MailMigration {name}: HTTP {exc.status}")
-    lag = (obj.get("status") or {}).get("lag") or {}
-    if "maxSeconds" not in lag:
-        return ev.LagObservation(found=True)
-    return ev.LagObservation(
-        found=True,
-        max_seconds=int(lag["maxSeconds"]),
-        pending_messages=int(lag.get("pendingMessages", 0) or 0),
-    )
-
-
 async def _forward_problem(live: Live, snap: sn.Snapshot, nxt: DnsPhase) -> Problem | None:
     """Why the next forward step may not be taken, checked in this order: the MailMigration exists,
     the merged SPF record stays within RFC 7208's limits, every new MX host has an address."""
@@ -295,75 +273,6 @@ async def _forward_problem(live: Live, snap: sn.Snapshot, nxt: DnsPhase) -> Prob
     return None
 
 
-# ------------------------------------------------------------------------------------- gates
-def _as_record(rtype: str, value: str) -> str:
-    if rtype == "TXT" and not value.startswith('"'):
-        return split_txt(value)
-    return value
-
-
-def _expectations(snap: sn.Snapshot, gate: Gate, inp: ph.Inputs) -> list[probes.Expectation]:
-    want = ph.desired(inp, snap.phase, snap.stage)
-    cfg = gate.dns_record
-    if cfg is None or cfg.name is None:
-        return [probes.Expectation.of(r) for r in want.values()]
-    name = fqdn(cfg.name, snap.spec.domain)
-    rtype = (cfg.type or "TXT").upper()
-    if cfg.value is not None:
-        return [
-            probes.Expectation(
-                name, rtype, {probes.comparable(rtype, _as_record(rtype, cfg.value))}, any_of=True
-            )
-        ]
-    rr = want.get((name, rtype))
-    if rr is None:
-        raise SpecProblem(
-            "InvalidGate",
-            f"gate {gate.name}: {name} {rtype} is not a record mailferry manages; give dnsRecord.value",
-        )
-    return [probes.Expectation.of(rr)]
-
-
-async def _dns_record(snap: sn.Snapshot, gate: Gate, inp: ph.Inputs) -> ev.DnsObservation:
-    cfg = gate.dns_record
-    spec = snap.spec
-    zone = fqdn(spec.provider.zone or spec.domain)
-    try:
-        servers = await probes.resolve_nameservers(cfg.nameservers if cfg else [], zone)
-    except Exception as exc:  # resolver failures of many kinds
-        which = ", ".join(cfg.nameservers) if cfg and cfg.nameservers else f"of zone {zone}"
-        return ev.DnsObservation(error=f"finding nameservers ({which}): {type(exc).__name__} {exc}"[:300])
-    obs = await probes.probe_dns(_expectations(snap, gate, inp), servers)
-    mcfg = spec.records.mta_sts
-    policy = ph.mta_sts_policy(inp, snap.phase, snap.stage)
-    if (cfg is None or cfg.name is None) and mcfg is not None and mcfg.enabled and policy is not None:
-        url = mcfg.policy_url or mtasts.url(spec.domain)
-        text, err = await probes.fetch_policy(url)
-        problems = probes.compare_policy(policy, text)
-        if err:
-            problems = [f"{problems[0]} ({err})"]
-        obs.problems.setdefault(url, []).extend(problems)
-    return obs
-
-
-async def _observe_gate(live: Live, snap: sn.Snapshot, gate: Gate, nxt: DnsPhase) -> sn.GateObservation:
-    if gate.type == "syncLag" and snap.spec.migration_ref is not None:
-        return await _read_migration_lag(live.namespace, snap.spec.migration_ref.name)
-    if gate.type == "prometheus":
-        previous = next((g for g in snap.status.gates if g.name == gate.name and g.phase == nxt), None)
-        if (
-            previous is not None
-            and previous.type == gate.type
-            and not ev.prometheus_due(gate, previous, now())
-        ):
-            return None
-        assert gate.prometheus is not None
-        return await probes.probe_prometheus(gate.prometheus.address, gate.prometheus.query)
-    if gate.type == "dnsRecord":
-        return await _dns_record(snap, gate, sn.inputs(snap))
-    return None  # the others need nothing but the status and the clock
-
-
 # ----------------------------------------------------------------------------------- snapshot
 async def observe(
     live: Live,
@@ -392,7 +301,9 @@ async def observe(
         if snap.forward_problem is not None:
             return snap
         for gate in sn.gates_for(spec, nxt[0]):
-            snap.gate_observations[gate.name] = await _observe_gate(live, snap, gate, nxt[0])
+            snap.gate_observations[gate.name] = await gateprobes.observe_gate(
+                live.namespace, snap, gate, nxt[0]
+            )
     await verify.observe_builtin(live.provider, snap, nxt[0] if nxt else None)
     snap.now = now()
     return snap

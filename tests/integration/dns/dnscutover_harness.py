@@ -34,7 +34,9 @@ class Operator(Supervised):
     `only_dnscutover`, `kopf run -m mailferry_operator.dnscutover.handlers` (no MailMigration
     controller, so a test can write a MailMigration's status itself)."""
 
-    handlers_module = "mailferry_operator.dnscutover.handlers"  # what `only_dnscutover` runs (subclasses: theirs)
+    handlers_module = (
+        "mailferry_operator.dnscutover.handlers"  # what `only_dnscutover` runs (subclasses: theirs)
+    )
 
     def __init__(
         self,
@@ -212,6 +214,16 @@ def zone_rrsets(pdns: PowerDNS, zone: str) -> dict[tuple[str, str], tuple[int, t
             continue
         out[(rr["name"], rr["type"])] = (rr["ttl"], tuple(sorted(r["content"] for r in rr["records"])))
     return out
+
+
+def rolled_back(
+    pdns: PowerDNS, zone: str, before: dict[tuple[str, str], tuple[int, tuple[str, ...]]]
+) -> bool:
+    """The zone as it was before the cutover, but for `_mta-sts`: once a policy was published it stays,
+    announcing the `mode: none` policy (a sender may cache an enforce one: RFC 8461 §8.3)."""
+    now = zone_rrsets(pdns, zone)
+    kept = now.pop((f"_mta-sts.{zone.rstrip('.')}.", "TXT"), None)
+    return now == before and kept is not None
 
 
 class PolicyMirror:
