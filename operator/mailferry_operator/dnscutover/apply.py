@@ -24,7 +24,16 @@ log = logging.getLogger("mailferry.dnscutover")
 
 KIND = "DnsCutover"
 # Fields the status patch sets to null when the model has none (a merge patch keeps what it omits).
-REMOVABLE = ("plan", "dmarcStage", "lastError", "ttlLoweredAt", "switchedAt", "mtaSts", "phaseEnteredAt")
+REMOVABLE = (
+    "plan",
+    "dmarcStage",
+    "lastError",
+    "ttlLoweredAt",
+    "switchedAt",
+    "drainUntil",
+    "mtaSts",
+    "phaseEnteredAt",
+)
 
 
 def labels(namespace: str, name: str, spec: DnsCutoverSpec) -> dict[str, str]:
