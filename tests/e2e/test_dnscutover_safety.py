@@ -102,7 +102,9 @@ def test_no_gates_the_builtins_hold_the_switch_and_what_others_wrote_survives(
         assert f"v=spf1 include:spf.dest.test redirect=_spf.{zone}" in apex  # redirect kept, no -all added
         assert _txt(powerdns_shared, zone, "_dmarc.")[0].startswith("v=DMARC1; p=reject")  # never weaker
         patch_spec(kube, namespace, "cut", '{"spec":{"targetPhase":"Planned"}}')
-        back = wait_dc(kube, namespace, "cut", in_phase("Planned"), "rolled back to Planned", 120, operator=op)
+        back = wait_dc(
+            kube, namespace, "cut", in_phase("Planned"), "rolled back to Planned", 120, operator=op
+        )
         # the MailMigration's final sync reads these two: below Switched they are gone from the object
         assert "switchedAt" not in back["status"] and "drainUntil" not in back["status"]
         after = zone_rrsets(pd, zone)
