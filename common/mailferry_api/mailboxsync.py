@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .common import ApiModel, Conditions, ErrorInfo, K8sName, LocalObjectRef, SecretKey, kopf_status_field
-from .groupware import CollectionTotals, Collections, Content, Groupware, ItemErrors
+from .groupware import Collections, CollectionTotals, Content, Groupware, ItemErrors
 from .imap import ImapEndpoint, SyncOptions
 
 MailboxPhase = Literal["Pending", "Syncing", "Synced", "Throttled", "Failed"]
@@ -17,6 +17,8 @@ MAX_FOLDERS = 1000
 # A sequence set of ranges: one range per stretch of copies not interrupted by mail delivered to the
 # destination directly; bounded so that status stays small.
 MAX_OWNED_CHARS = 16384
+# A folder lists at most this many refused keywords (status stays small whatever the source holds).
+MAX_REFUSED_KEYWORDS = 32
 
 
 class MailboxSide(ApiModel):
@@ -102,6 +104,11 @@ class FolderCheckpoint(ApiModel):
     """Messages skipped on purpose."""
     failed: int = 0
     """Messages the destination refused."""
+    refused_keywords: (
+        Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_REFUSED_KEYWORDS)] | None
+    ) = None
+    """Keywords the destination folder does not store (no `\\*` in its PERMANENTFLAGS, e.g. Microsoft 365):
+    the messages are copied without them; the source keeps them."""
     bytes: int = 0
     """Bytes copied."""
     pending: int = 0

@@ -88,6 +88,8 @@ async def verify_folder(
     sel = await src.select(plan.source, readonly=True)
     smeta = await fetch_all_meta(src, sel.exists, sel.uidnext)
     owned: set[int] | None = None
+    # Keywords the destination refused when copying (status, per folder): reported there, no difference.
+    refused = set(ckpt.refused_keywords or ()) if ckpt is not None else set()
     try:
         dsel = await dst.select(plan.destination, readonly=True)
         dmeta = await fetch_all_meta(dst, dsel.exists, dsel.uidnext)
@@ -122,7 +124,7 @@ async def verify_folder(
             rep.extra.append(("copy " if owned is not None else "") + _label(d))
             rep.extra_copies += owned is not None
     for s, d in dec.present:
-        if normal_flags(s.flags) != normal_flags(d.flags):
+        if normal_flags(set(s.flags) - refused) != normal_flags(d.flags):
             rep.flags.append(f"{_label(s)} source={sorted(s.flags)} destination={sorted(d.flags)}")
         if not _same_instant(s.internaldate, d.internaldate):
             rep.dates.append(f"{_label(s)} source={s.internaldate} destination={d.internaldate}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mailferry_api.imap import SyncOptions
-from mailferry_api.mailboxsync import MAX_OWNED_CHARS, FolderCheckpoint
+from mailferry_api.mailboxsync import MAX_OWNED_CHARS, MAX_REFUSED_KEYWORDS, FolderCheckpoint
 from mailferry_imap.client import (
     AppendItem,
     AppendPipeline,
@@ -68,6 +68,7 @@ class FolderStats:
     skipped: Counter[str] = field(default_factory=Counter)
     failed: int = 0
     flag_errors: int = 0
+    refused_keywords: set[str] = field(default_factory=set)
     flags_updated: int = 0
     unchanged: bool = False
     full_match: bool = False
@@ -585,6 +586,7 @@ class FolderSync:
             keep, rejected = appendable_flags(m.flags, permanent)
             self.stats.flag_errors += len(rejected)
             self._pending.flag_errors += len(rejected)
+            self._pending.refused_keywords.update(f for f in rejected if not f.startswith("\\"))
             items.append((m, AppendItem(body, keep, m.internaldate or None)))
         return items
 
@@ -731,6 +733,9 @@ class FolderSync:
         self.counters.skips.update(p.skipped)
         self.stats.skipped.update(p.skipped)
         self.counters.flag_errors += p.flag_errors
+        if p.refused_keywords - set(ck.refused_keywords or ()):
+            refused = sorted(set(ck.refused_keywords or ()) | p.refused_keywords)
+            ck.refused_keywords = refused[:MAX_REFUSED_KEYWORDS]
         self._pending = FolderStats()
         ck.last_uid = max(lo, to)
         self._take_floor()
