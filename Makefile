@@ -139,6 +139,16 @@ bench-operator: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/tools/demo_bench.py $(BENCH_OPERATOR_ARGS)
 
+# bench-delta: one no-op delta round and one with 1 % of the mailboxes changed (N mailboxes x 6 folders,
+# operator + API server + job runner): wall time, CPU/mailbox per process, API requests/mailbox, peak RSS,
+# then mbsync and doveadm backup loops over the same mailboxes (tests/bench/delta_round.py; a benchmark,
+# not a test). BENCH_DELTA_ARGS="--mailboxes 10000" for the issue's figure, on a quiet machine.
+BENCH_DELTA_ARGS ?=
+.PHONY: bench-delta
+bench-delta: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/delta_round.py $(BENCH_DELTA_ARGS)
+
 # chaos: fault-injection scenarios against the real worker and Dovecot (tests/chaos/run.py): hostile IMAP
 # server at full volume, 20 kill -9 in bulk and in delta, random TCP resets, [THROTTLED]/BYE injected, Dovecot
 # SIGKILL mid-copy. Prints lost/duplicated/time-to-recover per scenario; fails if an invariant breaks.
