@@ -81,7 +81,7 @@ def test_no_gates_the_builtins_hold_the_switch_and_what_others_wrote_survives(
         wait_dc(kube, namespace, "cut", phase_is("Staged"), "Staged", 90, operator=op)
         # someone adds a verification string at the apex mid-cutover (the whole RRset, as a UI does)
         current = [v for v in _txt(powerdns_shared, zone, "")]
-        pd.set_rrset(zone, "@", "TXT", 30, [*current, "MS=ms12345"])
+        pd.set_rrset(zone, "@", "TXT", OLD_TTL, [*current, "MS=ms12345"])  # same TTL: only a value added
         obj = wait_dc(kube, namespace, "cut", in_phase("Switched"), "Switched", 180, operator=op)
         st = obj["status"]
         held = next(h for h in st["history"] if h["toPhase"] == "Switched")["message"]
