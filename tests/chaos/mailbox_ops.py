@@ -8,8 +8,10 @@ import imaplib
 import secrets
 from collections import Counter
 from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
 
-from chaos.mailrun import message_ids, q
+from chaos.mailrun import WorkerRun, endpoint, message_ids, q
 from fixtures.dovecot import Dovecot
 
 
@@ -80,3 +82,12 @@ def mirror_differences(src: Dovecot, dst: Dovecot, user: str, direct: Counter[st
         if have != want:
             out.append(f"{folder}: missing {sum((want - have).values())} extra {sum((have - want).values())}")
     return out
+
+
+def new_box(src: Dovecot, dst: Dovecot, workdir: Path, name: str, **options: Any) -> tuple[str, WorkerRun]:
+    """A new user on both servers (passwords pw-src / pw-dst) and its MailboxSync in the file store."""
+    user = f"{name}-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    dst.add_user(user, "pw-dst")
+    ends = endpoint("127.0.0.1", src.port), endpoint("127.0.0.1", dst.port)
+    return user, WorkerRun(workdir, name, user, *ends, "pw-src", "pw-dst", **options)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import time
 from collections import Counter
@@ -23,8 +22,8 @@ from typing import Any
 import mfw_harness as h
 import pytest
 
-from chaos.mailbox_ops import add, expunge, mirror_differences, move, uids, without_message_id
-from chaos.mailrun import WorkerRun, endpoint, events, message_ids, q
+from chaos.mailbox_ops import add, expunge, mirror_differences, move, new_box, uids, without_message_id
+from chaos.mailrun import WorkerRun, events, message_ids, q
 from fixtures.dovecot import Dovecot, DovecotPair, make_message
 
 FOLDERS = {"INBOX": 40, "Archive": 12, "Work": 12}
@@ -85,22 +84,10 @@ def test_coexistence_rounds_mirror_deletions_moves_and_keep_direct_mail(
     """QRESYNC on the source (Dovecot announces it): VANISHED in the SELECT says what went."""
     pair = dovecot_pair
     src, dst = pair.source, pair.destination
-    user = f"coex-{secrets.token_hex(3)}@example.test"
-    src.add_user(user, "pw-src")
-    dst.add_user(user, "pw-dst")
+    user, run = new_box(src, dst, tmp_path, "coex", deletionSafety={"maxPercent": 50, "alwaysAllowed": 10})
     for folder, n in FOLDERS.items():
         add(src, user, folder, [make_message(f"{folder} {i}", domain="src.test") for i in range(n)])
     add(src, user, "Work", [without_message_id(f"no-id {i}") for i in range(3)])
-    run = WorkerRun(
-        tmp_path,
-        "coex",
-        user,
-        endpoint("127.0.0.1", src.port),
-        endpoint("127.0.0.1", dst.port),
-        "pw-src",
-        "pw-dst",
-        deletionSafety={"maxPercent": 50, "alwaysAllowed": 10},
-    )
     run_round(run, 1)
     add(dst, user, "INBOX", [make_message(f"direct {i}", domain="dst.test") for i in range(3)])
     direct = own_mail(dst, user) - message_ids(src, user)["INBOX"]
@@ -170,21 +157,10 @@ def test_kill9_during_rounds_that_delete_and_move(plain_source: DovecotPair, tmp
     """Without QRESYNC/CONDSTORE on the source (expunges found by counting UIDs), kill -9 right after the
     worker found orphans, after it moved copies, after it removed copies; each time a rerun."""
     src, dst = plain_source.source, plain_source.destination
-    user = f"coexkill-{secrets.token_hex(3)}@example.test"
-    src.add_user(user, "pw-src")
-    dst.add_user(user, "pw-dst")
+    user, run = new_box(src, dst, tmp_path, "coexkill")
     for folder, n in {"INBOX": 60, "Archive": 20, "Work": 20}.items():
         add(src, user, folder, [make_message(f"{folder} {i}", domain="src.test") for i in range(n)])
     add(src, user, "Work", [without_message_id(f"no-id {i}") for i in range(4)])
-    run = WorkerRun(
-        tmp_path,
-        "coexkill",
-        user,
-        endpoint("127.0.0.1", src.port),
-        endpoint("127.0.0.1", dst.port),
-        "pw-src",
-        "pw-dst",
-    )
     run_round(run, 1)
     add(dst, user, "INBOX", [make_message(f"direct {i}", domain="dst.test") for i in range(2)])
     direct = own_mail(dst, user) - message_ids(src, user)["INBOX"]
