@@ -42,6 +42,7 @@ from ..plan import FolderPlan, folder_unchanged, plan_folders
 from . import readiness
 from .folder import FolderSync, MailboxCounters
 from .mirror import Mirror, MirrorResult
+from .pacing import Pacer, pacer_for
 
 CHECKPOINT_INTERVAL = 1.0  # seconds between two checkpoint writes of one mailbox during a copy
 REMATCH_AGAIN = 5  # times a folder is matched again when its destination changed during a re-match
@@ -125,6 +126,7 @@ class MailboxRunner:
         # Source folder -> {source UID: destination UID} of copies the mirror pass moved there this run.
         self.placed: dict[str, dict[int, int]] = {}
         self.mirror_looks: dict[str, SelectInfo] = {}  # source folder -> the mirror pass's SELECT
+        self.pacer: Pacer | None = None  # set per run from the sides' budgets (sync/pacing.py)
 
     def log(self, event: str, level: str = "info", **fields: Any) -> None:
         log(event, level, mailboxsync=self.name, **fields)
@@ -372,6 +374,8 @@ class MailboxRunner:
                 await asyncio.sleep(delay)
 
     async def _sync(self, spec: MailboxSyncSpec, clean: bool) -> MailboxResult:
+        pacer = pacer_for(spec.source.endpoint, spec.destination.endpoint, spec.max_message_bytes)
+        self.pacer = pacer if pacer.active else None
         src_c, dst_c = connectors(
             spec.source, spec.destination, self.secrets, spec.secret_key, self.settings.egress_allow
         )
@@ -642,6 +646,7 @@ class MailboxRunner:
                 counters=self.counters,
                 placed=self.placed.get(plan.source),
                 mirror_look=self.mirror_looks.get(plan.source),
+                pacer=self.pacer,
             )
             try:
                 stats = await fs.run()

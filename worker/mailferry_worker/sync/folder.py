@@ -41,6 +41,7 @@ from ..plan import (
     needs_hash,
     rematch_scope,
 )
+from .pacing import Pacer
 
 CHUNK_MESSAGES = 100
 CHUNK_BYTES = 4 << 20
@@ -147,7 +148,9 @@ class FolderSync:
         counters: MailboxCounters | None = None,
         placed: dict[int, int] | None = None,
         mirror_look: SelectInfo | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        self.pacer = pacer  # the mailbox's budgets (bytes/day, messages/s), shared by its connections
         # The mirror pass's SELECT of the source folder: the checkpoint's HIGHESTMODSEQ and message count
         # are taken as of that look, so whatever changed after it (expunges included) is looked at again.
         self.mirror_look = mirror_look
@@ -511,6 +514,8 @@ class FolderSync:
             for batch in batches:
                 if stop.is_set():
                     return
+                if self.pacer is not None:
+                    await self.pacer.admit(sum(m.size for m in batch), len(batch))
                 bodies = await self.src.fetch_bodies([m.uid for m in batch])
                 if stop.is_set():
                     _close_bodies(bodies)
