@@ -219,6 +219,18 @@ def verify(src: Dovecot, dst: Dovecot, user: str, ca: Path | None = None, *extra
     return cp.returncode, cp.stdout + cp.stderr
 
 
+def verify_mailboxsync(kube: KubeAPI, namespace: str, name: str) -> tuple[int, str]:
+    """`mailferry verify --mailboxsync`: endpoints, Secrets and checkpoints from the API server."""
+    cp = subprocess.run(
+        [VERIFY, "verify", "--mailboxsync", name, "--namespace", namespace],
+        env=dict(os.environ, KUBECONFIG=str(kube.kubeconfig)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return cp.returncode, cp.stdout + cp.stderr
+
+
 def message_count(d: Dovecot, user: str) -> int:
     return sum(v.get("messages", 0) for v in d.mailbox_status(user).values())
 

@@ -4,9 +4,7 @@ folder in status (not failures, not dropped silently), the throttling is backed 
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from pathlib import Path
 
 import mfw_harness as h
@@ -69,13 +67,7 @@ def test_refused_keywords_reported_and_throttling_backed_off(
         with src.connect_as(user) as c:
             assert sum("ProjectX" in line for line in _flags(c, "INBOX")) == 3  # the source keeps them
 
-        verify = subprocess.run(
-            [h.VERIFY, "verify", "--mailboxsync", "mslike", "--namespace", namespace],
-            env=dict(os.environ, KUBECONFIG=str(kube.kubeconfig)),
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert verify.returncode == 0, verify.stdout + verify.stderr
+        rc, out = h.verify_mailboxsync(kube, namespace, "mslike")
+        assert rc == 0, out
     finally:
         proxy.stop()

@@ -4,9 +4,7 @@ follows the same presets and finds no difference."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from pathlib import Path
 
 import mfw_harness as h
@@ -49,11 +47,5 @@ def test_gmail_source_and_microsoft365_destination_presets(
     for skipped in ("[Gmail]/Starred", "[Gmail]/Spam", "[Gmail]/Trash"):
         assert h.imap_count(dst, user, skipped) == 0
 
-    verify = subprocess.run(
-        [h.VERIFY, "verify", "--mailboxsync", "presets", "--namespace", namespace],
-        env=dict(os.environ, KUBECONFIG=str(kube.kubeconfig)),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    rc, out = h.verify_mailboxsync(kube, namespace, "presets")
+    assert rc == 0, out
