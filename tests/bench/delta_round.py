@@ -317,8 +317,9 @@ def report(title: str, n: int, w: Window) -> None:
     total_req = sum(w.requests.values())
     print(f"\n{title}: {w.seconds:.1f} s wall for {n} mailboxes")
     for name, cpu in w.cpu.items():
-        per, peak = 1000 * cpu / n, w.peak_mb.get(name, 0)
-        print(f"  CPU {name:<12} {cpu:8.2f} s = {per:7.2f} ms/mailbox   peak RSS {peak:6.0f} MB")
+        per = 1000 * cpu / n
+        peak = f"   peak RSS {w.peak_mb[name]:6.0f} MB" if name in w.peak_mb else ""
+        print(f"  CPU {name:<12} {cpu:8.2f} s = {per:7.2f} ms/mailbox{peak}")
     if w.requests:
         print(f"  API requests {total_req} = {total_req / n:.2f} per mailbox")
         for key, count in sorted(w.requests.items(), key=lambda kv: -kv[1])[:12]:
