@@ -147,7 +147,11 @@ REQ_RE = re.compile(r"^apiserver_request_total\{([^}]*)\} (\S+)$")
 
 def api_requests(kube: KubeAPI) -> dict[str, int]:
     """apiserver_request_total summed by verb and resource (kube-apiserver's own metrics endpoint)."""
-    text = kube.kubectl("get", "--raw", "/metrics").stdout
+    return count_requests(kube.kubectl("get", "--raw", "/metrics").stdout)
+
+
+def count_requests(text: str) -> dict[str, int]:
+    """Prometheus text -> {"VERB resource[/subresource]": requests}, summed over the other labels."""
     out: dict[str, int] = {}
     for line in text.splitlines():
         m = REQ_RE.match(line)

@@ -1,0 +1,42 @@
+"""make bench-delta's API request count: apiserver_request_total summed by verb and resource."""
+
+# ruff: noqa: E501  (metric lines as kube-apiserver prints them)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from tests.bench.delta_round import changed_users, count_requests, diff
+
+METRICS = """\
+# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="GET",version="v1"} 40
+apiserver_request_total{code="404",component="apiserver",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="GET",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",group="mailferry.io",resource="mailboxsyncs",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 7
+apiserver_request_total{code="200",component="apiserver",group="",resource="",scope="",subresource="/api",verb="GET",version=""} 3
+apiserver_request_duration_seconds_count{resource="leases",verb="GET"} 99
+"""
+
+
+def test_requests_are_summed_per_verb_and_resource_over_codes() -> None:
+    assert count_requests(METRICS) == {
+        "GET leases": 42,
+        "PATCH mailboxsyncs/status": 7,
+        "GET /api": 3,
+    }
+
+
+def test_a_window_keeps_only_what_grew() -> None:
+    before = {"GET leases": 40, "PATCH mailboxsyncs/status": 7}
+    after = {"GET leases": 45, "PATCH mailboxsyncs/status": 7, "LIST jobs": 2}
+    assert diff(after, before) == {"GET leases": 5, "LIST jobs": 2}
+
+
+def test_one_percent_is_every_hundredth_mailbox_and_never_none() -> None:
+    users = [f"u{i}" for i in range(250)]
+    assert changed_users(users, 0) == ["u0", "u100", "u200"]
+    assert changed_users(users[:5], 0) == ["u0"]
+    assert changed_users(users[:5], 7) == ["u0"]
