@@ -9,8 +9,9 @@ allowlist from their settings.
 
 A base URL is `scheme://host[:port][/path]`; a URL is under it when scheme, host and port are equal and
 its path is the base path or below it (segment-wise). A base host `*.example.com` covers every name
-below example.com; a base port `*` (`http://127.0.0.1:*`) covers every port of that host. URLs with user info, a query or a fragment are never allowed: a spec names a base,
-and the code appends the fixed API path (`/api/v1/query`, `/api/v1/servers/...`).
+below example.com; a base port `*` (`http://127.0.0.1:*`) covers every port of that host. URLs with
+user info, a query or a fragment are never allowed: a spec names a base, and the code appends the fixed
+API path (`/api/v1/query`, `/api/v1/servers/...`).
 """
 
 from __future__ import annotations

@@ -131,7 +131,8 @@ sendingcutover_rate = Gauge(
 )
 sendingcutover_threshold = Gauge(
     "mailferry_sendingcutover_threshold",
-    "The warm-up thresholds in force (kind: bounce_max, bounce_hard_stop, complaint_max, complaint_hard_stop)",
+    "The warm-up thresholds in force "
+    "(kind: bounce_max, bounce_hard_stop, complaint_max, complaint_hard_stop)",
     [*_SC, "kind"],
     registry=REGISTRY,
 )

@@ -109,7 +109,9 @@ class OperatorSettings:
         "base URLs a spec's tokenUrl, DNS provider API URL or Prometheus address may lie under, "
         "comma-separated (the providers' public endpoints are always allowed)",
     )
-    ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP and SMTP TLS checks (default: the system's)")
+    ca_file: str = env(
+        "MAILFERRY_CA_FILE", "", "CA bundle for IMAP and SMTP TLS checks (default: the system's)"
+    )
     dns_retries: int = env("MAILFERRY_DNS_RETRIES", 5, "attempts per DNS provider call")
     dns_retry_delay: float = env("MAILFERRY_DNS_RETRY_DELAY", 0.2, "first back-off between attempts, seconds")
     dns_timeout: float = env("MAILFERRY_DNS_TIMEOUT", 10.0, "seconds per DNS provider request")

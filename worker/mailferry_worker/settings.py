@@ -35,7 +35,9 @@ class WorkerSettings:
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
     egress_allow: tuple[str, ...] = env(
-        "MAILFERRY_EGRESS_ALLOW", (), "base URLs OAuth2 token requests may go to (the operator copies its own)"
+        "MAILFERRY_EGRESS_ALLOW",
+        (),
+        "base URLs OAuth2 token requests may go to (the operator copies its own)",
     )
 
 

@@ -88,7 +88,8 @@ Row = tuple[int, str, str | None, str | None, str | None]  # line, source, desti
 
 
 def cohort_name(value: str | None) -> str | None:
-    """A cohort as a notice plan names it: lower case, letters, digits and '-' ('Sales EMEA' -> 'sales-emea')."""
+    """A cohort as a notice plan names it: lower case, letters, digits and '-'
+    ('Sales EMEA' -> 'sales-emea')."""
     if value is None:
         return None
     cleaned = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9]+", "-", value.lower())).strip("-")[:40].strip("-")

@@ -59,7 +59,16 @@ def test_server_applies_defaults(kube: KubeAPI, namespace: str) -> None:
 EXPECTED_HEADERS = {
     "dnscutover.mailferry.io": ["NAME", "DOMAIN", "PHASE", "TARGET", "READY", "AGE"],
     "mailboxsync.mailferry.io": ["NAME", "SOURCE", "PHASE", "READY", "COPIED", "MESSAGES", "LAG", "AGE"],
-    "mailmigration.mailferry.io": ["NAME", "PHASE", "READY", "PROGRESS", "MAILBOXES", "LAG", "CUTOVER", "AGE"],
+    "mailmigration.mailferry.io": [
+        "NAME",
+        "PHASE",
+        "READY",
+        "PROGRESS",
+        "MAILBOXES",
+        "LAG",
+        "CUTOVER",
+        "AGE",
+    ],
     "noticeplan.mailferry.io": [
         *("NAME", "MIGRATION", "PHASE", "PENDING-APPROVALS"),
         *("SENT", "BOUNCED", "READY", "AGE"),

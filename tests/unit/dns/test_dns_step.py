@@ -222,7 +222,9 @@ def test_pending_gate_waits() -> None:
     w.run()
     assert w.status.phase == "Planned" and cond(w.status, "Paused") == ("True", "WaitingForGates")
     waiting = frame.finish(w.status, w.spec, 1, had_problem=False)
-    assert cond(waiting, "Ready") == ("False", "WaitingForGates") and cond(waiting, "Reconciling")[0] == "False"
+    assert (
+        cond(waiting, "Ready") == ("False", "WaitingForGates") and cond(waiting, "Reconciling")[0] == "False"
+    )
     w.now = T0 + timedelta(minutes=11)
     w.run()
     assert w.status.phase == "TTLLowered"

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import json
 
-from mailferry_operator.mailmigration.inventory import MAX_ROWS, from_entries, parse_csv, parse_json, parse_text
+from mailferry_operator.mailmigration.inventory import (
+    MAX_ROWS,
+    from_entries,
+    parse_csv,
+    parse_json,
+    parse_text,
+)
 
 
 def test_csv_with_header_comments_and_optional_columns() -> None:

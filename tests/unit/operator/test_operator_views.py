@@ -77,7 +77,7 @@ def test_missing_and_malformed_fields_read_as_the_models_defaults() -> None:
 
 
 def test_a_path_or_type_the_model_does_not_have_fails_at_import() -> None:
-    with pytest.raises(AttributeError, match="status.lag.pendingMessages"):
+    with pytest.raises(AttributeError, match=r"status\.lag\.pendingMessages"):
 
         @derived_from(MailboxSync)
         class Renamed:
