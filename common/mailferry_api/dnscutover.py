@@ -5,116 +5,67 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, JsonValue
+from pydantic import ConfigDict, Field
 
 from .common import (
     DOMAIN_PATTERN,
     ApiModel,
     Conditions,
-    Duration,
     ErrorInfo,
     K8sName,
     LocalObjectRef,
-    SecretKey,
-    SecretRef,
     kopf_status_field,
     list_map,
 )
-
-DNS_PHASES = ("Planned", "TTLLowered", "Staged", "Switched", "Enforced")
-DnsPhase = Literal["Planned", "TTLLowered", "Staged", "Switched", "Enforced"]
-DNS_CONDITIONS = ("Ready", "Reconciling", "GatesPassed", "Paused", "Stalled", "RolledBack", "Drifted")
-ProviderType = Literal["rfc2136", "powerdns", "cloudflare", "route53"]
-GateType = Literal["syncLag", "dnsRecord", "ttlElapsed", "prometheus", "minDuration", "manualApproval"]
-GateResult = Literal["Pending", "Passed", "Failed", "Inconclusive", "Skipped"]
-# The gates every DnsCutover has, spec or not (DESIGN.md "Cutover safety"); off only by spec.safety.skip.
-BuiltinGate = Literal["minDwell", "recordsServed", "oldTtl", "migrationInSync", "dkimVerified"]
-DmarcPolicy = Literal["none", "quarantine", "reject"]
-# DNS owner names and targets: underscores are legal in DNS (`_dmarc`, `_domainkey`, `_mta-sts`).
-HostName = Annotated[
-    str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9*_]([-A-Za-z0-9._]*[A-Za-z0-9])?\.?$")
-]
-
-
-class Rfc2136Provider(ApiModel):
-    server: str = Field(min_length=1, max_length=253)
-    """Primary nameserver accepting dynamic updates."""
-    port: int = Field(default=53, ge=1, le=65535)
-    """Its port."""
-    tsig_key_name: str | None = Field(
-        default=None, max_length=253, pattern=r"^[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?\.?$"
-    )
-    """TSIG key name."""
-    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha1", "hmac-md5"] = "hmac-sha256"
-    """TSIG algorithm."""
-    tsig_secret_key: SecretKey = "tsig-secret"
-    """Key of the TSIG secret (base64) in provider.secretRef."""
-
-
-class PowerDnsProvider(ApiModel):
-    api_url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
-    """PowerDNS HTTP API base URL (must be allowed by the installation)."""
-    server_id: str = Field(default="localhost", max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
-    """PowerDNS server id."""
-    api_key_key: SecretKey = "api-key"
-    """Key of the API key in provider.secretRef."""
-
-
-class CloudflareProvider(ApiModel):
-    zone_id: str | None = Field(default=None, max_length=64)
-    """Zone ID; default: looked up by name."""
-    api_url: str = Field(default="https://api.cloudflare.com/client/v4", pattern=r"^https?://")
-    """API base URL."""
-    api_token_key: SecretKey = "api-token"
-    """Key of the API token in provider.secretRef."""
-
-
-class Route53Provider(ApiModel):
-    hosted_zone_id: str = Field(min_length=1, max_length=64)
-    """Hosted zone ID."""
-    region: str = Field(default="us-east-1", max_length=32)
-    """AWS region for signing."""
-    endpoint: str | None = Field(default=None, pattern=r"^https?://")
-    """API endpoint override."""
-    access_key_id_key: SecretKey = "aws-access-key-id"
-    """Key of the access key ID in provider.secretRef."""
-    secret_access_key_key: SecretKey = "aws-secret-access-key"
-    """Key of the secret access key in provider.secretRef."""
-
-
-_PROVIDER_RULES: list[JsonValue] = [
-    {
-        "rule": f"self.type != '{t}' || has(self.{t})",
-        "message": f"provider.{t} is required when type is {t}",
-        "fieldPath": f".{t}",
-    }
-    for t in ("rfc2136", "powerdns", "route53")
-]
-_PROVIDER_RULES.append(
-    {
-        "rule": "self.type == 'rfc2136' || has(self.secretRef)",
-        "message": "provider.secretRef is required for this provider type",
-        "fieldPath": ".secretRef",
-    }
+from .dnsgates import (
+    BuiltinGateSkip,
+    DnsRecordGate,
+    Gate,
+    MinDwell,
+    PhaseGates,
+    PrometheusGate,
+    Safety,
+    SyncLagGate,
+    ThresholdRange,
+)
+from .dnsproviders import CloudflareProvider, DnsProvider, PowerDnsProvider, Rfc2136Provider, Route53Provider
+from .dnstypes import (
+    DNS_CONDITIONS,
+    DNS_PHASES,
+    BuiltinGate,
+    DmarcPolicy,
+    DnsPhase,
+    GateResult,
+    GateType,
+    HostName,
+    ProviderType,
 )
 
-
-class DnsProvider(ApiModel):
-    type: ProviderType
-    """rfc2136, powerdns, cloudflare or route53."""
-    secret_ref: SecretRef | None = None
-    """Secret holding the provider's credentials (labelled mailferry.io/credentials=true)."""
-    zone: HostName | None = Field(default=None, description="zone apex; defaults to spec.domain")
-    rfc2136: Rfc2136Provider | None = None
-    """Settings for type rfc2136."""
-    powerdns: PowerDnsProvider | None = None
-    """Settings for type powerdns."""
-    cloudflare: CloudflareProvider | None = None
-    """Settings for type cloudflare."""
-    route53: Route53Provider | None = None
-    """Settings for type route53."""
-
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _PROVIDER_RULES})
+__all__ = [
+    "DNS_CONDITIONS",
+    "DNS_PHASES",
+    "BuiltinGate",
+    "BuiltinGateSkip",
+    "CloudflareProvider",
+    "DmarcPolicy",
+    "DnsPhase",
+    "DnsProvider",
+    "DnsRecordGate",
+    "Gate",
+    "GateResult",
+    "GateType",
+    "HostName",
+    "MinDwell",
+    "PhaseGates",
+    "PowerDnsProvider",
+    "PrometheusGate",
+    "ProviderType",
+    "Rfc2136Provider",
+    "Route53Provider",
+    "Safety",
+    "SyncLagGate",
+    "ThresholdRange",
+]
 
 
 class MxRecord(ApiModel):
@@ -285,153 +236,6 @@ class Ttls(ApiModel):
             ]
         }
     )
-
-
-class ThresholdRange(ApiModel):
-    min: float | None = None
-    """Lowest passing value."""
-    max: float | None = None
-    """Highest passing value."""
-
-
-class SyncLagGate(ApiModel):
-    max_seconds: int = Field(default=900, ge=0)
-    """Largest MailMigration lag that passes."""
-    max_pending_messages: int = Field(default=0, ge=0)
-    """Most pending messages that pass."""
-
-
-# host, host:port, [IPv6]:port or a bare IPv6 address
-NameserverAddress = Annotated[
-    str,
-    Field(
-        max_length=260,
-        pattern=r"^\[[0-9a-fA-F:.]+\](:[0-9]{1,5})?$|^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?\.?(:[0-9]{1,5})?$"
-        r"|^[0-9a-fA-F:.]+$",
-    ),
-]
-
-
-class DnsRecordGate(ApiModel):
-    name: HostName | None = Field(
-        default=None, description="relative or absolute; default: every record of the phase"
-    )
-    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = None
-    """Record type to check; default: every type of the phase."""
-    value: str | None = Field(default=None, max_length=4096)
-    """Expected value; default: what the phase wrote."""
-    nameservers: Annotated[list[NameserverAddress], Field(max_length=16)] = Field(
-        default=[], description="host:port to query; default: the zone's NS found via SOA/NS"
-    )
-
-
-class PrometheusGate(ApiModel):
-    address: str = Field(pattern=r"^https?://", max_length=2048)
-    """Prometheus base URL (must be allowed by the installation)."""
-    query: str = Field(min_length=1, max_length=8192)
-    """PromQL query returning one value."""
-    threshold_range: ThresholdRange
-    """Passing range of the value."""
-    interval: Duration = "1m"
-    """Time between measurements."""
-    count: int = Field(default=1, ge=1, le=1000)
-    """Measurements to take."""
-    failure_limit: int = Field(default=0, ge=0)
-    """Failed measurements tolerated."""
-    consecutive_success_limit: int = Field(default=1, ge=1)
-    """Passing measurements in a row needed."""
-    on_no_data: Literal["pass", "fail", "inconclusive"] = "inconclusive"
-    """Result when the query returns nothing: pass, fail or inconclusive."""
-
-
-class Gate(ApiModel):
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    """Gate name, unique in its phase."""
-    type: GateType
-    """syncLag, dnsRecord, ttlElapsed, prometheus, minDuration or manualApproval."""
-    sync_lag: SyncLagGate | None = None
-    """Settings for syncLag."""
-    dns_record: DnsRecordGate | None = None
-    """Settings for dnsRecord."""
-    prometheus: PrometheusGate | None = None
-    """Settings for prometheus."""
-    duration: Duration | None = None
-    """Time for minDuration."""
-
-    model_config = {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.type != 'prometheus' || has(self.prometheus)",
-                    "message": "prometheus is required for a prometheus gate",
-                    "fieldPath": ".prometheus",
-                },
-                {
-                    "rule": "self.type != 'minDuration' || has(self.duration)",
-                    "message": "duration is required for a minDuration gate",
-                    "fieldPath": ".duration",
-                },
-            ]
-        }
-    }
-
-
-GateList = Annotated[list[Gate], Field(max_length=16, json_schema_extra=list_map("name"))]
-
-
-class PhaseGates(ApiModel):
-    """Gates that must hold before entering each phase."""
-
-    ttl_lowered: GateList = []
-    """Gates before entering TTLLowered."""
-    staged: GateList = []
-    """Gates before entering Staged."""
-    switched: GateList = []
-    """Gates before entering Switched (the MX swap)."""
-    enforced: GateList = []
-    """Gates before entering Enforced."""
-
-
-class BuiltinGateSkip(ApiModel):
-    """Turning a built-in gate off is a decision someone takes on purpose: it names who and why, and
-    status.gates shows the gate as Skipped with both."""
-
-    gate: BuiltinGate
-    """The built-in gate turned off."""
-    reason: str = Field(min_length=3, max_length=512)
-    """Why."""
-    by: str = Field(min_length=1, max_length=128, description="who decided (a person or a team)")
-
-
-class MinDwell(ApiModel):
-    """The least time the cutover stays in a phase before the next step (production defaults)."""
-
-    ttl_lowered: Duration = Field(default="0s", description="the oldTtl gate guards the switch")
-    staged: Duration = Field(default="24h", description="DMARC p=none reports and DKIM before the MX swap")
-    switched: Duration = Field(default="24h", description="mail flows to the new MX before enforcing")
-    enforced: Duration = Field(default="24h", description="between two DMARC stages")
-
-
-class Safety(ApiModel):
-    """The built-in gates and the final-sync drain (DESIGN.md "Cutover safety")."""
-
-    skip: Annotated[list[BuiltinGateSkip], Field(max_length=5, json_schema_extra=list_map("gate"))] = []
-    """Built-in gates turned off, each with who and why."""
-    min_dwell: MinDwell = MinDwell()
-    """Least time per phase."""
-    sync_lag: SyncLagGate = Field(
-        default=SyncLagGate(), description="migrationInSync: the MailMigration's lag limit before Switched"
-    )
-    drain_minimum: Duration = Field(
-        default="1h", description="drainUntil = switchedAt + max(2 x the MX TTL at the switch, this)"
-    )
-    drift: Literal["report", "revert"] = Field(
-        default="report", description="a managed record changed by someone else: report it, or write it back"
-    )
-    nameservers: Annotated[list[NameserverAddress], Field(max_length=16)] = Field(
-        default=[], description="host[:port] to verify on; default: every IP of every NS of the zone"
-    )
-    nameserver_port: int = Field(default=53, ge=1, le=65535, description="port of the NS found in the zone")
 
 
 class DnsCutoverSpec(ApiModel):
