@@ -18,7 +18,8 @@ from mailferry_imap.client import ImapClient, MessageMeta, parse_internaldate
 from mailferry_imap.credentials import Connector
 from mailferry_imap.errors import FolderVanished
 
-from .plan import FolderPlan, UidRanges, decide, needs_hash, normal_flags, plan_folders, skip_reason
+from .mirrorplan import UidRanges
+from .plan import FolderPlan, decide, needs_hash, normal_flags, plan_folders, skip_reason
 from .sync.folder import content_hashes, fetch_all_meta
 
 

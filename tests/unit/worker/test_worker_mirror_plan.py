@@ -8,7 +8,8 @@ from mailferry_api.imap import DeletionSafety
 from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap.client import MessageMeta
 from mailferry_worker.lease import decide, lease_name, micro_time
-from mailferry_worker.plan import UidRanges, folder_unchanged, orphans, pair_moves, removal_cap
+from mailferry_worker.mirrorplan import UidRanges, orphans, pair_moves, removal_cap
+from mailferry_worker.plan import folder_unchanged
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 

@@ -24,12 +24,12 @@ from mailferry_imap.client import (
 from mailferry_imap.errors import CommandFailed, ConnectionLost, DestinationChanged, FolderVanished
 from mailferry_imap.parser import Literal, Spool
 
+from ..mirrorplan import UidRanges
 from ..plan import (
     Decision,
     DestFloor,
     FolderPlan,
     Rematch,
-    UidRanges,
     appendable_flags,
     chunks,
     decide,

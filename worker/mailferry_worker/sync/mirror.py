@@ -32,15 +32,12 @@ from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncSpec
 from mailferry_imap.client import ImapClient, MessageMeta, SelectInfo, compress_uids
 from mailferry_imap.errors import FolderVanished
 
+from ..mirrorplan import UidRanges, orphans, pair_moves, removal_cap
 from ..plan import (
     FolderPlan,
-    UidRanges,
     appendable_flags,
     needs_hash,
     normal_flags,
-    orphans,
-    pair_moves,
-    removal_cap,
 )
 from .folder import content_hashes, fetch_all_meta, hashes_for_pairing
 
