@@ -57,7 +57,10 @@ def test_server_applies_defaults(kube: KubeAPI, namespace: str) -> None:
 
 
 EXPECTED_HEADERS = {
-    "dnscutover.mailferry.io": ["NAME", "DOMAIN", "PHASE", "TARGET", "READY", "AGE"],
+    "dnscutover.mailferry.io": [
+        *("NAME", "DOMAIN", "PHASE", "TARGET", "READY"),
+        *("SWITCHED", "DRAIN-UNTIL", "AGE"),
+    ],
     "mailboxsync.mailferry.io": ["NAME", "SOURCE", "PHASE", "READY", "COPIED", "MESSAGES", "LAG", "AGE"],
     "mailmigration.mailferry.io": [
         "NAME",
@@ -73,6 +76,7 @@ EXPECTED_HEADERS = {
         *("NAME", "MIGRATION", "PHASE", "PENDING-APPROVALS"),
         *("SENT", "BOUNCED", "READY", "AGE"),
     ],
+    "sendingcutover.mailferry.io": ["NAME", "DOMAIN", "PHASE", "WEIGHT", "TARGET", "READY", "AGE"],
 }
 
 
