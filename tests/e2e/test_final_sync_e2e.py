@@ -57,12 +57,15 @@ def _status(kube: KubeAPI, namespace: str) -> dict[str, Any]:
     return dict(d.migration(kube, namespace, NAME).get("status") or {})
 
 
-def _held(kube: KubeAPI, namespace: str, reason: str, timeout: float = 60) -> dict[str, Any]:
-    """Wait until CutoverDrained has `reason`; the status then."""
+def _held(
+    kube: KubeAPI, namespace: str, reason: str, timeout: float = 60, saying: str = ""
+) -> dict[str, Any]:
+    """Wait until CutoverDrained has `reason` (and a message containing `saying`); the status then."""
 
     def check() -> dict[str, Any] | None:
         st = _status(kube, namespace)
-        return st if (d.condition({"status": st}, "CutoverDrained") or {}).get("reason") == reason else None
+        held = (d.condition({"status": st}, "CutoverDrained") or {}).get("reason") == reason
+        return st if held and saying in _why(st) else None
 
     return dict(d.wait_for(check, timeout, f"CutoverDrained {reason}"))
 
@@ -142,7 +145,8 @@ def test_mail_delivered_to_the_old_mx_during_the_drain_is_copied_before_complete
     kube.kubectl(
         "patch", "mailmigration", NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"complete":true}}'
     )
-    st = _held(kube, namespace, "WaitingForSwitch")
+    # the operator's next pass says so (the patch above is not seen at once)
+    st = _held(kube, namespace, "WaitingForSwitch", saying="complete: true waits")
     assert st["phase"] == "InSync" and "complete: true waits" in _why(st)
 
     # the switch, rolled back below Switched (fields cleared), waits again; then switched for good

@@ -106,10 +106,15 @@ async def validate(
         return status
     started = time.monotonic()
     sides_done: dict[str, int] = {}
+    refused: set[str] = set()
 
-    def progress(task: ProbeTask, _result: ProbeResult) -> None:
+    def progress(task: ProbeTask, result: ProbeResult) -> None:
+        # Only a mailbox whose both sides passed may start copying before the whole test ends: one that
+        # failed a side waits for the final verdict (a Job for it would fail the same way, or worse).
+        if not result.ok:
+            refused.add(task.mailbox)
         sides_done[task.mailbox] = sides_done.get(task.mailbox, 0) + 1
-        if sides_done[task.mailbox] == 2 and on_mailbox is not None:
+        if sides_done[task.mailbox] == 2 and task.mailbox not in refused and on_mailbox is not None:
             on_mailbox(task.mailbox)
 
     tasks: list[ProbeTask] = []

@@ -533,8 +533,13 @@ def test_semantically_bad_dnscutovers(
     print(f"\nall {len(cases)} settled {elapsed:.1f}s after creation")
     assert not failures, failures
     for c in cases:
-        obj = d.get(kube, "dnscutovers.mailferry.io", ns, c.name)
-        assert condition(obj, "Ready").get("status") == "False", c.name
+        # A stalled cutover retries on every gate pass: while a retry writes, Ready is Unknown (Reconciling)
+        # for a moment, so wait for Ready=False instead of reading it once.
+        def not_ready(name: str = c.name) -> dict[str, Any] | None:
+            got = d.get(kube, "dnscutovers.mailferry.io", ns, name)
+            return got if condition(got, "Ready").get("status") == "False" else None
+
+        obj = d.wait_for(not_ready, 30, f"{c.name}: Ready=False")
         assert powerdns.api_key not in str(obj.get("status")) and tsig.secret not in str(obj.get("status"))
     assert powerdns.answer(zone + ".", "MX") == old_mx  # nothing switched the zone's MX
     assert "Traceback" not in op.log.read_text(errors="replace")
