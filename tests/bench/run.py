@@ -381,7 +381,17 @@ the source's message count in every folder (`doveadm mailbox status`).
 """
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text + _other_sections(path))
+
+
+def _other_sections(path: Path) -> str:
+    """Sections other benchmarks own (from the first `<!-- name:begin -->` marker on), kept as they are."""
+    try:
+        existing = path.read_text()
+    except FileNotFoundError:
+        return ""
+    start = existing.find("\n<!-- ")
+    return existing[start:] if start >= 0 else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
