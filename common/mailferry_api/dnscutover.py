@@ -306,6 +306,25 @@ class GateStatus(ApiModel):
     held_seconds: int | None = Field(default=None, description="how long the gate has held the step")
 
 
+class RecordAttrs(ApiModel):
+    """What a provider keeps beside one record's value and TTL (Cloudflare), when not its default: a
+    record mailferry removed is re-created with them by a rollback. Records mailferry does not remove
+    keep theirs untouched, whatever the snapshot says."""
+
+    record: str = Field(max_length=4096)
+    """The record value (presentation format) these belong to."""
+    proxied: bool | None = None
+    """Cloudflare: the record is proxied."""
+    comment: str | None = Field(default=None, max_length=500)
+    """Cloudflare: the record's comment."""
+    tags: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=100)] = []
+    """Cloudflare: the record's tags (name:value)."""
+    settings: dict[str, bool] = {}
+    """Cloudflare: the record's settings (e.g. flatten_cname, ipv4_only)."""
+    auto_ttl: bool = False
+    """Cloudflare: the record's TTL is "automatic" (ttl 1, served as 300 s; `ttl` says 300)."""
+
+
 class RRset(ApiModel):
     name: str = Field(max_length=253)
     """Owner name."""
@@ -318,6 +337,9 @@ class RRset(ApiModel):
     record_ttls: Annotated[list[int], Field(max_length=64)] = []
     """One TTL per record, where the provider keeps them apart (Cloudflare) and they differ; empty: every
     record has `ttl`."""
+    record_attrs: Annotated[list[RecordAttrs], Field(max_length=64)] = []
+    """Per record, what the provider keeps beside its value (Cloudflare: proxied, comment, tags, settings,
+    automatic TTL), where not the default; empty for the other providers."""
 
 
 class RecordChange(ApiModel):
