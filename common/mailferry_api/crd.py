@@ -156,6 +156,7 @@ RESOURCES: tuple[Resource, ...] = (
             {"name": "Pending-Approvals", "type": "integer", "jsonPath": ".status.pendingApprovals"},
             {"name": "Sent", "type": "integer", "jsonPath": ".status.sent"},
             {"name": "Bounced", "type": "integer", "jsonPath": ".status.bounced"},
+            {"name": "Acknowledged", "type": "integer", "jsonPath": ".status.acknowledged"},
             _ready_column(),
             _AGE,
         ),

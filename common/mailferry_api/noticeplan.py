@@ -25,6 +25,7 @@ from .common import (
     kopf_status_field,
     list_map,
 )
+from .imap import ImapEndpoint
 
 # A cohort: the inventory's `cohort` column (a department, "pilot", shared-mailbox owners), else the batch.
 CohortName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", min_length=1, max_length=40)]
@@ -110,6 +111,29 @@ class Sending(ApiModel):
     )
 
 
+class Replies(ApiModel):
+    """The mailbox notices come back to. Its address is each notice's envelope sender (Return-Path: where
+    mail servers send delivery status notifications, RFC 3464) and, unless spec.replyTo is set, its
+    Reply-To (where people acknowledge by replying). The operator reads it over IMAP, read-only, new
+    messages only (by UID), and counts bounces and acknowledgements per cohort. The IMAP Secret must be
+    labelled mailferry.io/credentials=true, like every Secret the operator reads."""
+
+    address: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+$")
+    """The mailbox's address: envelope sender of every notice, and Reply-To unless spec.replyTo is set."""
+    imap: ImapEndpoint
+    """The IMAP server holding the mailbox, and how to log in (auth.secretRef)."""
+    username: str = Field(min_length=1, max_length=320)
+    """IMAP login of the mailbox."""
+    secret_key: SecretKey | None = None
+    """Secret key of the password (auth method password); default: the username with '@' as '_'."""
+    folder: str = Field(default="INBOX", min_length=1, max_length=255)
+    """Folder to read."""
+    max_message_bytes: int = Field(default=262144, ge=4096, le=10485760)
+    """Larger messages are not read (counted as unmatched): a bounce or a reply to a notice is small."""
+    max_per_run: int = Field(default=500, ge=1, le=10000)
+    """Messages read per run at most (the rest in the next runs)."""
+
+
 class NoticePlanSpec(ApiModel):
     """Notices to the people migrated: cohorts, templates, timing, SMTP, approved drafts."""
 
@@ -118,7 +142,9 @@ class NoticePlanSpec(ApiModel):
     cutover_ref: LocalObjectRef | None = Field(default=None, description="DnsCutover, for anchor `switch`")
     from_: str = Field(alias="from", min_length=3, max_length=320, description="From: 'Name <addr>'")
     reply_to: str | None = Field(default=None, max_length=320)
-    """Reply-To: address."""
+    """Reply-To: address (default: replies.address when replies is set)."""
+    replies: Replies | None = None
+    """The mailbox bounces and replies come back to: counted per cohort (bounced, acknowledged)."""
     templates_ref: LocalObjectRef = Field(description="ConfigMap with the templates")
     smtp: SmtpSubmission
     """How to send."""
@@ -159,7 +185,11 @@ class Draft(ApiModel):
     sent: int = 0
     """Sent."""
     bounced: int = 0
-    """Bounced."""
+    """Bounced: refused during the SMTP transaction, or later by a delivery status notification."""
+    acknowledged: int = 0
+    """Recipients who replied to it (once each)."""
+    awaiting_since: datetime | None = None
+    """Since when this hash waits for approval."""
     in_doubt: int = 0
     """Sends whose outcome is unknown (never repeated blindly)."""
     reason: str = Field(default="", max_length=128)
@@ -176,9 +206,38 @@ class CohortDelivery(ApiModel):
     sent: int = 0
     """Sent."""
     bounced: int = 0
-    """Bounced."""
+    """Bounced (during the SMTP transaction or later by a delivery status notification)."""
+    acknowledged: int = 0
+    """Recipients who replied (once per recipient and notice)."""
+    bounced_percent: str = Field(default="", max_length=8)
+    """bounced / (sent + bounced), e.g. 2.5%."""
+    acknowledged_percent: str = Field(default="", max_length=8)
+    """acknowledged / sent, e.g. 40.0%."""
     batch_started_at: datetime | None = None
     """When the current batch started."""
+
+
+class RepliesRead(ApiModel):
+    """Where reading spec.replies stands: the checkpoint (UIDVALIDITY and the last UID read) and what the
+    messages read were. Written with the plan's status after the ledgers, so a crash in between re-reads
+    messages whose effect is already in the ledger (idempotent: counts come from the ledger)."""
+
+    uid_validity: int | None = None
+    """UIDVALIDITY of the folder read."""
+    last_uid: int = 0
+    """Highest UID read."""
+    bounces: int = 0
+    """Delivery status notifications matched to a notice."""
+    acknowledgements: int = 0
+    """Replies matched to a notice and its recipient."""
+    auto_replies: int = 0
+    """Automatic replies (vacation, out of office): not acknowledgements."""
+    unmatched: int = 0
+    """Messages that match no notice (or are too large, or unreadable)."""
+    last_read_time: datetime | None = None
+    """When the folder was last read."""
+    error: str = Field(default="", max_length=256)
+    """Why the last read failed (empty: it worked)."""
 
 
 class NoticePlanStatus(ApiModel):
@@ -195,6 +254,10 @@ class NoticePlanStatus(ApiModel):
     """Notices sent."""
     bounced: int = 0
     """Notices bounced."""
+    acknowledged: int = 0
+    """Notices acknowledged by their recipient."""
+    replies: RepliesRead | None = None
+    """Reading spec.replies: checkpoint and counts."""
     drafts: Annotated[list[Draft], Field(max_length=MAX_DRAFTS)] = []
     """Rendered drafts, with their hashes and states."""
     cohorts: Annotated[list[CohortDelivery], Field(max_length=MAX_COHORTS)] = []

@@ -33,7 +33,7 @@ from ..mailmigration.durations import parse_duration
 from . import ledger, lookup, smtp
 from . import metrics as notice_metrics
 from .decide import Send
-from .message import build, message_id, sender
+from .message import build, envelope_sender, message_id, reply_to, sender
 from .observe import Observed
 
 log = logging.getLogger("mailferry.notices")
@@ -140,7 +140,7 @@ async def send(obs: Observed, books: Books, sends: list[Send]) -> Problem | None
     creds = await _credentials(books.namespace, obs)
     if isinstance(creds, Problem):
         return creds
-    from_header, envelope_from = sender(snap.spec.from_)
+    from_header, envelope_from = snap.spec.from_, envelope_sender(snap.spec)
     ca_file = settings.current().ca_file or None
     groups: dict[tuple[str, str], list[Send]] = {}
     for item in sends:
@@ -159,7 +159,7 @@ async def send(obs: Observed, books: Books, sends: list[Send]) -> Problem | None
                     item.address,
                     build(
                         from_header=from_header,
-                        reply_to=snap.spec.reply_to,
+                        reply_to=reply_to(snap.spec),
                         to=item.address,
                         subject=item.subject,
                         text=item.text,

@@ -24,12 +24,13 @@ from mailferry_api.noticeplan import (
     NoticePlanSpec,
     NoticePlanStatus,
     PlanPhase,
+    RepliesRead,
 )
 from mailferry_api.problems import Problem, ProblemError
 
 from ..mailmigration.durations import parse_duration
 from . import ledger
-from .message import message_id, sender
+from .message import message_id, reply_to, sender
 from .templates import check_header, render
 
 
@@ -55,6 +56,7 @@ class Snapshot:
     switched_at: datetime | None = None
     problem: Problem | None = None  # the plan cannot be worked on (migration or templates missing ...)
     delivery_problem: Problem | None = None  # drafts are fine but SMTP cannot be used (login, TLS ...)
+    replies: RepliesRead | None = None  # this run's reading of spec.replies (None: not read this run)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Plan:
 def draft_hash(
     notice: str, cohort: str, spec: NoticePlanSpec, subject: str, text: str, rcpts: list[str]
 ) -> str:
-    content = [notice, cohort, spec.from_, spec.reply_to or "", subject, text, sorted(rcpts)]
+    content = [notice, cohort, spec.from_, reply_to(spec) or "", subject, text, sorted(rcpts)]
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
@@ -128,7 +130,9 @@ def _facts(snap: Snapshot, cohort: str, people: int) -> dict[str, str]:
     }
 
 
-def _draft(notice: Notice, cohort: str, snap: Snapshot, budget: list[int]) -> tuple[Draft, list[Send]]:
+def _draft(
+    notice: Notice, cohort: str, snap: Snapshot, budget: list[int], old: Draft | None = None
+) -> tuple[Draft, list[Send]]:
     people = snap.members.get(cohort, [])
     base = Draft(notice=notice.name, cohort=cohort, state="Refused", recipients=len(people))
     where = f"notice {notice.name} for cohort {cohort}"
@@ -153,6 +157,8 @@ def _draft(notice: Notice, cohort: str, snap: Snapshot, budget: list[int]) -> tu
         sender(snap.spec.from_)
         if snap.spec.reply_to:
             sender(snap.spec.reply_to, "spec.replyTo")
+        if snap.spec.replies:
+            sender(snap.spec.replies.address, "spec.replies.address")
     except ProblemError as exc:
         return base.model_copy(update={"reason": exc.reason, "message": exc.message[:1024]}), []
     addresses = [p.address for p in people]
@@ -168,6 +174,7 @@ def _draft(notice: Notice, cohort: str, snap: Snapshot, budget: list[int]) -> tu
             "text": text,
             "sent": counts["sent"],
             "bounced": counts["bounced"],
+            "acknowledged": sum(1 for a in addresses if (e := book.get(a.lower())) and e.acked),
             "in_doubt": counts["intent"],
         }
     )
@@ -179,7 +186,10 @@ def _draft(notice: Notice, cohort: str, snap: Snapshot, budget: list[int]) -> tu
         message = f"approve hash {digest} (spec.approvedHashes) to send it" + (
             f"; not due yet: {why}" if why else ""
         )
-        return draft.model_copy(update={"state": "AwaitingApproval", "message": message}), []
+        # the clock of the approval-wait alert: it restarts only with a new hash
+        since = old.awaiting_since if old and old.hash == digest and old.awaiting_since else snap.now
+        update = {"state": "AwaitingApproval", "message": message, "awaiting_since": since}
+        return draft.model_copy(update=update), []
     if when is None or when > snap.now or snap.spec.suspend:
         reason = "suspended" if snap.spec.suspend else why or f"due at {when:%Y-%m-%d %H:%M:%S} UTC"
         return draft.model_copy(update={"state": "Scheduled", "message": reason}), []
@@ -205,6 +215,7 @@ def decide(snap: Snapshot) -> Plan:
         conditions=list(snap.previous.conditions),
         last_run_time=snap.now,
         cohorts=[],
+        replies=snap.replies or snap.previous.replies,
     )
     plan = Plan(status=status)
     if snap.problem is not None:
@@ -226,14 +237,15 @@ def decide(snap: Snapshot) -> Plan:
     before = {(d.notice, d.cohort): d for d in snap.previous.drafts}
     for notice in snap.spec.notices:
         for cohort in cohorts_of(notice, snap.members):
-            draft, sends = _draft(notice, cohort, snap, budget)
+            old = before.get((notice.name, cohort))
+            draft, sends = _draft(notice, cohort, snap, budget, old)
             status.drafts.append(draft)
             plan.sends += sends
-            old = before.get((draft.notice, draft.cohort))
             plan.events += _draft_events(draft, old)
     status.pending_approvals = sum(1 for d in status.drafts if d.state == "AwaitingApproval")
     status.sent = sum(d.sent for d in status.drafts)
     status.bounced = sum(d.bounced for d in status.drafts)
+    status.acknowledged = sum(d.acknowledged for d in status.drafts)
     status.cohorts = _cohort_delivery(snap, status.drafts)
     refused = next((d for d in status.drafts if d.state == "Refused" and d.reason != "CohortEmpty"), None)
     problem = Problem(refused.reason, refused.message) if refused else snap.delivery_problem
@@ -283,16 +295,26 @@ def _cohort_delivery(snap: Snapshot, drafts: list[Draft]) -> list[CohortDelivery
     out = []
     for cohort in sorted(snap.members):
         mine = [d for d in drafts if d.cohort == cohort]
+        sent, bounced = sum(d.sent for d in mine), sum(d.bounced for d in mine)
+        acknowledged = sum(d.acknowledged for d in mine)
         out.append(
             CohortDelivery(
                 cohort=cohort,
                 recipients=len(snap.members[cohort]),
-                sent=sum(d.sent for d in mine),
-                bounced=sum(d.bounced for d in mine),
+                sent=sent,
+                bounced=bounced,
+                acknowledged=acknowledged,
+                bounced_percent=percent(bounced, sent + bounced),
+                acknowledged_percent=percent(acknowledged, sent),
                 batch_started_at=snap.batch_started.get(cohort),
             )
         )
     return out
+
+
+def percent(part: int, whole: int) -> str:
+    """'12.5%' (one decimal: bounce thresholds sit at 2 and 5 %); empty when nothing was sent."""
+    return f"{100 * part / whole:.1f}%" if whole else ""
 
 
 def _condition_changed(previous: NoticePlanStatus, type_: str, reason: str) -> bool:

@@ -19,6 +19,7 @@ from .. import settings
 from .apply import Books, merged_books, send, settle_in_doubt, write_status
 from .decide import decide
 from .observe import observe
+from .replies import read as read_replies
 
 
 def _event(body: kopf.Body, type_: str, reason: str, message: str) -> None:
@@ -54,7 +55,10 @@ async def notice_plan_timer(
     books = Books(ns, name, uid, merged_books(obs.snapshot.ledgers), dict(obs.ledger_versions))
     try:
         await settle_in_doubt(obs, books)
-        snap = replace(obs.snapshot, ledgers=books.books)
+        # only with the ledgers observed: a plan stalled before reading them would match nothing and move
+        # the checkpoint past bounces and replies it never counted
+        replies = None if obs.snapshot.problem else await read_replies(obs, books)
+        snap = replace(obs.snapshot, ledgers=books.books, replies=replies)
         problem = None if snap.problem else await send(obs, books, decide(snap).sends)
     except KubeError as exc:
         # 409: another writer changed the ledger (a second operator?): stop; the intents written so far

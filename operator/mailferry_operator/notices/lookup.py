@@ -27,8 +27,9 @@ log = logging.getLogger("mailferry.notices")
 Found = Literal["found", "absent", "unknown"]
 
 
-class _ApiSecrets:
-    """Secret values through the operator's shared reader (one GET for overlapping reads)."""
+class OperatorSecrets:
+    """Secret values through the operator's shared reader (one GET for overlapping reads); a Secret without
+    the consent label reads as absent. Also used for the replies mailbox (replies.py)."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -53,7 +54,7 @@ async def _search(connector: Connector, msgid: str) -> bool:
 async def delivered(
     namespace: str, source: ImapEndpoint, destination: ImapEndpoint, entry: MailboxEntry, msgid: str
 ) -> Found:
-    secrets = _ApiSecrets(namespace)
+    secrets = OperatorSecrets(namespace)
     ca_file = settings.current().ca_file or None
     sides: list[tuple[Side, ImapEndpoint, str]] = [
         ("destination", destination, entry.destination or entry.source),

@@ -12,6 +12,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 
+from mailferry_api.noticeplan import NoticePlanSpec
+
 from .templates import HeaderInjection, check_header
 
 
@@ -27,6 +29,18 @@ def sender(from_header: str, where: str = "spec.from") -> tuple[str, str]:
     if address.count("@") != 1 or not address.split("@")[1] or any(c in address for c in " <>,;"):
         raise HeaderInjection(f"{where}: {from_header[:80]!r} is not 'Display Name <address@domain>'")
     return from_header, address
+
+
+def reply_to(spec: NoticePlanSpec) -> str | None:
+    """Where a recipient's reply goes: spec.replyTo, else the replies mailbox (acknowledgements are read
+    there), else nowhere special (their client answers From)."""
+    return spec.reply_to or (spec.replies.address if spec.replies else None)
+
+
+def envelope_sender(spec: NoticePlanSpec) -> str:
+    """MAIL FROM (the Return-Path, where mail servers send bounces): the replies mailbox when there is one,
+    so that delivery status notifications reach the mailbox the operator reads."""
+    return spec.replies.address if spec.replies else sender(spec.from_)[1]
 
 
 def build(
