@@ -397,7 +397,10 @@ class MtaStsStatus(ApiModel):
     """SHA-256 of the policy file."""
     longest_max_age_seconds: int = Field(default=0, description="the longest max_age ever published")
     enforce_cached_until: datetime | None = Field(
-        default=None, description="a sender may hold an enforce policy until then: _mta-sts stays"
+        default=None,
+        description="a sender may hold a policy it fetched (testing or enforce: the last one served, for "
+        "the longest max_age) until then: _mta-sts and a mode none policy stay until this instant, then "
+        "_mta-sts is deleted (RFC 8461 8.3)",
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import itertools
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,10 @@ def test_forward_to_enforced_then_rollback_to_planned(
         assert q(f"old1._domainkey.{zone}", "TXT") == ["v=DKIM1; k=rsa; p=OLDKEY"]  # old selector kept
         # MTA-STS enforce, id matches the served policy; TLS-RPT
         policy = mirror.fetch()
-        assert "mode: enforce" in policy and "mx: mx1.dest.test" in policy and "mx1.old.test" not in policy
+        assert "mode: enforce" in policy and "mx: mx1.dest.test" in policy
+        # the switch drains for an hour (spec.safety.drainMinimum): the old MX stay in the policy until then
+        drain_until = datetime.fromisoformat(st["drainUntil"].replace("Z", "+00:00"))
+        assert "mx: mx1.old.test" in policy and drain_until > datetime.now(UTC) + timedelta(minutes=30)
         assert q("_mta-sts." + zone, "TXT") == [f"v=STSv1; id={mtasts.policy_id(policy)}"]
         assert st["mtaSts"]["mode"] == "enforce" and st["mtaSts"]["id"] == mtasts.policy_id(policy)
         assert q("_smtp._tls." + zone, "TXT") == ["v=TLSRPTv1; rua=mailto:tlsrpt@reports.dest.test"]
@@ -183,6 +187,7 @@ def test_forward_to_enforced_then_rollback_to_planned(
         after = zone_rrsets(powerdns, zone)
         kept = after.pop(("_mta-sts." + zone, "TXT"))
         assert after == before
+
         def served_none() -> str | None:
             served = mirror.fetch()
             return served if "mode: none" in served else None

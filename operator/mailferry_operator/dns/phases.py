@@ -27,7 +27,17 @@ from mailferry_api.dnscutover import (
 
 from ..mtasts import policy as mtasts
 from . import dmarc, spf
-from .rrset import absent, fqdn, mx_hosts, record_ttls, rrset_equal, split_txt, txt_values, with_ttl
+from .rrset import (
+    absent,
+    fqdn,
+    mx_hosts,
+    record_digest,
+    record_ttls,
+    rrset_equal,
+    split_txt,
+    txt_values,
+    with_ttl,
+)
 
 Key = tuple[str, str]
 
@@ -75,8 +85,13 @@ class Inputs:
     originals: dict[Key, RRset]
     dkim: list[DkimRecord] = field(default_factory=list)
     current: dict[Key, RRset | None] = field(default_factory=dict)
-    # an MTA-STS policy was published once: below Staged a `mode: none` policy is served under its own id
+    # an MTA-STS policy was published and a sender may still hold one: below Staged a `mode: none` policy is
+    # served under its own id (False again once every policy a sender could cache has expired)
     mta_sts_published: bool = False
+    # the switch has drained (status.drainUntil passed): the old MX leave the MTA-STS policy
+    drained: bool = False
+    # the `_mta-sts` TXT value mailferry published last, once no policy a sender holds can need it: deleted
+    mta_sts_retired: str | None = None
 
     @property
     def names(self) -> Names:
@@ -127,8 +142,9 @@ def _lowered_sources(inp: Inputs) -> list[RRset]:
 
 
 def mta_sts_policy(inp: Inputs, phase: str, stage: int) -> str | None:
-    """The policy served in `phase`. Below Staged, once one was published: `mode: none` listing every MX
-    (RFC 8461 §8.3), so a sender holding a cached policy fetches one that lets mail through."""
+    """The policy served in `phase`. Below Staged, once one was published and until every policy a sender
+    may hold has expired: `mode: none` listing every MX (RFC 8461 §8.3), so a sender holding a cached
+    policy fetches one that lets mail through. From Switched on, the old MX stay listed until the drain."""
     cfg = inp.spec.records.mta_sts
     if cfg is None or not cfg.enabled:
         return None
@@ -138,10 +154,14 @@ def mta_sts_policy(inp: Inputs, phase: str, stage: int) -> str | None:
         hosts = [m.host for m in inp.spec.records.mx] + mx_hosts(inp.original(inp.names.apex, "MX"))
         return mtasts.render("none", hosts, cfg.max_age_seconds)
     new = cfg.mx or [m.host.rstrip(".").lower() for m in inp.spec.records.mx]
+    # Senders whose cache still holds the old MX deliver there until the switch has drained: a policy
+    # without the old MX would make an enforcing sender refuse them, so they leave only after the drain.
+    switched = phase_index(phase) >= phase_index("Switched")
+    old = [] if switched and inp.drained else mx_hosts(inp.original(inp.names.apex, "MX"))
     if phase == "Enforced":
         last = stage >= inp.stages() - 1
-        return mtasts.render("enforce", new, cfg.enforced_max_age_seconds if last else cfg.max_age_seconds)
-    old = mx_hosts(inp.original(inp.names.apex, "MX"))
+        age = cfg.enforced_max_age_seconds if last else cfg.max_age_seconds
+        return mtasts.render("enforce", [*new, *old], age)
     return mtasts.render("testing", [*new, *old], cfg.max_age_seconds)
 
 
@@ -178,7 +198,18 @@ def keep_foreign(rrset: RRset, current: RRset | None, domain: str) -> RRset:
         return rrset  # nobody else changed it: exactly as wanted (per-record TTLs included)
     mine = [r for r, v in zip(rrset.records, txt_values(rrset), strict=True) if ours(v)]
     ttl = rrset.ttl if rrset.records else current.ttl
-    return RRset(name=rrset.name, type=rrset.type, ttl=ttl, records=foreign + mine)
+    records = foreign + mine
+    # A value `rrset` has keeps its own TTL (Cloudflare keeps one per record) and its provider attributes.
+    own = {record_digest(rrset.type, r): t for r, t in zip(rrset.records, record_ttls(rrset), strict=True)}
+    ttls = [own.get(record_digest(rrset.type, r), ttl) for r in records]
+    return RRset(
+        name=rrset.name,
+        type=rrset.type,
+        ttl=ttls[0] if ttls else ttl,
+        records=records,
+        record_ttls=ttls if rrset.record_ttls and len(set(ttls)) > 1 else [],
+        record_attrs=rrset.record_attrs,
+    )
 
 
 def desired(inp: Inputs, phase: str, stage: int = 0) -> dict[Key, RRset]:
@@ -195,6 +226,11 @@ def _desired(inp: Inputs, phase: str, stage: int) -> dict[Key, RRset]:
     below_staged = mta_sts_policy(inp, phase, stage)
     if below_staged is not None and idx < phase_index("Staged"):
         out[(n.mta_sts, "TXT")] = _txt(n.mta_sts, spec.ttl.lowered, [mtasts.txt_value(below_staged)])
+    elif inp.mta_sts_retired is not None and idx < phase_index("Staged"):
+        # the snapshot that knew `_mta-sts` before the cutover is gone: take out only the value written
+        now = inp.current.get((n.mta_sts, "TXT")) or absent(n.mta_sts, "TXT")
+        kept = [r for r, v in zip(now.records, txt_values(now), strict=True) if v != inp.mta_sts_retired]
+        out[(n.mta_sts, "TXT")] = RRset(name=n.mta_sts, type="TXT", ttl=now.ttl, records=kept)
     if idx == 0:
         return out
     enforced = phase == "Enforced"

@@ -4,6 +4,7 @@ the MTA-STS ConfigMap, DNS through the provider, metrics; and the Events at the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -156,13 +157,20 @@ def _gate_metrics(lbl: dict[str, str], phase: str, gates: list[GateStatus]) -> N
             )
 
 
-async def run(live: Live, spec: DnsCutoverSpec, decision: dc.Decision) -> list[dc.Event]:
-    """Carry out the decision's actions in order; returns the Events they add (a key really created)."""
+async def run(
+    live: Live,
+    spec: DnsCutoverSpec,
+    decision: dc.Decision,
+    saved: Callable[[DnsCutoverStatus], None] = lambda _: None,
+) -> list[dc.Event]:
+    """Carry out the decision's actions in order; returns the Events they add (a key really created).
+    `saved` hears of each status stored, so a failure after it ends the reconcile from that status."""
     lbl = labels(live.namespace, live.name, spec)
     events: list[dc.Event] = []
     for action in decision.actions:
         if isinstance(action, dc.SaveStatus):
             await save_status(live.namespace, live.name, action.status)
+            saved(action.status)
         elif isinstance(action, dc.WriteRRset):
             rr = action.rrset
             await live.provider.replace(rr)

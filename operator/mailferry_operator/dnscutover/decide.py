@@ -12,7 +12,12 @@ The actions come in the order that makes a crash at any point safe; apply.py run
   nothing twice, and gates that already passed are not evaluated again (the phase was saved).
 
 A managed record that differs once its phase was fully written is drift: reported (condition, Event,
-metric) and not written back unless spec.safety.drift says "revert"; a spec change is no drift.
+metric) and not written back unless spec.safety.drift says "revert"; a spec change is no drift, nor is
+what the clock changes: the MTA-STS policy without the old MX once the switch has drained, `_mta-sts`
+deleted once every policy a sender may cache has expired (RFC 8461 §8.3).
+
+A retry of the generation a problem stalled stays Stalled (Ready=False) while it runs, whatever it saves
+on the way: Ready does not flap to Unknown on every retry; Reconciling is for progress, not for retries.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ def step(snap: sn.Snapshot) -> Decision:
     if sn.rolling_back(spec, snap.status):
         return _dry_rollback(s) if spec.dry_run else _rollback(s)
     if not spec.dry_run:
+        _clock_changed(s)
         if _drifted(s):
             return s.done(again=False)
         if _converge(s, phase, snap.stage):
@@ -89,6 +95,29 @@ def _stamp(s: Draft) -> None:
             "Switched",
             f"the new MX is served by every nameserver; drain until {st.drain_until.isoformat()}",
         )
+
+
+def _retrying(s: Draft) -> bool:
+    """This step belongs to a retry of the generation a problem (not a gate) stalled: Stalled stays True
+    until a reconcile ends without the problem (frame.settled), so Ready stays False meanwhile."""
+    c = get_condition(s.snap.status.conditions, "Stalled")
+    same = s.snap.status.observed_generation == s.snap.generation
+    return same and c is not None and c.status == "True" and c.reason != "GateFailed"
+
+
+def _clock_changed(s: Draft) -> None:
+    """The clock changed the MTA-STS policy the phase serves (the switch drained: the old MX leave it;
+    every policy a sender may hold expired: `_mta-sts` goes). Planned, not drift: written again."""
+    was = s.status.mta_sts
+    if was is None:
+        return
+    policy = ph.mta_sts_policy(s.inputs(), s.snap.phase, s.snap.stage)
+    if policy is None:
+        moved = sn.mta_sts_expired(s.status, s.snap.now)
+    else:
+        moved = mtasts.policy_sha256(policy) != was.policy_sha256
+    if moved:
+        s.status.records_written = False
 
 
 def _drifted(s: Draft) -> bool:
@@ -154,7 +183,9 @@ def _toward(s: Draft, nxt: DnsPhase, nstage: int) -> Decision:
         s.cond("GatesPassed", "False", "GateFailed", message)
         s.cond("Paused", "False", "GateFailed", "")
         return s.done(again=False)
-    s.cond("Stalled", "False", "AsExpected", "")
+    retrying = _retrying(s)
+    if not retrying:
+        s.cond("Stalled", "False", "AsExpected", "")
     if outcome != "Passed":
         reason = "GatesInconclusive" if outcome == "Inconclusive" else "WaitingForGates"
         s.cond("Paused", "True", reason, message)
@@ -177,7 +208,8 @@ def _toward(s: Draft, nxt: DnsPhase, nstage: int) -> Decision:
     changes = f"{label}: {len(plan.changes)} change(s)" + (f"; held by {held}" if held else "")
     s.history(phase, nxt, "Advanced" if nstage == 0 else "DmarcStage", changes)
     s.cond("RolledBack", "False", "Advanced", "")
-    s.cond("Reconciling", "True", "Progressing", f"writing the records of {label}")
+    if not retrying:
+        s.cond("Reconciling", "True", "Progressing", f"writing the records of {label}")
     s.event("Normal", "PhaseChanged", f"{phase} -> {label}: {len(plan.changes)} record change(s)")
     if nstage == 0:
         s.actions.append(CountTransition("forward"))
@@ -223,19 +255,22 @@ def _converge(s: Draft, phase: DnsPhase, stage: int) -> int:
 
 
 def _mta_sts(s: Draft, phase: DnsPhase, stage: int) -> None:
+    """Serve `phase`'s policy; status.mtaSts keeps the longest max_age and enforceCachedUntil: a sender
+    that fetched any policy but `mode: none` (served until now, or from now) may hold it for that long."""
     cfg = s.spec.records.mta_sts
+    before = s.status.mta_sts
     policy = ph.mta_sts_policy(s.inputs(), phase, stage)
     if cfg is None or policy is None:
+        if before is not None and sn.mta_sts_expired(s.status, s.snap.now):
+            s.status.mta_sts = None  # nothing a sender holds can refer to it: `_mta-sts` is deleted now
         return
-    s.actions.append(PublishMtaSts(cfg.policy_config_map or f"{s.snap.name}-mta-sts", policy))
     fields = mtasts.parse(policy)
     mode = fields.get("mode", ["none"])[0]
-    max_age = int(fields.get("max_age", ["0"])[0])
-    before = s.status.mta_sts
-    longest = max(max_age, before.longest_max_age_seconds if before else 0)
+    longest = max(int(fields.get("max_age", ["0"])[0]), before.longest_max_age_seconds if before else 0)
     cached = before.enforce_cached_until if before else None
-    if mode == "enforce":  # a sender that fetched it may hold it for max_age from now
-        cached = max(cached or s.snap.now, s.snap.now + timedelta(seconds=max_age))
+    if mode != "none" or (before is not None and before.mode != "none"):
+        # the longest max_age, not this policy's: an older one fetched with a longer max_age still holds
+        cached = max(cached or s.snap.now, s.snap.now + timedelta(seconds=longest))
     s.status.mta_sts = MtaStsStatus(
         id=mtasts.policy_id(policy),
         mode=mode,
@@ -243,6 +278,9 @@ def _mta_sts(s: Draft, phase: DnsPhase, stage: int) -> None:
         longest_max_age_seconds=longest,
         enforce_cached_until=cached,
     )
+    if mode != "none" and (before is None or before.policy_sha256 != s.status.mta_sts.policy_sha256):
+        s.save()  # until when it may be cached is stored before any sender can fetch it
+    s.actions.append(PublishMtaSts(cfg.policy_config_map or f"{s.snap.name}-mta-sts", policy))
 
 
 # ------------------------------------------------------------------------------------- rollback
@@ -282,7 +320,9 @@ def _rollback(s: Draft) -> Decision:
     written = s.write(_restore(s, snap)) if snap is not None else 0
     s.status.snapshots = [x for x in s.status.snapshots if x.phase != phase]
     s.status.phase = to
-    s.cond("Reconciling", "True", "RollingBack", f"rolling back from {phase} toward {s.spec.target_phase}")
+    if not _retrying(s):
+        toward = f"rolling back from {phase} toward {s.spec.target_phase}"
+        s.cond("Reconciling", "True", "RollingBack", toward)
     s.status.phase_entered_at = s.snap.now
     s.status.dmarc_stage = None
     s.status.gates = []

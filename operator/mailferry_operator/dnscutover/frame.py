@@ -73,7 +73,7 @@ def finish(
     status: DnsCutoverStatus, spec: DnsCutoverSpec, generation: int, had_problem: bool
 ) -> DnsCutoverStatus:
     """Conditions at the end of a reconcile; Ready the Flux way: Stalled, then Reconciling (a step is
-    being written), then GatesPassed (False while the next step waits for its gates)."""
+    being written; never while stalled), then GatesPassed (False while the next step waits for its gates)."""
     out = status.model_copy(deep=True)
     phase = out.phase or "Planned"
     done = sn.next_step(spec, out) is None and not sn.rolling_back(spec, out)
@@ -86,6 +86,10 @@ def finish(
         cond("Stalled", "False", "AsExpected", "")
         cond("Paused", "False", "AtTarget", "")
         cond("Reconciling", "False", "AtTargetPhase", f"{phase} is in place")
+    elif had_problem:
+        # stalled: retried on the next pass, which is no progress (Ready stays False, never Unknown)
+        stalled = get_condition(out.conditions, "Stalled")
+        cond("Reconciling", "False", stalled.reason if stalled else "Stalled", "retried on the next pass")
     elif waiting is not None and waiting.status == "True":
         # nothing is being written: the cutover waits (gates, drift, dry run), and Ready says for what
         cond("Reconciling", "False", waiting.reason, waiting.message)

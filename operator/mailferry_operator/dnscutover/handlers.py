@@ -72,7 +72,15 @@ async def reconcile(namespace: str, name: str, body: Any) -> None:
                 snap = await observe.observe(live, spec, status, generation, annotations)
                 decision = step(snap)
                 events += decision.events
-                events += await apply.run(live, spec, decision)
+
+                def stored(st: DnsCutoverStatus) -> None:
+                    # A write that fails after this ends the reconcile from what the API server holds: the
+                    # status from before the step would undo a phase already saved (and the next retry
+                    # would take the step, its snapshot and its Event again).
+                    nonlocal status
+                    status = st
+
+                events += await apply.run(live, spec, decision, stored)
                 status = decision.status
                 if not decision.again:
                     break

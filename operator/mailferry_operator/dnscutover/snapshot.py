@@ -24,6 +24,7 @@ from ..dns import dkim as dkimlib
 from ..dns import phases as ph
 from ..dns.rrset import rrset_equal
 from ..gates import evaluate as ev
+from ..mtasts import policy as mtasts
 
 APPROVAL_ANNOTATION = "mailferry.io/approved-phase"
 
@@ -199,13 +200,24 @@ def inputs(
     cur = snap.current if current is None else current
     st = snap.status if status is None else status
     records, _, _ = dkim_records(snap.spec, snap.name, snap.dkim_secrets)
+    expired = mta_sts_expired(st, snap.now)
     return ph.Inputs(
         spec=snap.spec,
         originals=ph.originals_from(st.snapshots, cur),
         dkim=records,
         current=cur,
-        mta_sts_published=st.mta_sts is not None,
+        mta_sts_published=st.mta_sts is not None and not expired,
+        drained=st.drain_until is not None and snap.now >= st.drain_until,
+        mta_sts_retired=mtasts.txt_of(st.mta_sts.id) if expired and st.mta_sts is not None else None,
     )
+
+
+def mta_sts_expired(status: DnsCutoverStatus, now: datetime) -> bool:
+    """Only `mode: none` is served and every policy a sender may have fetched before it has expired
+    (status.mtaSts.enforceCachedUntil passed): `_mta-sts` may go (RFC 8461 §8.3). Unknown is not expired."""
+    m = status.mta_sts
+    until = m.enforce_cached_until if m is not None else None
+    return m is not None and m.mode == "none" and until is not None and now >= until
 
 
 def skipped(spec: DnsCutoverSpec, gate: str) -> bool:

@@ -36,7 +36,12 @@ def policy_sha256(policy: str) -> str:
 
 
 def txt_value(policy: str) -> str:
-    return f"v=STSv1; id={policy_id(policy)}"
+    return txt_of(policy_id(policy))
+
+
+def txt_of(policy_id: str) -> str:
+    """The `_mta-sts` TXT value announcing the policy with that id."""
+    return f"v=STSv1; id={policy_id}"
 
 
 def parse(text: str) -> dict[str, list[str]]:

@@ -120,6 +120,9 @@ def test_enforced_stages_dmarc_and_restores_ttls() -> None:
     apex = txt_values(s0[(D, "TXT")])
     assert "v=spf1 include:spf.dest.test -all" in apex and "google-site-verification=abc" in apex
     assert all(r.ttl == 3600 for r in s0.values() if r.records)
+    assert "mx: mx.old.test" in (ph.mta_sts_policy(inp, "Enforced", 0) or "")  # the switch not drained yet
+    inp.drained = True
+    s0, s2 = ph.desired(inp, "Enforced", 0), ph.desired(inp, "Enforced", 2)
     p0, p2 = ph.mta_sts_policy(inp, "Enforced", 0), ph.mta_sts_policy(inp, "Enforced", 2)
     assert p0 is not None and "mode: enforce" in p0 and "mx.old.test" not in p0 and "max_age: 86400" in p0
     assert p2 is not None and "max_age: 604800" in p2

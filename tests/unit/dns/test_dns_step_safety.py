@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from test_dns_step import OLD_MX, OLD_TXT, T0, D, World, cond, kinds, spec
 
-from mailferry_api.dnscutover import RRset
+from mailferry_api.conditions import get_condition
+from mailferry_api.dnscutover import DnsCutoverStatus, RRset
 from mailferry_operator.dns.rrset import rrset_equal, txt_values
-from mailferry_operator.dnscutover import decide
+from mailferry_operator.dnscutover import decide, frame
 from mailferry_operator.dnscutover import draft as dc
 from mailferry_operator.dnscutover import snapshot as sn
 from mailferry_operator.gates import evaluate as ev
@@ -205,3 +207,143 @@ def test_mta_sts_rollback_serves_mode_none_under_a_new_id_and_keeps_the_txt() ->
         if "WriteRRset" in order and "PublishMtaSts" in order:
             assert order.index("PublishMtaSts") < order.index("WriteRRset")
     assert "WriteRRset" not in kinds(decide.step(w.snapshot()))  # at Planned the kept TXT is no drift
+
+
+# ----------------------------------------------------------------- a stalled retry does not flap
+@pytest.mark.parametrize(
+    ("generation", "stalled_by", "ready_while_writing"),
+    [
+        (1, "ConfigMapConflict", {"False"}),  # the same generation retried: Stalled, Ready=False throughout
+        (2, "ConfigMapConflict", {"Unknown"}),  # a new spec makes progress: Reconciling, Ready=Unknown
+        (1, "GateFailed", {"Unknown"}),  # the gate that stalled it passed: progress
+    ],
+)
+def test_a_stalled_retry_keeps_ready_false_while_it_writes(
+    generation: int, stalled_by: str, ready_while_writing: set[str]
+) -> None:
+    w = World(spec(targetPhase="Staged", records={**RECORDS, "mtaSts": {}}))
+    w.zone = {(D, "MX"): OLD_MX, (D, "TXT"): OLD_TXT}
+    w.run(steps=1)  # TTLLowered
+    stalled, _ = frame.problem(w.status, stalled_by, "ConfigMap cut-mta-sts is another object's", 1, T0)
+    w.status = frame.finish(stalled, w.spec, 1, had_problem=True)
+    assert cond(w.status, "Ready") == ("False", stalled_by) and cond(w.status, "Reconciling")[0] == "False"
+    d = decide.step(w.snapshot(generation=generation))  # the retry advances to Staged, then its write fails
+    saves = [a.status for a in d.actions if isinstance(a, dc.SaveStatus)]
+    assert saves and saves[0].phase == "Staged"
+    assert {cond(st, "Ready")[0] for st in saves} == ready_while_writing
+    if ready_while_writing == {"False"}:
+        assert all(cond(st, "Stalled") == ("True", stalled_by) for st in saves)
+        assert all(get_condition(st.conditions, "Reconciling").status != "True" for st in saves)  # type: ignore[union-attr]
+    # the handler ends it from the last saved status: Stalled again, Ready False, phase kept
+    again, _ = frame.problem(
+        saves[-1], stalled_by, "ConfigMap cut-mta-sts is another object's", generation, T0
+    )
+    end = frame.finish(again, w.spec, generation, had_problem=True)
+    assert (
+        end.phase == "Staged" and cond(end, "Ready")[0] == "False" and cond(end, "Reconciling")[0] == "False"
+    )
+
+
+# ---------------------------------------------------- the old MX leave MTA-STS after the drain only
+def _switched_with_mta_sts(target: str = "Switched") -> World:
+    records = {**RECORDS, "mtaSts": {"maxAgeSeconds": 86400}}
+    w = World(spec(targetPhase=target, records=records))
+    w.zone = {(D, "MX"): OLD_MX, (D, "TXT"): OLD_TXT}
+    w.run(steps=40, **ALL_SEEN)
+    assert w.status.phase == target and w.status.drain_until is not None
+    return w
+
+
+def _policies(ds: list[dc.Decision]) -> list[str]:
+    return [a.policy for d in ds for a in d.actions if isinstance(a, dc.PublishMtaSts)]
+
+
+@pytest.mark.parametrize(
+    ("after_drain", "old_mx_listed"),
+    [(timedelta(seconds=-1), True), (timedelta(0), False), (timedelta(days=3), False)],
+)
+@pytest.mark.parametrize("target", ["Switched", "Enforced"])
+def test_the_old_mx_leave_the_mta_sts_policy_once_the_switch_drained(
+    target: str, after_drain: timedelta, old_mx_listed: bool
+) -> None:
+    w = _switched_with_mta_sts(target)
+    mta = w.status.mta_sts
+    assert mta is not None and w.status.drain_until is not None
+    txt = w.zone[("_mta-sts." + D, "TXT")]
+    assert txt is not None and txt_values(txt) == [f"v=STSv1; id={mta.id}"]
+    w.now = w.status.drain_until + after_drain
+    ds = w.run(**ALL_SEEN)
+    assert w.status.drifted == [] and cond(w.status, "Drifted")[0] == "False"  # the clock is no drift
+    mta_now = w.status.mta_sts
+    assert mta_now is not None and (mta_now.id == mta.id) is old_mx_listed
+    policy = _policies(ds)[-1]
+    assert ("mx: mx.old.test" in policy) is old_mx_listed and "mx: mx1.dest.test" in policy
+    assert mtasts.policy_id(policy) == mta_now.id
+    txt = w.zone[("_mta-sts." + D, "TXT")]
+    assert txt is not None and txt_values(txt) == [f"v=STSv1; id={mta_now.id}"]  # the TXT id follows
+    if not old_mx_listed:
+        d = next(d for d in ds if any(isinstance(a, dc.WriteRRset) for a in d.actions))
+        # (the phase's snapshot may first gain the TXT) the policy's expiry stored, served, announced
+        assert (
+            kinds(d)[-3:] == ["SaveStatus", "PublishMtaSts", "WriteRRset"]
+            and kinds(d).count("WriteRRset") == 1
+        )
+        assert "WriteRRset" not in kinds(decide.step(w.snapshot(**ALL_SEEN)))  # written once
+
+
+# ------------------------------------------- `_mta-sts` stays while a sender may hold a policy
+@pytest.mark.parametrize(
+    ("left", "longest"),
+    [("Enforced", 604800), ("Switched", 86400), ("Staged", 86400)],
+)
+def test_mta_sts_stays_until_every_policy_a_sender_may_hold_expired(left: str, longest: int) -> None:
+    records = {**RECORDS, "mtaSts": {"maxAgeSeconds": 86400}}
+    w = World(spec(targetPhase=left, records=records))
+    w.zone = {(D, "MX"): OLD_MX, (D, "TXT"): OLD_TXT}
+    w.run(steps=40, **ALL_SEEN)
+    w.now += timedelta(hours=5)  # the last policy served is served until the rollback
+    w.spec = spec(targetPhase="Planned", records=records)
+    rolled_at = w.now
+    w.run(steps=40)
+    name = "_mta-sts." + D
+    mta = w.status.mta_sts
+    assert w.status.phase == "Planned" and mta is not None and mta.mode == "none"
+    assert mta.longest_max_age_seconds == longest
+    until = mta.enforce_cached_until
+    assert until is not None and rolled_at <= until - timedelta(seconds=longest) <= w.now  # from the rollback
+    for at, kept in (
+        (until - timedelta(seconds=1), True),
+        (until, False),
+        (until + timedelta(days=1), False),
+    ):
+        probe = World(w.spec, zone=dict(w.zone), status=w.status.model_copy(deep=True), now=at)
+        ds = probe.run()
+        assert (probe.zone.get((name, "TXT")) is not None) is kept, at
+        assert (probe.status.mta_sts is not None) is kept and probe.status.drifted == []
+        assert not _policies(ds) or kept  # nothing new is published once it went
+        if not kept:
+            assert rrset_equal(probe.zone[(D, "MX")], OLD_MX) and probe.zone[(D, "TXT")] == OLD_TXT
+            # a crash after the delete, before the status: the next step only forgets it
+            crashed = World(w.spec, zone=dict(probe.zone), status=w.status.model_copy(deep=True), now=at)
+            d = decide.step(crashed.snapshot())
+            assert "WriteRRset" not in kinds(d) and d.status.mta_sts is None
+
+
+def test_the_expiry_is_stored_before_a_sender_can_fetch_a_policy() -> None:
+    """Each policy published is, by then, in a stored status with until when it may be cached."""
+    records = {**RECORDS, "mtaSts": {"maxAgeSeconds": 86400}}
+    w = World(spec(targetPhase="Enforced", records=records))
+    w.zone = {(D, "MX"): OLD_MX, (D, "TXT"): OLD_TXT}
+    stored: DnsCutoverStatus | None = None
+    published = 0
+    for d in w.run(steps=40, **ALL_SEEN):
+        for a in d.actions:
+            if isinstance(a, dc.SaveStatus):
+                stored = a.status
+            elif isinstance(a, dc.PublishMtaSts):
+                published += 1
+                assert stored is not None and stored.mta_sts is not None
+                assert stored.mta_sts.policy_sha256 == mtasts.policy_sha256(a.policy)
+                assert stored.mta_sts.enforce_cached_until is not None
+        stored = d.status  # the handler stores it at the end of the reconcile
+    assert published >= 4  # testing at Staged and Switched, enforce at each DMARC stage
