@@ -29,6 +29,12 @@ approval_wait = Gauge(
     [*_NP, "notice", "cohort"],
     registry=REGISTRY,
 )
+replies_failing = Gauge(
+    "mailferry_notice_replies_failing",
+    "1 while the last read of the replies mailbox (spec.replies) failed (status.replies.error)",
+    _NP,
+    registry=REGISTRY,
+)
 messages = Counter(
     "mailferry_notice_messages",
     "Notice messages handed to SMTP submission, by outcome (sent, bounced, retry, doubt)",
@@ -55,6 +61,8 @@ def waited(draft: Draft, now: datetime) -> float:
 
 def update(namespace: str, name: str, status: NoticePlanStatus) -> None:
     pending_approvals.labels(namespace, name).set(status.pending_approvals)
+    if status.replies is not None:
+        replies_failing.labels(namespace, name).set(1 if status.replies.error else 0)
     now = datetime.now(UTC)
     current: set[tuple[str, str]] = set()
     for d in status.drafts:

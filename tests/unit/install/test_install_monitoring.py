@@ -18,6 +18,10 @@ import yaml
 
 from mailferry_operator import metrics
 from mailferry_operator.espevents import metrics as esp_metrics
+from mailferry_operator.notices import metrics as notice_metrics
+
+# the notices' metrics live on the operator's registry once their module is imported (the operator does)
+assert notice_metrics.recipients is not None
 
 ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD = ROOT / "deploy" / "grafana" / "mailferry.json"
@@ -159,6 +163,7 @@ def test_dashboard_is_grafana_dashboard_json() -> None:
             for var in re.findall(r"\$(\w+)", t["expr"]):
                 assert var in variables or var.startswith("__"), f"unknown variable ${var}"
     wanted = ["by phase", "Messages copied", "Bytes", "lag", "fail", "Gate", "DNS phase timeline"]
+    wanted += ["Notices sent, bounced, acknowledged", "awaiting approval", "Notice bounce rate"]
     for w in wanted:
         assert any(w.lower() in t.lower() for t in titles), f"no panel about {w!r}"
 
@@ -226,6 +231,8 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
     gate = {**dcl, "phase": "Switched", "gate": "in-sync", "type": "syncLag"}
     sc = 'namespace="mail",sendingcutover="acme",domain="acme.example",stream="transactional"'
     scl = {"namespace": "mail", "sendingcutover": "acme", "domain": "acme.example", "stream": "transactional"}
+    np = 'namespace="mail",noticeplan="acme",notice="announce"'
+    npl = {"namespace": "mail", "noticeplan": "acme", "notice": "announce"}
     tests = {
         "rule_files": [str(rules_file)],
         "evaluation_interval": "1m",
@@ -274,6 +281,32 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                         'reason="bad_signature"}',
                         "values": "0+10x40",
                     },
+                    # sales: 3 of 30 bounced (10 %); pilot: 2 of 5 (40 %, but too few to mean anything)
+                    {
+                        "series": f'mailferry_notice_recipients{{{np},cohort="sales",state="bounced"}}',
+                        "values": "0 0 3x30",
+                    },
+                    {
+                        "series": f'mailferry_notice_recipients{{{np},cohort="sales",state="sent"}}',
+                        "values": "0 0 27x30",
+                    },
+                    {
+                        "series": f'mailferry_notice_recipients{{{np},cohort="pilot",state="bounced"}}',
+                        "values": "0 0 2x30",
+                    },
+                    {
+                        "series": f'mailferry_notice_recipients{{{np},cohort="pilot",state="sent"}}',
+                        "values": "0 0 3x30",
+                    },
+                    # a due draft waiting one more minute every minute
+                    {
+                        "series": f'mailferry_notice_approval_wait_seconds{{{np},cohort="pilot"}}',
+                        "values": "0+60x260",
+                    },
+                    {
+                        "series": 'mailferry_notice_replies_failing{namespace="mail",noticeplan="acme"}',
+                        "values": "0 1x40",
+                    },
                 ],
                 "alert_rule_test": [
                     fires("20m", "MailferryMigrationStalled", mml),
@@ -300,6 +333,12 @@ def test_alerts_fire_in_promtool_scenarios(rules_file: Path, tmp_path: Path) -> 
                     silent("1m", "MailferrySendingHardStop"),
                     fires("5m", "MailferrySendingStepBack", scl),
                     silent("50m", "MailferrySendingStepBack"),
+                    fires("20m", "MailferryNoticeBounceRateHigh", {**npl, "cohort": "sales"}),
+                    silent("10m", "MailferryNoticeBounceRateHigh"),
+                    fires("250m", "MailferryNoticeApprovalOverdue", {**npl, "cohort": "pilot"}),
+                    silent("200m", "MailferryNoticeApprovalOverdue"),
+                    fires("35m", "MailferryNoticeRepliesUnread", {"namespace": "mail", "noticeplan": "acme"}),
+                    silent("20m", "MailferryNoticeRepliesUnread"),
                     fires(
                         "30m",
                         "MailferryEspWebhooksRejected",
