@@ -1,5 +1,5 @@
-"""Gmail labels -> one home folder and keywords (pure). Not wired into the sync engine yet (issue 15):
-this is the decision the engine will take per X-GM-MSGID once it fetches X-GM-LABELS.
+"""Gmail labels -> one home folder and keywords (pure): the decision the Gmail source views (views.py,
+source.py) take per X-GM-MSGID from its X-GM-LABELS.
 
 A Gmail message has one X-GM-MSGID and any number of labels; IMAP shows it once per label folder and once
 more in `[Gmail]/All Mail`. mailferry copies it once, into its home folder, chosen by this priority:

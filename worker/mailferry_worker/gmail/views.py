@@ -1,0 +1,162 @@
+"""Gmail as a source, the pure part: which folders the engine sees, and which messages each one holds.
+
+Gmail stores a message once (`[Gmail]/All Mail`, \\All) and shows it again in every label folder, each
+time under another UID. Copying the label folders copies a message once per label; copying them with a
+filter ("only where its home is this folder") duplicates a message whose labels change between rounds
+(it reappears under a new UID in its new home) and loses one whose home moves to a folder already past
+it. So mailferry copies from All Mail only, where a message keeps one UID for life, and shows the engine
+one *view* per home folder: ``INBOX``, each user label, ``Sent`` (\\Sent), ``Drafts`` (\\Drafts) and
+``Archive`` (\\Archive, All Mail only), each holding the All Mail UIDs whose home (place.py) it is.
+
+Every view shares All Mail's UIDVALIDITY and UIDs, and every checkpoint is an All Mail UID: a message is
+copied when the view of its home passes its UID, once, and a later label change moves no checkpoint
+(so copies nothing again; the copy stays where it was placed). Within one run the homes come from one
+snapshot of X-GM-LABELS (all views see the same decision); a run resumed after a crash takes a new one,
+so a message whose labels changed between the crash and the restart may be placed by its new labels
+(a view already past its UID skips it: docs/providers.md says so). Spam, Trash and other `[Gmail]/…`
+folders that are not views of All Mail stay real folders (the gmail preset excludes them by default).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mailferry_imap.client import FolderInfo
+
+from .place import Placement, place
+
+INBOX, SENT, DRAFTS, ARCHIVE = "INBOX", "Sent", "Drafts", "Archive"
+# Gmail system folders that are views of All Mail (labels or flags), replaced by mailferry's own views.
+_COVERED = {"\\all", "\\sent", "\\drafts", "\\flagged", "\\important"}
+
+
+@dataclass(frozen=True)
+class GmailLayout:
+    all_mail: str
+    delimiter: str
+    labels: tuple[str, ...]  # user label folders (each also a view)
+    kept: tuple[FolderInfo, ...]  # real folders passed through as they are (Spam, Trash, Chats)
+
+    def view_names(self) -> set[str]:
+        return {INBOX, SENT, DRAFTS, ARCHIVE, *self.labels}
+
+
+def layout(folders: Sequence[FolderInfo]) -> GmailLayout | None:
+    """The Gmail layout of a LIST; None when there is no \\All folder (then folders are copied as such)."""
+    all_mail = next((f for f in folders if "\\all" in {x.lower() for x in f.flags}), None)
+    if all_mail is None:
+        return None
+    delim = all_mail.delimiter or "/"
+    parent = all_mail.name.rsplit(delim, 1)[0] if delim in all_mail.name else None
+    labels: list[str] = []
+    kept: list[FolderInfo] = []
+    for f in folders:
+        attrs = {x.lower() for x in f.flags}
+        if f.name.upper() == INBOX:
+            continue
+        if parent is not None and (f.name == parent or f.name.startswith(parent + delim)):
+            if not attrs & _COVERED:
+                kept.append(f)
+        elif f.selectable:
+            labels.append(f.name)
+    return GmailLayout(all_mail.name, delim, tuple(sorted(labels)), tuple(kept))
+
+
+def view_folders(lay: GmailLayout) -> list[FolderInfo]:
+    """What the engine lists: the views (with the special-use attribute that maps them) and kept folders."""
+
+    def view(name: str, *attrs: str) -> FolderInfo:
+        return FolderInfo(name, name, lay.delimiter, {"\\HasNoChildren", *attrs})
+
+    out = [view(INBOX)]
+    out += [view(lb) for lb in lay.labels if lb not in (SENT, DRAFTS, ARCHIVE)]
+    out += [view(SENT, "\\Sent"), view(DRAFTS, "\\Drafts"), view(ARCHIVE, "\\Archive")]
+    return out + list(lay.kept)
+
+
+def view_of(p: Placement) -> str | None:
+    """The view (folder the engine sees) a message belongs to; None: not copied (Spam/Trash labels)."""
+    if p.home is None or p.home in ("spam", "trash"):
+        return None
+    return {"inbox": INBOX, "sent": SENT, "drafts": DRAFTS, "archive": ARCHIVE}.get(p.home) or p.label
+
+
+@dataclass
+class Snapshot:
+    """All Mail at one moment: each UID's view and the flags its labels add. Memory: a few ints per
+    message (tuples of extra flags are shared between messages with the same labels)."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int | None
+    _view: dict[int, int] = field(default_factory=dict)  # UID -> index in _names
+    _names: list[str] = field(default_factory=list)
+    _extra: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    _shared: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, uid: int, labels: Iterable[str]) -> None:
+        p = place(labels)
+        name = view_of(p)
+        if name is None:
+            self.skipped[p.skip_reason or "GmailSkipped"] += 1
+            return
+        if name not in self._names:
+            self._names.append(name)
+        self._view[uid] = self._names.index(name)
+        self.counts[name] += 1
+        extra = p.flags + p.keywords
+        if extra:
+            self._extra[uid] = self._shared.setdefault(extra, extra)
+
+    def holds(self, view: str, uid: int) -> bool:
+        i = self._view.get(uid)
+        return i is not None and self._names[i] == view and uid < self.uidnext
+
+    def extra_flags(self, uid: int) -> tuple[str, ...]:
+        return self._extra.get(uid, ())
+
+    def count(self, view: str, uid_set: str) -> int:
+        ranges = parse_uid_set(uid_set, self.uidnext - 1)
+        return sum(1 for uid in self._uids(view) if any(lo <= uid <= hi for lo, hi in ranges))
+
+    def _uids(self, view: str) -> Iterable[int]:
+        if view not in self._names:
+            return ()
+        i = self._names.index(view)
+        return (u for u, j in self._view.items() if j == i)
+
+
+def with_extra(flags: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
+    """A message's flags plus those its labels add (no duplicates, case-insensitive, order kept)."""
+    seen = {f.lower() for f in flags}
+    return (*flags, *(e for e in extra if e.lower() not in seen))
+
+
+def parse_uid_set(uid_set: str, top: int) -> list[tuple[int, int]]:
+    """``1:5,7,9:*`` -> [(1, 5), (7, 7), (9, top)] (``*`` is the highest UID; reversed ranges turned)."""
+    out: list[tuple[int, int]] = []
+    for part in uid_set.split(","):
+        lo_s, _, hi_s = part.partition(":")
+        lo = top if lo_s == "*" else int(lo_s)
+        hi = lo if not hi_s else (top if hi_s == "*" else int(hi_s))
+        out.append((min(lo, hi), max(lo, hi)))
+    return out
+
+
+__all__ = [
+    "ARCHIVE",
+    "DRAFTS",
+    "INBOX",
+    "SENT",
+    "GmailLayout",
+    "Snapshot",
+    "layout",
+    "parse_uid_set",
+    "view_folders",
+    "view_of",
+    "with_extra",
+]
