@@ -3,7 +3,13 @@
 A change batch is transactional, so one UPSERT (or one DELETE naming the current values)
 replaces an RRset atomically. Route 53 answers PENDING and propagates to its nameservers afterwards
 (usually within 60 s): replace() returns only once GetChange says INSYNC, so the next phase's gates
-start from a change every Route 53 nameserver has."""
+start from a change every Route 53 nameserver has.
+
+mailferry writes simple record sets only (Name, Type, one TTL, ResourceRecords). A record set at a name and
+type it manages that is anything else - an alias (AliasTarget), one of several with a routing policy
+(SetIdentifier with Weight, Region, Failover, GeoLocation, MultiValueAnswer, CidrRoutingConfig,
+GeoProximityLocation), one with a HealthCheckId or made by a traffic policy - cannot be written back as it
+was, so get() refuses it (RecordSetNotManageable) and nothing at that name and type is ever changed."""
 
 from __future__ import annotations
 
@@ -41,6 +47,44 @@ def _find(el: ET.Element, path: str) -> ET.Element | None:
 
 def _findall(el: ET.Element, path: str) -> list[ET.Element]:
     return el.findall(path.replace("{ns}", "{" + NS + "}"))
+
+
+def _text(el: ET.Element, path: str) -> str | None:
+    found = _find(el, path)
+    return found.text if found is not None else None
+
+
+def _is(el: ET.Element, name: str, rtype: str, tags: tuple[str, str] = ("Name", "Type")) -> bool:
+    """`el` is at name/type: a ResourceRecordSet, or (tags NextRecordName/NextRecordType) where a
+    truncated listing goes on."""
+    n, t = _text(el, "{ns}" + tags[0]), _text(el, "{ns}" + tags[1])
+    return bool(n) and fqdn(_unescape_name(n or "")) == name and t == rtype
+
+
+# The elements of a simple record set: what change_batch_xml writes back.
+SIMPLE = {"Name", "Type", "TTL", "ResourceRecords"}
+NEXT = ("NextRecordName", "NextRecordType")
+LIST_PAGE = 100
+MAX_PAGES = 10
+_POLICIES = {
+    "AliasTarget": "an alias record",
+    "Weight": "weighted",
+    "Region": "latency-based",
+    "Failover": "failover",
+    "GeoLocation": "geolocation",
+    "GeoProximityLocation": "geoproximity",
+    "CidrRoutingConfig": "IP-based",
+    "MultiValueAnswer": "multivalue answer",
+    "TrafficPolicyInstanceId": "made by a traffic policy",
+    "HealthCheckId": "health-checked",
+}
+
+
+def _what(extra: list[str], count: int) -> str:
+    """The record set's kind in words, e.g. "weighted (2 record sets: SetIdentifier, Weight)"."""
+    kinds = [_POLICIES[e] for e in extra if e in _POLICIES] or ["not a simple record set"]
+    sets = f"{count} record sets" if count > 1 else "1 record set"
+    return f"{' and '.join(kinds)} ({sets}: {', '.join(extra[:6])})"
 
 
 def change_batch_xml(action: str, rrset: RRset) -> bytes:
@@ -140,26 +184,50 @@ class Route53Provider:
                 f"route53: hosted zone {self.hosted_zone_id} is {name_el.text}, not {self.zone}",
             )
 
+    async def _record_sets(self, name: str, rtype: str) -> list[ET.Element]:
+        """Every record set named `name` of type `rtype` (several with a routing policy), page by page."""
+        found: list[ET.Element] = []
+        params = {"name": name, "type": rtype, "maxitems": str(LIST_PAGE)}
+        for _ in range(MAX_PAGES):
+            root = await self._call(
+                "GET",
+                f"/2013-04-01/hostedzone/{self.hosted_zone_id}/rrset",
+                f"ListResourceRecordSets {name} {rtype}",
+                params=params,
+            )
+            found += [
+                rrs
+                for rrs in _findall(root, ".//{ns}ResourceRecordSets/{ns}ResourceRecordSet")
+                if _is(rrs, name, rtype)
+            ]
+            if _text(root, "{ns}IsTruncated") != "true" or not _is(root, name, rtype, NEXT):
+                break  # the listing went past name/type
+            params = {"name": name, "type": rtype, "maxitems": str(LIST_PAGE)}
+            if ident := _text(root, "{ns}NextRecordIdentifier"):
+                params["identifier"] = ident
+        return found
+
     async def get(self, name: str, rtype: str) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
-        root = await self._call(
-            "GET",
-            f"/2013-04-01/hostedzone/{self.hosted_zone_id}/rrset",
-            f"ListResourceRecordSets {name} {rtype}",
-            params={"name": name, "type": rtype, "maxitems": "1"},
-        )
-        for rrs in _findall(root, ".//{ns}ResourceRecordSets/{ns}ResourceRecordSet"):
-            n_el, t_el, ttl_el = _find(rrs, "{ns}Name"), _find(rrs, "{ns}Type"), _find(rrs, "{ns}TTL")
-            if n_el is None or t_el is None or not n_el.text:
-                continue
-            if fqdn(_unescape_name(n_el.text)) != name or t_el.text != rtype:
-                continue
-            values = [v.text or "" for v in _findall(rrs, "{ns}ResourceRecords/{ns}ResourceRecord/{ns}Value")]
-            if not values:
-                return None
-            ttl = int(ttl_el.text) if ttl_el is not None and ttl_el.text else 0
-            return RRset(name=name, type=rtype, ttl=ttl, records=values)
-        return None
+        found = await self._record_sets(name, rtype)
+        for rrs in found:
+            extra = sorted({el.tag.split("}")[-1] for el in rrs} - SIMPLE)
+            if extra:
+                raise ProviderError(
+                    "RecordSetNotManageable",
+                    f"route53: {name} {rtype} is {_what(extra, len(found))}: mailferry writes simple "
+                    "record sets only and leaves this one untouched; make it one simple record set (or take "
+                    "the name out of the DnsCutover) to go on",
+                )
+        if not found:
+            return None
+        rrs = found[0]
+        values = [v.text or "" for v in _findall(rrs, "{ns}ResourceRecords/{ns}ResourceRecord/{ns}Value")]
+        if not values:
+            return None
+        ttl_el = _find(rrs, "{ns}TTL")
+        ttl = int(ttl_el.text) if ttl_el is not None and ttl_el.text else 0
+        return RRset(name=name, type=rtype, ttl=ttl, records=values)
 
     async def replace(self, rrset: RRset) -> None:
         name, rtype = fqdn(rrset.name), rrset.type.upper()
