@@ -98,7 +98,9 @@ Options = TypeVar("Options", bound=SyncOptions)
 
 def with_presets(options: Options, source: ImapEndpoint, destination: ImapEndpoint) -> Options:
     """`options` with both sides' presets applied: folder exclusions, the size limit (an explicit
-    maxMessageBytes wins) and connections capped by either side's limit."""
+    maxMessageBytes wins), connections capped by either side's limit, and no deletion mirroring from a
+    source with labels (Gmail: a message leaving a label folder was relabelled, not deleted, and the
+    worker copies it from All Mail once; mirroring would remove the copy)."""
     src, dst = effective_limits(source, "source"), effective_limits(destination, "destination")
     size = options.max_message_bytes or _smallest(src.max_message_bytes, dst.max_message_bytes)
     connections = _smallest(options.connections_per_mailbox, src.max_connections, dst.max_connections)
@@ -107,6 +109,7 @@ def with_presets(options: Options, source: ImapEndpoint, destination: ImapEndpoi
             "folders": effective_folders(options.folders, source),
             "max_message_bytes": size,
             "connections_per_mailbox": connections or options.connections_per_mailbox,
+            "deletions": "keep" if preset(source).labels else options.deletions,
         }
     )
 

@@ -121,6 +121,13 @@ def test_presets_keep_the_spec_type_and_the_rest_of_it() -> None:
     assert kept == ("keep", 45_000_000, "a@example.org")
 
 
+def test_no_deletion_mirroring_from_a_source_with_labels() -> None:
+    mirror = SyncOptions(deletions="mirror")
+    assert with_presets(mirror, endpoint("gmail"), endpoint()).deletions == "keep"
+    assert with_presets(mirror, endpoint(), endpoint("gmail")).deletions == "mirror"
+    assert with_presets(mirror, endpoint("microsoft365"), endpoint()).deletions == "mirror"
+
+
 def test_unknown_provider_is_refused() -> None:
     with pytest.raises(ValueError, match="provider"):
         endpoint("yahoo")
