@@ -193,17 +193,20 @@ async def test_rfc2136_prerequisite_protects_a_concurrent_change(powerdns: Power
 
 async def test_disabled_records_survive_a_change_and_its_rollback(powerdns: PowerDNS) -> None:
     """A record someone disabled in PowerDNS is not served, so mailferry neither reads nor owns it: the
-    lowered/changed RRset and the restored one keep it, disabled, byte for byte."""
+    lowered/changed RRset and the restored one keep it, disabled, byte for byte; and the RRset's comments
+    (PowerDNS keeps them per RRset: a REPLACE without `comments` leaves them) stay as they were."""
     zone = new_zone(powerdns)
     txt = powerdns.api("GET", f"/zones/{zone}")["rrsets"]
     apex = next(r for r in txt if r["name"] == zone and r["type"] == "TXT")
     apex["records"].append({"content": '"old-verification=disabled"', "disabled": True})
+    apex["comments"] = [{"content": "verification strings: ask IT", "account": "it-team"}]
     powerdns.api("PATCH", f"/zones/{zone}", {"rrsets": [{**apex, "changetype": "REPLACE"}]})
 
-    def raw() -> list[tuple[str, bool]]:
+    def raw() -> list[tuple[str, bool | str]]:
         rrsets = powerdns.api("GET", f"/zones/{zone}")["rrsets"]
         found = next(r for r in rrsets if r["name"] == zone and r["type"] == "TXT")
-        return sorted((r["content"], r["disabled"]) for r in found["records"])
+        comments = [(c["content"], c["account"]) for c in found.get("comments", [])]
+        return sorted((r["content"], r["disabled"]) for r in found["records"]) + sorted(comments)
 
     before = raw()
     prov = PowerDnsProvider(powerdns.api_url, powerdns.api_key, zone, retry=FAST)
@@ -214,6 +217,7 @@ async def test_disabled_records_survive_a_change_and_its_rollback(powerdns: Powe
             snapshot.model_copy(update={"ttl": 60, "records": ['"v=spf1 include:x.test -all"']})
         )
         assert ('"old-verification=disabled"', True) in raw()
+        assert ("verification strings: ask IT", "it-team") in raw()
         assert powerdns.answer(zone, "TXT") == ["v=spf1 include:x.test -all"]
         await prov.replace(snapshot)
         assert raw() == before

@@ -1,4 +1,8 @@
-"""PowerDNS Authoritative REST API: one PATCH with changetype REPLACE/DELETE per RRset (atomic)."""
+"""PowerDNS Authoritative REST API: one PATCH with changetype REPLACE/DELETE per RRset (atomic).
+
+Beside the served records PowerDNS keeps disabled records and comments per RRset: replace() keeps the
+disabled ones as they are and never sends `comments`, which a REPLACE then leaves untouched, so both
+survive every change and its rollback (a DELETE, of an RRset mailferry created, drops its comments)."""
 
 from __future__ import annotations
 

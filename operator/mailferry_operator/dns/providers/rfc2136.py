@@ -4,6 +4,11 @@ One UPDATE message per RRset: a prerequisite that the RRset is exactly what was 
 §2.4.2 value-dependent "RRset exists", or §2.4.3 "RRset does not exist"), then delete + add.
 The server applies the whole message or none of it, so an RRset is never half-replaced and a
 concurrent change makes the prerequisite fail instead of being overwritten (we re-read and retry).
+
+DNS UPDATE sees only what is served. A server that keeps more per RRset loses it when the RRset is
+rewritten: PowerDNS rebuilds an updated RRset from its enabled records, so its disabled records and its
+comments in that RRset are gone after a change (seen on PowerDNS 4.x; the PowerDNS API provider keeps
+both, see tests/integration/dns/test_dns_providers_powerdns.py). Use provider.type powerdns there.
 """
 
 from __future__ import annotations
