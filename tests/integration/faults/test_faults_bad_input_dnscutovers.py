@@ -532,15 +532,33 @@ def test_semantically_bad_dnscutovers(
             failures.append((c.name, got))
     print(f"\nall {len(cases)} settled {elapsed:.1f}s after creation")
     assert not failures, failures
-    for c in cases:
-        # A stalled cutover retries on every gate pass: while a retry writes, Ready is Unknown (Reconciling)
-        # for a moment, so wait for Ready=False instead of reading it once.
-        def not_ready(name: str = c.name) -> dict[str, Any] | None:
-            got = d.get(kube, "dnscutovers.mailferry.io", ns, name)
-            return got if condition(got, "Ready").get("status") == "False" else None
+    # A stalled cutover is retried on every gate pass: Ready stays False through the retries, never
+    # Unknown while one runs. Sampled until each case was seen retried twice (a new lastError time or gate
+    # evaluation), every sample Ready=False.
+    names = {c.name for c in cases}
+    marks: dict[str, list[tuple[str, str]]] = {n: [] for n in names}
+    flaps: list[tuple[str, dict[str, Any]]] = []
+    samples = 0
 
-        obj = d.wait_for(not_ready, 30, f"{c.name}: Ready=False")
-        assert powerdns.api_key not in str(obj.get("status")) and tsig.secret not in str(obj.get("status"))
+    def retried_twice() -> bool:
+        nonlocal samples
+        samples += 1
+        for item in d.get(kube, "dnscutovers.mailferry.io", ns)["items"]:
+            n, st = item["metadata"]["name"], item.get("status") or {}
+            if n not in names:
+                continue
+            if condition(item, "Ready").get("status") != "False":
+                flaps.append((n, condition(item, "Ready")))
+            assert powerdns.api_key not in str(st) and tsig.secret not in str(st)
+            gates = max((g.get("lastEvaluated") or "" for g in st.get("gates") or []), default="")
+            mark = ((st.get("lastError") or {}).get("time") or "", gates)
+            if not marks[n] or marks[n][-1] != mark:
+                marks[n].append(mark)
+        return all(len(m) >= 3 for m in marks.values())
+
+    d.wait_for(retried_twice, 120, "every bad DnsCutover retried twice")
+    print(f"Ready sampled {samples} times across >= 2 retries of each: {len(flaps)} sample(s) not False")
+    assert flaps == [], flaps[:5]
     assert powerdns.answer(zone + ".", "MX") == old_mx  # nothing switched the zone's MX
     assert "Traceback" not in op.log.read_text(errors="replace")
     assert op.alive(), "the operator died"
