@@ -132,6 +132,8 @@ class Replies(ApiModel):
     """Larger messages are not read (counted as unmatched): a bounce or a reply to a notice is small."""
     max_per_run: int = Field(default=500, ge=1, le=10000)
     """Messages read per run at most (the rest in the next runs)."""
+    interval: Duration = "1m"
+    """How often the mailbox is read (each read is an IMAP login)."""
 
 
 class NoticePlanSpec(ApiModel):

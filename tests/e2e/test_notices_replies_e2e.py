@@ -107,6 +107,7 @@ def test_bounces_and_acknowledgements_counted_per_cohort_once(
         "username": REPLIES,
         "secretKey": "password",
         "maxMessageBytes": MAX_BYTES,
+        "interval": "1s",
         "imap": {
             "host": sub.dovecot.host,
             "port": sub.dovecot.port,

@@ -23,6 +23,7 @@ from mailferry_imap.wire import MessageMeta
 
 from .. import settings
 from ..kube import client as kube
+from ..mailmigration.durations import parse_duration
 from . import inbound
 from . import metrics as notice_metrics
 from .apply import Books
@@ -108,13 +109,17 @@ async def _read(
 
 async def read(obs: Observed, books: Books) -> RepliesRead | None:
     """Read new messages of spec.replies into `books` (written here) and return the new status.replies.
-    None without spec.replies. A mailbox that cannot be read keeps the checkpoint and says why in `error`."""
+    None without spec.replies, or when it was read less than spec.replies.interval ago. A mailbox that
+    cannot be read keeps the checkpoint and says why in `error`."""
     snap = obs.snapshot
     cfg = snap.spec.replies
     if cfg is None:
         return None
     before = snap.previous.replies or RepliesRead()
     now = datetime.now(UTC).replace(microsecond=0)
+    last = before.last_read_time
+    if last is not None and (now - last).total_seconds() < parse_duration(cfg.interval):
+        return None  # read recently: status keeps the previous checkpoint
     refused = await _permitted(books.namespace, cfg)
     if refused:
         return before.model_copy(update={"error": refused[:256], "last_read_time": now})

@@ -74,7 +74,7 @@ EXPECTED_HEADERS = {
     ],
     "noticeplan.mailferry.io": [
         *("NAME", "MIGRATION", "PHASE", "PENDING-APPROVALS"),
-        *("SENT", "BOUNCED", "READY", "AGE"),
+        *("SENT", "BOUNCED", "ACKNOWLEDGED", "READY", "AGE"),
     ],
     "sendingcutover.mailferry.io": ["NAME", "DOMAIN", "PHASE", "WEIGHT", "TARGET", "READY", "AGE"],
 }
