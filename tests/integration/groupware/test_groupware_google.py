@@ -186,7 +186,7 @@ def test_google_errors_are_problems_without_the_token(status: int, reason: str) 
     async def go() -> DavError:
         with respx.mock() as router:
             router.get(f"{API}/users/me/calendarList").respond(status, json={"error": {"message": TOKEN}})
-            src = GoogleCalendar(_Bearer())
+            src = GoogleCalendar(_Bearer(), retries=0)  # 429/503 are retried after Retry-After otherwise
             try:
                 await src.list_home("calendars", "")
             except DavError as exc:

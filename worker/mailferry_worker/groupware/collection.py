@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from mailferry_api.groupware import CollectionCheckpoint, Groupware, ItemError
 
 from . import items as it
+from .cloud import Destination, Source
 from .dav import Collection, DavClient, DavError, SyncTokenInvalid
-from .google import GoogleCalendar
 from .plan import (
     Plan,
     destination_name,
@@ -31,7 +31,7 @@ from .protocol import SUFFIX
 
 CHUNK = 50
 PUT_CONCURRENCY = 4
-PERMANENT_ITEM_REASONS = {"UidConflict", "ItemTooLarge", "DavRequestRejected"}
+PERMANENT_ITEM_REASONS = {"UidConflict", "ItemTooLarge", "DavRequestRejected", "ComponentNotSupported"}
 
 
 def now() -> datetime:
@@ -40,8 +40,8 @@ def now() -> datetime:
 
 @dataclass
 class CollectionSync:
-    src: DavClient | GoogleCalendar
-    dst: DavClient
+    src: Source
+    dst: Destination
     source: Collection
     dest: Collection
     ckpt: CollectionCheckpoint
@@ -117,8 +117,12 @@ class CollectionSync:
             self.noop = True
             return
         src_fp = await self._fingerprints(src, self.source.url, list(listing))
-        dst_fp = await self._fingerprints(
-            self.dst, self.dest.url, [destination_name(n, SUFFIX[self.kind]) for n in listing]
+        dst_fp = (  # a cloud destination re-writes every item of a changed listing (found by name: no double)
+            await self._fingerprints(
+                self.dst, self.dest.url, [destination_name(n, SUFFIX[self.kind]) for n in listing]
+            )
+            if isinstance(self.dst, DavClient)
+            else {}
         )
         by_dest = {n: dst_fp.get(destination_name(n, SUFFIX[self.kind])) for n in listing}
         todo = plan_by_content(
@@ -146,10 +150,13 @@ class CollectionSync:
             # Items missing from `fetched` were deleted on the source since the listing: the next
             # round's token says so. PUTs overlap (parsing here, storing there); a chunk ends whole.
             lanes = asyncio.Semaphore(PUT_CONCURRENCY)
-            async with asyncio.TaskGroup() as tg:
-                for name in chunk:
-                    if name in fetched:
-                        tg.create_task(self._put_in(lanes, name, fetched[name].data))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for name in chunk:
+                        if name in fetched:
+                            tg.create_task(self._put_in(lanes, name, fetched[name].data))
+            except ExceptionGroup as group:  # a failed write: the runner wants the problem, not the group
+                raise group.exceptions[0] from None
             if track_resume:
                 self.ckpt.resume_after = chunk[-1]
             self.ckpt.pending = max(0, self.ckpt.pending - len(chunk))
@@ -171,14 +178,26 @@ class CollectionSync:
         if why:
             c.unsupported += 1
             return self._item_error(name, facts.uid, why, f"the destination cannot hold this item ({why})")
+        url = self.dest_url(name)
         try:
-            created = await self.dst.put(self.kind, self.dest_url(name), data)
+            created = await self.dst.put(self.kind, url, data)
         except DavError as exc:
             if exc.transient or exc.reason not in PERMANENT_ITEM_REASONS:
                 raise
-            c.failed += 1
+            if exc.reason == "ComponentNotSupported":
+                c.unsupported += 1
+            else:
+                c.failed += 1
             return self._item_error(name, facts.uid, exc.reason, exc.message)
+        except ValueError as exc:  # a cloud side's mapping could not read what items.facts accepted
+            c.failed += 1
+            return self._item_error(name, facts.uid, "BadItem", f"{type(exc).__name__}: {str(exc)[:300]}")
         c.copied += 1
+        lost = self.dst.take_lost(url) if hasattr(self.dst, "take_lost") else []
+        if lost:  # copied, but not whole: say what the destination could not hold, per item
+            self._item_error(
+                name, facts.uid, "PartiallyCopied", "not held by the destination: " + "; ".join(lost)
+            )
         if created and c.mode == "syncToken" and c.sync_token:
             c.items += 1  # a delta's new item (a first copy and ETag mode count the listing)
 

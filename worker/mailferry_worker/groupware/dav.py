@@ -13,7 +13,7 @@ from mailferry_api.groupware import CollectionKind
 from mailferry_api.problems import ProblemError
 
 from . import protocol as p
-from .plan import Changes
+from .plan import Changes, destination_name
 
 MULTIGET_CHUNK = 200
 
@@ -55,10 +55,11 @@ class Collection:
     supports_sync: bool = False
     components: set[str] = field(default_factory=set)
     create_props: dict[str, str] = field(default_factory=dict)
+    key: str | None = None  # a cloud API's collection id (its URLs all end in /events or /contacts)
 
     @property
     def name(self) -> str:
-        return p.basename(self.url)
+        return self.key or p.basename(self.url)
 
 
 @dataclass
@@ -230,6 +231,10 @@ class DavClient:
                     name = p.basename(r.href)
                     out[name] = Item(name, r.text(p.tag("d:getetag")), data)
         return out
+
+    def destination_url(self, kind: CollectionKind, home: str, source: Collection) -> str:
+        """A new destination collection: in the destination's home, under the source collection's name."""
+        return home.rstrip("/") + "/" + destination_name(source.name, "") + "/"
 
     @staticmethod
     def member_url(collection_url: str, name: str) -> str:

@@ -1,7 +1,7 @@
-"""Google Calendar (API v3) as a contacts/calendars source, with the surface CollectionSync uses of a
-DavClient (list_home/discover, changes, fetch), so the same planner, checkpoints and kill -9 guarantees
-apply. Shapes as documented: calendarList.list, events.list with syncToken/nextSyncToken/nextPageToken
-(410 Gone: the token expired, list everything again), events.list?iCalUID= for one series.
+"""Google Calendar (API v3) as a calendars source and destination, with the surface CollectionSync uses of a
+DavClient (cloud.py), so the same planner, checkpoints and kill -9 guarantees apply. Shapes as documented:
+calendarList.list, events.list with syncToken/nextSyncToken/nextPageToken (410 Gone: the token expired,
+list everything again), events.list?iCalUID= for one series, events.import/update/instances.
 
 One destination resource per iCalUID: the master event, its modified instances as overrides with
 RECURRENCE-ID, its cancelled instances as EXDATE (what a CalDAV server expects, RFC 4791 §4.1).
@@ -11,6 +11,7 @@ not return per event) becomes no VALARM; `responseStatus` maps to PARTSTAT; atta
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -21,7 +22,11 @@ import httpx
 
 from mailferry_api.groupware import CollectionKind
 
-from .dav import Collection, DavError, Item, SyncTokenInvalid
+from .api import ApiClient, Sleep
+from .cardmap import NAME_KEY
+from .cloud import CloudSide, split_member
+from .dav import Collection, DavError, Item
+from .eventmap import google_series
 from .plan import Changes
 
 GOOGLE_CALENDAR_API = "https://www.googleapis.com/calendar/v3"
@@ -130,8 +135,11 @@ def series_to_ical(events: Iterable[dict[str, Any]]) -> str | None:
     return str(cal.to_ical().decode())
 
 
-class GoogleCalendar:
-    """The signed-in user's calendars as collections; `url` is the calendar's events endpoint."""
+class GoogleCalendar(CloudSide):
+    """The signed-in user's calendars as collections (`url`: the calendar's events endpoint), as a source
+    (events.list with syncToken, one iCalendar object per iCalUID) and as a destination (events.import
+    keeps the iCalUID; modified instances via events.instances?originalStart + events.update; cancelled
+    ones are EXDATE lines in the master's recurrence, so they never exist on Google)."""
 
     def __init__(
         self,
@@ -139,72 +147,32 @@ class GoogleCalendar:
         base_url: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 4,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.base_url = (base_url or GOOGLE_CALENDAR_API).rstrip("/")
-        self.http = httpx.AsyncClient(auth=auth, timeout=timeout, transport=transport)
-        self.requests = 0
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-    async def _get(self, url: str, params: dict[str, str], what: str) -> dict[str, Any]:
-        self.requests += 1
-        try:
-            resp = await self.http.get(url, params=params, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise DavError(f"{what}: {type(exc).__name__}", "GoogleUnreachable", transient=True) from None
-        if resp.status_code == 410:
-            raise SyncTokenInvalid(f"{what}: the sync token expired (410 Gone)")
-        if resp.status_code in (401, 403) and b"rateLimitExceeded" not in resp.content:
-            raise DavError(
-                f"{what}: HTTP {resp.status_code} (check the OAuth2 grant)", "AuthenticationFailed"
-            )
-        if resp.status_code in (403, 429) or resp.status_code >= 500:
-            raise DavError(f"{what}: HTTP {resp.status_code}", "GoogleThrottled", transient=True)
-        if resp.status_code != 200:
-            raise DavError(f"{what}: HTTP {resp.status_code}", "GoogleRequestRejected")
-        try:
-            body = resp.json()
-        except ValueError:
-            raise DavError(f"{what}: the answer is not JSON", "GoogleProtocolError") from None
-        if not isinstance(body, dict):
-            raise DavError(f"{what}: the answer is not a JSON object", "GoogleProtocolError")
-        return body
-
-    async def _pages(
-        self, url: str, params: dict[str, str], what: str
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        items: list[dict[str, Any]] = []
-        page: str | None = None
-        while True:
-            body = await self._get(url, {**params, **({"pageToken": page} if page else {})}, what)
-            items.extend(i for i in body.get("items") or [] if isinstance(i, dict))
-            page = body.get("nextPageToken")
-            if not page:
-                return items, body.get("nextSyncToken")
-
-    async def discover(self, kind: CollectionKind) -> tuple[str, list[Collection]]:
-        return self.base_url + "/", await self.list_home(kind, self.base_url + "/")
+        api = ApiClient(auth, "Google", timeout, transport, retries, sleep)
+        super().__init__(api, base_url or GOOGLE_CALENDAR_API)
 
     async def list_home(self, kind: CollectionKind, home: str) -> list[Collection]:
         if kind != "calendars":
-            raise DavError(
-                "Google contacts (People API) are not wired to the worker yet", "GroupwareTypeNotSupported"
-            )
-        items, _ = await self._pages(f"{self.base_url}/users/me/calendarList", {}, "calendarList.list")
+            raise DavError("the Calendar API holds calendars only", "GroupwareTypeNotSupported")
+        items, _ = await self.api.google_pages(
+            f"{self.base_url}/users/me/calendarList", {}, "calendarList.list"
+        )
         out = []
         for c in items:
-            if not c.get("id"):
+            if not c.get("id") or c.get("deleted"):
                 continue
             url = f"{self.base_url}/calendars/{quote(c['id'], safe='')}/events"
             # No collection-wide token in the listing: each round asks events.list once per calendar.
-            out.append(Collection("calendars", url, c.get("summary"), None, True, {"VEVENT"}))
+            name = c.get("summaryOverride") or c.get("summary")
+            out.append(Collection("calendars", url, name, None, True, {"VEVENT"}, key=c["id"]))
         return out
 
     async def changes(self, collection_url: str, token: str | None) -> Changes:
         params = {"syncToken": token, "showDeleted": "true"} if token else {"showDeleted": "true"}
         params["maxResults"] = "2500"
-        events, next_token = await self._pages(collection_url, params, "events.list")
+        events, next_token = await self.api.google_pages(collection_url, params, "events.list")
         changed: dict[str, str] = {}
         removed: set[str] = set()
         for ev in events:
@@ -218,14 +186,91 @@ class GoogleCalendar:
                 changed[name] = ev.get("etag", "")  # an instance's change is its series' change
         return Changes(changed, removed, next_token)
 
+    async def _series(self, collection_url: str, uid: str) -> list[dict[str, Any]]:
+        events, _ = await self.api.google_pages(
+            collection_url, {"iCalUID": uid, "showDeleted": "true"}, "events.list"
+        )
+        return events
+
     async def fetch(self, kind: CollectionKind, collection_url: str, names: Iterable[str]) -> dict[str, Item]:
         out: dict[str, Item] = {}
         for name in names:
-            uid = unquote(name.removesuffix(SUFFIX))
-            events, _ = await self._pages(
-                collection_url, {"iCalUID": uid, "showDeleted": "true"}, "events.list"
-            )
-            data = series_to_ical(events)
+            data = series_to_ical(await self._series(collection_url, unquote(name.removesuffix(SUFFIX))))
             if data is not None:
                 out[name] = Item(name, None, data)
         return out
+
+    # ------------------------------------------------------------------ as a destination
+
+    async def create_collection(self, kind: CollectionKind, name: str, source: Collection) -> None:
+        await self.api.json("POST", f"{self.base_url}/calendars", "calendars.insert", json={"summary": name})
+
+    async def put(self, kind: CollectionKind, url: str, data: str) -> bool:
+        events_url, name = split_member(url)
+        series = google_series(data, name)
+        existing = [e for e in await self._series(events_url, series.uid) if not e.get("recurringEventId")]
+        created = not existing
+        master_id: str | None = None
+        if series.master is not None:
+            body = {**series.master, "status": "confirmed"}
+            if existing:  # look-up before create: a killed worker's earlier write is updated, not doubled
+                master_id = existing[0]["id"]
+                what = "events.update"
+                await self.api.json(
+                    "PUT",
+                    f"{events_url}/{quote(master_id, safe='')}",
+                    what,
+                    json=body,
+                    params={"supportsAttachments": "true"},
+                )
+            else:
+                master_id = (
+                    await self.api.json(
+                        "POST",
+                        f"{events_url}/import",
+                        "events.import",
+                        json=body,
+                        params={"supportsAttachments": "true"},
+                    )
+                ).get("id")
+        for original, body in series.overrides:
+            if master_id is None:
+                await self.api.json("POST", f"{events_url}/import", "events.import", json=body)
+                continue
+            found, _ = await self.api.google_pages(
+                f"{events_url}/{quote(master_id, safe='')}/instances",
+                {"originalStart": _rfc3339(original), "showDeleted": "true"},
+                "events.instances",
+            )
+            if not found:
+                series.lost.append(f"override {_rfc3339(original)}: the series has no such occurrence")
+                continue
+            await self.api.json(
+                "PUT",
+                f"{events_url}/{quote(found[0]['id'], safe='')}",
+                "events.update",
+                json={**found[0], **body, "status": "confirmed"},
+            )
+        self.note_lost(url, series.lost)
+        return created
+
+    async def delete(self, url: str) -> bool:
+        events_url, name = split_member(url)
+        found, _ = await self.api.google_pages(
+            events_url, {"privateExtendedProperty": f"{NAME_KEY}={name}"}, "events.list"
+        )
+        gone = False
+        for ev in found:
+            if ev.get("recurringEventId") or not ev.get("id"):
+                continue
+            resp = await self.api.call(
+                "DELETE", f"{events_url}/{quote(ev['id'], safe='')}", "events.delete", missing_ok=True
+            )
+            gone = gone or resp.status_code < 300
+        return gone
+
+
+def _rfc3339(value: date | datetime) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat() if value.tzinfo else value.isoformat() + "Z"
+    return value.isoformat()
