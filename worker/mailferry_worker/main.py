@@ -25,7 +25,7 @@ from . import settings
 from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
 from .logs import log
 from .sync.batch import EXIT_CONFIG, run_batch
-from .sync.engine import RunSettings
+from .sync.run import RunSettings
 
 
 def _peak_rss_mb() -> float:

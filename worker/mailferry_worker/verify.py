@@ -18,9 +18,10 @@ from mailferry_imap.client import ImapClient, MessageMeta, parse_internaldate
 from mailferry_imap.credentials import Connector
 from mailferry_imap.errors import FolderVanished
 
+from .clients import close_all, open_both
 from .mirrorplan import UidRanges
 from .plan import FolderPlan, decide, needs_hash, normal_flags, plan_folders, skip_reason
-from .sync.folder import content_hashes, fetch_all_meta
+from .sync.meta import content_hashes, fetch_all_meta
 
 
 @dataclass
@@ -141,8 +142,7 @@ async def verify_mailbox(
 ) -> list[FolderReport]:
     """``checkpoints``: the MailboxSync's (status.folders), to tell extra messages apart by kind."""
     by_source = {c.name: c for c in checkpoints}
-    src = await src_c.open()
-    dst = await dst_c.open()
+    src, dst = await open_both(src_c.open(), dst_c.open())
     try:
         sfolders = await src.list_folders()
         sprefix, _ = await src.namespace()
@@ -167,8 +167,7 @@ async def verify_mailbox(
                 reports.append(FolderReport(p.source, p.destination, error=exc.message))
         return reports
     finally:
-        await src.close()
-        await dst.close()
+        await close_all((src, dst))
 
 
 __all__ = ["FolderReport", "skip_reason", "verify_folder", "verify_mailbox"]

@@ -15,7 +15,7 @@ import mfw_harness as h
 
 from fixtures.dovecot import Dovecot, DovecotPair
 from fixtures.kubeapi import KubeAPI
-from mailferry_worker.sync.folder import CHUNK_MESSAGES
+from mailferry_worker.sync.bulkcopy import CHUNK_MESSAGES
 
 MSGID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
 

@@ -9,7 +9,7 @@ from mailferry_api.imap import default_secret_key
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus
 from mailferry_worker.checkpoint import FileStatusStore, status_patch
 from mailferry_worker.sync.batch import exit_code
-from mailferry_worker.sync.engine import MailboxResult, backoff
+from mailferry_worker.sync.run import MailboxResult, backoff
 
 
 def test_status_patch_clears_optional_errors_and_never_touches_kopf() -> None:

@@ -281,7 +281,7 @@ def test_random_kills_rerun_rematches_only_the_tail() -> None:
 
 
 def test_a_late_copy_is_recognised_and_other_mail_is_not() -> None:
-    from mailferry_worker.sync.folder import _loose_identity
+    from mailferry_worker.sync.latecopies import _loose_identity
 
     to_copy = MessageMeta(7, (), "24-Nov-2026 10:00:00 +0000", 2500, None)  # fetched without Message-ID
     late = MessageMeta(901, ("\\Seen",), "24-Nov-2026 11:00:00 +0100", 2500, "<x@y>")  # same instant

@@ -9,7 +9,8 @@ from mailferry_api.mailboxsync import MailboxSyncSpec, MailboxSyncStatus
 from mailferry_imap.credentials import SecretSource
 
 from ..checkpoint import StatusStore
-from ..sync.engine import MailboxResult, MailboxRunner, RunSettings
+from ..sync.engine import MailboxRunner
+from ..sync.run import MailboxResult, RunSettings
 from .runner import GroupwareRunner, wanted_kinds
 
 Loaded = tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]

@@ -26,6 +26,7 @@ from mailferry_api.problems import ProblemError
 from mailferry_imap.credentials import Connector, MissingSecret, SecretSource, Side
 
 from ..checkpoint import StatusStore
+from ..clients import close_all, open_both
 from ..logs import log
 from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
@@ -107,15 +108,11 @@ async def open_pair(
     spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None
 ) -> tuple[DavClient | GoogleCalendar, DavClient]:
     """Source and destination clients; the destination is always CalDAV/CardDAV for now."""
-    src = await open_client("source", spec, secrets, ca_file)
-    try:
-        dst = await open_client("destination", spec, secrets, ca_file)
-    except BaseException:
-        await src.close()
-        raise
+    src, dst = await open_both(
+        open_client("source", spec, secrets, ca_file), open_client("destination", spec, secrets, ca_file)
+    )
     if not isinstance(dst, DavClient):
-        await src.close()
-        await dst.close()
+        await close_all((src, dst))
         raise DavError(
             "destination: only CalDAV/CardDAV destinations are wired yet", "GroupwareTypeNotSupported"
         )
@@ -186,10 +183,8 @@ class GroupwareRunner:
             self._last_error = str(exc)[:600]
             log("groupware_failed", "error", mailboxsync=self.name, reason=reason, error=str(exc)[:300])
         finally:
-            for c in (src, dst):
-                if c is not None:
-                    result.requests += c.requests
-                    await c.close()
+            result.requests += sum(c.requests for c in (src, dst) if c is not None)
+            await close_all((src, dst))
         self.status.item_errors = (self.status.item_errors + result.errors)[-MAX_ITEM_ERRORS:]
         if result.outcome == "synced":
             msg = (

@@ -12,6 +12,7 @@ from mailferry_api.groupware import CollectionKind
 from mailferry_api.mailboxsync import MailboxSyncSpec
 from mailferry_imap.credentials import SecretSource
 
+from ..clients import close_all
 from . import items as it
 from .dav import DavClient, DavError
 from .plan import destination_name
@@ -120,8 +121,7 @@ async def verify_mailboxsync_collections(
             raise DavError("verify reads CalDAV/CardDAV sources only for now", "GroupwareTypeNotSupported")
         return await verify_collections(src, dst, kinds, ignore_extra)
     finally:
-        await src.close()
-        await dst.close()
+        await close_all((src, dst))
 
 
 def print_collection_reports(reports: list[CollectionReport]) -> int:

@@ -9,7 +9,7 @@ from mailferry_imap.credentials import SecretSource
 
 from ..checkpoint import StatusStore
 from ..groupware.mailbox import run_mailbox
-from .engine import MailboxResult, RunSettings
+from .run import MailboxResult, RunSettings
 
 EXIT_OK = 0
 EXIT_RETRY = 1

@@ -39,7 +39,7 @@ from ..plan import (
     needs_hash,
     normal_flags,
 )
-from .folder import content_hashes, fetch_all_meta, hashes_for_pairing
+from .meta import content_hashes, fetch_all_meta, hashes_for_pairing
 
 
 @dataclass
