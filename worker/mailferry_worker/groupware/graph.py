@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 
@@ -36,6 +36,7 @@ from .plan import Changes
 
 GRAPH_API = "https://graph.microsoft.com/v1.0"
 GRAPH_BETA = "https://graph.microsoft.com/beta"
+MAX_TOKEN = 2048
 SUFFIX = {"contacts": ".vcf", "calendars": ".ics"}
 EXPAND = f"singleValueExtendedProperties($filter=id eq '{GRAPH_NAME_PROP}' or id eq '{GRAPH_UID_PROP}')"
 
@@ -112,13 +113,17 @@ class Graph(CloudSide):
 
     async def changes(self, collection_url: str, token: str | None) -> Changes:
         kind = _kind_of(collection_url)
-        if token:
-            url = token  # the whole @odata.deltaLink: it carries the query of the round's first request
-        elif kind == "calendars":
-            url = self.beta_url + collection_url.removeprefix(self.base_url) + "/delta"
+        if kind == "calendars":
+            start = self.beta_url + collection_url.removeprefix(self.base_url) + "/delta"
         else:
-            url = collection_url + "/delta"
+            start = collection_url + "/delta"
+        # The whole @odata.deltaLink (it carries the round's query), or its $deltatoken on the function URL.
+        url = start
+        if token:
+            url = token if token.startswith("http") else f"{start}?$deltatoken={quote(token, safe='')}"
         rows, delta_link = await self.api.graph_pages(url, f"{kind} delta")
+        if delta_link and len(delta_link) > MAX_TOKEN:  # the checkpoint field holds 2048 characters
+            delta_link = (parse_qs(urlsplit(delta_link).query).get("$deltatoken") or [delta_link])[0]
         changed: dict[str, str] = {}
         removed: set[str] = set()
         for row in rows:

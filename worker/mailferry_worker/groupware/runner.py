@@ -28,12 +28,13 @@ from mailferry_imap.credentials import Connector, MissingSecret, SecretSource, S
 from ..checkpoint import StatusStore
 from ..clients import close_all, open_both
 from ..logs import log
+from .cloudsides import open_cloud
 from .collection import CollectionSync
 from .dav import Collection, DavClient, DavError
-from .google import GoogleCalendar
-from .plan import destination_name, home_of, token_unchanged
+from .plan import home_of, token_unchanged
 from .protocol import DESTINATION_PROPS
 
+Side_ = Any  # DavClient, or a cloud side (cloud.Source/Destination; Google's two APIs routed by ByKind)
 Outcome = Literal["synced", "transient", "permanent", "none", "busy", "lost"]
 
 
@@ -87,18 +88,14 @@ class _Bearer(httpx.Auth):
 
 async def open_client(
     side: Side, spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None
-) -> DavClient | GoogleCalendar:
+) -> Side_:
     assert spec.groupware is not None
     ep = spec.groupware.source if side == "source" else spec.groupware.destination
     mail = spec.source if side == "source" else spec.destination
-    if ep.type == "google" and side == "source":
-        return GoogleCalendar(
-            await http_auth(side, ep, mail, secrets, spec.secret_key), ep.url, ep.timeout_seconds
-        )
-    if ep.type != "dav" or not ep.url:
-        raise DavError(
-            f"{side}: groupware type {ep.type!r} is not wired to the worker yet", "GroupwareTypeNotSupported"
-        )
+    if ep.type != "dav":  # google (People + Calendar API) or microsoft (Graph), with the mail side's OAuth2
+        return open_cloud(ep, await http_auth(side, ep, mail, secrets, spec.secret_key))
+    if not ep.url:
+        raise DavError(f"{side}: type dav needs a url", "GroupwareTypeNotSupported")
     verify: bool | str = (ca_file or True) if ep.tls_verify else False
     auth = await http_auth(side, ep, mail, secrets, spec.secret_key)
     return DavClient(ep.url, auth, verify, ep.timeout_seconds)
@@ -106,16 +103,11 @@ async def open_client(
 
 async def open_pair(
     spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None
-) -> tuple[DavClient | GoogleCalendar, DavClient]:
-    """Source and destination clients; the destination is always CalDAV/CardDAV for now."""
+) -> tuple[Side_, Side_]:
+    """Source and destination clients: CalDAV/CardDAV, Google or Microsoft Graph on either side."""
     src, dst = await open_both(
         open_client("source", spec, secrets, ca_file), open_client("destination", spec, secrets, ca_file)
     )
-    if not isinstance(dst, DavClient):
-        await close_all((src, dst))
-        raise DavError(
-            "destination: only CalDAV/CardDAV destinations are wired yet", "GroupwareTypeNotSupported"
-        )
     return src, dst
 
 
@@ -224,8 +216,8 @@ class GroupwareRunner:
     async def _kind(
         self,
         kind: CollectionKind,
-        src: DavClient | GoogleCalendar,
-        dst: DavClient,
+        src: Side_,
+        dst: Side_,
         spec: MailboxSyncSpec,
         result: GroupwareResult,
     ) -> None:
@@ -250,7 +242,7 @@ class GroupwareRunner:
                     raise DavError(f"more than {MAX_COLLECTIONS} collections", "TooManyCollections")
                 if dest_home is None:
                     dest_home, _ = await dst.discover(kind)  # once per kind, for new collections only
-                dest_url = dest_home.rstrip("/") + "/" + destination_name(source.name, "") + "/"
+                dest_url = dst.destination_url(kind, dest_home, source)
                 ckpt = CollectionCheckpoint(
                     name=ckpt_name, kind=kind, source=source.url, destination=dest_url
                 )

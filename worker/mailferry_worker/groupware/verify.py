@@ -117,8 +117,8 @@ async def verify_mailboxsync_collections(
         return []
     src, dst = await open_pair(spec, secrets, ca_file)
     try:
-        if not isinstance(src, DavClient):
-            raise DavError("verify reads CalDAV/CardDAV sources only for now", "GroupwareTypeNotSupported")
+        if not isinstance(src, DavClient) or not isinstance(dst, DavClient):
+            raise DavError("verify compares CalDAV/CardDAV sides only for now", "GroupwareTypeNotSupported")
         return await verify_collections(src, dst, kinds, ignore_extra)
     finally:
         await close_all((src, dst))
