@@ -47,6 +47,7 @@ def _ready_column() -> dict[str, Any]:
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+ETA_DESCRIPTION = "when the copy is expected to be done (status.etaReason says what bounds it)"
 # `kubectl get -o wide`: why the object is (not) Ready, on every resource.
 _MESSAGE = {
     "name": "Message",
@@ -60,6 +61,7 @@ def _with_message(columns: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     """The resource's columns with Message before Age (or last)."""
     out = [c for c in columns if c is not _AGE]
     return [*out, _MESSAGE, *([_AGE] if _AGE in columns else [])]
+
 
 RESOURCES: tuple[Resource, ...] = (
     Resource(
@@ -80,6 +82,8 @@ RESOURCES: tuple[Resource, ...] = (
                 "jsonPath": ".status.lag.maxSeconds",
                 "description": "seconds",
             },
+            # A string, not a date: kubectl prints a future date column as <invalid>.
+            {"name": "ETA", "type": "string", "jsonPath": ".status.eta", "description": ETA_DESCRIPTION},
             {
                 "name": "Cutover",
                 "type": "string",
@@ -102,6 +106,7 @@ RESOURCES: tuple[Resource, ...] = (
             {"name": "Copied", "type": "integer", "jsonPath": ".status.totals.copied"},
             {"name": "Messages", "type": "integer", "jsonPath": ".status.totals.messages"},
             {"name": "Lag", "type": "integer", "jsonPath": ".status.lag.seconds", "description": "seconds"},
+            {"name": "ETA", "type": "string", "jsonPath": ".status.eta", "description": ETA_DESCRIPTION},
             _AGE,
         ),
     ),

@@ -19,6 +19,8 @@ MAX_FOLDERS = 1000
 MAX_OWNED_CHARS = 16384
 # A folder lists at most this many refused keywords (status stays small whatever the source holds).
 MAX_REFUSED_KEYWORDS = 32
+# One bucket per hour of the last day, plus the hour in progress.
+MAX_USAGE_BUCKETS = 25
 
 
 class MailboxSide(ApiModel):
@@ -157,6 +159,17 @@ class Throttle(ApiModel):
     """Throttle responses so far."""
 
 
+class UsageBucket(ApiModel):
+    """Bytes and messages copied in one clock hour (the window a daily budget is measured over)."""
+
+    start: datetime
+    """Start of the hour (UTC)."""
+    bytes: int = Field(default=0, ge=0)
+    """Bytes copied (downloaded from the source and uploaded to the destination) in that hour."""
+    messages: int = Field(default=0, ge=0)
+    """Messages copied in that hour."""
+
+
 class MailboxSyncStatus(ApiModel):
     """Where the mailbox stands: per-folder checkpoints, counts, lag, errors (written by the worker)."""
 
@@ -191,6 +204,16 @@ class MailboxSyncStatus(ApiModel):
     """The last error."""
     throttle: Throttle | None = None
     """The server's throttling, when it throttles."""
+    usage: list[UsageBucket] | None = Field(default=None, max_length=MAX_USAGE_BUCKETS)
+    """What was copied per hour over the last day: the operator subtracts it from the daily budgets
+    before it hands the next Jobs their share (docs/providers.md)."""
+    eta: datetime | None = None
+    """When the copy is expected to be done (budgets, pending messages, observed throughput)."""
+    eta_seconds: int | None = Field(default=None, ge=0)
+    """Seconds from the last status write until `eta`."""
+    eta_reason: str | None = Field(default=None, max_length=64)
+    """What bounds the estimate (BudgetBound, MessageRateBound, ThroughputBound, Done) or why there is
+    none (NoRateYet)."""
     flag_errors: int = 0
     """Flag changes the destination refused."""
     collections: Collections = []

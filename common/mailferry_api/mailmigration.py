@@ -117,6 +117,27 @@ class WorkerSpec(ApiModel):
     """Pod retries of one Job before it counts as failed."""
 
 
+class SideBudget(ApiModel):
+    """What one side takes from this whole migration at once, over every mailbox and Job (a shared
+    server's or tenant's limits). Per-mailbox limits are `source.limits`/`destination.limits`."""
+
+    connections: int | None = Field(default=None, ge=1, le=10000)
+    """IMAP connections open at once on this side: caps the Jobs running and the mailboxes each copies."""
+    bytes_per_day: int | None = Field(default=None, ge=1)
+    """Bytes copied per 24 hours over every mailbox; the last day's copies count against it."""
+    messages_per_second: float | None = Field(default=None, ge=0.01, le=100000)
+    """Messages per second over every mailbox."""
+
+
+class Budgets(ApiModel):
+    """Budgets shared by every Job of the migration; each Job is handed its part (docs/providers.md)."""
+
+    source: SideBudget = SideBudget()
+    """What the source side allows the whole migration."""
+    destination: SideBudget = SideBudget()
+    """What the destination side allows the whole migration."""
+
+
 class MailMigrationSpec(SyncOptions):
     """What to migrate and how: endpoints, mailboxes, folder rules, batching, approval, the worker."""
 
@@ -137,6 +158,8 @@ class MailMigrationSpec(SyncOptions):
     """Mailboxes per worker Job."""
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)
     """Worker Jobs running at once."""
+    budgets: Budgets = Budgets()
+    """Connections, bytes per day and messages per second shared by every Job, per side."""
     delta_interval: Duration = "15m"
     """Time between delta rounds once the bulk copy is done (e.g. 15m)."""
     approval: Approval = Approval()
@@ -228,6 +251,8 @@ class ScanStatus(ApiModel):
     """Messages to copy."""
     bytes: int = 0
     """Bytes to copy."""
+    largest_mailbox_bytes: int = 0
+    """Bytes of the largest source mailbox (a per-mailbox daily budget makes it the last to finish)."""
     completed_at: datetime | None = None
     """When the scan finished."""
     errors: Annotated[list[MailboxError], Field(max_length=MAX_ERRORS)] = []
@@ -312,6 +337,33 @@ class CutoverHoldStatus(ApiModel):
     )
 
 
+class SideBudgetUse(ApiModel):
+    connections: int = 0
+    """IMAP connections the running Jobs may open on this side."""
+    bytes_per_day: int | None = None
+    """Sum of the running Jobs' daily byte shares on this side (at most the budget minus the last day's
+    copies)."""
+    messages_per_second: float | None = None
+    """Sum of the running Jobs' message-rate shares on this side."""
+
+
+class BudgetStatus(ApiModel):
+    """How the running Jobs share the budgets, and what waits for them."""
+
+    source: SideBudgetUse = SideBudgetUse()
+    """The source side's budget in use."""
+    destination: SideBudgetUse = SideBudgetUse()
+    """The destination side's budget in use."""
+    bytes_last_day: int = 0
+    """Bytes copied over every mailbox in the last 24 hours."""
+    held_jobs: int = 0
+    """Jobs due that wait for budget."""
+    reason: str | None = Field(default=None, max_length=64)
+    """Why they wait: ConnectionBudget, ByteBudgetSpent, MessageBudgetSpent or MailboxBudgetSpent."""
+    message: str | None = Field(default=None, max_length=1024)
+    """Why they wait, in words, and until when."""
+
+
 class MailMigrationStatus(ApiModel):
     """Where the migration stands (written by the operator)."""
 
@@ -336,6 +388,15 @@ class MailMigrationStatus(ApiModel):
     round: RoundStatus | None = None
     """The current (or last) round."""
     progress: str | None = Field(default=None, max_length=32, description="copied/expected, for kubectl")
+    eta: datetime | None = None
+    """When the copy is expected to be done, from the scan, the budgets and the throughput seen so far."""
+    eta_seconds: int | None = Field(default=None, ge=0)
+    """Seconds from the last status write until `eta`."""
+    eta_reason: str | None = Field(default=None, max_length=64)
+    """What bounds the estimate (BudgetBound, MessageRateBound, ThroughputBound, Done) or why there is
+    none (NotScanned, NoRateYet)."""
+    budget: BudgetStatus | None = None
+    """How the Jobs share spec.budgets and the per-mailbox limits."""
     retried_failed: str | None = Field(default=None, max_length=63)
     """The spec.retryFailed value last acted on."""
     completed_at: datetime | None = None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mailferry_api.budgets import JobShare
 from mailferry_imap.credentials import DirSecrets
 from mailferry_kube.client import KubeApi, KubeError
 
@@ -25,6 +26,8 @@ from . import settings
 from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
 from .logs import log
 from .sync.batch import EXIT_CONFIG, run_batch
+from .sync.budget import BudgetedStore
+from .sync.pacing import set_job_share
 from .sync.run import RunSettings
 
 
@@ -79,6 +82,10 @@ async def _sync(args: argparse.Namespace) -> int:
             log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
             return EXIT_CONFIG
         store = KubeStatusStore(api, args.namespace, settings.current().lease_seconds)
+    # The Job's share of the migration's budgets, and the mailboxes' own budgets across Jobs (issue 15).
+    share = JobShare.from_json(settings.current().budget)
+    set_job_share(share)
+    store = BudgetedStore(store, share)
     run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     start = time.monotonic()
     log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)

@@ -24,6 +24,11 @@ class WorkerSettings:
     round: int = env("MAILFERRY_ROUND", 0, "the delta round this Job runs (0: bulk)")
     mailbox_concurrency: int = env("MAILFERRY_MAILBOX_CONCURRENCY", 4, "mailboxes copied at once per Job")
     job_name: str = env("MAILFERRY_JOB_NAME", "", "the Job's name (recorded in status)")
+    budget: str = env(
+        "MAILFERRY_BUDGET",
+        "",
+        "the Job's share of the migration's side-wide budgets (JSON, set by the operator; docs/providers.md)",
+    )
     max_retries: int = env("MAILFERRY_MAX_RETRIES", 4, "reconnects per mailbox after a transient error")
     backoff_base: float = env("MAILFERRY_BACKOFF_BASE", 1.0, "first back-off after a transient error, s")
     lease_seconds: int = env(

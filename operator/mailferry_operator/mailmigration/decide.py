@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from mailferry_api.budgets import Estimate, JobShare
 from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
 from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
 from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
 
-from . import aggregate, finalsync
+from . import aggregate, budgets, finalsync
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round
@@ -97,6 +98,10 @@ def decide(snap: Snapshot) -> Plan:
     active_jobs = [j for j in jobs if j.active]
     retrying = False
     hold = finalsync.hold(snap.cutovers, now)
+    # Jobs made before budgets carry no share: they hold the connections their concurrency implies.
+    held = [j.share or JobShare(spec.worker.mailbox_concurrency) for j in active_jobs]
+    budget = budgets.view_of(spec, held, {n: v.usage for n, v in views.items() if v.usage}, now)
+    scheduled = budgets.schedule([], budget)
 
     if validated and approved and not completed:
         # --- start the first round
@@ -114,8 +119,13 @@ def decide(snap: Snapshot) -> Plan:
             if progress.requeue_after is not None:
                 plan.requeue_after = min(plan.requeue_after, progress.requeue_after)
             if not spec.suspend:
-                slots = max(0, spec.max_concurrent_jobs - len(active_jobs))
-                plan.create_jobs = progress.pending[:slots]
+                scheduled = budgets.schedule(progress.pending, budget)
+                plan.create_jobs = scheduled.start
+                if scheduled.wake_after is not None:
+                    plan.requeue_after = min(plan.requeue_after, scheduled.wake_after)
+                before = snap.status.budget
+                if scheduled.reason and (before is None or before.reason != scheduled.reason):
+                    note("Normal", "BudgetHold", f"{scheduled.held} Job(s) wait: {scheduled.message}")
             if progress.all_done and not progress.pending:
                 rnd.completed_at = now
                 kind = {"bulk": "bulk copy", "delta": "delta", "final": "final delta"}[rnd.kind]
@@ -159,6 +169,7 @@ def decide(snap: Snapshot) -> Plan:
     st.mailboxes = aggregate.mailbox_counts(all_views, failed_sources)
     st.jobs = aggregate.job_counts(jobs)
     st.progress = aggregate.progress(st.totals)
+    st.budget = scheduled.use
 
     # --- phase
     bulk_copied = st.round is not None and (st.round.number > 1 or st.round.completed_at is not None)
@@ -179,6 +190,16 @@ def decide(snap: Snapshot) -> Plan:
         phase = "InSync"
     else:
         phase = "Syncing"
+
+    # --- ETA: from the scan and the budgets, then the throughput seen (kept when it barely moved)
+    if completed:
+        eta = Estimate(0, "Done")
+    else:
+        counts = st.mailboxes
+        left = counts.total - counts.synced - counts.failed if bulk_copied else counts.total - counts.failed
+        started = st.round is not None and st.round.number > 0
+        eta = budgets.migration_eta(st, budget, bulk_copied, max(1, left), started)
+    budgets.write_eta(st, eta, now)
 
     # --- conditions
     nfail = len(failed_sources)

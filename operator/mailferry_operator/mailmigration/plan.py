@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from mailferry_api.budgets import JobShare
 from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
 from mailferry_api.problems import Problem
 
@@ -21,6 +22,7 @@ class JobPlan:
     batch: int
     attempt: int
     mailboxes: tuple[str, ...]
+    share: JobShare | None = None  # its part of the budgets (budgets.schedule); None: not scheduled yet
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .naming import mailbox_sync_name
 from .plan import JobPlan
 from .views import (
     ANNOTATION_SPEC_HASH,
+    ENV_BUDGET,
     LABEL_APP,
     LABEL_ATTEMPT,
     LABEL_BATCH,
@@ -131,10 +132,14 @@ def job_body(
         "MAILFERRY_MAILBOXSYNCS": ",".join(job.mailboxes),
         "MAILFERRY_ROUND": str(job.round),
         "MAILFERRY_JOB_NAME": job.name,
-        "MAILFERRY_MAILBOX_CONCURRENCY": str(worker.mailbox_concurrency),
+        "MAILFERRY_MAILBOX_CONCURRENCY": str(
+            job.share.concurrency if job.share else worker.mailbox_concurrency
+        ),
         "MAILFERRY_SECRETS_DIR": SECRETS_DIR,
         "MAILFERRY_LOG_FORMAT": "json",
     }
+    if job.share is not None:  # read back by the next passes (JobView.share): what running Jobs hold
+        env[ENV_BUDGET] = job.share.to_json()
     if install.egress_allow:  # the token URLs the installer allows reach the worker too
         env["MAILFERRY_EGRESS_ALLOW"] = ",".join(install.egress_allow)
     container: dict[str, Any] = {

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from mailferry_api.budgets import JobShare
 from mailferry_api.groupware import CollectionTotals
 from mailferry_api.labels import LABEL_APP as LABEL_APP  # the kernel's: tools select by them too
 from mailferry_api.labels import LABEL_MIGRATION as LABEL_MIGRATION
 from mailferry_api.labels import WORKER_APP as WORKER_APP
-from mailferry_api.mailboxsync import MailboxPhase, MailboxSync
+from mailferry_api.mailboxsync import MailboxPhase, MailboxSync, UsageBucket
 
 from ..modelviews import annotation, derived_from, meta, picked, read_view
 
@@ -26,6 +27,7 @@ LABEL_ATTEMPT = "mailferry.io/attempt"
 ANNOTATION_SPEC_HASH = "mailferry.io/spec-hash"
 ANNOTATION_APPROVED = "mailferry.io/approved"
 ANNOTATION_RETRY_FAILED = "mailferry.io/retry-failed"
+ENV_BUDGET = "MAILFERRY_BUDGET"  # a Job's share of the migration's budgets (mailferry_api.budgets.JobShare)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -70,6 +72,7 @@ class MailboxView:
     error_reason: str = picked("status.last_error.reason")
     error_message: str = picked("status.last_error.message", limit=1024)
     collection_totals: CollectionTotals | None = picked("status.collection_totals")
+    usage: list[UsageBucket] | None = picked("status.usage")
 
 
 def mailbox_view(body: Mapping[str, Any]) -> MailboxView:
@@ -88,6 +91,7 @@ class JobView:
     failed: bool = False
     finished_at: datetime | None = None
     created_at: datetime | None = None
+    share: JobShare | None = None  # what it was handed of the budgets (None: made before budgets)
 
     @property
     def finished(self) -> bool:
@@ -99,11 +103,14 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     labels = meta.get("labels") or {}
     status = body.get("status") or {}
     mailboxes: tuple[str, ...] = ()
+    share: JobShare | None = None
     containers = (((body.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     for container in containers:
         for env in container.get("env") or []:
             if env.get("name") == "MAILFERRY_MAILBOXSYNCS":
                 mailboxes = tuple(n for n in str(env.get("value") or "").split(",") if n)
+            elif env.get("name") == ENV_BUDGET:
+                share = JobShare.from_json(str(env.get("value") or ""))
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     succeeded = "Complete" in conditions or "SuccessCriteriaMet" in conditions
     failed = "Failed" in conditions or "FailureTarget" in conditions
@@ -122,4 +129,5 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         failed=failed and not succeeded,
         finished_at=finished_at,
         created_at=parse_time(meta.get("creationTimestamp")),
+        share=share,
     )

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from bisect import bisect_left
+from collections.abc import Iterator
 
 import pytest
 
+from mailferry_api.budgets import JobShare
 from mailferry_api.imap import ImapEndpoint
-from mailferry_worker.sync.pacing import DAY_SECONDS, Pacer, pacer_for
+from mailferry_worker.sync import pacing
+from mailferry_worker.sync.pacing import DAY_SECONDS, JobBudgets, Pacer, pacer_for
 
 
 class SimClock:
@@ -90,3 +93,55 @@ def test_pacer_for_takes_both_sides_presets_and_overrides() -> None:
     p = pacer_for(ep("generic", limits={"bytesPerDay": 1_000}), ep("gmail"))
     assert sorted(round(b.capacity * 24) for b in p.byte_budgets) == [1_000, 500_000_000]
     assert not pacer_for(ep("generic"), ep("generic")).active
+
+
+# ------------------------------------------------------------------------------------ the Job's share
+SHARE = 100_000_000
+
+
+@pytest.fixture(autouse=True)
+def no_job_share() -> Iterator[None]:
+    yield
+    pacing.set_job_share(None)
+
+
+def copy_mailboxes(
+    shared: JobBudgets | None, clock: SimClock, mailboxes: int, per_mailbox: int
+) -> list[tuple[float, int]]:
+    """`mailboxes` mailboxes, two at a time, each with a fresh pacer (as the engine makes one per run),
+    each copying `per_mailbox` messages of 1 MB."""
+    sent: list[tuple[float, int]] = []
+    slots = asyncio.Semaphore(2)
+
+    async def mailbox() -> None:
+        async with slots:
+            own = [] if shared is not None else [SHARE]  # without sharing: each its own full bucket
+            pacer = Pacer(own, [], clock=clock, sleep=clock.sleep, shared=shared)
+            for _ in range(per_mailbox):
+                await pacer.admit(1_000_000, 1)
+                sent.append((clock.now, 1_000_000))
+
+    async def go() -> None:
+        await asyncio.gather(*(mailbox() for _ in range(mailboxes)))
+
+    asyncio.run(go())
+    return sorted(sent)
+
+
+def test_job_share_is_one_bucket_for_every_mailbox_of_the_job() -> None:
+    clock = SimClock()
+    sent = copy_mailboxes(JobBudgets(JobShare(2, source_bytes_per_day=SHARE)), clock, 12, 40)
+    assert sum(n for _, n in sent) == 480_000_000  # ~5 days' worth of the share
+    assert most_in_any_window(sent, DAY_SECONDS) <= SHARE
+    # without the shared bucket (a fresh budget per mailbox, as before) the same Job overshoots
+    clock = SimClock()
+    assert most_in_any_window(copy_mailboxes(None, clock, 12, 40), DAY_SECONDS) > SHARE
+
+
+def test_pacer_for_adds_the_share_set_at_start() -> None:
+    ep = ImapEndpoint.model_validate({"host": "h.example", "auth": {"secretRef": {"name": "s"}}})
+    assert not pacing.pacer_for(ep, ep).active
+    pacing.set_job_share(JobShare(2, destination_bytes_per_day=SHARE, source_messages_per_second=3.0))
+    a, b = pacing.pacer_for(ep, ep), pacing.pacer_for(ep, ep)
+    assert a.active and a.byte_budgets[0] is b.byte_budgets[0]  # the same bucket in both
+    assert [m.rate for m in a.message_budgets] == [3.0]
