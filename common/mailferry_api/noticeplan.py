@@ -224,6 +224,8 @@ class RepliesRead(ApiModel):
     messages read were. Written with the plan's status after the ledgers, so a crash in between re-reads
     messages whose effect is already in the ledger (idempotent: counts come from the ledger)."""
 
+    mailbox: str = Field(default="", max_length=1024)
+    """Which folder the checkpoint is for (username@host:port/folder): another one is read from the start."""
     uid_validity: int | None = None
     """UIDVALIDITY of the folder read."""
     last_uid: int = 0

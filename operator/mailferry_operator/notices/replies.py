@@ -48,6 +48,11 @@ class Tally:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
 
 
+def where(cfg: Replies) -> str:
+    """The checkpoint's folder: a UID means nothing in another mailbox (UIDVALIDITY alone could collide)."""
+    return f"{cfg.username}@{cfg.imap.host}:{cfg.imap.port}/{cfg.folder}"
+
+
 async def _permitted(namespace: str, cfg: Replies) -> str:
     """Why the IMAP Secret may not be used ('' when it may): absent, or not opted in (kube.consent)."""
     name = cfg.imap.auth.secret_ref.name
@@ -81,7 +86,8 @@ async def _read(
     client = await connector.open()
     try:
         info = await client.select(cfg.folder, readonly=True)
-        last = before.last_uid if before.uid_validity == info.uidvalidity else 0
+        same = before.uid_validity == info.uidvalidity and before.mailbox == where(cfg)
+        last = before.last_uid if same else 0
         new: list[tuple[int, int]] = []
 
         def keep(meta: MessageMeta) -> None:
@@ -157,6 +163,7 @@ async def read(obs: Observed, books: Books) -> RepliesRead | None:
         )
     c = tally.counts
     return RepliesRead(
+        mailbox=where(cfg),
         uid_validity=uid_validity,
         last_uid=tally.last_uid,
         bounces=before.bounces + c.get("bounce", 0),
