@@ -76,9 +76,15 @@ def main() -> int:
             book, cal = seed(src, args.contacts, args.events)
             mbx = groupware_mailbox(work / "mbx", src, dst, USER)
             items = args.contacts + 10 + args.events
+            started = time.monotonic()
             at = killed_runs(mbx, args.kills, rng, items)
+            took = time.monotonic() - started
             diff = differences(src, dst)
-            print(f"first copy: {items} items, killed at copied={at}, verify differences={diff}")
+            print(
+                f"first copy: {items} items in {took:.0f} s ({items / took:.1f} items/s with the restarts), "
+                f"killed at copied={at}, verify differences={diff}",
+                flush=True,
+            )
             failures += diff != 0
             # A delta round with 10 % of the events changed, 5 % deleted and 5 % contacts added.
             names = sorted(src.members(USER, cal))
@@ -89,15 +95,32 @@ def main() -> int:
                 src.put(USER, cal + name, data, "calendars")
             for name in names[2 * n : 3 * n]:
                 src.delete(USER, cal + name)
-            for i in range(max(1, args.contacts // 20)):
+            added = max(1, args.contacts // 20)
+            for i in range(added):
                 cname, data = contact(rng, 50_000 + i)
                 src.put(USER, book + cname, data, "contacts")
-            at = killed_runs(mbx, args.kills, rng, 3 * n)
+            # ... and contacts changed (5 %) and deleted (2 %), group cards left as they are.
+            cards = sorted(n for n, d in src.members(USER, book).items() if "KIND:group" not in d)
+            rng.shuffle(cards)
+            k, gone = max(1, len(cards) // 20), max(1, len(cards) // 50)
+            for i, cname in enumerate(cards[:k]):
+                src.put(
+                    USER,
+                    book + cname,
+                    contact(rng, 60_000 + i, uid=cname.removesuffix(".vcf"), note="Chaos")[1],
+                    "contacts",
+                )
+            for cname in cards[k : k + gone]:
+                src.delete(USER, book + cname)
+            started = time.monotonic()
+            at = killed_runs(mbx, args.kills, rng, 3 * n + added + k + gone)
+            took = time.monotonic() - started
             diff = differences(src, dst)
             print(
-                f"delta: {3 * n} events changed or deleted, contacts added, killed at copied={at}, ", end=""
+                f"delta: {2 * n} events changed, {n} deleted; {added} contacts added, {k} changed, "
+                f"{gone} deleted; {took:.0f} s, killed at copied={at}, verify differences={diff}",
+                flush=True,
             )
-            print(f"verify differences={diff}")
             failures += diff != 0
         finally:
             src.stop()
