@@ -12,7 +12,8 @@ import pytest
 
 from fixtures.dsn import dsn, reply
 from mailferry_api.noticeplan import Draft, NoticePlanStatus
-from mailferry_operator.notices import inbound, ledger
+from mailferry_operator.metrics import REGISTRY
+from mailferry_operator.notices import inbound, ledger, metrics
 from mailferry_operator.notices.decide import Snapshot, decide
 from mailferry_operator.notices.message import build, envelope_sender, message_id, reply_to
 from mailferry_operator.notices.metrics import waited
@@ -208,3 +209,16 @@ def test_the_approval_clock_starts_with_the_hash_and_counts_once_due() -> None:
     assert waited(draft, due + timedelta(hours=4)) == 4 * 3600
     assert waited(draft, due - timedelta(hours=1)) == 0
     assert waited(draft.model_copy(update={"state": "Scheduled"}), due + timedelta(hours=4)) == 0
+
+
+def test_metrics_follow_status_and_drop_a_removed_notices_series() -> None:
+    def value(notice: str, state: str) -> float | None:
+        labels = {"namespace": "ns-m", "noticeplan": "np", "notice": notice, "cohort": "c", "state": state}
+        return REGISTRY.get_sample_value("mailferry_notice_recipients", labels)
+
+    sent = Draft(notice="a", cohort="c", state="Sent", recipients=4, sent=3, bounced=1, acknowledged=2)
+    other = Draft(notice="b", cohort="c", state="AwaitingApproval", recipients=4)
+    metrics.update("ns-m", "np", NoticePlanStatus(drafts=[sent, other]))
+    assert (value("a", "acknowledged"), value("a", "bounced"), value("b", "recipients")) == (2.0, 1.0, 4.0)
+    metrics.update("ns-m", "np", NoticePlanStatus(drafts=[sent]))  # notice b left the plan
+    assert value("b", "recipients") is None and value("a", "sent") == 3.0
