@@ -18,6 +18,17 @@ Figures:
   stages the minDuration spacing is the check.)
 - time to converge after the last fault of each phase (until the phase is in place and the next step
   waits for its gates, or Ready at the target).
+
+`dns_builtin_faults` runs the same faults with no spec gate at all: only the built-in gates pace the
+cutover (minDwell per phase, recordsServed on the real nameserver, oldTtl and the SOA negative TTL,
+dkimVerified), with short demo timings, and the switch drains (status.drainUntil) while Switched's dwell
+holds. Kills land while each built-in gate holds and during the drain. Beyond the figures above:
+- each forward step checked against the gates' conditions from status timestamps (history times,
+  ttlLoweredAt, switchedAt): the dwell of the phase left, the old TTL since the lowering was served, the
+  negative TTL since Staged created names, every server serving the lowered TTL before Staged and the
+  new MX before Enforced (recordsServed); no step taken twice;
+- the drain: a status naming the MTA-STS policy without the old MX is never seen before its drainUntil,
+  and once drained that policy is what the zone's `_mta-sts` announces.
 """
 
 from __future__ import annotations
@@ -53,6 +64,15 @@ START = [
     ("www", "A", 3600, ["192.0.2.10"]),
 ]
 Key = tuple[str, str]
+# dns_builtin_faults: demo timings, each gate holding for seconds (production: hours)
+OLD_TTL = (
+    20  # MX, apex TXT, DMARC before the cutover: oldTtl holds Switched 20 s after the lowering was served
+)
+NEGATIVE_TTL = 4  # the zone's SOA minimum: names Staged creates are not asked for before
+DWELL = {"ttlLowered": 3, "staged": 8, "switched": 10, "enforced": 4}  # seconds, per phase left
+DRAIN_MINIMUM = 3  # drainUntil = switchedAt + max(2 x the MX TTL at the switch (20 s), 3 s) = + 40 s
+NEW_MX = ["mx1.dest.test", "mx2.dest.test"]
+BUILTIN = {"minDwell", "recordsServed", "oldTtl", "dkimVerified"}
 
 
 def _idx(p: str | None) -> int:
@@ -69,10 +89,16 @@ class DnsRig:
         zone: str,
         response_delay: float = 0.3,
         name: str = "cut",
+        builtin: bool = False,
     ) -> None:
         self.kube, self.ns, self.pdns, self.work, self.zone, self.name = kube, ns, pdns, work, zone, name
+        self.builtin = builtin
         work.mkdir(parents=True, exist_ok=True)
-        pdns.create_zone(zone, START)
+        if builtin:  # short TTLs and negative TTL: the built-in gates hold for seconds, not hours
+            soa = f"ns1.{zone} hostmaster.{zone} 1 3600 600 86400 {NEGATIVE_TTL}"
+            pdns.create_zone(zone, [(n, t, OLD_TTL, v) for n, t, _, v in START[:3]] + START[3:], soa=soa)
+        else:
+            pdns.create_zone(zone, START)
         self.start_zone = zone_state(pdns, zone)
         self.proxy = HttpFaultProxy(f"http://127.0.0.1:{pdns.webserver_port}", response_delay=response_delay)
         self.op = Operator(kube, [ns], work / "operator.log", env={**FAST_ENV, "MAILFERRY_DNS_TIMEOUT": "5"})
@@ -83,12 +109,20 @@ class DnsRig:
         pdns_secret(self.kube, self.ns, "dns-creds", {"api-key": self.pdns.api_key})
         approve = {"name": "approve", "type": "manualApproval"}
         soak = {"name": "soak", "type": "minDuration", "duration": f"{SOAK_SECONDS}s"}
-        gates = {
+        gates: dict[str, Any] = {
             "ttlLowered": [approve],
             "staged": [approve],
             "switched": [approve, soak],
             "enforced": [approve, soak],
         }
+        extra: dict[str, Any] = {}
+        if self.builtin:  # no spec gate: the built-in ones only, every one on
+            gates = {}
+            extra["safety"] = {
+                "minDwell": {p: f"{s}s" for p, s in DWELL.items()},
+                "drainMinimum": f"{DRAIN_MINIMUM}s",
+                "nameservers": [f"{self.pdns.host}:{self.pdns.port}"],
+            }
         records = {
             "mx": [{"host": "mx1.dest.test", "priority": 10}, {"host": "mx2.dest.test", "priority": 20}],
             "spf": {"include": ["spf.dest.test"], "removeInclude": ["spf.old.test"]},
@@ -109,6 +143,7 @@ class DnsRig:
                 records,
                 ttl={"lowered": 30},
                 gates=gates,
+                **extra,
             ),
             self.ns,
         )
@@ -344,6 +379,216 @@ def dns_faults(
             and records_ok
             and res.get("operator_pid_unchanged", True) is True
         )
+        return ok, res
+    finally:
+        rig.close()
+
+
+# ------------------------------------------------------------------------ built-in gates and the drain
+def _dwell(phase: str) -> int:
+    key = {"TTLLowered": "ttlLowered", "Staged": "staged", "Switched": "switched", "Enforced": "enforced"}
+    return DWELL.get(key.get(phase, ""), 0)
+
+
+def _reached(phase: str) -> Callable[[Version], bool]:
+    return lambda v: _idx(v.status.get("phase")) >= _idx(phase)
+
+
+def drained_policy_ids() -> set[str]:
+    """The MTA-STS policies without the old MX (what may be served only after drainUntil)."""
+    from mailferry_operator.mtasts import policy as mtasts
+
+    return {
+        mtasts.policy_id(mtasts.render(mode, NEW_MX, age))  # type: ignore[arg-type]
+        for mode, age in (("testing", 86400), ("enforce", 86400), ("enforce", 604800))
+    }
+
+
+def builtin_gate_checks(versions: list[Version], final: dict[str, Any]) -> list[str]:
+    """Every forward step against the built-in gates' conditions, from status timestamps (1 s resolution):
+    the dwell of the phase left; the old TTL since ttlLoweredAt and the negative TTL since Staged before
+    Switched; recordsServed: ttlLoweredAt (stamped when every server served the lowered TTL) before Staged,
+    switchedAt (every server served the new MX) before Enforced. No step taken twice; no status naming an
+    MTA-STS policy without the old MX seen before its drainUntil. (Gates that pass at their first
+    evaluation leave no status.gates version behind, so the timestamps are the evidence.)"""
+    problems: list[str] = []
+    forward = [
+        (h["fromPhase"], h["toPhase"], epoch(h["time"]) or 0.0)
+        for h in final.get("history") or []
+        if h.get("reason") in ("Advanced", "DmarcStage")
+    ]
+    steps = [(a, b) for a, b, _ in forward if a != b]
+    problems += [f"step {x} taken {steps.count(x)} times" for x in set(steps) if steps.count(x) > 1]
+    for (_a, b, t), (_a0, b0, t0) in zip(forward[1:], forward, strict=False):
+        if t - t0 < _dwell(b0) - 1:  # the dwell of the phase (DMARC stage) left
+            problems.append(f"{b0} -> {b} {t - t0:.0f}s after entering {b0} (minDwell {_dwell(b0)}s)")
+    at = {b: t for a, b, t in forward if a != b}
+    lowered, switched, drain = (epoch(final.get(k)) for k in ("ttlLoweredAt", "switchedAt", "drainUntil"))
+    if "Staged" in at and (lowered is None or lowered > at["Staged"] + 1):
+        problems.append(f"Staged at {at['Staged']:.0f} before the lowering was served ({lowered})")
+    if "Enforced" in at and (switched is None or switched > at["Enforced"] + 1):
+        problems.append(f"Enforced at {at['Enforced']:.0f} before the new MX was served ({switched})")
+    if "Switched" in at:
+        if lowered is None or lowered < at.get("TTLLowered", 0) - 1 or at["Switched"] - lowered < OLD_TTL - 1:
+            problems.append(
+                f"Switched {at['Switched'] - (lowered or 0):.0f}s after ttlLoweredAt (old TTL {OLD_TTL}s)"
+            )
+        if at["Switched"] - at.get("Staged", 0) < NEGATIVE_TTL - 1:
+            problems.append(
+                f"Switched sooner than the negative TTL ({NEGATIVE_TTL}s) after Staged created names"
+            )
+        if (
+            switched is None
+            or drain is None
+            or switched < at["Switched"] - 1
+            or drain - switched < 2 * OLD_TTL - 1
+        ):
+            problems.append(
+                f"switchedAt {switched} / drainUntil {drain}: not the drain of a {OLD_TTL}s MX TTL"
+            )
+    drained = drained_policy_ids()
+    for v in versions:
+        mta_id = (v.status.get("mtaSts") or {}).get("id")
+        if mta_id in drained:
+            until = epoch(v.status.get("drainUntil"))
+            if until is None or v.wall < until:
+                problems.append(
+                    f"policy {mta_id} without the old MX seen {v.wall - (until or 0):.1f}s vs drainUntil"
+                )
+                break
+    return problems
+
+
+def dns_builtin_faults(
+    kube: KubeAPI,
+    ns: str,
+    pdns: PowerDNS,
+    work: Path,
+    faults: int = 20,
+    seed: int = 7,
+    response_delay: float = 0.3,
+    zone: str | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """kill -9 of the operator `faults` times while the built-in gates hold each forward step (no spec
+    gate), during the drain after the switch and its MTA-STS republish, and during the rollback."""
+    from mailferry_operator.mtasts import policy as mtasts
+
+    rng = random.Random(seed)
+    zone = zone or f"db{rng.randrange(16**6):06x}.test."
+    rig = DnsRig(kube, ns, pdns, work, zone, response_delay, builtin=True)
+    back = round(faults * 0.2)
+    draining = round(faults * 0.2)
+    fwd = faults - back - draining
+    weights = {"TTLLowered": 1, "Staged": 3, "Switched": 2, "Enforced": 2}
+    quota = {p: fwd * w // sum(weights.values()) for p, w in weights.items()}
+    quota["Staged"] += fwd - sum(quota.values())
+    records: list[dict[str, Any]] = []
+    drained = drained_policy_ids()
+
+    def hit(planned: str) -> None:
+        v = rig.latest()
+        st = v.status if v else {}
+        holding = sorted(
+            g["name"]
+            for g in st.get("gates") or []
+            if g.get("builtin") and g.get("result") in ("Pending", "Inconclusive")
+        )
+        until = epoch(st.get("drainUntil"))
+        if until is not None and time.time() < until:
+            holding.append("drain")
+        log = list(rig.proxy.log)
+        in_flight = sum(1 for e in log if e[0] == "PATCH-applied") - sum(1 for e in log if e[0] == "PATCH")
+        rig.op.kill()
+        time.sleep(rng.uniform(0.0, 0.5))
+        rig.op.start()
+        records.append(
+            {
+                "planned": planned,
+                "phase_at_fault": st.get("phase"),
+                "dmarc_stage": st.get("dmarcStage"),
+                "holding": holding,
+                "write_in_flight": in_flight > 0,
+            }
+        )
+
+    def phase_now() -> str:
+        v = rig.latest()
+        return str((v.status.get("phase") if v else None) or "Planned")
+
+    try:
+        rig.start()
+        t0 = time.monotonic()
+        left = 0
+        for phase, n in quota.items():
+            rig.wait(_reached(phase), f"{phase} entered", 180)
+            left += n
+            while left and phase_now() == phase:  # the gates passed: the rest go to the next phase
+                time.sleep(rng.uniform(0.3, 1.5))
+                hit(phase)
+                left -= 1
+        draining += left
+        # the drain: kills before drainUntil, and around the republish of the policy without the old MX
+        v = rig.wait(lambda v: bool(v.status.get("drainUntil")), "drainUntil set", 180)
+        until = epoch(v.status["drainUntil"]) or 0.0
+        for i in range(draining):
+            if i < draining // 2 and time.time() < until:
+                time.sleep(max(0.0, min(rng.uniform(0.5, 3.0), until - time.time())))
+            else:
+                time.sleep(rng.uniform(0.0, 1.0))
+            hit("drain")
+        final_fwd = rig.wait(
+            lambda v: rig.at_target(v) and (v.status.get("mtaSts") or {}).get("id") in drained,
+            "Enforced with the drained MTA-STS policy",
+            240,
+        )
+        served = pdns.answer("_mta-sts." + zone, "TXT")
+        mta_id = (final_fwd.status.get("mtaSts") or {}).get("id")
+        drained_ok = served == [mtasts.txt_of(str(mta_id))]
+        forward_writes = len(rig.applied())
+        records_ok = sorted(pdns.answer(zone, "MX")) == [f"10 {NEW_MX[0]}.", f"20 {NEW_MX[1]}."]
+        rig.patch({"targetPhase": "Planned"})
+        for _ in range(back):
+            time.sleep(rng.uniform(0.2, 2.0))
+            hit("rollback")
+        rig.wait(rig.at_target, "rolled back to Planned", timeout=180)
+        time.sleep(1.0)
+        after = zone_state(pdns, zone)
+        kept_mta_sts = after.pop(("_mta-sts." + zone, "TXT"), None)  # a sender may cache a policy for a week
+        restored = after == rig.start_zone and kept_mta_sts is not None
+        versions = rig.watch.snapshot()
+        applied = rig.applied()
+        dupes = duplicate_writes(rig.start_zone, applied)
+        skipped = builtin_gate_checks(versions, final_fwd.status)
+        holding: dict[str, int] = {}
+        for r in records:
+            for g in r["holding"]:
+                holding[g] = holding.get(g, 0) + 1
+        res: dict[str, Any] = {
+            "fault": "operator kill -9, built-in gates only",
+            "faults": len(records),
+            "faults_per_phase": {p: sum(1 for r in records if r["phase_at_fault"] == p) for p in PHASES},
+            "faults_while_gate_holds": holding,
+            "faults_during_drain": sum(1 for r in records if "drain" in r["holding"]),
+            "faults_during_rollback": sum(1 for r in records if r["planned"] == "rollback"),
+            "faults_with_a_dns_write_in_flight": sum(1 for r in records if r["write_in_flight"]),
+            "faults_detail": records,
+            "dns_writes": len(applied),
+            "dns_writes_forward": forward_writes,
+            "duplicate_dns_writes": len(dupes),
+            "duplicate_dns_write_details": dupes[:10],
+            "skipped_gates": len(skipped),
+            "skipped_gate_details": skipped[:10],
+            "forward_history": [
+                (h["fromPhase"], h["toPhase"], h.get("message", "")[-60:])
+                for h in final_fwd.status.get("history") or []
+            ],
+            "drained_policy_announced": drained_ok,
+            "records_at_enforced_ok": records_ok,
+            "zone_restored_after_rollback": restored,
+            "seconds_total": round(time.monotonic() - t0, 1),
+            "operator_restarts": rig.op.starts - 1,
+        }
+        ok = not dupes and not skipped and restored and records_ok and drained_ok
         return ok, res
     finally:
         rig.close()

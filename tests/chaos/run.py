@@ -16,8 +16,9 @@ Scenarios (all by default):
             mid-run): kills, duplicate Jobs and skipped gates per phase, time to converge
             (tests/chaos/operator_faults.py)
   dns-kill  kill -9 of the operator N times across every DnsCutover phase on real PowerDNS, forward to
-            Enforced and during the rollback: duplicate DNS writes, skipped gates, time to converge
-            (tests/chaos/dns_kill.py)
+            Enforced and during the rollback: duplicate DNS writes, skipped gates, time to converge; then
+            N times more with no spec gate, while each built-in gate (minDwell, oldTtl, recordsServed)
+            holds and during the drain after the switch (tests/chaos/dns_kill.py)
   apiserver-restart  kube-apiserver killed and started again (same port, same etcd) --restarts times
             during a MailMigration and during a DnsCutover; the operator process stays up
   one-writer  2 and 5 workers at once on one MailboxSync (file store and API store), --repeat times each,
@@ -530,16 +531,26 @@ def scenario_operator_phases(args: argparse.Namespace, work: Path) -> tuple[bool
     return ok, res
 
 
-def scenario_dns_kill(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
-    from chaos.dns_kill import dns_faults
+def _brief(res: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in res.items() if k != "faults_detail"})
 
+
+def scenario_dns_kill(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
+    from chaos.dns_kill import dns_builtin_faults, dns_faults
+
+    res: dict[str, Any] = {}
     with envtest(work) as kube, powerdns(work) as pdns:
         kube.kubectl("create", "namespace", "chaos")
-        ok, res = dns_faults(
+        ok_a, res["approval_gates"] = dns_faults(
             kube, "chaos", pdns, work / "dns", fault="kill", faults=args.kills, seed=args.seed
         )
-    say(f"  {json.dumps({k: v for k, v in res.items() if k != 'faults_detail'})}")
-    return ok, res
+        say(f"  approval gates: {_brief(res['approval_gates'])}")
+        kube.kubectl("create", "namespace", "chaos-builtin")
+        ok_b, res["builtin_gates"] = dns_builtin_faults(
+            kube, "chaos-builtin", pdns, work / "dns-builtin", faults=args.kills, seed=args.seed
+        )
+        say(f"  built-in gates: {_brief(res['builtin_gates'])}")
+    return ok_a and ok_b, res
 
 
 def scenario_apiserver_restart(args: argparse.Namespace, work: Path) -> tuple[bool, dict[str, Any]]:
