@@ -251,8 +251,10 @@ class ScanStatus(ApiModel):
     """Messages to copy."""
     bytes: int = 0
     """Bytes to copy."""
+    largest_mailbox: str | None = Field(default=None, max_length=320)
+    """Source login of the largest mailbox (a per-mailbox daily budget makes it the last to finish)."""
     largest_mailbox_bytes: int = 0
-    """Bytes of the largest source mailbox (a per-mailbox daily budget makes it the last to finish)."""
+    """Its bytes."""
     completed_at: datetime | None = None
     """When the scan finished."""
     errors: Annotated[list[MailboxError], Field(max_length=MAX_ERRORS)] = []

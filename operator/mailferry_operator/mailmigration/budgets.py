@@ -284,9 +284,10 @@ def observed_rate(usage: Mapping[str, Sequence[UsageBucket]], now: datetime) -> 
     return total / span if span >= 600 and total > 0 else None
 
 
-def migration_work(st: MailMigrationStatus, bulk_done: bool) -> Work | None:
-    """What is left: during the bulk copy the scan minus what was copied; afterwards the pending messages
-    at the average size copied so far. None: no scan yet."""
+def migration_work(st: MailMigrationStatus, bulk_done: bool, largest_copied: int = 0) -> Work | None:
+    """What is left: during the bulk copy the scan minus what was copied (and the largest mailbox minus
+    its own copies, `largest_copied`); afterwards the pending messages at the average size copied so far.
+    None: no scan yet."""
     scan, totals = st.scan, st.totals
     if scan is None or scan.completed_at is None or totals is None:
         return None
@@ -296,13 +297,19 @@ def migration_work(st: MailMigrationStatus, bulk_done: bool) -> Work | None:
         return Work(bytes=round(pending * average), messages=pending)
     left = max(0, scan.bytes - totals.copied_bytes)
     done = totals.copied_messages + totals.skipped_messages
-    return Work(left, max(0, scan.messages - done), min(left, scan.largest_mailbox_bytes))
+    largest = min(left, max(0, scan.largest_mailbox_bytes - largest_copied))
+    return Work(left, max(0, scan.messages - done), largest)
 
 
 def migration_eta(
-    st: MailMigrationStatus, b: BudgetView, bulk_done: bool, mailboxes_left: int, started: bool
+    st: MailMigrationStatus,
+    b: BudgetView,
+    bulk_done: bool,
+    mailboxes_left: int,
+    started: bool,
+    largest_copied: int = 0,
 ) -> Estimate:
-    work = migration_work(st, bulk_done)
+    work = migration_work(st, bulk_done, largest_copied)
     if work is None:
         return Estimate(None, "NotScanned")
     observed = observed_rate(b.usage, b.now) if started else None

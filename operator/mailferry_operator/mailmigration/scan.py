@@ -65,8 +65,8 @@ def summarise(
             scan.folders += result.folders
             scan.messages += result.messages
             scan.bytes += result.bytes
-            if task.scan:
-                scan.largest_mailbox_bytes = max(scan.largest_mailbox_bytes, result.bytes)
+            if task.scan and result.bytes > scan.largest_mailbox_bytes:
+                scan.largest_mailbox, scan.largest_mailbox_bytes = task.mailbox, result.bytes
         else:
             problems.setdefault(task.mailbox, []).append((task, result))
     for sides in problems.values():
