@@ -7,7 +7,6 @@ nothing is created twice.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from mailferry_api.budgets import Estimate, JobShare
@@ -15,7 +14,7 @@ from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
 from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
 from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
 
-from . import aggregate, budgets, finalsync, followplan
+from . import aggregate, budgets, finalsync
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round
@@ -117,8 +116,6 @@ def decide(snap: Snapshot) -> Plan:
                 snap.name, n, spec.batch_size, views, jobs, failed_sources, tested, now, mark_failed
             )
             retrying = progress.retrying
-            if rnd.kind == "follow":  # long-running follower Jobs instead of one-shot ones (followplan.py)
-                progress.pending = [replace(p, follow=True) for p in progress.pending]
             if progress.requeue_after is not None:
                 plan.requeue_after = min(plan.requeue_after, progress.requeue_after)
             if not spec.suspend:
@@ -129,24 +126,10 @@ def decide(snap: Snapshot) -> Plan:
                 before = snap.status.budget
                 if scheduled.reason and (before is None or before.reason != scheduled.reason):
                     note("Normal", "BudgetHold", f"{scheduled.held} Job(s) wait: {scheduled.message}")
-            # the final sync in follow mode: every mailbox confirmed current after the drain
-            final = (
-                rnd.kind == "follow"
-                and spec.complete
-                and hold.released
-                and not progress.all_done
-                and followplan.final_reached(views.values(), failed_sources, snap.cutovers, now)
-            )
-            if final:
+            if progress.all_done and not progress.pending:
                 rnd.completed_at = now
-                completed = True
-                st.completed_at = st.completed_at or now
-                plan.create_jobs = []
-                note("Normal", "RoundCompleted", f"round {n} (follow) completed: every mailbox current")
-            elif progress.all_done and not progress.pending:
-                rnd.completed_at = now
-                kind = {"bulk": "bulk copy", "delta": "delta", "final": "final delta", "follow": "follow"}
-                note("Normal", "RoundCompleted", f"round {n} ({kind[rnd.kind]}) completed")
+                kind = {"bulk": "bulk copy", "delta": "delta", "final": "final delta"}[rnd.kind]
+                note("Normal", "RoundCompleted", f"round {n} ({kind}) completed")
             elif active_jobs or plan.create_jobs:
                 plan.requeue_after = min(plan.requeue_after, 5.0)
 
@@ -155,20 +138,15 @@ def decide(snap: Snapshot) -> Plan:
             interval = parse_duration(spec.delta_interval)
             # a final round counts only if it started after every referencing cutover drained
             final_counts = rnd.kind == "final" and finalsync.allows(snap.cutovers, rnd.started_at)
-            if completed:
-                pass  # (the follow round's final sync, above)
-            elif final_counts:
+            if final_counts:
                 completed = True
                 if st.completed_at is None:
                     st.completed_at = now
             elif not spec.suspend:
                 may_finish = spec.complete and hold.released
-                follow = spec.delta_mode == "follow"
-                if follow:  # followers again at once (a follow round that ended quickly: not too often)
-                    interval = min(interval, followplan.RESTART_SECONDS)
                 due = (rnd.started_at or now) + timedelta(seconds=interval)
                 if may_finish or retry_now or now >= due:
-                    kind = "final" if may_finish else "follow" if follow else "delta"
+                    kind = "final" if may_finish else "delta"
                     rnd = RoundStatus(number=rnd.number + 1, kind=kind, started_at=now)
                     note("Normal", "RoundStarted", f"round {rnd.number} ({kind}) started")
                     plan.requeue_after = 0.0
@@ -179,8 +157,6 @@ def decide(snap: Snapshot) -> Plan:
                     plan.requeue_after = min(plan.requeue_after, max(0.5, wake))
 
     st.round = rnd if rnd.number > 0 else st.round
-    if completed and rnd.kind == "follow":
-        plan.stop_jobs = followplan.to_stop(jobs, rnd.number)  # SIGTERM: they give the Leases back
 
     # --- aggregates
     all_views = list(views.values())
