@@ -96,7 +96,7 @@ def test_bounces_and_acknowledgements_counted_per_cohort_once(
             "kind": "Secret",
             "metadata": {
                 "name": "notice-replies",
-                "labels": {"app.kubernetes.io/part-of": "mailferry", "mailferry.io/credentials": "true"},
+                "labels": {"app.kubernetes.io/part-of": "mailferry"},  # no consent label yet
             },
             "stringData": {"password": REPLIES_PASSWORD},
         },
@@ -126,6 +126,20 @@ def test_bounces_and_acknowledgements_counted_per_cohort_once(
             op,
         )
         patch_plan(kube, namespace, {"spec": {"approvedHashes": [d["hash"] for d in drafts(obj).values()]}})
+
+        # the replies Secret lacks the owner's consent: nothing is read from it, the reason is in status
+        obj = wait_np(
+            kube,
+            namespace,
+            lambda o: "mailferry.io/credentials" in _replies(o).get("error", ""),
+            "consent refused",
+            op,
+        )
+        assert _replies(obj).get("lastUid", 0) == 0
+        assert (
+            f'mailferry_notice_replies_failing{{namespace="{namespace}",noticeplan="np"}} 1.0' in op.metrics()
+        )
+        kube.kubectl("label", "secret", "notice-replies", "-n", namespace, "mailferry.io/credentials=true")
 
         # the bounce arrives after the submission server accepted the notice: sent first, bounced later
         obj = wait_np(
