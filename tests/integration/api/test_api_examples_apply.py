@@ -61,7 +61,9 @@ EXPECTED_HEADERS = {
         *("NAME", "DOMAIN", "PHASE", "TARGET", "READY"),
         *("SWITCHED", "DRAIN-UNTIL", "AGE"),
     ],
-    "mailboxsync.mailferry.io": ["NAME", "SOURCE", "PHASE", "READY", "COPIED", "MESSAGES", "LAG", "AGE"],
+    "mailboxsync.mailferry.io": [
+        *("NAME", "SOURCE", "PHASE", "READY", "COPIED", "MESSAGES", "LAG", "ETA", "AGE"),
+    ],
     "mailmigration.mailferry.io": [
         "NAME",
         "PHASE",
@@ -69,6 +71,7 @@ EXPECTED_HEADERS = {
         "PROGRESS",
         "MAILBOXES",
         "LAG",
+        "ETA",
         "CUTOVER",
         "AGE",
     ],
@@ -92,7 +95,7 @@ def test_kubectl_get_mailferry_prints_columns(kube: KubeAPI, namespace: str) -> 
         "--type=merge",
         "-p",
         '{"status": {"phase": "Syncing", "progress": "1200/5000", "mailboxes": {"total": 3},'
-        ' "lag": {"maxSeconds": 42, "pendingMessages": 7},'
+        ' "lag": {"maxSeconds": 42, "pendingMessages": 7}, "eta": "2026-01-09T10:00:00Z",'
         ' "conditions": [{"type": "Ready", "status": "False", "reason": "BulkCopying",'
         ' "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}',
     )
@@ -106,7 +109,7 @@ def test_kubectl_get_mailferry_prints_columns(kube: KubeAPI, namespace: str) -> 
     for kind, headers in EXPECTED_HEADERS.items():
         assert by_kind[kind][0].split() == headers, by_kind[kind][0]
     row = next(line for line in by_kind["mailmigration.mailferry.io"] if "/example-com " in line)
-    assert row.split()[1:6] == ["Syncing", "False", "1200/5000", "3", "42"], row
+    assert row.split()[1:7] == ["Syncing", "False", "1200/5000", "3", "42", "2026-01-09T10:00:00Z"], row
     dns_row = by_kind["dnscutover.mailferry.io"][1].split()
     assert dns_row[1:3] == ["example.com", "Staged"]
     # The short names resolve too.
