@@ -130,6 +130,7 @@ def print_report(reports: Sequence[FolderReport]) -> int:
             ("missing", r.missing),
             ("extra", r.extra),
             ("arrived directly (no difference)", r.extra_direct),
+            ("in its earlier home (Gmail labels changed since; no difference)", r.placed_elsewhere),
             ("flags", r.flags),
             ("date", r.dates),
         ):

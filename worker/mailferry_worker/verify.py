@@ -19,6 +19,8 @@ from mailferry_imap.credentials import Connector
 from mailferry_imap.errors import FolderVanished
 
 from .clients import close_all, open_both
+from .gmail.regroup import regroup
+from .gmail.source import gmail_connector, is_gmail_views
 from .mirrorplan import UidRanges
 from .plan import FolderPlan, decide, needs_hash, normal_flags, plan_folders, skip_reason
 from .sync.meta import content_hashes, fetch_all_meta
@@ -35,6 +37,7 @@ class FolderReport:
     extra: list[str] = field(default_factory=list)  # mailferry's copies, or of unknown kind: differences
     extra_direct: list[str] = field(default_factory=list)  # arrived at the destination by itself
     extra_copies: int = 0  # of ``extra``: known to be mailferry's copies
+    placed_elsewhere: list[str] = field(default_factory=list)  # Gmail, relabelled since: gmail/regroup.py
     flags: list[str] = field(default_factory=list)
     dates: list[str] = field(default_factory=list)
     error: str | None = None
@@ -60,6 +63,7 @@ class FolderReport:
                 "unknown": len(self.extra) - self.extra_copies,
             },
             "extraDirect": self.extra_direct,
+            "placedElsewhere": self.placed_elsewhere,
             "flags": self.flags,
             "dates": self.dates,
             "error": self.error,
@@ -142,6 +146,7 @@ async def verify_mailbox(
 ) -> list[FolderReport]:
     """``checkpoints``: the MailboxSync's (status.folders), to tell extra messages apart by kind."""
     by_source = {c.name: c for c in checkpoints}
+    src_c = gmail_connector(src_c)  # a Gmail source: its views, compared per message (gmail/regroup.py)
     src, dst = await open_both(src_c.open(), dst_c.open())
     try:
         sfolders = await src.list_folders()
@@ -165,6 +170,8 @@ async def verify_mailbox(
                 reports.append(await verify_folder(src, dst, p, options, ignore_extra, ck))
             except FolderVanished as exc:
                 reports.append(FolderReport(p.source, p.destination, error=exc.message))
+        if is_gmail_views(src):
+            regroup(reports)
         return reports
     finally:
         await close_all((src, dst))

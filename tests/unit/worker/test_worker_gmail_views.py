@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap.client import FolderInfo
 from mailferry_worker.gmail.views import (
     Snapshot,
     layout,
     parse_uid_set,
+    placed_floor,
     view_folders,
     with_extra,
 )
@@ -113,3 +115,24 @@ def test_extra_flags_added_once(
 def test_uid_sets() -> None:
     assert parse_uid_set("1:5,7,9:*", 20) == [(1, 5), (7, 7), (9, 20)]
     assert parse_uid_set("*:4", 9) == [(4, 9)]
+
+
+def test_a_label_hidden_from_imap_is_a_keyword_never_a_home() -> None:
+    """Gmail's "Show in IMAP" off: the label is in X-GM-LABELS but has no folder to be copied from."""
+    snap = Snapshot(uidvalidity=1, uidnext=5, highestmodseq=None, visible=frozenset({"Work"}))
+    snap.add(1, ["Hidden"])
+    snap.add(2, ["Hidden", "Work"])
+    assert snap.holds("Archive", 1) and snap.extra_flags(1) == ("Hidden",)
+    assert snap.holds("Work", 2) and snap.extra_flags(2) == ("Hidden",)
+
+
+def test_floor_from_the_views_checkpoints() -> None:
+    lay = layout(GMAIL_LIST)
+    assert lay is not None
+    done = FolderCheckpoint(name="INBOX", uid_validity=7, last_uid=3, uid_next=41)
+    cut = FolderCheckpoint(name="Work", uid_validity=7, last_uid=17)  # interrupted: no uidNext
+    other = FolderCheckpoint(name="[Gmail]/Spam", uid_validity=9, last_uid=1, uid_next=2)
+    assert placed_floor({"INBOX": done}, lay, 7) == 40  # a finished view covers below its UIDNEXT
+    assert placed_floor({"INBOX": done, "Work": cut, "[Gmail]/Spam": other}, lay, 7) == 17
+    assert placed_floor({"INBOX": done}, lay, 8) == 0  # All Mail's UIDVALIDITY changed
+    assert placed_floor({}, lay, 7) == 0

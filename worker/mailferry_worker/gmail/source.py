@@ -11,34 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap import utf7
 from mailferry_imap.client import FolderInfo, ImapClient, MessageMeta, SelectInfo
 from mailferry_imap.credentials import Connector
 from mailferry_imap.errors import FolderVanished, ImapError
-from mailferry_imap.parser import Response, as_str, pairs, tokenize
+from mailferry_imap.parser import Literal, Response, as_str, pairs, tokenize
 
-from .views import GmailLayout, Snapshot, layout, view_folders, with_extra
+from .views import GmailLayout, Snapshot, layout, placed_floor, view_folders, with_extra
 
 LABELS_WINDOW = 20000  # X-GM-LABELS are read in UID windows of this many UIDs (bounded responses)
 
 
 @dataclass
 class GmailState:
-    """Shared by the connections of one run."""
+    """Shared by the connections of one run. ``checkpoints``: the MailboxSync's folder checkpoints as the
+    run started (the views' are All Mail UIDs), from which ``floor`` is set with the snapshot."""
 
+    checkpoints: Mapping[str, FolderCheckpoint] = field(default_factory=dict)
     layout: GmailLayout | None = None
     snapshot: Snapshot | None = None
+    floor: int = 0  # All Mail UIDs up to here were placed by an earlier run: never copied again
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-async def read_labels(client: ImapClient, all_mail: str) -> Snapshot:
+async def read_labels(client: ImapClient, lay: GmailLayout) -> Snapshot:
     """Select All Mail and read every message's X-GM-LABELS into a Snapshot."""
-    sel = await client.select(all_mail, readonly=True)
-    snap = Snapshot(sel.uidvalidity, sel.uidnext or 1, sel.highestmodseq)
+    sel = await client.select(lay.all_mail, readonly=True)
+    snap = Snapshot(sel.uidvalidity, sel.uidnext or 1, sel.highestmodseq, frozenset(lay.labels))
     top = (sel.uidnext or 0) - 1
 
     def handle(resp: Response) -> bool:
@@ -102,7 +106,9 @@ class GmailSource:
             if self.state.snapshot is None:
                 lay = await self._layout()
                 assert lay is not None
-                self.state.snapshot = await read_labels(self.inner, lay.all_mail)
+                snap = await read_labels(self.inner, lay)
+                self.state.floor = placed_floor(self.state.checkpoints, lay, snap.uidvalidity)
+                self.state.snapshot = snap
                 self._view = None
             return self.state.snapshot
 
@@ -175,6 +181,14 @@ class GmailSource:
         )
         return out
 
+    async def fetch_bodies(self, uids: Sequence[int]) -> dict[int, Literal]:
+        """Bodies to copy; in a view, none at or below the floor: such a message was placed by an earlier
+        run, and is in this view now only because its labels changed since (the engine skips a message
+        whose body does not come, as one expunged meanwhile)."""
+        if self._view is not None:
+            uids = [u for u in uids if u > self.state.floor]
+        return await self.inner.fetch_bodies(uids)
+
     async def uid_count(self, uid_set: str) -> int:
         snap = self.state.snapshot
         if self._view is None or snap is None:
@@ -202,11 +216,13 @@ class GmailConnector(Connector):
         return client
 
 
-def gmail_connector(c: Connector) -> Connector:
-    """The source connector of one run, Gmail-aware (a plain copy of ``c`` for other providers)."""
+def gmail_connector(c: Connector, checkpoints: Mapping[str, FolderCheckpoint] | None = None) -> Connector:
+    """The source connector of one run, Gmail-aware (``c`` itself for other providers). ``checkpoints``:
+    the MailboxSync's after a clean finish, by folder name (none after an interruption, and for verify)."""
     if c.endpoint.provider != "gmail":
         return c
-    return GmailConnector(**{f.name: getattr(c, f.name) for f in dataclasses.fields(c)})
+    fields = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+    return GmailConnector(**fields, state=GmailState(checkpoints=dict(checkpoints or {})))
 
 
 def is_gmail_views(client: ImapClient) -> bool:

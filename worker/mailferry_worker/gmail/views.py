@@ -8,24 +8,31 @@ it. So mailferry copies from All Mail only, where a message keeps one UID for li
 one *view* per home folder: ``INBOX``, each user label, ``Sent`` (\\Sent), ``Drafts`` (\\Drafts) and
 ``Archive`` (\\Archive, All Mail only), each holding the All Mail UIDs whose home (place.py) it is.
 
-Every view shares All Mail's UIDVALIDITY and UIDs, and every checkpoint is an All Mail UID: a message is
-copied when the view of its home passes its UID, once, and a later label change moves no checkpoint
-(so copies nothing again; the copy stays where it was placed). Within one run the homes come from one
-snapshot of X-GM-LABELS (all views see the same decision); a run resumed after a crash takes a new one,
-so a message whose labels changed between the crash and the restart may be placed by its new labels
-(a view already past its UID skips it: docs/providers.md says so). Spam, Trash and other `[Gmail]/…`
-folders that are not views of All Mail stay real folders (the gmail preset excludes them by default).
+Every view shares All Mail's UIDVALIDITY and UIDs, and every checkpoint is an All Mail UID. A message is
+copied when the view of its home passes its UID. A later label change can put it in another view at a
+UID that view has passed (nothing copied) or not yet seen; so after a clean finish no view copies a
+message at or below the *floor* (``placed_floor``: the lowest view checkpoint; every view of that finish
+had passed it, so every message below was placed): it stays where it was placed. After an interruption
+there is no floor (a view that had not started would hold messages never copied): the engine's re-match
+pairs what is on the destination and copies the rest. Within one run the homes come from one snapshot of
+X-GM-LABELS, so every view sees the same decision. Left open (docs/providers.md): labels changed between
+an interruption and the next run may place a message a second time (in its new home), or in no view
+when its new home had passed it before the interruption (`mailferry verify` reports it missing).
+
+Spam, Trash and other `[Gmail]/…` folders that are not views of All Mail stay real folders (the gmail
+preset excludes them by default).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mailferry_api.mailboxsync import FolderCheckpoint
 from mailferry_imap.client import FolderInfo
 
-from .place import Placement, place
+from .place import Placement, keyword, place
 
 INBOX, SENT, DRAFTS, ARCHIVE = "INBOX", "Sent", "Drafts", "Archive"
 # Gmail system folders that are views of All Mail (labels or flags), replaced by mailferry's own views.
@@ -91,6 +98,7 @@ class Snapshot:
     uidvalidity: int
     uidnext: int
     highestmodseq: int | None
+    visible: frozenset[str] | None = None  # the user labels LIST shows (None: all)
     _view: dict[int, int] = field(default_factory=dict)  # UID -> index in _names
     _names: list[str] = field(default_factory=list)
     _extra: dict[int, tuple[str, ...]] = field(default_factory=dict)
@@ -99,6 +107,11 @@ class Snapshot:
     skipped: Counter[str] = field(default_factory=Counter)
 
     def add(self, uid: int, labels: Iterable[str]) -> None:
+        hidden: list[str] = []
+        if self.visible is not None:  # a label hidden from IMAP has no folder: a keyword, never a home
+            shown = [lb for lb in labels if lb.startswith("\\") or lb in self.visible]
+            hidden = [keyword(lb) for lb in labels if lb not in shown]
+            labels = shown
         p = place(labels)
         name = view_of(p)
         if name is None:
@@ -108,7 +121,7 @@ class Snapshot:
             self._names.append(name)
         self._view[uid] = self._names.index(name)
         self.counts[name] += 1
-        extra = p.flags + p.keywords
+        extra = p.flags + p.keywords + tuple(k for k in hidden if k not in p.keywords)
         if extra:
             self._extra[uid] = self._shared.setdefault(extra, extra)
 
@@ -128,6 +141,20 @@ class Snapshot:
             return ()
         i = self._names.index(view)
         return (u for u, j in self._view.items() if j == i)
+
+
+def placed_floor(checkpoints: Mapping[str, FolderCheckpoint], lay: GmailLayout, uidvalidity: int) -> int:
+    """The highest All Mail UID below which every message was placed by an earlier run, from the
+    checkpoints of a clean finish: the lowest of the views' (a view that finished covers everything below
+    the UIDNEXT it recorded, one without it its lastUid). 0 before the first run or after a UIDVALIDITY
+    change. A view without a checkpoint is new since that finish (its label is): it does not count."""
+    views = lay.view_names()
+    marks = [
+        (ck.uid_next - 1) if ck.uid_next else ck.last_uid
+        for name, ck in checkpoints.items()
+        if name in views and ck.uid_validity == uidvalidity
+    ]
+    return min(marks) if marks else 0
 
 
 def with_extra(flags: Sequence[str], extra: Sequence[str]) -> tuple[str, ...]:
@@ -156,6 +183,7 @@ __all__ = [
     "Snapshot",
     "layout",
     "parse_uid_set",
+    "placed_floor",
     "view_folders",
     "view_of",
     "with_extra",

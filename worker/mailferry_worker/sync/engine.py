@@ -29,6 +29,8 @@ from mailferry_kube.client import KubeError
 
 from ..checkpoint import StatusStore
 from ..clients import close_all, open_both
+from ..gmail.destination import gmail_dest_connector
+from ..gmail.source import gmail_connector
 from ..lease import AlreadyRunning, LeaseLost
 from ..plan import FolderPlan, plan_folders
 from . import readiness
@@ -175,6 +177,10 @@ class MailboxRunner(StatusKeeper):
         pacer = pacer_for(spec.source.endpoint, spec.destination.endpoint, spec.max_message_bytes)
         self.pacer = pacer if pacer.active else None
         src_c, dst_c = connectors_for(spec, self.secrets, self.settings, self.lease)
+        # Gmail (gmail/): a source shows one view per home folder over All Mail (the checkpoints of a clean
+        # finish say what is placed already), a destination uploads each message once.
+        src_c = gmail_connector(src_c, self.ckpts if clean else None)
+        dst_c = gmail_dest_connector(dst_c)
         src: ImapClient | None = None
         dst: ImapClient | None = None
         try:
@@ -247,6 +253,7 @@ class MailboxRunner(StatusKeeper):
         """True when one source connection proves every selected folder unchanged since its checkpoint
         (unchanged.py; any doubt, a login error included, means False)."""
         src_c, _ = connectors_for(spec, self.secrets, self.settings, None)
+        src_c = gmail_connector(src_c, self.ckpts)
         try:
             src = await src_c.open()
         except ImapError:
