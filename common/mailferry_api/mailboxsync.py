@@ -170,6 +170,32 @@ class UsageBucket(ApiModel):
     """Messages copied in that hour."""
 
 
+class FollowStatus(ApiModel):
+    """Live follow mode (the MailMigration's deltaMode: follow): how the follower watches this mailbox,
+    when it last confirmed the destination current, and the lag of the copies it made."""
+
+    mode: Literal["notify", "idle", "poll"] = "poll"
+    """How changes are seen: notify (IMAP NOTIFY, every folder), idle (IDLE on INBOX + a STATUS sweep of
+    the other folders), poll (a delta every poll interval: the server has neither)."""
+    job_name: str | None = Field(default=None, max_length=63)
+    """The follower Job serving the mailbox."""
+    since: datetime | None = None
+    """When this follower started serving the mailbox."""
+    caught_up_at: datetime | None = None
+    """The last time the follower knew the destination current (a delta finished with nothing waiting,
+    or a heartbeat while its change feed was live)."""
+    heartbeat_seconds: int = Field(default=120, ge=1)
+    """How often the follower confirms: a caughtUpAt older than 3 of these means it is not following."""
+    last_lag_seconds: float | None = Field(default=None, ge=0)
+    """Lag of the last copied message (first seen on the source -> APPEND confirmed on the destination)."""
+    p95_lag_seconds: float | None = Field(default=None, ge=0)
+    """95th percentile of the lag over the window."""
+    window_seconds: int = Field(default=3600, ge=1)
+    """The window of the percentile."""
+    samples: int = Field(default=0, ge=0)
+    """Copies measured in the window."""
+
+
 class MailboxSyncStatus(ApiModel):
     """Where the mailbox stands: per-folder checkpoints, counts, lag, errors (written by the worker)."""
 
@@ -214,6 +240,8 @@ class MailboxSyncStatus(ApiModel):
     eta_reason: str | None = Field(default=None, max_length=64)
     """What bounds the estimate (BudgetBound, MessageRateBound, ThroughputBound, Done) or why there is
     none (NoRateYet)."""
+    follow: FollowStatus | None = None
+    """Live follow mode: the follower's watch, last confirmation and lag (absent with delta rounds)."""
     flag_errors: int = 0
     """Flag changes the destination refused."""
     collections: Collections = []

@@ -34,7 +34,8 @@ MigrationPhase = Literal[
 ]
 MIGRATION_CONDITIONS = ("Ready", "Validated", "Approved", "BulkCopied", "InSync", "Stalled")
 InventoryFormat = Literal["auto", "csv", "json"]
-RoundKind = Literal["bulk", "delta", "final"]
+RoundKind = Literal["bulk", "delta", "final", "follow"]
+DeltaMode = Literal["rounds", "follow"]
 
 
 class MailboxEntry(ApiModel):
@@ -162,6 +163,10 @@ class MailMigrationSpec(SyncOptions):
     """Connections, bytes per day and messages per second shared by every Job, per side."""
     delta_interval: Duration = "15m"
     """Time between delta rounds once the bulk copy is done (e.g. 15m)."""
+    delta_mode: DeltaMode = "rounds"
+    """After the bulk copy: rounds (a delta round of Jobs every deltaInterval) or follow (long-running
+    follower Jobs, one per batch, that watch the source with IMAP NOTIFY or IDLE and copy each change as
+    it happens; a server with neither is polled every deltaInterval). docs/follow.md."""
     approval: Approval = Approval()
     """Review the scan before copying."""
     suspend: bool = False
@@ -282,7 +287,9 @@ class Totals(ApiModel):
 
 class Lag(ApiModel):
     max_seconds: int = 0
-    """Largest time since a mailbox's last finished sync."""
+    """Largest time since a mailbox's last finished sync; in follow mode, the largest follow lag (p95
+    of first seen -> APPEND) of a mailbox whose follower confirmed it lately, else the time since that
+    mailbox was last known current."""
     pending_messages: int = 0
     """Messages on the source not yet on the destination."""
 
@@ -313,7 +320,7 @@ class RoundStatus(ApiModel):
     number: int = 0
     """Round number (1: the bulk copy)."""
     kind: RoundKind = "bulk"
-    """bulk, delta or final."""
+    """bulk, delta, final or follow (follower Jobs that run until stopped)."""
     started_at: datetime | None = None
     """When the round started."""
     completed_at: datetime | None = None

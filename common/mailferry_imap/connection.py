@@ -343,6 +343,63 @@ class ImapConnection:
             )
         return done
 
+    async def idle(self, on_untagged: Callable[[Response], bool], seconds: float) -> bool:
+        """IDLE (RFC 2177) for at most ``seconds``: DONE as soon as ``on_untagged`` returns True for an
+        unsolicited response (an EXISTS of the selected mailbox, a NOTIFY (RFC 5465) STATUS of another).
+        Returns whether it did. The wait is not a read timeout: one pending read lives across it, so a
+        response that arrives while DONE goes out is never cut in half. ``seconds`` must stay below the
+        connection's read timeout (the server answers DONE within it, or the connection is dead)."""
+        async with self._holding():
+            tag = self._next_tag()
+            self._writer.write(tag + b" IDLE\r\n")
+            await self._drain()
+            seen = False
+            while True:  # up to the continuation (a NO/BAD: the server refuses to idle here)
+                resp = await self._read()
+                if resp.is_continuation:
+                    break
+                if resp.line.startswith(tag + b" "):
+                    self._finish(self._completion(resp, []), True)
+                    return seen
+                self._note_untagged(resp)
+                seen = on_untagged(resp) or seen
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + max(0.0, seconds)
+            pending: asyncio.Future[Response] | None = None
+            ended: Response | None = None  # the server ended IDLE by itself (a tagged response)
+            while not seen:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                pending = pending or asyncio.ensure_future(self._read())
+                done, _ = await asyncio.wait({pending}, timeout=left)
+                if not done:
+                    break
+                resp = pending.result()
+                pending = None
+                if resp.line.startswith(tag + b" "):
+                    ended = resp
+                    break
+                self._note_untagged(resp)
+                seen = on_untagged(resp) or seen
+            try:
+                if ended is None:
+                    self._writer.write(b"DONE\r\n")
+                    await self._drain()
+                while ended is None:
+                    resp = await (pending or self._read())
+                    pending = None
+                    if resp.line.startswith(tag + b" "):
+                        ended = resp
+                        break
+                    self._note_untagged(resp)
+                    seen = on_untagged(resp) or seen
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()
+            self._finish(self._completion(ended, []), True)
+            return seen
+
     # ------------------------------------------------------------------- auth
     async def login(self, user: str, password: str) -> None:
         try:

@@ -3,6 +3,7 @@
     mailferry-worker sync                      # in a Job: everything from the env (see docs/job-contract.md)
     mailferry-worker sync --mailboxsync NAME [--mailboxsync NAME2 ...] --namespace NS --secrets-dir DIR
         [--kubeconfig FILE] [--round N] [--concurrency N] [--connections N]
+    mailferry-worker follow ...                # the same flags: serve the batch until SIGTERM (follow/)
 
 Exit codes: 0 every mailbox finished or failed permanently (reason in its status); 1 a transient
 failure (retry helps); 2 configuration error (MailboxSync unreadable, API unreachable); 3 another worker
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=settings.current().mailbox_concurrency)
     s.add_argument("--connections", type=int, default=None, help="override spec.connectionsPerMailbox")
     s.add_argument("--job-name", default=settings.current().job_name or None)
+    # Live follow mode (issue 20): the same batch flags, served until SIGTERM.
+    f = sub.add_parser("follow", help="follow a batch of MailboxSyncs (NOTIFY/IDLE) until SIGTERM")
+    for action in s._actions[1:]:
+        f._add_action(action)
     return p
 
 
@@ -115,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "sync":
         return asyncio.run(_sync(args))
+    if args.command == "follow":
+        from .follow.cli import follow
+
+        return asyncio.run(follow(args))
     return EXIT_CONFIG
 
 

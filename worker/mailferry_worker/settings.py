@@ -37,6 +37,39 @@ class WorkerSettings:
         "a mailbox's lease (one writer per mailbox): renewed every sixth of it; a worker that could not "
         "renew for three quarters of it stops writing",
     )
+    follow_modes: tuple[str, ...] = env(
+        "MAILFERRY_FOLLOW_MODES",
+        ("notify", "idle", "poll"),
+        "follow mode: the ways to wait for changes the follower may use, best first where the source "
+        "announces them (notify: IMAP NOTIFY; idle: IDLE on INBOX + STATUS sweep; poll: periodic deltas)",
+    )
+    follow_poll_seconds: float = env(
+        "MAILFERRY_FOLLOW_POLL_SECONDS",
+        900.0,
+        "follow mode: a delta this often where neither NOTIFY nor IDLE",
+    )
+    follow_sweep_seconds: float = env(
+        "MAILFERRY_FOLLOW_SWEEP_SECONDS",
+        60.0,
+        "follow mode (idle): STATUS sweep of the folders besides INBOX",
+    )
+    follow_idle_seconds: float = env(
+        "MAILFERRY_FOLLOW_IDLE_SECONDS",
+        240.0,
+        "follow mode: longest IDLE before DONE (a keep-alive that also finds a dead connection; kept "
+        "below the endpoint's read timeout)",
+    )
+    follow_heartbeat_seconds: int = env(
+        "MAILFERRY_FOLLOW_HEARTBEAT_SECONDS",
+        120,
+        "follow mode: how often a followed mailbox's status says it is caught up (status.follow.caughtUpAt)",
+    )
+    follow_lag_window_seconds: int = env(
+        "MAILFERRY_FOLLOW_LAG_WINDOW_SECONDS", 3600, "follow mode: window of status.follow.p95LagSeconds"
+    )
+    metrics_port: int = env(
+        "MAILFERRY_METRICS_PORT", 9102, "follow mode: the follower's Prometheus /metrics port (0: off)"
+    )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
     egress_allow: tuple[str, ...] = env(

@@ -90,6 +90,18 @@ async def create_job(namespace: str, body: Mapping[str, Any]) -> bool:
     return True
 
 
+async def delete_job(namespace: str, name: str) -> bool:
+    """Delete a Job and its pods (background propagation: the pods get SIGTERM); False if it is gone."""
+    path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+    try:
+        await (await api()).request("DELETE", path, propagationPolicy="Background")
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 @dataclass(frozen=True)
 class SecretValues:
     """A Secret's type and `.data` decoded to text (`spec_checks.decode_values`); read-only, shared.

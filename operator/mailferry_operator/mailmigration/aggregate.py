@@ -8,6 +8,7 @@ from datetime import datetime
 from mailferry_api.groupware import KINDS, CollectionTotals
 from mailferry_api.mailmigration import JobCounts, Lag, MailboxCounts, Totals
 
+from . import followplan
 from .views import JobView, MailboxView
 
 
@@ -40,14 +41,18 @@ def lag(
     mailboxes: Iterable[MailboxView], failed: Collection[str], now: datetime, since: datetime | None
 ) -> Lag:
     """maxSeconds = max over live mailboxes of (now - lastSyncTime); a mailbox never synced counts from
-    `since` (when the migration started copying). pendingMessages = sum of the mailboxes' lag.pendingMessages.
+    `since` (when the migration started copying); a followed mailbox counts its follower's lag
+    (followplan.mailbox_lag). pendingMessages = sum of the mailboxes' lag.pendingMessages.
     Failed mailboxes are left out: they are reported on their own and would pin the lag forever."""
     result = Lag()
     for m in mailboxes:
         if m.source in failed or m.name in failed:
             continue
+        followed = followplan.mailbox_lag(m, now)  # follow mode: what its follower measured
         reference = m.last_sync_time or since
-        if reference is not None:
+        if followed is not None:
+            result.max_seconds = max(result.max_seconds, followed)
+        elif reference is not None:
             result.max_seconds = max(result.max_seconds, max(0, int((now - reference).total_seconds())))
         result.pending_messages += m.pending_messages
     return result

@@ -7,6 +7,7 @@ nothing is created twice.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from mailferry_api.budgets import Estimate, JobShare
@@ -14,7 +15,7 @@ from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
 from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
 from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
 
-from . import aggregate, budgets, finalsync
+from . import aggregate, budgets, finalsync, followplan
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round
@@ -116,6 +117,8 @@ def decide(snap: Snapshot) -> Plan:
                 snap.name, n, spec.batch_size, views, jobs, failed_sources, tested, now, mark_failed
             )
             retrying = progress.retrying
+            if rnd.kind == "follow":  # long-running follower Jobs instead of one-shot ones (followplan.py)
+                progress.pending = [replace(p, follow=True) for p in progress.pending]
             if progress.requeue_after is not None:
                 plan.requeue_after = min(plan.requeue_after, progress.requeue_after)
             if not spec.suspend:
@@ -126,10 +129,24 @@ def decide(snap: Snapshot) -> Plan:
                 before = snap.status.budget
                 if scheduled.reason and (before is None or before.reason != scheduled.reason):
                     note("Normal", "BudgetHold", f"{scheduled.held} Job(s) wait: {scheduled.message}")
-            if progress.all_done and not progress.pending:
+            # the final sync in follow mode: every mailbox confirmed current after the drain
+            final = (
+                rnd.kind == "follow"
+                and spec.complete
+                and hold.released
+                and not progress.all_done
+                and followplan.final_reached(views.values(), failed_sources, snap.cutovers, now)
+            )
+            if final:
                 rnd.completed_at = now
-                kind = {"bulk": "bulk copy", "delta": "delta", "final": "final delta"}[rnd.kind]
-                note("Normal", "RoundCompleted", f"round {n} ({kind}) completed")
+                completed = True
+                st.completed_at = st.completed_at or now
+                plan.create_jobs = []
+                note("Normal", "RoundCompleted", f"round {n} (follow) completed: every mailbox current")
+            elif progress.all_done and not progress.pending:
+                rnd.completed_at = now
+                what = {"bulk": "bulk copy", "delta": "delta", "final": "final delta", "follow": "follow"}
+                note("Normal", "RoundCompleted", f"round {n} ({what[rnd.kind]}) completed")
             elif active_jobs or plan.create_jobs:
                 plan.requeue_after = min(plan.requeue_after, 5.0)
 
@@ -138,15 +155,20 @@ def decide(snap: Snapshot) -> Plan:
             interval = parse_duration(spec.delta_interval)
             # a final round counts only if it started after every referencing cutover drained
             final_counts = rnd.kind == "final" and finalsync.allows(snap.cutovers, rnd.started_at)
-            if final_counts:
+            if completed:
+                pass  # (the follow round's final sync, above)
+            elif final_counts:
                 completed = True
                 if st.completed_at is None:
                     st.completed_at = now
             elif not spec.suspend:
                 may_finish = spec.complete and hold.released
+                follow = spec.delta_mode == "follow"
+                if follow:  # followers right after the bulk copy, and again soon when they all ended
+                    interval = followplan.next_round_after(rnd.kind, interval)
                 due = (rnd.started_at or now) + timedelta(seconds=interval)
                 if may_finish or retry_now or now >= due:
-                    kind = "final" if may_finish else "delta"
+                    kind = "final" if may_finish else "follow" if follow else "delta"
                     rnd = RoundStatus(number=rnd.number + 1, kind=kind, started_at=now)
                     note("Normal", "RoundStarted", f"round {rnd.number} ({kind}) started")
                     plan.requeue_after = 0.0
@@ -157,6 +179,8 @@ def decide(snap: Snapshot) -> Plan:
                     plan.requeue_after = min(plan.requeue_after, max(0.5, wake))
 
     st.round = rnd if rnd.number > 0 else st.round
+    if completed and rnd.kind == "follow":
+        plan.stop_jobs = followplan.to_stop(jobs, rnd.number)  # SIGTERM: they give the Leases back
 
     # --- aggregates
     all_views = list(views.values())

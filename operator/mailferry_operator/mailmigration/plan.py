@@ -23,6 +23,7 @@ class JobPlan:
     attempt: int
     mailboxes: tuple[str, ...]
     share: JobShare | None = None  # its part of the budgets (budgets.schedule); None: not scheduled yet
+    follow: bool = False  # a long-running follower (`mailferry-worker follow`, deltaMode: follow)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Snapshot:
 class Plan:
     status: MailMigrationStatus
     create_jobs: list[JobPlan] = field(default_factory=list)
+    stop_jobs: list[str] = field(default_factory=list)  # follower Jobs to delete (follow mode completed)
     events: list[Event] = field(default_factory=list)
     requeue_after: float = IDLE_REQUEUE
     validation: ValidationPlan | None = None

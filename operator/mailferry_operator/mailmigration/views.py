@@ -73,6 +73,11 @@ class MailboxView:
     error_message: str = picked("status.last_error.message", limit=1024)
     collection_totals: CollectionTotals | None = picked("status.collection_totals")
     usage: list[UsageBucket] | None = picked("status.usage")
+    # Live follow mode (status.follow, written by the follower): its last confirmation and lag.
+    follow_caught_up_at: datetime | None = picked("status.follow.caught_up_at")
+    follow_heartbeat_seconds: int = picked("status.follow.heartbeat_seconds")
+    follow_last_lag_seconds: float | None = picked("status.follow.last_lag_seconds")
+    follow_p95_lag_seconds: float | None = picked("status.follow.p95_lag_seconds")
 
 
 def mailbox_view(body: Mapping[str, Any]) -> MailboxView:

@@ -1,0 +1,252 @@
+"""The follower: serve a batch of MailboxSyncs until SIGTERM, each under its Lease the whole time.
+
+Per mailbox: take the Lease (wait while another worker holds it), run a first delta, start its change
+feed (watch.py), then loop: a change (or, polling, the interval) -> the engine's delta under the held
+Lease (store.py); idle and fed -> a heartbeat that says the destination is current. Deltas run at most
+``concurrency`` at once over the whole batch. SIGTERM (or ``stop``): feeds close, running deltas are
+cancelled (their checkpoints make that safe), Leases are released, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailferry_api.mailboxsync import FollowStatus
+from mailferry_imap.credentials import SecretSource
+from mailferry_kube.client import KubeError
+
+from .. import settings as worker_settings
+from ..checkpoint import StatusStore
+from ..lease import AlreadyRunning, LeaseLost, MailboxLease
+from ..logs import log
+from ..sync.connections import connectors_for
+from ..sync.engine import MailboxRunner
+from ..sync.run import RunSettings, backoff
+from . import metrics
+from .lagwindow import LagWindow
+from .store import FollowState, FollowStore
+from .watch import Feed
+from .watchplan import MailboxClock, Mode
+
+TICK = 5.0  # longest sleep of a mailbox's loop without a change (heartbeats, polls, a lost lease)
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    modes: tuple[Mode, ...] = ("notify", "idle", "poll")
+    poll_seconds: float = 900.0
+    sweep_seconds: float = 60.0
+    idle_seconds: float = 240.0
+    heartbeat_seconds: int = 120
+    window_seconds: int = 3600
+    job_name: str | None = None
+
+    @classmethod
+    def from_env(cls, job_name: str | None) -> FollowSettings:
+        env = worker_settings.current()
+        modes = tuple(m for m in env.follow_modes if m in ("notify", "idle", "poll")) or ("poll",)
+        return cls(
+            modes=modes,  # type: ignore[arg-type]
+            poll_seconds=env.follow_poll_seconds,
+            sweep_seconds=env.follow_sweep_seconds,
+            idle_seconds=env.follow_idle_seconds,
+            heartbeat_seconds=env.follow_heartbeat_seconds,
+            window_seconds=env.follow_lag_window_seconds,
+            job_name=job_name,
+        )
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC).replace(microsecond=0)
+
+
+class FollowedMailbox:
+    def __init__(
+        self,
+        name: str,
+        store: StatusStore,
+        secrets: SecretSource,
+        run: RunSettings,
+        fs: FollowSettings,
+        deltas: asyncio.Semaphore,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.secrets = secrets
+        self.run_settings = run
+        self.fs = fs
+        self.deltas = deltas
+        self.clock = MailboxClock(poll_seconds=fs.poll_seconds, heartbeat_seconds=fs.heartbeat_seconds)
+        self.lag = LagWindow(window=float(fs.window_seconds))
+        self.wake = asyncio.Event()
+        self.feed: Feed | None = None
+        self.state = FollowState(
+            FollowStatus(
+                job_name=fs.job_name,
+                heartbeat_seconds=fs.heartbeat_seconds,
+                window_seconds=fs.window_seconds,
+            ),
+            on_copied=self._copied,
+        )
+
+    def log(self, event: str, level: str = "info", **kw: object) -> None:
+        log(event, level, mailboxsync=self.name, **kw)
+
+    # ------------------------------------------------------------------ lag
+    def _copied(self, arrival: float, count: int) -> None:
+        now = time.time()
+        seconds = max(0.0, now - arrival)
+        self.lag.add(now, seconds, count)
+        mode = self.feed.mode if self.feed else "poll"
+        for _ in range(min(count, 1000)):
+            metrics.LAG.labels(mode).observe(seconds)
+        metrics.MAILBOX_LAG.labels(self.name).set(seconds)
+        self._fill_lag(now)
+
+    def _fill_lag(self, now: float) -> None:
+        f = self.state.follow
+        f.last_lag_seconds = None if self.lag.last is None else round(self.lag.last, 3)
+        p95 = self.lag.p95(now)
+        f.p95_lag_seconds = None if p95 is None else round(p95, 3)
+        f.samples = self.lag.count(now)
+
+    def _changed(self, at: float) -> None:
+        self.clock.changed(at)
+        self.wake.set()
+
+    # ------------------------------------------------------------------ serving
+    async def serve(self) -> None:
+        """Until cancelled: hold the lease and follow; a lost lease is taken again once free."""
+        attempt = 0
+        while True:
+            try:
+                await self.store.load(self.name)  # the lease needs the MailboxSync's uid (owner)
+                lease = self.store.lease(self.name)
+                await lease.acquire()
+            except AlreadyRunning as exc:
+                self.log("follow_lease_busy", "warning", error=str(exc)[:200])
+                await asyncio.sleep(backoff(attempt, 5.0, 60.0))
+                attempt += 1
+                continue
+            except (KubeError, OSError, ValueError) as exc:
+                self.log("follow_lease_failed", "warning", error=str(exc)[:200])
+                await asyncio.sleep(backoff(attempt, 1.0, 60.0))
+                attempt += 1
+                continue
+            attempt = 0
+            try:
+                await self._follow(lease)
+            except LeaseLost as exc:
+                self.log("follow_lease_lost", "warning", error=str(exc)[:200])
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(lease.release())
+
+    async def _follow(self, lease: MailboxLease) -> None:
+        spec, _, _ = await self.store.load(self.name)
+        src_c, _ = connectors_for(spec, self.secrets, self.run_settings, None)
+        self.feed = Feed(
+            src_c,
+            self._changed,
+            self.log,
+            modes=self.fs.modes,
+            idle_seconds=self.fs.idle_seconds,
+            sweep_seconds=self.fs.sweep_seconds,
+            backoff_base=self.run_settings.backoff_base,
+            backoff_cap=self.run_settings.backoff_cap,
+        )
+        self.state.follow.since = _utc(time.time())
+        feed_task = asyncio.create_task(self.feed.run())
+        try:
+            while True:
+                lease.check()
+                if feed_task.done() and not feed_task.cancelled():
+                    exc = feed_task.exception()
+                    if exc is not None:  # a feed that cannot work here: poll instead (rounds, no Job)
+                        self.log("follow_feed_failed", "warning", error=str(exc)[:200])
+                    self.feed.mode = "poll"
+                self.clock.watching = self.feed.watching
+                self.state.follow.mode = self.feed.mode
+                now = time.time()
+                if self.clock.due(now, self.feed.mode):
+                    await self._delta(lease)
+                    continue
+                if self.clock.confirm_due(now, self.feed.mode):
+                    await self._heartbeat(lease)
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), TICK)
+        finally:
+            feed_task.cancel()
+            with contextlib.suppress(BaseException):
+                await feed_task
+
+    async def _delta(self, lease: MailboxLease) -> None:
+        async with self.deltas:
+            started = time.time()
+            self.state.arrival = self.clock.start(started)
+            store = FollowStore(self.store, self.name, lease, self.state)
+            store.run_started = started
+            result = await MailboxRunner(self.name, store, self.secrets, self.run_settings).run()
+        ok = result.outcome in ("synced", "suspended")
+        metrics.DELTAS.labels(result.outcome).inc()
+        self.clock.finished(time.time(), ok)
+        self.state.arrival = None
+        if result.outcome == "lost":
+            raise LeaseLost(result.reason or "lease lost during a delta")
+        if not ok:
+            self.log("follow_delta_failed", "warning", outcome=result.outcome, reason=result.reason)
+            await asyncio.sleep(backoff(1, self.run_settings.backoff_base, self.run_settings.backoff_cap))
+
+    async def _heartbeat(self, lease: MailboxLease) -> None:
+        now = time.time()
+        try:
+            _, status, _ = await self.store.load(self.name)
+            self.state.follow.caught_up_at = _utc(now)
+            self._fill_lag(now)
+            status.follow = self.state.follow
+            lease.check()
+            await self.store.save(self.name, status)
+            self.clock.confirmed(now)
+        except (KubeError, OSError, ValueError) as exc:
+            self.log("follow_heartbeat_failed", "warning", error=str(exc)[:200])
+
+
+async def follow_batch(
+    names: Sequence[str],
+    store: StatusStore,
+    secrets: SecretSource,
+    run: RunSettings,
+    fs: FollowSettings,
+    concurrency: int,
+    stop: asyncio.Event,
+) -> int:
+    """Serve ``names`` until ``stop`` is set; 0 (a follower only ends when told to)."""
+    deltas = asyncio.Semaphore(max(1, concurrency))
+    mailboxes = [FollowedMailbox(n, store, secrets, run, fs, deltas) for n in names]
+    tasks = [asyncio.create_task(m.serve()) for m in mailboxes]
+    gauge = asyncio.create_task(_gauges(mailboxes))
+    try:
+        await stop.wait()
+    finally:
+        gauge.cancel()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, gauge, return_exceptions=True)
+    return 0
+
+
+async def _gauges(mailboxes: Sequence[FollowedMailbox]) -> None:
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for m in mailboxes:
+            key = (m.feed.mode if m.feed else "poll", "true" if m.feed and m.feed.watching else "false")
+            counts[key] = counts.get(key, 0) + 1
+        metrics.MAILBOXES.clear()
+        for (mode, watching), n in counts.items():
+            metrics.MAILBOXES.labels(mode, watching).set(n)
+        await asyncio.sleep(TICK)
