@@ -17,9 +17,11 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
+import httpx
+
 from mailferry_api.groupware import CollectionKind
 
-from .api import ApiClient
+from .api import ApiClient, Sleep
 from .dav import Collection, DavError, Item
 from .plan import Changes
 
@@ -61,9 +63,20 @@ class CloudSide:
     """Base of the API sides: request count, close, member URLs, destination collections by display name,
     and the per-item `lost` notes (what the destination could not hold) CollectionSync reports."""
 
-    def __init__(self, api: ApiClient, base_url: str) -> None:
-        self.api = api
-        self.base_url = base_url.rstrip("/")
+    vendor: str  # the API's owner, as ApiClient names it in errors and logs
+    default_url: str  # the public API root, unless a test or a proxy names another
+
+    def __init__(
+        self,
+        auth: httpx.Auth,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 4,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.api = ApiClient(auth, self.vendor, timeout, transport, retries, sleep)
+        self.base_url = (base_url or self.default_url).rstrip("/")
         self._lost: dict[str, list[str]] = {}
         self._homes: dict[CollectionKind, list[Collection]] = {}
         self._lock = asyncio.Lock()

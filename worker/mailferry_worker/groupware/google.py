@@ -11,18 +11,14 @@ not return per event) becomes no VALARM; `responseStatus` maps to PARTSTAT; atta
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import httpx
-
 from mailferry_api.groupware import CollectionKind
 
-from .api import ApiClient, Sleep
 from .cardmap import NAME_KEY
 from .cloud import CloudSide, split_member
 from .dav import Collection, DavError, Item
@@ -141,17 +137,8 @@ class GoogleCalendar(CloudSide):
     keeps the iCalUID; modified instances via events.instances?originalStart + events.update; cancelled
     ones are EXDATE lines in the master's recurrence, so they never exist on Google)."""
 
-    def __init__(
-        self,
-        auth: httpx.Auth,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-        retries: int = 4,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        api = ApiClient(auth, "Google", timeout, transport, retries, sleep)
-        super().__init__(api, base_url or GOOGLE_CALENDAR_API)
+    vendor = "Google"
+    default_url = GOOGLE_CALENDAR_API
 
     async def list_home(self, kind: CollectionKind, home: str) -> list[Collection]:
         if kind != "calendars":

@@ -27,7 +27,7 @@ import httpx
 
 from mailferry_api.groupware import CollectionKind
 
-from .api import ApiClient, Sleep
+from .api import Sleep
 from .cardmap import GRAPH_NAME_PROP, GRAPH_UID_PROP, card_from_graph, graph_from_card, parse_vcard, to_vcard
 from .cloud import CloudSide, split_member
 from .dav import Collection, DavError, Item
@@ -62,6 +62,9 @@ def _utc(value: date | datetime) -> datetime:
 
 
 class Graph(CloudSide):
+    vendor = "Graph"
+    default_url = GRAPH_API
+
     def __init__(
         self,
         auth: httpx.Auth,
@@ -72,7 +75,7 @@ class Graph(CloudSide):
         retries: int = 4,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(ApiClient(auth, "Graph", timeout, transport, retries, sleep), base_url or GRAPH_API)
+        super().__init__(auth, base_url, timeout, transport, retries, sleep)
         self.beta_url = (beta_url or (GRAPH_BETA if base_url is None else self.base_url)).rstrip("/")
 
     async def list_home(self, kind: CollectionKind, home: str) -> list[Collection]:

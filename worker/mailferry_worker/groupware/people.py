@@ -26,7 +26,7 @@ import httpx
 
 from mailferry_api.groupware import CollectionKind
 
-from .api import ApiClient, Sleep
+from .api import Sleep
 from .cardmap import (
     NAME_KEY,
     Card,
@@ -51,6 +51,9 @@ UPDATE_FIELDS = (
 
 
 class GooglePeople(CloudSide):
+    vendor = "Google"
+    default_url = PEOPLE_API
+
     def __init__(
         self,
         auth: httpx.Auth,
@@ -60,9 +63,7 @@ class GooglePeople(CloudSide):
         retries: int = 4,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(
-            ApiClient(auth, "Google", timeout, transport, retries, sleep), base_url or PEOPLE_API
-        )
+        super().__init__(auth, base_url, timeout, transport, retries, sleep)
         self._groups: dict[str, str] | None = None  # resourceName -> name (user groups)
         self._index: dict[str, tuple[str, str]] | None = None  # "book/name" -> (resourceName, etag)
         self._uids: dict[str, str] = {}  # vCard UID -> resourceName
