@@ -22,6 +22,7 @@ import pytest
 from fixtures.dovecot import Dovecot, DovecotPair
 from fixtures.gmail_like import STORE, GmailLike
 from fixtures.kubeapi import KubeAPI
+from mailferry_imap import utf7
 
 _MSGID = re.compile(rb"message-id:\s*(\S+)", re.I)
 
@@ -53,7 +54,8 @@ def _dest_ids(d: Dovecot, user: str) -> dict[str, list[tuple[str, str]]]:
     """Destination folder -> its messages (Message-ID, FLAGS text)."""
     with d.connect_as(user) as c:
         _, listing = c.list()
-        names = [re.sub(r'^\(.*?\) "." ', "", x.decode()).strip('"') for x in listing if isinstance(x, bytes)]
+        raw = [re.sub(r'^\(.*?\) "." ', "", x.decode()).strip('"') for x in listing if isinstance(x, bytes)]
+        names = [utf7.decode(n) for n in raw]
         return {n: _ids(c, n) for n in names if "\\Noselect" not in n}
 
 
@@ -131,6 +133,7 @@ SOURCE = [
     ("three labels", ["\\Inbox", "Work", "Travel"], "\\Seen", "INBOX", {"Travel", "Work"}),
     ("work only", ["Work"], "", "Work", set()),
     ("two labels", ["Work", "Travel"], "", "Travel", {"Work"}),
+    ("non-ascii label", ["Reisen/Übersee"], "", "Reisen/Übersee", set()),
     ("archived", [], "\\Seen", "Archive", set()),
     ("starred important", ["\\Starred", "\\Important"], "", "Archive", {"\\Flagged", "$Important"}),
     ("sent", ["\\Sent", "Clients"], "\\Seen", "Clients", {"$GmailSent"}),
@@ -186,6 +189,7 @@ def test_gmail_source_copies_each_message_once_into_its_home(
         "Clients",
         "Sent",
         "Drafts",
+        "Reisen/Übersee",
     }
 
     # Round 2: a label added to a copied message, a new message with three labels: copied once.

@@ -46,7 +46,8 @@ def test_spam_and_trash_copied_when_asked() -> None:
         ('say "hi"', "say__hi_"),
         ("Parent/Child", "Parent/Child"),
         ("%*]\\", "____"),
-        ("&AOQ-rger", "&AOQ-rger"),  # modified UTF-7 as Gmail sends it: already an atom
+        ("Ärger", "&AMQ-rger"),  # non-ASCII: modified UTF-7 as in its folder name (8-bit is no atom)
+        ("R&D", "R&-D"),
     ],
 )
 def test_keyword_is_an_imap_atom(label: str, expected: str) -> None:

@@ -10,8 +10,9 @@ more in `[Gmail]/All Mail`. mailferry copies it once, into its home folder, chos
     4. Drafts                      (\\Draft)
     5. Archive                     (in All Mail only: no label at all)
 
-Every other label rides along as a keyword (sanitised to an IMAP atom); Starred becomes \\Flagged and
-Important the keyword $Important, Sent/Drafts when not the home the keywords $GmailSent/$GmailDrafts.
+Every other label rides along as a keyword (an IMAP atom: modified UTF-7, atom-specials as '_');
+Starred becomes \\Flagged and Important the keyword $Important, Sent/Drafts when not the home the
+keywords $GmailSent/$GmailDrafts.
 A message labelled Spam or Trash is skipped (GmailSpam / GmailTrash)
 unless asked for, and then Spam/Trash is its home.
 """
@@ -22,6 +23,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from mailferry_imap import utf7
 
 HomeKind = Literal["inbox", "label", "sent", "drafts", "spam", "trash", "archive"]
 IMPORTANT_KEYWORD = "$Important"
@@ -48,8 +51,9 @@ class Placement:
 
 
 def keyword(label: str) -> str:
-    """A label as an IMAP keyword: characters an atom cannot hold become '_'."""
-    return _NOT_ATOM.sub("_", label) or "_"
+    """A label as an IMAP keyword: non-ASCII in modified UTF-7 (as in its folder name; an atom is ASCII,
+    8-bit data in one is a BAD command), then characters an atom cannot hold become '_'."""
+    return _NOT_ATOM.sub("_", utf7.encode(label)) or "_"
 
 
 def place(labels: Iterable[str], include_spam: bool = False, include_trash: bool = False) -> Placement:

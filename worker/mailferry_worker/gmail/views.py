@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailferry_api.mailboxsync import FolderCheckpoint
+from mailferry_imap import utf7
 from mailferry_imap.client import FolderInfo
 
 from .place import Placement, keyword, place
@@ -75,7 +76,7 @@ def view_folders(lay: GmailLayout) -> list[FolderInfo]:
     """What the engine lists: the views (with the special-use attribute that maps them) and kept folders."""
 
     def view(name: str, *attrs: str) -> FolderInfo:
-        return FolderInfo(name, name, lay.delimiter, {"\\HasNoChildren", *attrs})
+        return FolderInfo(name, utf7.encode(name), lay.delimiter, {"\\HasNoChildren", *attrs})
 
     out = [view(INBOX)]
     out += [view(lb) for lb in lay.labels if lb not in (SENT, DRAFTS, ARCHIVE)]
