@@ -166,8 +166,12 @@ def test_gmail_source_copies_each_message_once_into_its_home(
         gmail.put(user, raw, labels, flags)
         want[_mid(raw)] = (home, keywords)
 
+    gmail.proxy.inject_overquota(2)  # Gmail's daily download limit answered twice: backed off, retried
+    before = gmail.proxy.stats["overquota"]
     cp = h.run_worker(env)
     assert cp.returncode == 0, cp.stderr[-3000:]
+    assert gmail.proxy.stats["overquota"] - before == 2
+    assert any(e.get("reason") == "Throttled" for e in h.events(cp.stderr)), cp.stderr[-3000:]
     st = mb.status()
     assert st["phase"] == "Synced", st
     copied = [m for m in want.values() if m[0] is not None]
@@ -293,8 +297,10 @@ def test_gmail_destination_uploads_once_and_labels_the_other_folders(
         connectionsPerMailbox=3,
     )
     env = h.worker_env(kube, namespace, ["gmdst"], tmp_path / "s", None)
+    gmail.proxy.inject_overquota(1, on="append")  # the upload limit answered once: backed off, retried
     cp = h.run_worker(env)
     assert cp.returncode == 0, cp.stderr[-3000:]
+    assert any(e.get("reason") == "Throttled" for e in h.events(cp.stderr)), cp.stderr[-3000:]
     assert mb.status()["phase"] == "Synced", mb.status()
     stored = _stored(gmail, user)
     assert sum(stored.values()) == 3 and stored[_mid(shared)] == 1, stored  # uploaded once
