@@ -248,6 +248,51 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_until(check, timeout=timeout, interval=0.5, what=what)
 
 
+def status_brief(*fields: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A status shown as ``fields`` and its conditions, one (status, reason, message) per type."""
+
+    def brief(status: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: status.get(k) for k in fields}
+        out["conditions"] = {
+            c["type"]: (c["status"], c["reason"], c.get("message", "")[:200])
+            for c in status.get("conditions") or []
+        }
+        return out
+
+    return brief
+
+
+def wait_object(
+    kube: KubeAPI,
+    plural: str,
+    namespace: str,
+    name: str,
+    check: Callable[[dict[str, Any]], object],
+    what: str,
+    *,
+    describe: Callable[[Mapping[str, Any]], object],
+    timeout: float = 60,
+    log_text: Callable[[], str] | None = None,
+) -> dict[str, Any]:
+    """Poll one object until ``check`` holds, and return it. On timeout the failure shows its last
+    status as ``describe`` renders it, and the tail of ``log_text()`` (the operator's log, without the
+    lines that only say a request went through)."""
+    last: dict[str, Any] = {}
+
+    def probe() -> dict[str, Any] | None:
+        nonlocal last
+        last = kube.get(plural, name, namespace)
+        return last if check(last) else None
+
+    try:
+        return wait_until(probe, timeout=timeout, what=what)
+    except AssertionError as exc:
+        lines = log_text().splitlines() if log_text else []
+        tail = "\n".join(line for line in lines if "HTTP Request" not in line and "succeeded" not in line)
+        status = describe(last.get("status") or {})
+        raise AssertionError(f"{exc}\nstatus: {status}\noperator log tail:\n{tail[-4000:]}") from None
+
+
 LOOPBACK_EGRESS = "http://127.0.0.1:*,https://127.0.0.1:*"
 
 

@@ -15,9 +15,12 @@ from typing import Any
 
 import httpx
 
-from fixtures._proc import ManagedProcess, Supervised, free_port, port_open, wait_until
+from fixtures._proc import ManagedProcess, Supervised, free_port, port_open
 from fixtures.kubeapi import KubeAPI
 from fixtures.powerdns import PowerDNS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import demolib as dl
 
 BIN = Path(sys.executable).parent
 FAST_ENV = {
@@ -169,20 +172,17 @@ def wait_dc(
     timeout: float = 60,
     operator: Operator | None = None,
 ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def probe() -> dict[str, Any] | None:
-        nonlocal last
-        last = get_dc(kube, namespace, name)
-        return last if check(last) else None
-
-    try:
-        return wait_until(probe, timeout=timeout, what=what)
-    except AssertionError as exc:
-        status = last.get("status", {})
-        brief = {k: status.get(k) for k in ("phase", "conditions", "gates", "lastError")}
-        tail = operator.log_text()[-4000:] if operator else ""
-        raise AssertionError(f"{exc}\nstatus: {brief}\noperator log tail:\n{tail}") from None
+    return dl.wait_object(
+        kube,
+        "dnscutover",
+        namespace,
+        name,
+        check,
+        what,
+        timeout=timeout,
+        describe=dl.status_brief("phase", "gates", "lastError"),
+        log_text=operator.log_text if operator else None,
+    )
 
 
 def phase_is(phase: str) -> Callable[[dict[str, Any]], bool]:

@@ -22,6 +22,8 @@ from fixtures.kubeapi import KubeAPI
 from fixtures.prometheus import Prometheus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dns"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import demolib as dl
 from dnscutover_harness import condition
 from dnscutover_harness import pdns_secret as secret
 
@@ -132,27 +134,17 @@ def wait_sc(
     operator: SendingOperator | None = None,
     timeout: float = 60,
 ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def probe() -> dict[str, Any] | None:
-        nonlocal last
-        last = get_sc(kube, namespace, name)
-        return last if check(last) else None
-
-    try:
-        return wait_until(probe, timeout=timeout, what=what)
-    except AssertionError as exc:
-        status = last.get("status", {})
-        brief = {k: status.get(k) for k in ("phase", "step", "weight", "lastMeasurement", "history")}
-        brief["conditions"] = {
-            c["type"]: (c["status"], c["reason"], c.get("message", "")[:200])
-            for c in status.get("conditions", [])
-        }
-        lines = operator.log_text().splitlines() if operator else []
-        tail = "\n".join(line for line in lines if "HTTP Request" not in line and "succeeded" not in line)[
-            -3000:
-        ]
-        raise AssertionError(f"{exc}\nstatus: {brief}\noperator log tail:\n{tail}") from None
+    return dl.wait_object(
+        kube,
+        "sendingcutover",
+        namespace,
+        name,
+        check,
+        what,
+        timeout=timeout,
+        describe=dl.status_brief("phase", "step", "weight", "lastMeasurement", "history"),
+        log_text=operator.log_text if operator else None,
+    )
 
 
 def at_weight(weight: int) -> Callable[[dict[str, Any]], bool]:
