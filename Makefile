@@ -152,6 +152,17 @@ bench-delta: deps
 	@bin="$$(bash $(K8S_BUILD))"; \
 	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/delta_round.py $(BENCH_DELTA_ARGS)
 
+# bench-follow: live follow mode (issue 20): N mailboxes followed by one follower Job (operator + API server
+# + job runner, source behind the fault proxy), mail APPENDed at a steady rate with a network cut and a
+# source Dovecot restart mid-run -> p50/p95/p99 lag (end to end and the follower's histogram), lost and
+# duplicated messages, worker RSS and CPU (tests/bench/follow.py; a benchmark, not a test).
+# BENCH_FOLLOW_ARGS="--mailboxes 1000 --rate 20 --seconds 60" (the defaults), "--no-faults".
+BENCH_FOLLOW_ARGS ?=
+.PHONY: bench-follow
+bench-follow: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/follow.py $(BENCH_FOLLOW_ARGS)
+
 # chaos: fault-injection scenarios against the real worker and Dovecot (tests/chaos/run.py): hostile IMAP
 # server at full volume, 20 kill -9 in bulk and in delta, random TCP resets, [THROTTLED]/BYE injected, Dovecot
 # SIGKILL mid-copy. Prints lost/duplicated/time-to-recover per scenario; fails if an invariant breaks.

@@ -179,9 +179,12 @@ class _Store:
 def test_follow_store_lends_the_lease_and_measures_copies() -> None:
     held = _Lease()
     samples: list[tuple[float, int]] = []
-    state = FollowState(
-        FollowStatus(mode="notify"), arrival=100.0, on_copied=lambda a, n: samples.append((a, n))
-    )
+
+    def copied(arrival: float, n: int, at: float) -> None:
+        assert at >= arrival
+        samples.append((arrival, n))
+
+    state = FollowState(FollowStatus(mode="notify"), arrival=100.0, on_copied=copied)
     inner = _Store(_status(INBOX=10))
     store = FollowStore(inner, "box", held, state)
     store.run_started = 1_700_000_000.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ..logs import log
 from .lagwindow import LAG_BUCKETS
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -45,7 +46,14 @@ RECONNECTS = Counter(
 )
 
 
-def serve(port: int) -> None:
-    """Start the /metrics endpoint (a daemon thread); port 0 turns it off."""
-    if port > 0:
+def serve(port: int) -> bool:
+    """Start the /metrics endpoint (a daemon thread); port 0 turns it off. A port in use (followers sharing
+    a host network) is logged and skipped: the follower works without it."""
+    if port <= 0:
+        return False
+    try:
         start_http_server(port, registry=REGISTRY)
+    except OSError as exc:
+        log("metrics_port_unavailable", "warning", port=port, error=str(exc)[:200])
+        return False
+    return True

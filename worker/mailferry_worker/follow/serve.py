@@ -97,9 +97,9 @@ class FollowedMailbox:
         log(event, level, mailboxsync=self.name, **kw)
 
     # ------------------------------------------------------------------ lag
-    def _copied(self, arrival: float, count: int) -> None:
+    def _copied(self, arrival: float, count: int, at: float) -> None:
         now = time.time()
-        seconds = max(0.0, now - arrival)
+        seconds = max(0.0, at - arrival)
         self.lag.add(now, seconds, count)
         mode = self.feed.mode if self.feed else "poll"
         for _ in range(min(count, 1000)):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +54,7 @@ class FollowState:
 
     follow: FollowStatus
     arrival: float | None = None  # wall time the running delta's change was first seen
-    on_copied: Callable[[float, int], None] | None = None  # (arrival, messages): lag samples
+    on_copied: Callable[[float, int, float], None] | None = None  # (arrival, messages, at): lag samples
 
 
 class FollowStore:
@@ -79,11 +80,14 @@ class FollowStore:
                 microsecond=0
             )
         status.follow = self.state.follow
+        # The destination confirmed these APPENDs before this write: measured now, counted once written.
+        confirmed = time.time()
+        n = copied_since(dict(self._uids), status) if self._uids is not None else 0
         await self.inner.save(name, status)
         if self._uids is not None:
-            n = copied_since(self._uids, status)
+            copied_since(self._uids, status)
             if n and self.state.arrival is not None and self.state.on_copied is not None:
-                self.state.on_copied(self.state.arrival, n)
+                self.state.on_copied(self.state.arrival, n, confirmed)
 
     def lease(self, name: str) -> MailboxLease:
         return self.lent
