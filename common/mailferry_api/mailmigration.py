@@ -292,6 +292,8 @@ class Lag(ApiModel):
     mailbox was last known current."""
     pending_messages: int = 0
     """Messages on the source not yet on the destination."""
+    mode: DeltaMode = "rounds"
+    """follow when a followed mailbox's lag is in maxSeconds (the followers' measurement), else rounds."""
 
 
 class JobCounts(ApiModel):

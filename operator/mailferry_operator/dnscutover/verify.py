@@ -91,7 +91,12 @@ async def migration(namespace: str, name: str) -> sn.MigrationView:
         view = ev.LagObservation(found=True)
     else:
         pending = int(lag.get("pendingMessages", 0) or 0)
-        view = ev.LagObservation(found=True, max_seconds=int(lag["maxSeconds"]), pending_messages=pending)
+        view = ev.LagObservation(
+            found=True,
+            max_seconds=int(lag["maxSeconds"]),
+            pending_messages=pending,
+            mode=str(lag.get("mode") or "rounds"),  # follow mode: the followers' lag (docs/follow.md)
+        )
     return sn.MigrationView(found=True, phase=status.get("phase"), in_sync=in_sync, lag=view)
 
 

@@ -82,6 +82,7 @@ class LagObservation:
     max_seconds: int | None = None
     pending_messages: int | None = None
     error: str | None = None
+    mode: str = "rounds"  # follow: the followers' measured lag (docs/follow.md), else time since a round
 
 
 def sync_lag(gate: Gate, st: GateStatus, obs: LagObservation, now: datetime) -> GateStatus:
@@ -95,7 +96,7 @@ def sync_lag(gate: Gate, st: GateStatus, obs: LagObservation, now: datetime) -> 
     if obs.max_seconds is None:
         return _set(st, now, "Inconclusive", "the MailMigration reports no lag yet (status.lag)")
     pending = obs.pending_messages or 0
-    value = f"lag {obs.max_seconds}s, {pending} pending"
+    value = f"{'follow lag' if obs.mode == 'follow' else 'lag'} {obs.max_seconds}s, {pending} pending"
     if obs.max_seconds > max_s or pending > max_p:
         return _set(st, now, "Failed", f"{value}: over the limit ({max_s}s, {max_p} pending)", value)
     return _set(st, now, "Passed", f"{value}: within the limit ({max_s}s, {max_p} pending)", value)

@@ -52,6 +52,7 @@ def lag(
         reference = m.last_sync_time or since
         if followed is not None:
             result.max_seconds = max(result.max_seconds, followed)
+            result.mode = "follow"
         elif reference is not None:
             result.max_seconds = max(result.max_seconds, max(0, int((now - reference).total_seconds())))
         result.pending_messages += m.pending_messages

@@ -143,6 +143,9 @@ async def reconcile_once(
         await apply.ensure_mailboxsyncs(rt, body, namespace, name, uid, spec, existing, logger)
     apply.apply_validation(rt, plan, namespace, name, spec, generation, logger)
     await apply.create_jobs(rt, body, plan, namespace, name, uid, spec, logger)
+    for job in plan.stop_jobs:  # follow mode completed: the followers stop and give their Leases back
+        if await kube.delete_job(namespace, job):
+            logger.info("deleted follower Job %s", job)
     await apply.write_status(rt, namespace, name, plan.status)
     apply.send_events(body, [*rt.events, *plan.events])
     rt.events.clear()

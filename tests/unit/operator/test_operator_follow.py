@@ -62,6 +62,7 @@ def test_follow_round_after_bulk_then_follower_jobs() -> None:
     assert plan.create_jobs == [] and plan.status.round.completed_at is None
     assert plan.status.phase == "InSync"
     assert plan.status.lag.max_seconds == 3  # the followers' p95, not hours since lastSyncTime
+    assert plan.status.lag.mode == "follow"
     # the followers end (SIGTERM: exit 0): the round completes and the next follow round starts
     ended = [finish(j, True, later) if j.active else j for j in running]
     plan = step(make_spec(deltaMode="follow"), plan.status, views, ended, later + timedelta(seconds=25))
@@ -160,3 +161,19 @@ def test_follower_job_body() -> None:
     one_shot = job_body("acme", "uid", "ns", spec, JobPlan("acme-r1-b0", 1, 0, 0, ("m0",)), install)
     assert one_shot["spec"]["template"]["spec"]["containers"][0]["command"] == ["mailferry-worker", "sync"]
     assert "ports" not in one_shot["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_sync_lag_gate_says_follow_lag() -> None:
+    from mailferry_api.dnscutover import Gate, GateStatus
+    from mailferry_operator.gates.evaluate import LagObservation, sync_lag
+
+    gate = Gate.model_validate({"name": "lag", "type": "syncLag", "syncLag": {"maxSeconds": 60}})
+    st = GateStatus(phase="Switched", name="lag", type="syncLag")
+    ok = sync_lag(gate, st, LagObservation(found=True, max_seconds=3, pending_messages=0, mode="follow"), T0)
+    assert ok.result == "Passed" and ok.message.startswith("follow lag 3s")
+    slow = sync_lag(
+        gate, st, LagObservation(found=True, max_seconds=300, pending_messages=0, mode="follow"), T0
+    )
+    assert slow.result == "Failed"
+    rounds = sync_lag(gate, st, LagObservation(found=True, max_seconds=3, pending_messages=0), T0)
+    assert rounds.message.startswith("lag 3s")

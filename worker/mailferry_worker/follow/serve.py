@@ -83,6 +83,7 @@ class FollowedMailbox:
         self.clock = MailboxClock(poll_seconds=fs.poll_seconds, heartbeat_seconds=fs.heartbeat_seconds)
         self.lag = LagWindow(window=float(fs.window_seconds))
         self.wake = asyncio.Event()
+        self.failures = 0  # failed deltas in a row
         self.feed: Feed | None = None
         self.state = FollowState(
             FollowStatus(
@@ -198,9 +199,23 @@ class FollowedMailbox:
         self.state.arrival = None
         if result.outcome == "lost":
             raise LeaseLost(result.reason or "lease lost during a delta")
-        if not ok:
-            self.log("follow_delta_failed", "warning", outcome=result.outcome, reason=result.reason)
-            await asyncio.sleep(backoff(1, self.run_settings.backoff_base, self.run_settings.backoff_cap))
+        if ok:
+            self.failures = 0
+            return
+        self.failures += 1
+        # Retried with back-off; a permanent failure (credentials, configuration) only every poll interval:
+        # its status says why, and a login that keeps failing must not lock the account.
+        delay = backoff(self.failures, self.run_settings.backoff_base, self.run_settings.backoff_cap)
+        if result.outcome in ("permanent", "config"):
+            delay = max(delay, self.fs.poll_seconds)
+        self.log(
+            "follow_delta_failed",
+            "warning",
+            outcome=result.outcome,
+            reason=result.reason,
+            retry_in=round(delay, 1),
+        )
+        await asyncio.sleep(delay)
 
     async def _heartbeat(self, lease: MailboxLease) -> None:
         now = time.time()
