@@ -136,3 +136,12 @@ def test_floor_from_the_views_checkpoints() -> None:
     assert placed_floor({"INBOX": done, "Work": cut, "[Gmail]/Spam": other}, lay, 7) == 17
     assert placed_floor({"INBOX": done}, lay, 8) == 0  # All Mail's UIDVALIDITY changed
     assert placed_floor({}, lay, 7) == 0
+
+
+def test_snapshot_answers_uids_added_out_of_order() -> None:
+    snap = Snapshot(uidvalidity=1, uidnext=100, highestmodseq=None)
+    for uid in (50, 3, 70, 10):
+        snap.add(uid, ["\\Inbox"] if uid % 2 else ["Work", "Travel"])
+    assert snap.holds("INBOX", 3) and snap.holds("Travel", 50) and snap.extra_flags(70) == ("Work",)
+    assert not snap.holds("INBOX", 4) and snap.extra_flags(4) == ()
+    assert snap.count("Travel", "1:60") == 2 and snap.count("Nowhere", "1:*") == 0

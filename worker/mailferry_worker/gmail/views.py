@@ -25,6 +25,8 @@ preset excludes them by default).
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,55 +95,84 @@ def view_of(p: Placement) -> str | None:
 
 @dataclass
 class Snapshot:
-    """All Mail at one moment: each UID's view and the flags its labels add. Memory: a few ints per
-    message (tuples of extra flags are shared between messages with the same labels)."""
+    """All Mail at one moment: each UID's view and the flags its labels add. Memory: 8 bytes per message
+    (UID, view, extra-flags index in arrays) plus one entry per distinct label set, which is placed once."""
 
     uidvalidity: int
     uidnext: int
     highestmodseq: int | None
     visible: frozenset[str] | None = None  # the user labels LIST shows (None: all)
-    _view: dict[int, int] = field(default_factory=dict)  # UID -> index in _names
-    _names: list[str] = field(default_factory=list)
-    _extra: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    _shared: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
+    _uids: array[int] = field(default_factory=lambda: array("L"))
+    _views: array[int] = field(default_factory=lambda: array("H"))  # index in _names
+    _extras: array[int] = field(default_factory=lambda: array("H"))  # index in _extra_sets
+    _names: list[str] = field(default_factory=list)
+    _extra_sets: list[tuple[str, ...]] = field(default_factory=lambda: [()])
+    _placed: dict[frozenset[str], tuple[int, int] | str] = field(default_factory=dict)
+    _sorted: bool = True
 
     def add(self, uid: int, labels: Iterable[str]) -> None:
+        key = frozenset(labels)
+        placed = self._placed.get(key)
+        if placed is None:
+            placed = self._placed[key] = self._place(key)
+        if isinstance(placed, str):  # not copied: the skip reason
+            self.skipped[placed] += 1
+            return
+        view, extra = placed
+        if self._uids and uid <= self._uids[-1]:
+            self._sorted = False
+        self._uids.append(uid)
+        self._views.append(view)
+        self._extras.append(extra)
+        self.counts[self._names[view]] += 1
+
+    def _place(self, labels: frozenset[str]) -> tuple[int, int] | str:
         hidden: list[str] = []
+        shown = sorted(labels)
         if self.visible is not None:  # a label hidden from IMAP has no folder: a keyword, never a home
-            shown = [lb for lb in labels if lb.startswith("\\") or lb in self.visible]
-            hidden = [keyword(lb) for lb in labels if lb not in shown]
-            labels = shown
-        p = place(labels)
+            shown = [lb for lb in shown if lb.startswith("\\") or lb in self.visible]
+            hidden = [keyword(lb) for lb in sorted(labels) if lb not in shown]
+        p = place(shown)
         name = view_of(p)
         if name is None:
-            self.skipped[p.skip_reason or "GmailSkipped"] += 1
-            return
+            return p.skip_reason or "GmailSkipped"
         if name not in self._names:
             self._names.append(name)
-        self._view[uid] = self._names.index(name)
-        self.counts[name] += 1
         extra = p.flags + p.keywords + tuple(k for k in hidden if k not in p.keywords)
-        if extra:
-            self._extra[uid] = self._shared.setdefault(extra, extra)
+        if extra not in self._extra_sets:
+            self._extra_sets.append(extra)
+        return self._names.index(name), self._extra_sets.index(extra)
+
+    def _at(self, uid: int) -> int | None:
+        if not self._sorted:  # FETCH answers in UID order as a rule; sort once if one did not
+            order = sorted(range(len(self._uids)), key=self._uids.__getitem__)
+            self._uids = array("L", (self._uids[i] for i in order))
+            self._views = array("H", (self._views[i] for i in order))
+            self._extras = array("H", (self._extras[i] for i in order))
+            self._sorted = True
+        i = bisect_left(self._uids, uid)
+        return i if i < len(self._uids) and self._uids[i] == uid else None
 
     def holds(self, view: str, uid: int) -> bool:
-        i = self._view.get(uid)
-        return i is not None and self._names[i] == view and uid < self.uidnext
+        i = self._at(uid)
+        return i is not None and self._names[self._views[i]] == view and uid < self.uidnext
 
     def extra_flags(self, uid: int) -> tuple[str, ...]:
-        return self._extra.get(uid, ())
+        i = self._at(uid)
+        return self._extra_sets[self._extras[i]] if i is not None else ()
 
     def count(self, view: str, uid_set: str) -> int:
-        ranges = parse_uid_set(uid_set, self.uidnext - 1)
-        return sum(1 for uid in self._uids(view) if any(lo <= uid <= hi for lo, hi in ranges))
-
-    def _uids(self, view: str) -> Iterable[int]:
         if view not in self._names:
-            return ()
-        i = self._names.index(view)
-        return (u for u, j in self._view.items() if j == i)
+            return 0
+        want = self._names.index(view)
+        ranges = parse_uid_set(uid_set, self.uidnext - 1)
+        return sum(
+            1
+            for uid, v in zip(self._uids, self._views, strict=True)
+            if v == want and any(lo <= uid <= hi for lo, hi in ranges)
+        )
 
 
 def placed_floor(checkpoints: Mapping[str, FolderCheckpoint], lay: GmailLayout, uidvalidity: int) -> int:
