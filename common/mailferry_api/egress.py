@@ -26,6 +26,8 @@ from .problems import Problem
 BUILTIN_ALLOWED: tuple[str, ...] = (
     "https://oauth2.googleapis.com",  # Google service-account token endpoint
     "https://login.microsoftonline.com",  # Microsoft identity platform (tenant in the path)
+    "https://admin.googleapis.com/admin/directory/v1",  # Google Directory API (inventory discovery)
+    "https://graph.microsoft.com/v1.0",  # Microsoft Graph (inventory discovery)
     "https://api.cloudflare.com/client/v4",
     "https://route53.amazonaws.com",
 )

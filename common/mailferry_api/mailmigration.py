@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, WithJsonSchema
 
 from .common import (
+    HOST_PATTERN,
     MAX_ERRORS,
     QUANTITY_PATTERN,
     ApiModel,
@@ -16,11 +17,12 @@ from .common import (
     History,
     K8sName,
     SecretKey,
+    SecretRef,
     kopf_status_field,
     list_map,
 )
 from .groupware import CollectionTotals, Content, Groupware
-from .imap import ImapEndpoint, SyncOptions
+from .imap import ImapEndpoint, OAuth2, SyncOptions
 
 MigrationPhase = Literal[
     "Validating",
@@ -55,6 +57,50 @@ class MailboxEntry(ApiModel):
     )
 
 
+class InventoryDiscover(ApiModel):
+    """Discovery by the operator: it lists the tenant's mailboxes, aliases and groups (Google Admin SDK
+    Directory API or Microsoft Graph) into the inventoryRef ConfigMap, which it owns, and waits until a
+    person approves that content by its hash (`approvedHash`). docs/providers.md."""
+
+    provider: Literal["google", "microsoft365"]
+    """google (a service account with domain-wide delegation acting as `admin`) or microsoft365 (an Entra
+    ID app's client credentials with User.Read.All, Group.Read.All, MailboxSettings.Read)."""
+    secret_ref: SecretRef
+    """The Secret with the OAuth2 keys (labelled mailferry.io/credentials=true)."""
+    oauth2: OAuth2 = OAuth2()
+    """Key names, clientId/tenantId and tokenUrl as on the mail side (provider and scope are set here)."""
+    admin: str | None = Field(default=None, max_length=320, pattern=r"^[^\s@]+@[^\s@]+$")
+    """google: the administrator the service account acts as."""
+    customer: str = Field(default="my_customer", max_length=64, pattern=r"^[A-Za-z0-9_]+$")
+    """google: the customer ID."""
+    domain: str | None = Field(default=None, max_length=253, pattern=HOST_PATTERN)
+    """google: only this domain of the customer."""
+    destination_domain: str | None = Field(default=None, max_length=253, pattern=HOST_PATTERN)
+    """Rewrite each address to this domain for the destination login."""
+    include_suspended: bool = False
+    """Also migrate suspended (disabled) accounts; shared, room and equipment mailboxes always are."""
+    api_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    """API base override (default: the provider's public one); must be under egress.allowedUrls."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.provider != 'google' || has(self.admin)",
+                    "message": "admin is required for provider google",
+                    "fieldPath": ".admin",
+                },
+                {
+                    "rule": "self.provider != 'microsoft365' || "
+                    "(has(self.oauth2.clientId) && has(self.oauth2.tenantId))",
+                    "message": "oauth2.clientId and oauth2.tenantId are required for provider microsoft365",
+                    "fieldPath": ".oauth2",
+                },
+            ]
+        }
+    }
+
+
 class InventoryRef(ApiModel):
     """A ConfigMap key holding the mailboxes.
 
@@ -67,6 +113,11 @@ class InventoryRef(ApiModel):
     """Key of the ConfigMap holding the list."""
     format: InventoryFormat = "auto"
     """csv, json, or auto (by content)."""
+    discover: InventoryDiscover | None = None
+    """Let the operator write this ConfigMap from Google Workspace or Microsoft 365 (then review it)."""
+    approved_hash: str | None = Field(default=None, max_length=71, pattern=r"^sha256:[0-9a-f]{64}$")
+    """The ConfigMap content a person approved (`kubectl mailferry approve inventory NAME`). When set, or
+    with `discover`, nothing is validated or copied while the ConfigMap's content hash differs."""
 
 
 class Approval(ApiModel):
@@ -234,6 +285,25 @@ class InventoryStatus(ApiModel):
     """The first refused rows, with the reason."""
 
 
+class DiscoveryStatus(ApiModel):
+    """The last discovery the operator ran for spec.inventoryRef.discover, and the content to review."""
+
+    contents_hash: str | None = None
+    """The ConfigMap's content hash now: set spec.inventoryRef.approvedHash to it after reviewing."""
+    approved: bool = False
+    """spec.inventoryRef.approvedHash matches the ConfigMap's content."""
+    discovered_at: datetime | None = None
+    """When the operator last wrote the ConfigMap."""
+    mailboxes: int = 0
+    """Mailboxes written to the inventory."""
+    aliases: int = 0
+    """Aliases to recreate on the destination before the MX swap (recreate.json)."""
+    groups: int = 0
+    """Groups and distribution lists to recreate (recreate.json)."""
+    skipped: int = 0
+    """Accounts left out (guests, no mailbox; suspended unless includeSuspended)."""
+
+
 class MailboxError(ApiModel):
     mailbox: str = Field(max_length=320)
     """Source login of the mailbox."""
@@ -386,6 +456,8 @@ class MailMigrationStatus(ApiModel):
     """Ready, Validated, Approved, BulkCopied, InSync and Stalled, each with a reason and message."""
     inventory: InventoryStatus | None = None
     """What the inventory ConfigMap held."""
+    discovery: DiscoveryStatus | None = None
+    """spec.inventoryRef.discover: what was found and the hash to approve."""
     scan: ScanStatus | None = None
     """What the scan found (review it before approving)."""
     totals: Totals | None = None

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mailferry_api.discover.review import content_hash
 from mailferry_api.dnscutover import DNS_PHASES
 
 Obj = Mapping[str, Any]
@@ -102,6 +103,39 @@ def scan_review(mm: Obj) -> list[str]:
     ]
     for err in scan.get("errors") or []:
         lines.append(f"  {err.get('mailbox')}: {err.get('reason')} {err.get('message', '')}".rstrip())
+    return lines
+
+
+def approve_inventory(mm: Obj, cm: Obj) -> Change:
+    """spec.inventoryRef.approvedHash := the hash of the ConfigMap as read (and shown) now."""
+    name = _name(mm)
+    ref = _spec(mm).get("inventoryRef") or {}
+    if not ref:
+        raise Refusal(f"MailMigration {name} lists its mailboxes inline: there is no inventory to approve")
+    digest = content_hash(cm)
+    if ref.get("approvedHash") == digest:
+        raise Refusal(f"MailMigration {name}: ConfigMap {ref.get('name')} is approved already ({digest})")
+    patch = {"spec": {"inventoryRef": {"approvedHash": digest}}}
+    return Change("mailmigrations", name, patch, f"approved the inventory {digest}")
+
+
+def inventory_review(cm: Obj, key: str) -> list[str]:
+    """What `approve inventory` shows first: every row, and what to recreate before the MX swap."""
+    data = cm.get("data") or {}
+    lines = [
+        f"ConfigMap {_name(cm)} key {key}:",
+        *(f"  {row}" for row in str(data.get(key, "")).splitlines()),
+    ]
+    try:
+        report = json.loads(data.get("recreate.json") or "{}")
+    except ValueError:
+        report = {}
+    if report:
+        lines.append(
+            f"to recreate on the destination before the MX swap: {len(report.get('aliases') or [])} aliases, "
+            f"{len(report.get('groups') or [])} groups; suspended (not copied): "
+            f"{', '.join(report.get('suspended') or []) or 'none'}"
+        )
     return lines
 
 

@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     asub = a.add_subparsers(dest="target", required=True)
     am = _action(asub, "migration", "approve the scan of a MailMigration", "spec.approval.approved")
     am.add_argument("name")
+    ai = _action(
+        asub,
+        "inventory",
+        "show a discovered inventory ConfigMap, then approve it",
+        "spec.inventoryRef.approvedHash",
+    )
+    ai.add_argument("name")
     ac = _action(asub, "cutover", "pass the manualApproval gates of a DnsCutover", "spec.approvedPhase")
     ac.add_argument("name")
     ac.add_argument("--phase", choices=DNS_PHASES, help="approve up to this phase (default: the next one)")
@@ -150,6 +157,14 @@ class Plugin:
             mm = await self.cluster.get("mailmigrations", self.args.name)
             change = actions.approve_migration(mm)
             return await self.apply(change, actions.scan_review(mm))
+        if self.args.target == "inventory":
+            mm = await self.cluster.get("mailmigrations", self.args.name)
+            ref = (mm.get("spec") or {}).get("inventoryRef") or {}
+            cm = await self.cluster.api.request(
+                "GET", f"/api/v1/namespaces/{self.cluster.namespace}/configmaps/{ref.get('name', '-')}"
+            )
+            change = actions.approve_inventory(mm, cm)
+            return await self.apply(change, actions.inventory_review(cm, str(ref.get("key") or "mailboxes")))
         if self.args.target == "notices":
             plan = await self.cluster.get("noticeplans", self.args.name)
             change = actions.approve_notices(plan, self.args.notice, self.args.cohort)

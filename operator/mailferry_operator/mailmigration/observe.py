@@ -22,8 +22,8 @@ from mailferry_api.problems import Problem
 
 from .. import settings
 from ..kube import client as kube
+from . import discovery, ownership, review, spec_checks
 from . import inventory as inv
-from . import ownership, spec_checks
 from .naming import mailbox_sync_name
 from .plan import CutoverHold, Event, Snapshot, ValidationState
 from .views import ANNOTATION_APPROVED, ANNOTATION_RETRY_FAILED, JobView, MailboxView
@@ -42,11 +42,16 @@ class Runtime:
     inventory_checked: float = 0.0
     entries: list[MailboxEntry] = field(default_factory=list)
     names: dict[str, MailboxEntry] = field(default_factory=dict)  # MailboxSync name -> entry
+    placeholders: dict[str, MailboxView] = field(default_factory=dict)  # the same, before it exists
     inventory_status: Any = None
     inventory_problem: Problem | None = None  # the inventory is unreadable
     spec_problem: Problem | None = None  # the spec cannot run (spec_checks)
     spec_checked_key: tuple[Any, ...] | None = None
-    ensured_key: tuple[Any, ...] | None = None
+    ensured_key: tuple[Any, ...] | None = None  # every MailboxSync matches this (inventory, spec)
+    ensure_wanted: tuple[Any, ...] | None = None  # the (inventory, spec) the last pass asked for
+    ensuring: asyncio.Task[None] | None = None  # creating / patching MailboxSyncs in the background
+    ready: set[str] = field(default_factory=set)  # MailboxSync names confirmed for `ready_for`
+    ready_for: tuple[Any, ...] | None = None
     taken: dict[str, str] = field(default_factory=dict)  # MailboxSync name -> who holds it (not us)
     validation_state: ValidationState = field(default_factory=lambda: ValidationState(now=0.0))
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
@@ -117,6 +122,10 @@ async def load_inventory(
             return
         rt.inventory_checked = mono
         cm = await _read_configmap(namespace, ref.name)
+        refused = review.content_refused(ref, *cm) if cm is not None else None
+        if refused is not None:  # discovered or reviewed: only the approved content is read
+            rt.inventory_problem, rt.inventory_key = refused, None
+            return
         text: str | inv.Inventory | None = None
         if cm is not None:
             data, binary = cm
@@ -150,6 +159,10 @@ async def load_inventory(
     rt.inventory_key = key
     rt.entries = parsed.entries
     rt.names = {mailbox_sync_name(name, e.source): e for e in parsed.entries}
+    rt.placeholders = {  # what a pass shows for a MailboxSync the index does not hold (yet)
+        n: MailboxView(name=n, source=e.source, destination=e.destination or e.source)
+        for n, e in rt.names.items()
+    }
     rt.inventory_status = parsed.status()
     if parsed.error_count:
         rt.events.append(
@@ -320,11 +333,17 @@ async def observe(
     generation = int(meta.get("generation") or 0)
     annotations = meta.get("annotations") or {}
     status = MailMigrationStatus.model_validate(dict(body.get("status") or {}))
+    reviewed = await discovery.observe_review(rt.wake, body, namespace, name, spec.inventory_ref, status)
     await load_inventory(rt, namespace, name, generation, spec)
     await check_spec(rt, spec, generation)
     if rt.inventory_status is not None:
         status.inventory = rt.inventory_status
-    problem = rt.inventory_problem or rt.spec_problem or await taken_names(rt, namespace, meta.get("uid", ""))
+    problem = (
+        reviewed
+        or rt.inventory_problem
+        or rt.spec_problem
+        or await taken_names(rt, namespace, meta.get("uid", ""))
+    )
     if problem is None:
         created = str(meta.get("creationTimestamp") or "")
         problem = mailbox_conflict(
@@ -334,11 +353,7 @@ async def observe(
         v.name: v for v in store_values(indexes.mailboxsyncs, (namespace, name))
     }
     # the inventory's MailboxSyncs, as the index sees them (a just-created one may lag a moment)
-    views = {
-        sync_name: existing.get(sync_name)
-        or MailboxView(name=sync_name, source=entry.source, destination=entry.destination or entry.source)
-        for sync_name, entry in rt.names.items()
-    }
+    views = {sync_name: existing.get(sync_name) or rt.placeholders[sync_name] for sync_name in rt.names}
     cutovers: list[CutoverHold] = store_values(indexes.cutovers, (namespace, name))
     return Snapshot(
         name=name,

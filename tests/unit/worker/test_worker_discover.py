@@ -16,84 +16,14 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fixtures.directory_api import TOKEN, G
+from fixtures.directory_api import google_routes as _google_routes
+from fixtures.directory_api import graph_routes as _graph_routes
+from mailferry_api.discover import google, graph
+from mailferry_api.discover.directory import inventory_csv, recreate_report
+from mailferry_api.discover.paging import DiscoveryError
 from mailferry_operator.mailmigration.inventory import parse_csv
 from mailferry_worker.cli import main
-from mailferry_worker.discover import google, graph
-from mailferry_worker.discover.directory import inventory_csv, recreate_report
-from mailferry_worker.discover.paging import DiscoveryError
-
-D = google.DIRECTORY_API
-G = graph.GRAPH_API
-TOKEN = "tok-123-not-a-real-one"
-
-
-def _auth_ok(request: httpx.Request) -> bool:
-    return request.headers.get("Authorization") == f"Bearer {TOKEN}"
-
-
-def _google_routes(router: respx.MockRouter) -> None:
-    def users(request: httpx.Request) -> httpx.Response:
-        assert _auth_ok(request)
-        q = request.url.params
-        assert q["customer"] == "my_customer" and q["maxResults"] == "500"
-        if q.get("pageToken") != "p2":
-            return httpx.Response(
-                200,
-                json={
-                    "kind": "admin#directory#users",
-                    "nextPageToken": "p2",
-                    "users": [
-                        {
-                            "primaryEmail": "Ann@old.example",
-                            "name": {"fullName": "Ann A"},
-                            "aliases": ["a@old.example", "ann.a@old.example"],
-                            "suspended": False,
-                            "isMailboxSetup": True,
-                        },
-                        {"primaryEmail": "bob@old.example", "suspended": True, "isMailboxSetup": True},
-                    ],
-                },
-            )
-        return httpx.Response(
-            200,
-            json={
-                "kind": "admin#directory#users",
-                "users": [
-                    {"primaryEmail": "carl@old.example", "archived": True, "isMailboxSetup": True},
-                    {"primaryEmail": "nomail@old.example", "isMailboxSetup": False},
-                ],
-            },
-        )
-
-    def groups(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
-                "groups": [
-                    {
-                        "id": "g1",
-                        "email": "sales@old.example",
-                        "name": "Sales",
-                        "aliases": ["vente@old.example"],
-                    }
-                ]
-            },
-        )
-
-    def members(request: httpx.Request) -> httpx.Response:
-        if request.url.params.get("pageToken") != "m2":
-            return httpx.Response(
-                200,
-                json={
-                    "nextPageToken": "m2",
-                    "members": [{"email": "ann@old.example", "role": "OWNER", "type": "USER"}],
-                },
-            )
-        return httpx.Response(200, json={"members": [{"email": "partner@else.example", "type": "USER"}]})
-
-    router.get(f"{D}/users").mock(side_effect=users)
-    router.get(f"{D}/groups").mock(side_effect=groups)
-    router.get(f"{D}/groups/g1/members").mock(side_effect=members)
 
 
 async def test_google_directory_pages_aliases_groups_and_suspended() -> None:
@@ -120,124 +50,6 @@ async def test_google_directory_pages_aliases_groups_and_suspended() -> None:
     assert report["groups"][0]["address"] == "sales@new.example" and report["suspended"] == [
         "bob@old.example"
     ]
-
-
-def _graph_routes(router: respx.MockRouter, throttle_once: bool = True) -> dict[str, int]:
-    calls = {"users": 0}
-
-    def users(request: httpx.Request) -> httpx.Response:
-        assert _auth_ok(request)
-        calls["users"] += 1
-        if throttle_once and calls["users"] == 1:
-            return httpx.Response(
-                429, headers={"Retry-After": "0"}, json={"error": {"code": "TooManyRequests"}}
-            )
-        if request.url.params.get("$skiptoken") == "X2":
-            return httpx.Response(
-                200,
-                json={
-                    "value": [
-                        {
-                            "id": "u4",
-                            "mail": "room1@old.example",
-                            "userPrincipalName": "room1@old.example",
-                            "accountEnabled": False,
-                            "userType": "Member",
-                            "proxyAddresses": [],
-                        },
-                        {
-                            "id": "u5",
-                            "mail": "nobox@old.example",
-                            "userType": "Member",
-                            "accountEnabled": True,
-                        },
-                    ]
-                },
-            )
-        assert "proxyAddresses" in request.url.params["$select"]
-        return httpx.Response(
-            200,
-            json={
-                "@odata.nextLink": f"{G}/users?$select=id&$top=999&$skiptoken=X2",
-                "value": [
-                    {
-                        "id": "u1",
-                        "mail": "dan@old.example",
-                        "userPrincipalName": "dan@old.onmicrosoft.com",
-                        "accountEnabled": True,
-                        "userType": "Member",
-                        "proxyAddresses": [
-                            "SMTP:dan@old.example",
-                            "smtp:d@old.example",
-                            "X500:/o=Ex/cn=dan",
-                            "SIP:dan@old.example",
-                        ],
-                    },
-                    {
-                        "id": "u2",
-                        "mail": "info@old.example",
-                        "accountEnabled": False,
-                        "userType": "Member",
-                        "proxyAddresses": ["SMTP:info@old.example", "smtp:contact@old.example"],
-                    },
-                    {"id": "u3", "mail": "eve@old.example", "accountEnabled": False, "userType": "Member"},
-                    {"id": "g9", "mail": "guest_x@other.example", "userType": "Guest"},
-                    {
-                        "id": "u6",
-                        "mail": None,
-                        "userPrincipalName": "svc@old.onmicrosoft.com",
-                        "userType": "Member",
-                    },
-                ],
-            },
-        )
-
-    purposes = {"u1": "user", "u2": "shared", "u3": "user", "u4": "room"}
-
-    def mailbox_settings(request: httpx.Request, user_id: str) -> httpx.Response:
-        assert request.url.params["$select"] == "userPurpose"
-        if user_id not in purposes:
-            return httpx.Response(404, json={"error": {"code": "MailboxNotEnabledForRESTAPI"}})
-        return httpx.Response(200, json={"userPurpose": purposes[user_id]})
-
-    def groups(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["$filter"] == "mailEnabled eq true"
-        return httpx.Response(
-            200,
-            json={
-                "value": [
-                    {
-                        "id": "gA",
-                        "mail": "team@old.example",
-                        "displayName": "Team",
-                        "groupTypes": ["Unified"],
-                        "securityEnabled": False,
-                        "proxyAddresses": ["SMTP:team@old.example", "smtp:t@old.example"],
-                    },
-                    {"id": "gB", "mail": "all@old.example", "groupTypes": [], "securityEnabled": False},
-                    {"id": "gC", "mail": "admins@old.example", "groupTypes": [], "securityEnabled": True},
-                ]
-            },
-        )
-
-    def members(request: httpx.Request, group_id: str) -> httpx.Response:
-        if group_id == "gA" and "$skiptoken" not in str(request.url):
-            return httpx.Response(
-                200,
-                json={
-                    "@odata.nextLink": f"{G}/groups/gA/members?$skiptoken=M2",
-                    "value": [{"mail": "dan@old.example"}],
-                },
-            )
-        if group_id == "gA":
-            return httpx.Response(200, json={"value": [{"userPrincipalName": "eve@old.example"}]})
-        return httpx.Response(200, json={"value": []})
-
-    router.get(f"{G}/users").mock(side_effect=users)
-    router.get(url__regex=rf"{G}/users/(?P<user_id>[^/]+)/mailboxSettings").mock(side_effect=mailbox_settings)
-    router.get(f"{G}/groups").mock(side_effect=groups)
-    router.get(url__regex=rf"{G}/groups/(?P<group_id>[^/]+)/members").mock(side_effect=members)
-    return calls
 
 
 async def test_graph_users_shared_rooms_aliases_groups_and_throttling() -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from mailferry_api.discover import run as discovery
+from mailferry_api.discover.directory import Directory, configmap, inventory_csv, recreate_report
+from mailferry_api.discover.paging import DiscoveryError
 from mailferry_imap.auth import TokenSource
 from mailferry_imap.errors import ImapError
-
-from . import google, graph
-from .directory import Directory, configmap, inventory_csv, recreate_report
-from .paging import DiscoveryError
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +52,7 @@ def _token_source(args: argparse.Namespace) -> TokenSource:
             "google",
             args.admin,
             service_account_json=Path(args.service_account_file).read_text(),
-            scope=google.SCOPES,
+            scope=discovery.SCOPES["google"],
         )
     if not (args.tenant_id and args.client_id and args.client_secret_env):
         raise SystemExit("microsoft365 needs --tenant-id, --client-id and --client-secret-env")
@@ -63,15 +62,13 @@ def _token_source(args: argparse.Namespace) -> TokenSource:
         client_id=args.client_id,
         client_secret=os.environ.get(args.client_secret_env, ""),
         tenant_id=args.tenant_id,
-        scope=graph.SCOPE,
+        scope=discovery.SCOPES["microsoft365"],
     )
 
 
 async def discover(args: argparse.Namespace, http: httpx.AsyncClient) -> Directory:
     token = await _token_source(args).token(http)
-    if args.provider == "google":
-        return await google.discover(http, token, args.customer, args.domain)
-    return await graph.discover(http, token)
+    return await discovery.discover(http, args.provider, token, args.customer, args.domain)
 
 
 async def run(args: argparse.Namespace) -> int:

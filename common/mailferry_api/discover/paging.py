@@ -62,7 +62,11 @@ async def pages(
     """Every item of a paged list: `items` names the list in each page; `next_page` gives the next
     request (URL, params) from a page, or None at the end."""
     request: tuple[str, dict[str, str]] | None = (url, params)
+    origin = httpx.URL(url).copy_with(path="/", query=None, fragment=None)
     while request is not None:
+        if httpx.URL(request[0]).copy_with(path="/", query=None, fragment=None) != origin:
+            # a next-page link elsewhere would carry the bearer token to a host nobody allowed
+            raise DiscoveryError(f"GET {url}: the next page lies on another host", reason="EgressNotAllowed")
         page = await get_json(http, request[0], token, request[1])
         for item in page.get(items) or []:
             if isinstance(item, dict):

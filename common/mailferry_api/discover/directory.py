@@ -94,8 +94,9 @@ def configmap(
     namespace: str,
     destination_domain: str | None = None,
     include_suspended: bool = False,
+    key: str = "mailboxes",
 ) -> dict[str, Any]:
-    """A ConfigMap to review and `kubectl apply`: `mailboxes` (the inventory) and `recreate.json`."""
+    """A ConfigMap to review and `kubectl apply`: `key` (the inventory) and `recreate.json`."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -106,7 +107,7 @@ def configmap(
             "annotations": {"mailferry.io/discovered-from": directory.provider},
         },
         "data": {
-            "mailboxes": inventory_csv(directory, destination_domain, include_suspended),
+            key: inventory_csv(directory, destination_domain, include_suspended),
             "recreate.json": json.dumps(recreate_report(directory, destination_domain), indent=2),
         },
     }

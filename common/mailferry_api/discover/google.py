@@ -28,11 +28,17 @@ def _next(base: str, params: dict[str, str]) -> Any:
 
 
 async def discover(
-    http: httpx.AsyncClient, token: str, customer: str = "my_customer", domain: str | None = None
+    http: httpx.AsyncClient,
+    token: str,
+    customer: str = "my_customer",
+    domain: str | None = None,
+    api_url: str = DIRECTORY_API,
 ) -> Directory:
+    """`api_url`: the Directory API's base (a contract fake's in tests; the caller checks it against
+    the egress allowlist)."""
     scope = {"domain": domain} if domain else {"customer": customer}
     found = Directory(provider="google")
-    users_url = f"{DIRECTORY_API}/users"
+    users_url = f"{api_url}/users"
     user_params = {**scope, "maxResults": "500", "projection": "basic", "orderBy": "email"}
     async for user in pages(http, users_url, token, user_params, "users", _next(users_url, user_params)):
         address = str(user.get("primaryEmail") or "").lower()
@@ -50,13 +56,13 @@ async def discover(
                 suspended=bool(user.get("suspended")),
             )
         )
-    groups_url = f"{DIRECTORY_API}/groups"
+    groups_url = f"{api_url}/groups"
     group_params = {**scope, "maxResults": "200"}
     async for group in pages(
         http, groups_url, token, group_params, "groups", _next(groups_url, group_params)
     ):
         address = str(group.get("email") or "").lower()
-        members_url = f"{DIRECTORY_API}/groups/{quote(str(group.get('id') or address), safe='')}/members"
+        members_url = f"{api_url}/groups/{quote(str(group.get('id') or address), safe='')}/members"
         member_params = {"maxResults": "200"}
         members = [
             str(m.get("email")).lower()

@@ -51,11 +51,11 @@ def _group_kind(group: dict[str, Any]) -> GroupKind:
     return "security" if group.get("securityEnabled") else "distribution"
 
 
-async def _purpose(http: httpx.AsyncClient, token: str, user_id: str) -> AccountKind | None:
+async def _purpose(http: httpx.AsyncClient, token: str, api_url: str, user_id: str) -> AccountKind | None:
     """The mailbox's purpose, None when the account has no Exchange mailbox."""
     try:
         settings = await get_json(
-            http, f"{GRAPH_API}/users/{user_id}/mailboxSettings", token, {"$select": "userPurpose"}
+            http, f"{api_url}/users/{user_id}/mailboxSettings", token, {"$select": "userPurpose"}
         )
     except DiscoveryError as exc:
         if exc.reason == "NotFound":
@@ -64,14 +64,16 @@ async def _purpose(http: httpx.AsyncClient, token: str, user_id: str) -> Account
     return _PURPOSES.get(str(settings.get("userPurpose") or "user"), "user")
 
 
-async def discover(http: httpx.AsyncClient, token: str) -> Directory:
+async def discover(http: httpx.AsyncClient, token: str, api_url: str = GRAPH_API) -> Directory:
+    """`api_url`: Graph's base (a contract fake's in tests; the caller checks it against the egress
+    allowlist). @odata.nextLink URLs are followed as Graph gives them."""
     found = Directory(provider="microsoft365")
     users: list[dict[str, Any]] = []
     user_params = {
         "$select": "id,displayName,mail,userPrincipalName,proxyAddresses,accountEnabled,userType",
         "$top": "999",
     }
-    async for user in pages(http, f"{GRAPH_API}/users", token, user_params, "value", _follow):
+    async for user in pages(http, f"{api_url}/users", token, user_params, "value", _follow):
         name = str(user.get("mail") or user.get("userPrincipalName") or user.get("id"))
         if user.get("userType") == "Guest":
             found.skipped.append(f"{name.lower()}: guest account")
@@ -83,7 +85,7 @@ async def discover(http: httpx.AsyncClient, token: str) -> Directory:
 
     async def account(user: dict[str, Any]) -> Account | str:
         async with lane:
-            kind = await _purpose(http, token, str(user["id"]))
+            kind = await _purpose(http, token, api_url, str(user["id"]))
         primary, aliases = _addresses(user)
         if kind is None:
             return f"{primary}: no Exchange Online mailbox"
@@ -101,13 +103,13 @@ async def discover(http: httpx.AsyncClient, token: str) -> Directory:
         "$select": "id,displayName,mail,proxyAddresses,groupTypes,securityEnabled,mailEnabled",
         "$top": "999",
     }
-    async for group in pages(http, f"{GRAPH_API}/groups", token, group_params, "value", _follow):
+    async for group in pages(http, f"{api_url}/groups", token, group_params, "value", _follow):
         primary, aliases = _addresses(group)
         member_params = {"$select": "mail,userPrincipalName", "$top": "999"}
         members = [
             str(m.get("mail") or m.get("userPrincipalName")).lower()
             async for m in pages(
-                http, f"{GRAPH_API}/groups/{group['id']}/members", token, member_params, "value", _follow
+                http, f"{api_url}/groups/{group['id']}/members", token, member_params, "value", _follow
             )
             if m.get("mail") or m.get("userPrincipalName")
         ]
