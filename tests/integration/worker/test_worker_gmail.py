@@ -310,3 +310,55 @@ def test_gmail_destination_uploads_once_and_labels_the_other_folders(
     assert sum(_stored(gmail, user).values()) == 3
     rc, out = h.verify_mailboxsync(kube, namespace, "gmdst")
     assert rc == 0, out
+
+
+def test_gmail_destination_kill9_uploads_each_message_once(
+    kube: KubeAPI, namespace: str, gmail: GmailLike, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    """300 messages, each also filed in a second folder; kill -9 during the copy, then a run: each is
+    stored once on the Gmail-like destination, with both folders as labels."""
+    src = dovecot_pair.source
+    user = f"gmdkill-{secrets.token_hex(3)}@example.test"
+    src.add_user(user, "pw-src")
+    gmail.add_user(user, "pw-dst")
+    when = time.time() - 3600
+    msgs = [h.message(f"filed twice {i}", size=3000) for i in range(300)]
+    h.append(src, user, "INBOX", msgs, flags="\\Seen", date=when)
+    h.append(src, user, "Work", msgs[::2], flags="\\Seen", date=when)
+    h.append(src, user, "Later", msgs[1::2], flags="\\Seen", date=when)
+    destination = {**h.endpoint(src, "d", port=gmail.port), "provider": "gmail"}
+    mb = h.user_mailboxsync(
+        kube,
+        namespace,
+        "gmdkill",
+        user,
+        h.endpoint(src, "s"),
+        destination,
+        tmp_path / "s",
+        connectionsPerMailbox=3,
+    )
+    env = h.worker_env(kube, namespace, ["gmdkill"], tmp_path / "s", None)
+
+    def stored() -> int:
+        return sum(_stored(gmail, user).values())
+
+    kills = 0
+    for i, frac in enumerate([0.1, 0.4, 0.7]):
+        p = h.start_worker(env, tmp_path / f"kill-{i}.log")
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline and stored() < 300 * frac:
+            time.sleep(0.02)
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 2, f"only {kills} kills landed during the copy"
+    cp = h.run_worker(env)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    counts = _stored(gmail, user)
+    assert len(counts) == 300 and all(n == 1 for n in counts.values()), counts.most_common(3)
+    labels = _labels(gmail, user)
+    assert all(labels[_mid(m)] == {"\\Inbox", "Work" if i % 2 == 0 else "Later"} for i, m in enumerate(msgs))
+    assert mb.status()["phase"] == "Synced"
+    rc, out = h.verify_mailboxsync(kube, namespace, "gmdkill")
+    assert rc == 0, out
