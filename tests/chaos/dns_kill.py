@@ -479,7 +479,9 @@ def dns_builtin_faults(
     back = round(faults * 0.2)
     draining = round(faults * 0.2)
     fwd = faults - back - draining
-    weights = {"TTLLowered": 1, "Staged": 3, "Switched": 2, "Enforced": 2}
+    # none in TTLLowered (the approval-paced run has them): a restart there (~10 s on a busy machine) would
+    # outlast the old TTL, and Staged is where minDwell and then oldTtl hold the switch
+    weights = {"TTLLowered": 0, "Staged": 4, "Switched": 2, "Enforced": 2}
     quota = {p: fwd * w // sum(weights.values()) for p, w in weights.items()}
     quota["Staged"] += fwd - sum(quota.values())
     records: list[dict[str, Any]] = []
@@ -531,7 +533,7 @@ def dns_builtin_faults(
         v = rig.wait(lambda v: bool(v.status.get("drainUntil")), "drainUntil set", 180)
         until = epoch(v.status["drainUntil"]) or 0.0
         for i in range(draining):
-            if i < draining // 2 and time.time() < until:
+            if i < max(1, draining // 2) and time.time() < until:
                 time.sleep(max(0.0, min(rng.uniform(0.5, 3.0), until - time.time())))
             else:
                 time.sleep(rng.uniform(0.0, 1.0))
