@@ -33,6 +33,10 @@ from .watch import Feed
 from .watchplan import MailboxClock, Mode
 
 TICK = 5.0  # longest sleep of a mailbox's loop without a change (heartbeats, polls, a lost lease)
+# API reads/writes of the follower's own (start, heartbeats) at once: 1,000 mailboxes starting together
+# would queue past the client's pool (PoolTimeout) on a busy API server.
+API_CONCURRENCY = 16
+STOP_GRACE = 20.0  # seconds the mailboxes get to give their Leases back after SIGTERM
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,14 @@ class FollowedMailbox:
         run: RunSettings,
         fs: FollowSettings,
         deltas: asyncio.Semaphore,
+        api_gate: asyncio.Semaphore | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.name = name
+        # Set at SIGTERM. Checked by every loop too, not only cancellation: a cancellation that a client
+        # library turns into an error must not leave a mailbox retrying after the stop.
+        self.stopping = stopping or asyncio.Event()
+        self.api_gate = api_gate or asyncio.Semaphore(API_CONCURRENCY)
         self.store = store
         self.secrets = secrets
         self.run_settings = run
@@ -123,9 +133,10 @@ class FollowedMailbox:
     async def serve(self) -> None:
         """Until cancelled: hold the lease and follow; a lost lease is taken again once free."""
         attempt = 0
-        while True:
+        while not self.stopping.is_set():
             try:
-                await self.store.load(self.name)  # the lease needs the MailboxSync's uid (owner)
+                async with self.api_gate:  # (the acquire that follows is paced by these reads)
+                    await self.store.load(self.name)  # the lease needs the MailboxSync's uid (owner)
                 lease = self.store.lease(self.name)
                 await lease.acquire()
             except AlreadyRunning as exc:
@@ -163,7 +174,7 @@ class FollowedMailbox:
         self.state.follow.since = _utc(time.time())
         feed_task = asyncio.create_task(self.feed.run())
         try:
-            while True:
+            while not self.stopping.is_set():
                 lease.check()
                 if feed_task.done() and not feed_task.cancelled():
                     exc = feed_task.exception()
@@ -220,12 +231,13 @@ class FollowedMailbox:
     async def _heartbeat(self, lease: MailboxLease) -> None:
         now = time.time()
         try:
-            _, status, _ = await self.store.load(self.name)
-            self.state.follow.caught_up_at = _utc(now)
-            self._fill_lag(now)
-            status.follow = self.state.follow
-            lease.check()
-            await self.store.save(self.name, status)
+            async with self.api_gate:
+                _, status, _ = await self.store.load(self.name)
+                self.state.follow.caught_up_at = _utc(now)
+                self._fill_lag(now)
+                status.follow = self.state.follow
+                lease.check()
+                await self.store.save(self.name, status)
             self.clock.confirmed(now)
         except (KubeError, OSError, ValueError) as exc:
             self.log("follow_heartbeat_failed", "warning", error=str(exc)[:200])
@@ -242,16 +254,20 @@ async def follow_batch(
 ) -> int:
     """Serve ``names`` until ``stop`` is set; 0 (a follower only ends when told to)."""
     deltas = asyncio.Semaphore(max(1, concurrency))
-    mailboxes = [FollowedMailbox(n, store, secrets, run, fs, deltas) for n in names]
+    api_gate = asyncio.Semaphore(API_CONCURRENCY)
+    mailboxes = [FollowedMailbox(n, store, secrets, run, fs, deltas, api_gate, stop) for n in names]
     tasks = [asyncio.create_task(m.serve()) for m in mailboxes]
     gauge = asyncio.create_task(_gauges(mailboxes))
     try:
         await stop.wait()
     finally:
+        stop.set()
         gauge.cancel()
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, gauge, return_exceptions=True)
+        _, late = await asyncio.wait([*tasks, gauge], timeout=STOP_GRACE)
+        if late:
+            log("follow_stop_late", "warning", mailboxes=len(late))
     return 0
 
 
