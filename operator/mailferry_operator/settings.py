@@ -57,7 +57,7 @@ class OperatorSettings:
     log_level: str = env("MAILFERRY_LOG_LEVEL", "info", "debug, info, warning or error")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "text", "text or json")
     create_concurrency: int = env(
-        "MAILFERRY_CREATE_CONCURRENCY", 16, "MailboxSync creates in flight at once, per operator"
+        "MAILFERRY_CREATE_CONCURRENCY", 8, "MailboxSync creates in flight at once, per operator"
     )
     probe_concurrency: int = env(
         "MAILFERRY_PROBE_CONCURRENCY", 32, "IMAP logins in flight at once while validating mailboxes"

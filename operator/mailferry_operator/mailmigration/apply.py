@@ -22,12 +22,12 @@ from mailferry_api.mailmigration import (
 
 from .. import metrics, settings
 from ..kube import client as kube
-from . import ownership
+from . import ownership, pipeline
 from .observe import Runtime
 from .plan import Event, Plan, ValidationState
 from .resources import job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
 from .validation import validate
-from .views import JobView, MailboxView
+from .views import ANNOTATION_SPEC_HASH, JobView, MailboxView
 
 PLURAL = "mailmigrations"
 MAILBOXSYNCS = "mailboxsyncs"
@@ -75,33 +75,80 @@ async def ensure_mailboxsyncs(
     existing: Mapping[str, MailboxView],
     logger: Logger,
 ) -> None:
-    """Create missing MailboxSyncs and update drifted specs, `create_concurrency` calls at a time."""
+    """Start (or keep) the background run that creates missing MailboxSyncs and updates drifted specs
+    (pipeline.py: the first batch's Job need not wait for the last of 10,000). A run that failed raises
+    its error here, so the daemon backs off as for its own API errors and starts a new one."""
     key = (rt.inventory_key, spec_hash(spec.to_api()))
+    rt.ensure_wanted = key
+    task = rt.ensuring
+    if task is not None:
+        if not task.done() and rt.ready_for == key:
+            return
+        rt.ensuring = None
+        task.cancel()  # done, or working for an older inventory / spec
+        error = None if not task.done() or task.cancelled() else task.exception()
+        if error is not None:
+            raise error
     if key == rt.ensured_key and rt.names.keys() <= existing.keys():
         return  # (one deleted by hand is missing from `existing`: made again)
+    rt.ready = pipeline.keep_ready(rt.ready, existing) if rt.ready_for == key else set()
+    rt.ready_for, rt.ensured_key = key, None
+    rt.ensuring = asyncio.create_task(
+        _ensure(rt, key, body, namespace, name, uid, spec, dict(existing), logger),
+        name=f"mailboxsyncs-{namespace}-{name}",
+    )
+
+
+async def _ensure(
+    rt: Runtime,
+    key: tuple[Any, ...],
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    uid: str,
+    spec: MailMigrationSpec,
+    existing: Mapping[str, MailboxView],
+    logger: Logger,
+) -> None:
+    """Create / patch in batch order, `create_concurrency` calls at a time; each MailboxSync the API
+    confirmed joins `rt.ready`, and the daemon is woken when a batch's worth more are ready."""
     created = updated = 0
     template = mailbox_sync_template(name, spec)
-    todo = iter(list(rt.names.items()))
+    todo = iter(pipeline.creation_order(rt.names))
+    step = max(1, spec.batch_size)
+
+    def confirm(sync_name: str) -> None:
+        rt.ready.add(sync_name)
+        if len(rt.ready) % step == 0 and rt.wake is not None:
+            rt.wake.set()
 
     async def lane() -> None:
         # create_concurrency lanes take the next mailbox when free: no task per mailbox is waiting
         # (10,000 of them cost ~12 MB), and a body is built only when its turn comes.
         nonlocal created, updated
-        for sync_name, entry in todo:
+        for count, (sync_name, entry) in enumerate(todo):
             wanted = mailbox_sync_body(name, uid, namespace, spec, entry, template)
             want = wanted["metadata"]["annotations"]
             have = existing.get(sync_name)
-            if have is not None and have.spec_hash == want["mailferry.io/spec-hash"]:
+            if have is not None and have.spec_hash == want[ANNOTATION_SPEC_HASH]:
+                confirm(sync_name)
+                if count % 256 == 0:
+                    await asyncio.sleep(0)  # 10,000 already there: let the loop breathe
                 continue
             if have is None and await kube.create_custom(namespace, MAILBOXSYNCS, wanted):
                 created += 1
+                confirm(sync_name)
                 continue
-            if have is None:  # 409, and not in our index: patch it only if it is ours
+            if have is None:  # 409, and not in our index (yet): patch it only if it is ours
                 found = await kube.get_or_none(
                     f"/apis/mailferry.io/v1alpha1/namespaces/{namespace}/mailboxsyncs/{sync_name}"
                 )
                 if found is not None and not ownership.owned_by(found, uid):
                     rt.taken[sync_name] = ownership.owner_of(found)
+                    continue
+                hashed = ((found or {}).get("metadata") or {}).get("annotations") or {}
+                if found is not None and hashed.get(ANNOTATION_SPEC_HASH) == want[ANNOTATION_SPEC_HASH]:
+                    confirm(sync_name)  # ours and current: the index had not shown it yet
                     continue
             await kube.patch_custom(
                 namespace,
@@ -110,10 +157,13 @@ async def ensure_mailboxsyncs(
                 {"metadata": {"annotations": want}, "spec": wanted["spec"]},
             )
             updated += 1
+            confirm(sync_name)
 
     started = time.monotonic()
     await asyncio.gather(*(lane() for _ in range(max(1, settings.current().create_concurrency))))
     rt.ensured_key = None if rt.taken else key  # taken names: observe reports them, tried again
+    if rt.wake is not None:
+        rt.wake.set()
     if created or updated:
         logger.info(
             "MailboxSyncs: %d created, %d updated, %d total in %.1fs",
@@ -190,7 +240,11 @@ async def create_jobs(
     spec: MailMigrationSpec,
     logger: Logger,
 ) -> None:
-    for job in plan.create_jobs:
+    """Create the planned Jobs whose MailboxSyncs are ready (the others are planned again next pass)."""
+    running = rt.ensuring is not None and not rt.ensuring.done()
+    wanted = rt.ensure_wanted
+    ready = pipeline.ready_gate(wanted, rt.ensured_key, running, rt.ready_for, rt.ready)
+    for job in pipeline.startable(plan.create_jobs, ready):
         made = await kube.create_job(namespace, job_body(name, uid, namespace, spec, job))
         rt.created_jobs[job.name] = (
             time.monotonic(),

@@ -8,6 +8,7 @@ MailMigration itself wake the daemon early.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
 
 from .. import logctx, metrics
 from ..kube import client as kube
-from . import apply, observe
+from . import apply, observe, pipeline
 from .decide import decide, invalid_spec_status
 from .plan import CutoverHold
 from .views import (
@@ -182,6 +183,7 @@ async def migration_daemon(
     try:
         while not stopped:
             wake.clear()
+            started = time.monotonic()
             try:
                 delay = await reconcile_once(rt, body, namespace, name, uid, logger, indexes)
                 backoff = 1.0
@@ -201,16 +203,18 @@ async def migration_daemon(
                 else:
                     logger.exception("reconcile failed; retrying in %.0fs", backoff)
                 delay, backoff = backoff, min(backoff * 2, 60.0)
+            spent = time.monotonic() - started
             waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
             _done, pending = await asyncio.wait(
                 waiters, timeout=max(delay, MIN_PASS_INTERVAL), return_when=asyncio.FIRST_COMPLETED
             )
             for task in pending:
                 task.cancel()
-            if not stopped:
-                await asyncio.sleep(MIN_PASS_INTERVAL)  # let a burst of watch events settle
+            if not stopped:  # let a burst of watch events settle; rest longer after a costly pass
+                await asyncio.sleep(pipeline.pass_pause(spent))
     finally:
-        if rt.validation is not None:
-            rt.validation.cancel()
+        for background in (rt.validation, rt.ensuring):
+            if background is not None:
+                background.cancel()
         _wakeups.pop(key, None)
         apply.forget_metrics(namespace, name)

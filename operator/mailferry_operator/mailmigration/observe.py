@@ -42,11 +42,16 @@ class Runtime:
     inventory_checked: float = 0.0
     entries: list[MailboxEntry] = field(default_factory=list)
     names: dict[str, MailboxEntry] = field(default_factory=dict)  # MailboxSync name -> entry
+    placeholders: dict[str, MailboxView] = field(default_factory=dict)  # the same, before it exists
     inventory_status: Any = None
     inventory_problem: Problem | None = None  # the inventory is unreadable
     spec_problem: Problem | None = None  # the spec cannot run (spec_checks)
     spec_checked_key: tuple[Any, ...] | None = None
-    ensured_key: tuple[Any, ...] | None = None
+    ensured_key: tuple[Any, ...] | None = None  # every MailboxSync matches this (inventory, spec)
+    ensure_wanted: tuple[Any, ...] | None = None  # the (inventory, spec) the last pass asked for
+    ensuring: asyncio.Task[None] | None = None  # creating / patching MailboxSyncs in the background
+    ready: set[str] = field(default_factory=set)  # MailboxSync names confirmed for `ready_for`
+    ready_for: tuple[Any, ...] | None = None
     taken: dict[str, str] = field(default_factory=dict)  # MailboxSync name -> who holds it (not us)
     validation_state: ValidationState = field(default_factory=lambda: ValidationState(now=0.0))
     validation: asyncio.Task[MailMigrationStatus] | None = None  # running in the background
@@ -154,6 +159,10 @@ async def load_inventory(
     rt.inventory_key = key
     rt.entries = parsed.entries
     rt.names = {mailbox_sync_name(name, e.source): e for e in parsed.entries}
+    rt.placeholders = {  # what a pass shows for a MailboxSync the index does not hold (yet)
+        n: MailboxView(name=n, source=e.source, destination=e.destination or e.source)
+        for n, e in rt.names.items()
+    }
     rt.inventory_status = parsed.status()
     if parsed.error_count:
         rt.events.append(
@@ -344,11 +353,7 @@ async def observe(
         v.name: v for v in store_values(indexes.mailboxsyncs, (namespace, name))
     }
     # the inventory's MailboxSyncs, as the index sees them (a just-created one may lag a moment)
-    views = {
-        sync_name: existing.get(sync_name)
-        or MailboxView(name=sync_name, source=entry.source, destination=entry.destination or entry.source)
-        for sync_name, entry in rt.names.items()
-    }
+    views = {sync_name: existing.get(sync_name) or rt.placeholders[sync_name] for sync_name in rt.names}
     cutovers: list[CutoverHold] = store_values(indexes.cutovers, (namespace, name))
     return Snapshot(
         name=name,

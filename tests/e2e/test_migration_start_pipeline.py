@@ -1,0 +1,76 @@
+"""A migration's start as a pipeline (mailmigration/pipeline.py), on the real API server and Dovecots:
+Jobs start batch by batch while MailboxSyncs are still created and tested, and still never name a
+MailboxSync before it exists, nor a mailbox refused by validation before the whole test ended.
+
+No job runner: the Jobs are created, not run (maxConcurrentJobs lets every batch's Job be made)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import demolib as d
+
+from fixtures.dovecot import DovecotPair
+from fixtures.kubeapi import KubeAPI
+
+pytestmark = pytest.mark.timeout(300)
+NAME = "pipe"
+MAILBOXES = 60
+BATCH = 5
+
+
+def test_jobs_name_only_created_mailboxsyncs_and_a_refused_mailbox_waits_for_the_verdict(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    org = d.make_org(MAILBOXES, domain=f"{namespace}.test")
+    bad = org.addresses[2]  # in the first batch: the batch that starts first must wait for the verdict
+    d.add_org_users(dovecot_pair.source, dovecot_pair.destination, org, wrong_destination=[bad])
+    operator = d.OperatorProcess(kube, [namespace], tmp_path).start()
+    try:
+        d.apply(
+            kube,
+            d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
+            d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
+            d.migration_manifest(
+                NAME,
+                namespace,
+                dovecot_pair.source,
+                dovecot_pair.destination,
+                org.addresses,
+                batchSize=BATCH,
+                maxConcurrentJobs=MAILBOXES // BATCH,
+            ),
+        )
+
+        def every_job() -> list[dict[str, Any]] | None:
+            jobs = d.worker_jobs(kube, namespace, NAME)
+            return jobs if len(jobs) == MAILBOXES // BATCH else None
+
+        jobs = d.wait_for(every_job, 150, "a Job for every batch")
+        validated = d.condition(d.migration(kube, namespace, NAME), "Validated") or {}
+        syncs = {
+            s["metadata"]["name"]: s for s in d.get(kube, "mailboxsyncs.mailferry.io", namespace)["items"]
+        }
+    finally:
+        operator.stop()
+        kube.kubectl(
+            "delete", "jobs,mailboxsyncs.mailferry.io", "--all", "-n", namespace, "--wait=false", check=False
+        )
+    assert validated.get("reason") == "SomeMailboxesUnreachable", validated
+    by_source = {s["spec"]["source"]["username"]: name for name, s in syncs.items()}
+    for job in jobs:
+        job_name, created = job["metadata"]["name"], job["metadata"]["creationTimestamp"]  # UTC: as text
+        env = {e["name"]: e.get("value", "") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        members = env["MAILFERRY_MAILBOXSYNCS"].split(",")
+        assert len(members) == BATCH
+        for member in members:
+            assert member in syncs, f"Job {job_name} names {member}, which does not exist"
+            assert syncs[member]["metadata"]["creationTimestamp"] <= created, (member, job_name)
+        if by_source[bad] in members:  # made only once the whole test said which mailboxes passed
+            assert created >= validated["lastTransitionTime"], (created, validated)
