@@ -194,9 +194,15 @@ def _start_validation(
 
     inventory = rt.inventory_status if isinstance(rt.inventory_status, InventoryStatus) else None
 
+    lead = 2 * pipeline.validation_lead(spec.batch_size, spec.max_concurrent_jobs)  # two probes each
+
+    async def pace(index: int) -> None:
+        while index >= lead and rt.ensuring is not None and not rt.ensuring.done():
+            await asyncio.sleep(0.5)
+
     async def run() -> MailMigrationStatus:
         try:
-            return await validate(namespace, spec, ordered, generation, logger, tested, inventory)
+            return await validate(namespace, spec, ordered, generation, logger, tested, inventory, pace)
         finally:
             if rt.wake is not None:
                 rt.wake.set()

@@ -60,3 +60,10 @@ def pass_pause(spent: float) -> float:
     one wakes it, and a pass reads them all; resting in proportion leaves the loop to the creates and
     the logins, and coalesces the status writes of that time into one."""
     return min(MAX_PAUSE, max(MIN_PAUSE, PASS_SPACING * spent))
+
+
+def validation_lead(batch_size: int, max_concurrent_jobs: int) -> int:
+    """Mailboxes validation tests ahead while MailboxSyncs are still being created: two rounds of Jobs'
+    worth. The rest waits for the creates (both share one event loop; a Job takes minutes, so the test
+    catches up long before those batches' turn), and every MailboxSync exists sooner."""
+    return max(1, batch_size) * max(1, max_concurrent_jobs) * 2

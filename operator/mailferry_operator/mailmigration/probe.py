@@ -11,7 +11,7 @@ exception messages.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -168,12 +168,13 @@ async def probe_all(
     secrets: Mapping[str, Mapping[str, str]],
     concurrency: int = 32,
     on_result: Callable[[ProbeTask, ProbeResult], None] | None = None,
+    pace: Callable[[int], Awaitable[None]] | None = None,
 ) -> list[tuple[ProbeTask, ProbeResult]]:
     """Run every probe, at most `concurrency` connections at once, roughly in the order given (so the
     first batches are tested first). `secrets`: side -> key -> value. Work is handed out lazily: memory
     stays flat however many mailboxes there are."""
     results: list[tuple[ProbeTask, ProbeResult]] = []
-    queue = iter(tasks)
+    queue = iter(enumerate(tasks))
     connectors = _Connectors(StaticSecrets(secrets))  # type: ignore[arg-type]  # read-only use
     try:
 
@@ -185,7 +186,9 @@ async def probe_all(
             return await probe_mailbox(connector, task)
 
         async def lane() -> None:
-            for task in queue:
+            for index, task in queue:
+                if pace is not None:  # `await pace(index)` before the probe at that position
+                    await pace(index)
                 result = await one(task)
                 results.append((task, result))
                 if on_result is not None:

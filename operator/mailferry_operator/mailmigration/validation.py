@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,11 +90,13 @@ async def validate(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     on_mailbox: Callable[[str], None] | None = None,
     inventory: InventoryStatus | None = None,
+    pace: Callable[[int], Awaitable[None]] | None = None,
 ) -> MailMigrationStatus:
     """Connection + credential test of every mailbox on both sides, and a scan of the source.
 
     Mailboxes are tested in the order given (batch order); `on_mailbox(source)` is called as soon as
-    both sides of one are done, so the first batches can start while the rest is still being tested.
+    both sides of one are done, so the first batches can start while the rest is still being tested;
+    `pace(i)` is awaited before the i-th probe (apply: only the first batches go ahead of the creates).
     """
     entries = list(entries)
     status = MailMigrationStatus()
@@ -137,7 +139,7 @@ async def validate(
         status.scan, status.conditions = scan.no_keys(first_key, results, len(entries), _now(), generation)
         return status
     results += await probe_all(
-        tasks, secrets, concurrency=settings.current().probe_concurrency, on_result=progress
+        tasks, secrets, concurrency=settings.current().probe_concurrency, on_result=progress, pace=pace
     )
     del secrets
     status.scan, status.conditions = scan.summarise(

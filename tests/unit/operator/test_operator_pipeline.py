@@ -12,6 +12,7 @@ from mailferry_operator.mailmigration.pipeline import (
     pass_pause,
     ready_gate,
     startable,
+    validation_lead,
 )
 from mailferry_operator.mailmigration.plan import JobPlan
 
@@ -72,3 +73,8 @@ def test_the_daemon_rests_in_proportion_to_a_costly_pass() -> None:
     assert pass_pause(0.01) == 0.5  # a small migration: as before
     assert pass_pause(0.4) == pytest.approx(1.2)  # 10,000 mailboxes: the pass is at most a quarter
     assert pass_pause(30.0) == 2.0  # a pass stuck on the API server: Jobs still start within seconds
+
+
+def test_validation_leads_the_creates_by_two_rounds_of_jobs() -> None:
+    assert validation_lead(50, 4) == 400
+    assert validation_lead(0, 0) == 2  # never nothing: the first batch is always tested at once
