@@ -395,8 +395,12 @@ class ImapConnection:
                     self._note_untagged(resp)
                     seen = on_untagged(resp) or seen
             finally:
-                if pending is not None and not pending.done():
-                    pending.cancel()
+                if pending is not None:
+                    if pending.done():
+                        if not pending.cancelled():
+                            pending.exception()  # retrieved: the error that ended the wait is raised already
+                    else:
+                        pending.cancel()
             self._finish(self._completion(ended, []), True)
             return seen
 
