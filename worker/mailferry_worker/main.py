@@ -19,16 +19,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailferry_api.budgets import JobShare
 from mailferry_imap.credentials import DirSecrets
-from mailferry_kube.client import KubeApi, KubeError
 
 from . import settings
-from .checkpoint import FileStatusStore, KubeStatusStore, StatusStore
+from .batchstore import open_batch
 from .logs import log
 from .sync.batch import EXIT_CONFIG, run_batch
-from .sync.budget import BudgetedStore
-from .sync.pacing import set_job_share
 from .sync.run import RunSettings
 
 
@@ -67,30 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _sync(args: argparse.Namespace) -> int:
-    names = [n.strip() for arg in args.mailboxsync for n in arg.split(",") if n.strip()]
-    if not names:
-        names = list(settings.current().mailboxsyncs)
-    if not names:
-        log("config_error", "error", error="no MailboxSync names (MAILFERRY_MAILBOXSYNCS or --mailboxsync)")
+    batch = open_batch(args)
+    if batch is None:
         return EXIT_CONFIG
-    api: KubeApi | None = None
-    store: StatusStore
-    if args.status_dir:
-        store = FileStatusStore(Path(args.status_dir))
-    else:
-        if not args.namespace:
-            log("config_error", "error", error="no namespace (MAILFERRY_NAMESPACE or --namespace)")
-            return EXIT_CONFIG
-        try:
-            api = KubeApi.from_env(args.kubeconfig)
-        except (KubeError, OSError, ValueError, KeyError) as exc:
-            log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
-            return EXIT_CONFIG
-        store = KubeStatusStore(api, args.namespace, settings.current().lease_seconds)
-    # The Job's share of the migration's budgets, and the mailboxes' own budgets across Jobs (issue 15).
-    share = JobShare.from_json(settings.current().budget)
-    set_job_share(share)
-    store = BudgetedStore(store, share)
+    names, store = batch.names, batch.store
     run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     start = time.monotonic()
     log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)
@@ -99,8 +75,7 @@ async def _sync(args: argparse.Namespace) -> int:
             names, store, DirSecrets(Path(args.secrets_dir)), run, args.concurrency
         )
     finally:
-        if api is not None:
-            await api.close()
+        await batch.close()
     elapsed = time.monotonic() - start
     copied = sum(r.copied for r in results)
     log(

@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 from mailferry_imap.credentials import DirSecrets
-from mailferry_kube.client import KubeApi, KubeError
 
 from .. import settings
-from ..checkpoint import FileStatusStore, KubeStatusStore, StatusStore
+from ..batchstore import open_batch
 from ..logs import log
 from ..sync.batch import EXIT_CONFIG
 from ..sync.run import RunSettings
@@ -21,25 +20,10 @@ from .serve import FollowSettings, follow_batch
 
 
 async def follow(args: argparse.Namespace) -> int:
-    names = [n.strip() for arg in args.mailboxsync for n in arg.split(",") if n.strip()]
-    names = names or list(settings.current().mailboxsyncs)
-    if not names:
-        log("config_error", "error", error="no MailboxSync names (MAILFERRY_MAILBOXSYNCS or --mailboxsync)")
+    batch = open_batch(args)
+    if batch is None:
         return EXIT_CONFIG
-    api: KubeApi | None = None
-    store: StatusStore
-    if args.status_dir:
-        store = FileStatusStore(Path(args.status_dir))
-    else:
-        if not args.namespace:
-            log("config_error", "error", error="no namespace (MAILFERRY_NAMESPACE or --namespace)")
-            return EXIT_CONFIG
-        try:
-            api = KubeApi.from_env(args.kubeconfig)
-        except (KubeError, OSError, ValueError, KeyError) as exc:
-            log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
-            return EXIT_CONFIG
-        store = KubeStatusStore(api, args.namespace, settings.current().lease_seconds)
+    names, store = batch.names, batch.store
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -54,7 +38,6 @@ async def follow(args: argparse.Namespace) -> int:
             names, store, DirSecrets(Path(args.secrets_dir)), run, fs, args.concurrency, stop
         )
     finally:
-        if api is not None:
-            await api.close()
+        await batch.close()
     log("follow_stopped", exit_code=code, seconds=round(time.monotonic() - start, 3))
     return code
