@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "mailferry"
 CRDS = ROOT / "crds"
 DEPLOY = ROOT / "deploy"
+HTTP_403 = re.compile(r"(?<![\d,.:])403(?!\d)")
 # Kopf's cluster scan (list/watch namespaces and CRDs) is refused in namespaced mode by design; Kopf falls
 # back to the given namespaces. (main.py could set settings.scanning.disabled to skip the attempt.)
 KOPF_SCAN = re.compile(
@@ -146,5 +147,6 @@ def namespaced_release(kube: KubeAPI, prefix: str, watched_as: str, cleanup: str
 
 def unexpected_denials(log: str) -> list[str]:
     """The operator log's 403/Forbidden lines, but for Kopf's cluster scan (KOPF_SCAN)."""
-    denied = [line for line in log.splitlines() if "403" in line or "Forbidden" in line]
+    # "403" as a word: a log line's timestamp milliseconds (",403") are not a denial.
+    denied = [line for line in log.splitlines() if HTTP_403.search(line) or "Forbidden" in line]
     return [line for line in denied if not KOPF_SCAN.search(line)]

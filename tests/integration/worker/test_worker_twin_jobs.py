@@ -24,7 +24,7 @@ from mailferry_operator.mailmigration.resources import job_body
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 from jobrunner import JobRunner
 
-FOLDERS = {"INBOX": 500, "Archive": 150}
+FOLDERS = {"INBOX": 1500, "Archive": 300}
 
 
 def _job(namespace: str, name: str, spec: MailMigrationSpec, mailbox: str) -> dict[str, object]:
@@ -54,8 +54,13 @@ def test_retry_job_while_the_previous_pod_still_runs(
     runner = JobRunner(kube.kubeconfig, [namespace], tmp_path / "pods", orphan_deleted=True).start()
     try:
         kube.apply(first, namespace=namespace)
+        # The retry comes once the first pod holds the mailbox (sync_started is logged under its Lease),
+        # so the two overlap however slowly a loaded machine starts Python.
+        first_log = tmp_path / "pods" / f"{namespace}_acme-r1-b0.log"
         deadline = time.monotonic() + 120
-        while not runner.started_count and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if first_log.exists() and "sync_started" in first_log.read_text():
+                break
             time.sleep(0.01)
         kube.kubectl("delete", "job", "acme-r1-b0", "-n", namespace, "--wait=false")
         kube.apply(_job(namespace, "acme-r1-b0-retry", spec, "twinjob"), namespace=namespace)
