@@ -352,14 +352,7 @@ def main() -> int:
         stack.callback(kube.stop)
         kube.install_crds()
         org = d.make_org(n, domain="bench.test", prefix="u")
-        servers: dict[str, Dovecot] = {}
-        for role in ("source", "destination", "mbsync", "doveadm"):
-            (work / role).mkdir()
-            server = Dovecot(work / role, f"delta-{role}")
-            stack.callback(server.destroy)
-            server.start()
-            server.add_users(dict(org.users))
-            servers[role] = server
+        servers = d.start_dovecots(stack, work, ("source", "destination", "mbsync", "doveadm"), "delta", org)
         src, dst = servers["source"], servers["destination"]
         users = org.addresses
         t = time.monotonic()
@@ -370,7 +363,7 @@ def main() -> int:
         stack.callback(runner.stop)
         operator = d.OperatorProcess(kube, [NS], work).start()
         stack.callback(operator.stop)
-        csv = "source,destination,secretKey\n" + "".join(f"{a},{a},{a.replace('@', '_')}\n" for a in users)
+        csv = d.same_address_inventory(users)
         manifest = d.migration_manifest(
             NAME, NS, src, dst, inventory_configmap="inventory",
             batchSize=args.batch_size, maxConcurrentJobs=args.jobs, deltaInterval=IDLE_INTERVAL,

@@ -198,14 +198,9 @@ def main() -> int:
         stack.callback(kube.stop)
         kube.install_crds()
         org = d.make_org(n, domain="follow.test", prefix="f")
-        servers: dict[str, Dovecot] = {}
-        for role in ("source", "destination"):
-            (work / role).mkdir()
-            server = Dovecot(work / role, f"follow-{role}", extra_config=DOVECOT_LIMITS)
-            stack.callback(server.destroy)
-            server.start()
-            server.add_users(dict(org.users))
-            servers[role] = server
+        servers = d.start_dovecots(
+            stack, work, ("source", "destination"), "follow", org, extra_config=DOVECOT_LIMITS
+        )
         src, dst = servers["source"], servers["destination"]
         proxy = FaultProxy("127.0.0.1", src.port).start()
         stack.callback(proxy.stop)
@@ -218,7 +213,7 @@ def main() -> int:
         stack.callback(runner.stop)
         operator = d.OperatorProcess(kube, [NS], work).start()
         stack.callback(operator.stop)
-        csv = "source,destination,secretKey\n" + "".join(f"{a},{a},{a.replace('@', '_')}\n" for a in users)
+        csv = d.same_address_inventory(users)
         manifest = d.migration_manifest(
             NAME, NS, src, dst, inventory_configmap="inventory", deltaMode="follow", deltaInterval="15m",
             batchSize=args.batch_size or n, maxConcurrentJobs=4,

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -85,6 +86,26 @@ def add_org_users(src: Dovecot, dst: Dovecot, org: Org, wrong_destination: Itera
     dst.add_users(dict(org.users))
     for addr in wrong_destination:
         dst.add_user(addr, org.users[addr] + "-but-different")
+
+
+def start_dovecots(
+    stack: ExitStack, work: Path, roles: Iterable[str], prefix: str, org: Org, extra_config: str = ""
+) -> dict[str, Dovecot]:
+    """One Dovecot per role under work/<role> holding the org's users, destroyed when the stack closes."""
+    servers: dict[str, Dovecot] = {}
+    for role in roles:
+        (work / role).mkdir()
+        server = Dovecot(work / role, f"{prefix}-{role}", extra_config=extra_config)
+        stack.callback(server.destroy)
+        server.start()
+        server.add_users(dict(org.users))
+        servers[role] = server
+    return servers
+
+
+def same_address_inventory(addresses: Iterable[str]) -> str:
+    """An inventory CSV copying each address onto itself, its password under the address's secret key."""
+    return "source,destination,secretKey\n" + "".join(f"{a},{a},{a.replace('@', '_')}\n" for a in addresses)
 
 
 def seed_org(src: Dovecot, org: Org, per_mailbox: int = 12, seed: int = 7) -> int:
