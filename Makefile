@@ -127,6 +127,16 @@ bench: deps
 	$(PY) tests/bench/groupware.py $(BENCH_GROUPWARE_ARGS)
 	$(PY) tests/bench/esp_events.py $(BENCH_ESP_ARGS)
 
+# bench-tls: the mail part of `make bench` over TLS, as real providers serve it: both Dovecots serve
+# implicit TLS (IMAPS) with a test CA, and mailferry, mbsync and doveadm backup's imapc all connect over
+# TLS and verify the certificates. Same corpus, repeats and tables (tests/bench/run.py --tls); writes its
+# own section of docs/benchmarks.md (<!-- bench-tls:begin -->). BENCH_TLS_ARGS="--users 4 --messages 300"
+BENCH_TLS_ARGS ?=
+.PHONY: bench-tls
+bench-tls: deps
+	@bin="$$(bash $(K8S_BUILD))"; \
+	MAILFERRY_K8S_BIN="$$bin" PATH="$$bin:$$PATH" $(PY) tests/bench/run.py --tls $(BENCH_TLS_ARGS)
+
 # demo: one command, fresh machine: local API server, two Dovecots with 20 generated mailboxes, the
 # operator and the local job runner; a MailMigration with live progress, a delta round, verify summary.
 DEMO_ARGS ?=

@@ -170,6 +170,9 @@ def _proc_cpu(server: Dovecot) -> float:
 
 
 SHM = Path("/dev/shm")
+# The name the tools dial over TLS: the fixture's server certificates carry it (and 127.0.0.1, but
+# isync 1.4 matches DNS names only), and /etc/hosts maps it to 127.0.0.1, where Dovecot listens.
+TLS_HOST = "localhost"
 
 
 def default_mail_dir(corpus: Corpus) -> Path | None:
@@ -193,9 +196,11 @@ class BenchServers:
         users: Sequence[str],
         workdir: Path | None = None,
         mail_dir: Path | None = None,
+        tls: bool = False,
     ) -> None:
         self.corpus = corpus
         self.users = list(users)
+        self.tls = tls
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="mf-bench-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +209,9 @@ class BenchServers:
             (self.workdir / side).mkdir()
         self.source = Dovecot(self.workdir / "source", "bench-src")
         self.destination = Dovecot(self.workdir / "destination", "bench-dst")
+        # Each fixture Dovecot has its own test CA: one bundle lets every tool verify both servers.
+        self.ca_bundle = self.workdir / "ca-bundle.pem"
+        self.ca_bundle.write_bytes(self.source.ca_cert.read_bytes() + self.destination.ca_cert.read_bytes())
         self.mail_dir = mail_dir if mail_dir is not None else default_mail_dir(corpus)
         self._moved: list[Path] = []
         if self.mail_dir is not None:
@@ -220,6 +228,13 @@ class BenchServers:
         server.mail_root.rmdir()
         server.mail_root.symlink_to(target)
         self._moved.append(target)
+
+    def imap_port(self, server: Dovecot) -> int:
+        """The port the tools dial: the implicit-TLS listener (IMAPS) with ``tls``, else plain IMAP."""
+        return server.tls_port if self.tls else server.port
+
+    def imap_host(self, server: Dovecot) -> str:
+        return TLS_HOST if self.tls else server.host
 
     @property
     def corpus_messages(self) -> int:
@@ -333,9 +348,9 @@ class BenchServers:
 
 @contextlib.contextmanager
 def bench_servers(
-    corpus: Corpus, users: Sequence[str], workdir: Path | None = None
+    corpus: Corpus, users: Sequence[str], workdir: Path | None = None, tls: bool = False
 ) -> Iterator[BenchServers]:
-    servers = BenchServers(corpus, users, workdir)
+    servers = BenchServers(corpus, users, workdir, tls=tls)
     try:
         yield servers.start()
     finally:

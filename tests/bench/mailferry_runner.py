@@ -100,9 +100,9 @@ class MailferryRunner:
             return {
                 "endpoint": {
                     "host": server.host,
-                    "port": server.port,
-                    "security": "none",
-                    "tlsVerify": False,
+                    "port": self.servers.imap_port(server),
+                    "security": "tls" if self.servers.tls else "none",
+                    "tlsVerify": self.servers.tls,
                     "auth": {"method": "password", "secretRef": {"name": secret}},
                 },
                 "username": user,
@@ -140,6 +140,8 @@ class MailferryRunner:
             MAILFERRY_SECRETS_DIR=str(self.secrets_dir),
             MAILFERRY_LOG_FORMAT="json",
         )
+        if self.servers.tls:
+            env["MAILFERRY_CA_FILE"] = str(self.servers.ca_bundle)  # verifies both bench CAs
         bin_ = worker_bin()
         assert bin_ is not None
         argv = [bin_, "sync"]

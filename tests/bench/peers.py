@@ -61,10 +61,16 @@ class Mbsync(Peer):
         state.mkdir(parents=True, exist_ok=True)
         rc = self.workdir / f"{user}.mbsyncrc"
         stores = ""
+        tls = (
+            f"{tls_kw} IMAPS\nCertificateFile {self.servers.ca_bundle}\n"
+            if self.servers.tls
+            else f"{tls_kw} None\n"
+        )
         for label, server in (("src", src), ("dst", dst)):
+            host, port = self.servers.imap_host(server), self.servers.imap_port(server)
             stores += (
-                f"IMAPAccount {label}\nHost {server.host}\nPort {server.port}\nUser {user}\nPass {pw}\n"
-                f"{tls_kw} None\nAuthMechs LOGIN\n\n"
+                f"IMAPAccount {label}\nHost {host}\nPort {port}\nUser {user}\nPass {pw}\n"
+                f"{tls}AuthMechs LOGIN\n\n"
                 f"IMAPStore {label}\nAccount {label}\n\n"
             )
         rc.write_text(
@@ -89,18 +95,21 @@ class DoveadmBackup(Peer):
     def job(self, user: str, phase: str) -> Callable[[], ProcResult]:
         src, dst = self.servers.source, self.servers.destination
         pw = self.servers.corpus.password(user)
-        argv = [
-            DOVEADM_BIN,
-            "-c", str(dst.conf),
-            "-o", f"imapc_host={src.host}",
-            "-o", f"imapc_port={src.port}",
-            "-o", f"imapc_user={user}",
-            "-o", f"imapc_password={pw}",
-            "-o", "imapc_ssl=no",
-            "-o", "imapc_features=rfc822.size fetch-headers",
-            "-o", "mail_prefetch_count=20",
-            "backup", "-R", "-u", user, "imapc:",
-        ]  # fmt: skip
+        # imapc over implicit TLS verifies the source's certificate against the bench CA bundle.
+        tls = ["imapc_ssl=imaps", f"ssl_client_ca_file={self.servers.ca_bundle}"] if self.servers.tls else []
+        options = [
+            f"imapc_host={self.servers.imap_host(src)}",
+            f"imapc_port={self.servers.imap_port(src)}",
+            f"imapc_user={user}",
+            f"imapc_password={pw}",
+            *(tls or ["imapc_ssl=no"]),
+            "imapc_features=rfc822.size fetch-headers",
+            "mail_prefetch_count=20",
+        ]
+        argv = [DOVEADM_BIN, "-c", str(dst.conf)]
+        for option in options:
+            argv += ["-o", option]
+        argv += ["backup", "-R", "-u", user, "imapc:"]
         log = self.workdir / "logs" / f"{phase}-{user}.log"
         return lambda: run_measured(argv, log)
 

@@ -294,35 +294,22 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, RAM {ram:.1f} GiB, {cpu}, {platform.system()} {platform.release()}"
 
 
-def write_doc(
-    path: Path,
+def run_report(
     results: Sequence[PhaseResult],
     params: CorpusParams,
     corpus_mb: float,
     messages: int,
-    concurrency: int,
     command: str,
     notes: Sequence[str],
-) -> None:
+) -> str:
+    """What one run measured, where and how: the plaintext "Last run" and the TLS section both show it."""
     software = (
         f"Dovecot {doveadm_version()}, isync {'.'.join(map(str, mbsync_version()))}, "
         f"Python {platform.python_version()}"
     )
     tgt = "\n".join(f"| {t} | {s} | {d} |" for t, s, d in targets(results))
-    text = (
-        f"""# Benchmarks
-
-`make bench` (tests/bench/) generates a deterministic corpus, seeds it straight into a source
-Dovecot 2.3 (maildir files, no IMAP), and times, in the same run and against a fresh destination
-Dovecot each time, **mailferry**, **mbsync** (Debian isync) and **doveadm backup** over imapc (the
-dsync engine): a bulk copy, then a no-op delta (the same sync again with nothing changed).
-{concurrency} mailboxes are synced at once. A timing is accepted only after the destination holds
-the source's message count in every folder (`doveadm mailbox status`).
-"speedup" is peer seconds / mailferry seconds (> 1 means mailferry is faster).
-
-## Last run
-
-- date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    return (
+        f"""- date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 - machine: {machine()}
 - software: {software}
 - corpus: seed {params.seed}, {params.users} users x {params.messages} messages = {messages} messages,
@@ -339,6 +326,25 @@ the source's message count in every folder (`doveadm mailbox status`).
 """
         + ("\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
         + "".join(f"\n```\n{e}\n```\n" for e in PROFILE_EXCERPTS)
+    )
+
+
+def write_doc(path: Path, report: str, concurrency: int) -> None:
+    text = (
+        f"""# Benchmarks
+
+`make bench` (tests/bench/) generates a deterministic corpus, seeds it straight into a source
+Dovecot 2.3 (maildir files, no IMAP), and times, in the same run and against a fresh destination
+Dovecot each time, **mailferry**, **mbsync** (Debian isync) and **doveadm backup** over imapc (the
+dsync engine): a bulk copy, then a no-op delta (the same sync again with nothing changed).
+{concurrency} mailboxes are synced at once. A timing is accepted only after the destination holds
+the source's message count in every folder (`doveadm mailbox status`).
+"speedup" is peer seconds / mailferry seconds (> 1 means mailferry is faster).
+
+## Last run
+
+"""
+        + report
         + f"""
 ## Reading the numbers
 
@@ -384,6 +390,37 @@ the source's message count in every folder (`doveadm mailbox status`).
     path.write_text(text + _other_sections(path))
 
 
+TLS_BEGIN, TLS_END = "<!-- bench-tls:begin -->", "<!-- bench-tls:end -->"
+
+
+def write_tls_section(path: Path, report: str, concurrency: int) -> None:
+    """The TLS run's own marked section: replaced in place, or added at the end. A plaintext run keeps
+    everything from the first marker on, so each run leaves the other's figures as they are."""
+    section = f"""{TLS_BEGIN}
+## Over TLS (`make bench-tls`, tests/bench/run.py --tls)
+
+The mail benchmark above with every IMAP connection over TLS, as real providers serve it: both Dovecots
+serve implicit TLS (IMAPS, the port-993 style) with certificates of a test CA, and every tool verifies
+them: mailferry (endpoint `security: tls`, `tlsVerify: true`, the CA bundle in `MAILFERRY_CA_FILE`),
+mbsync (`SSLType`/`TLSType IMAPS`, `CertificateFile`) and doveadm backup's imapc (`imapc_ssl=imaps`,
+`ssl_client_ca_file`). Same corpus, repeats, verification and tables; {concurrency} mailboxes at once.
+doveadm backup still writes the destination's maildir directly, so only its source side is TLS; mailferry
+and mbsync pay TLS on both sides (and so does the destination Dovecot, whose imap-login process
+terminates TLS and relays to the imap process on both servers).
+
+{report}{TLS_END}"""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    if TLS_BEGIN in text and TLS_END in text:
+        text = text[: text.index(TLS_BEGIN)] + section + text[text.index(TLS_END) + len(TLS_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def _other_sections(path: Path) -> str:
     """Sections other benchmarks own (from the first `<!-- name:begin -->` marker on), kept as they are."""
     try:
@@ -411,6 +448,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="where both servers keep their maildirs (default: /dev/shm when it has room, else /tmp)",
     )
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="every tool over implicit TLS (IMAPS) to both servers; writes the doc's bench-tls section",
+    )
     ap.add_argument("--profile", action="store_true", help="also run mailferry once under cProfile (untimed)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep configs and logs here")
     ap.add_argument(
@@ -432,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[PhaseResult] = []
     workdir = args.workdir
     mail_dir = None if args.mail_dir in (None, "auto") else Path(args.mail_dir)
-    servers = BenchServers(corpus, params.user_names(), workdir, mail_dir)
+    servers = BenchServers(corpus, params.user_names(), workdir, mail_dir, tls=args.tls)
     load_before = os.getloadavg()
     try:
         t0 = time.perf_counter()
@@ -496,16 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for t, s, d in targets(results):
         print(f"{s:5} {t} ({d})")
     if args.doc:
-        write_doc(
-            Path(args.doc),
-            results,
-            params,
-            corpus.bytes / 1e6,
-            corpus.messages,
-            args.concurrency,
-            command,
-            notes,
-        )
+        report = run_report(results, params, corpus.bytes / 1e6, corpus.messages, command, notes)
+        (write_tls_section if args.tls else write_doc)(Path(args.doc), report, args.concurrency)
         print(f"bench: results written to {args.doc}")
     return 0
 
