@@ -124,14 +124,31 @@ def seed(src: Dovecot, users: list[str]) -> None:
                 c.append(folder, None, None, make_message(f"seed {folder} {u}", size=800))
 
 
-def deliver(src: Dovecot, users: list[str], rate: float, seconds: float, out: list[Delivery]) -> None:
-    """APPEND at `rate` msg/s for `seconds` (a message a fault made fail is sent again, counted once)."""
-    rnd = random.Random(20)
+def deliver(
+    src: Dovecot, users: list[str], rate: float, seconds: float, out: list[Delivery], senders: int = 4
+) -> None:
+    """APPEND at `rate` msg/s for `seconds` (a message a fault made fail is sent again, counted once).
+    Several senders share the schedule (message i goes to sender i mod `senders`): one sender, a login
+    per message, managed only 9/s on a loaded machine."""
     start = time.monotonic()
     n = int(rate * seconds)
-    for i in range(n):
+    threads = [
+        threading.Thread(target=_send, args=(src, users, rate, start, range(k, n, senders), out))
+        for k in range(senders)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _send(
+    src: Dovecot, users: list[str], rate: float, start: float, share: range, out: list[Delivery]
+) -> None:
+    for i in share:
         due = start + i / rate
         time.sleep(max(0.0, due - time.monotonic()))
+        rnd = random.Random(i)  # the same mailbox and folder for message i whatever the senders
         user = rnd.choice(users)
         folder = "INBOX" if rnd.random() < 0.8 else "Archive"
         for attempt in range(60):
@@ -141,7 +158,7 @@ def deliver(src: Dovecot, users: list[str], rate: float, seconds: float, out: li
                 with src.connect_as(user) as c:
                     typ, _ = c.append(folder, None, None, make_message(subject, size=1500))
                 if typ == "OK":
-                    out.append(Delivery(user, folder, subject, at))
+                    out.append(Delivery(user, folder, subject, at))  # (list.append: thread-safe)
                     break
             except (OSError, imaplib.IMAP4.error):
                 time.sleep(min(2.0, 0.2 * (attempt + 1)))  # the source is restarting

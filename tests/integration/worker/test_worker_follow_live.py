@@ -4,7 +4,8 @@ Dovecot pair (through TCP fault proxies) with the real API server holding their 
 Mail is delivered (APPEND) to INBOX and to another folder while it runs: it reaches the destination
 without another worker process. Then every connection is cut (and new ones refused for a while) and
 the source Dovecot is restarted, with mail delivered meanwhile. What must hold: nothing lost, nothing
-duplicated (`mailferry verify` per mailbox), lag recorded in status and on /metrics, the feed back on
+duplicated (`mailferry verify` per mailbox), lag recorded in status and on /metrics, the deltas of the
+live mail logging in no more (they reuse the connections kept since the first deltas), the feed back on
 after each fault, SIGTERM -> exit 0 with every Lease released. The IDLE + STATUS sweep path runs the
 same scenario with NOTIFY disallowed.
 """
@@ -131,9 +132,15 @@ def test_follow_copies_changes_through_cuts_and_a_restart(
             lambda: all(_follow_status(kube, namespace, n).get("mode") == want for n in names),
         )
         # mail delivered while the follower runs, to INBOX and to another folder
+        logins_before = src_proxy.stats.connections + dst_proxy.stats.connections
+        deltas_before = _deltas(port)
         for k in range(3):
             _deliver(dovecot_pair, users, f"live{k}")
         _wait("live mail on the destination", _same(dovecot_pair, users))
+        _wait("the live deltas finished", lambda: _deltas(port) >= deltas_before + BOXES)
+        logins = src_proxy.stats.connections + dst_proxy.stats.connections - logins_before
+        # Each delta logged in on both sides (three times) before the follower kept its connections.
+        assert logins < _deltas(port) - deltas_before, (logins, _deltas(port) - deltas_before)
         _wait(
             "lag in status",
             lambda: all(_follow_status(kube, namespace, n).get("lastLagSeconds") is not None for n in names),
@@ -171,8 +178,8 @@ def test_follow_copies_changes_through_cuts_and_a_restart(
     for name, user in zip(names, users, strict=True):
         rc, out = h.verify_mailboxsync(kube, namespace, name)
         assert rc == 0, out
-        lease = kube.get("leases.coordination.k8s.io", f"mailboxsync.{name}", namespace)
-        assert not lease["spec"].get("holderIdentity"), lease
+        lease = kube.kubectl("get", "leases", f"mailboxsync.{name}", "-n", namespace, check=False)
+        assert "NotFound" in lease.stderr, lease.stdout  # released: deleted
         st = _follow_status(kube, namespace, name)
         assert st["caughtUpAt"] and st["p95LagSeconds"] is not None and st["samples"] > 0, st
         for folder, n in FOLDERS.items():
@@ -184,6 +191,15 @@ def _metric(text: str, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def _deltas(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("mailferry_follow_deltas_total{")
+    )
 
 
 def _feeds_up(port: int, n: int) -> bool:

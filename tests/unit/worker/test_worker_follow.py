@@ -9,9 +9,18 @@ from typing import Any
 import pytest
 
 from mailferry_api.mailboxsync import FolderCheckpoint, FollowStatus, MailboxSyncSpec, MailboxSyncStatus
+from mailferry_imap.client import ImapClient
 from mailferry_worker.follow.lagwindow import LagWindow, percentile
+from mailferry_worker.follow.sessions import expired, keepable
 from mailferry_worker.follow.store import FollowState, FollowStore, copied_since
-from mailferry_worker.follow.watchplan import MailboxClock, choose_mode, is_change, sweep_changes
+from mailferry_worker.follow.watchplan import (
+    MailboxClock,
+    choose_mode,
+    hierarchy_changed,
+    is_change,
+    is_hierarchy_change,
+    sweep_changes,
+)
 from mailferry_worker.lease import LeaseLost
 
 
@@ -210,3 +219,32 @@ def test_follow_store_lends_the_lease_and_measures_copies() -> None:
             lent.check()
 
     asyncio.run(run())
+
+
+def test_hierarchy_changes() -> None:
+    assert is_hierarchy_change(b'* LIST () "/" "New"')
+    assert is_hierarchy_change(b'* LIST (\\NonExistent) "/" "Gone"')
+    assert not is_hierarchy_change(b"* STATUS INBOX (MESSAGES 3 UIDNEXT 4)")
+    assert not is_hierarchy_change(b"* 3 EXISTS")
+    seen = {"INBOX": {"UIDNEXT": 4}, "Archive": {"UIDNEXT": 2}}
+    assert not hierarchy_changed({}, seen)  # the first sweep is a baseline
+    assert not hierarchy_changed(seen, {"INBOX": {"UIDNEXT": 9}, "Archive": {"UIDNEXT": 2}})  # mail only
+    assert hierarchy_changed(seen, {"INBOX": {"UIDNEXT": 4}})
+    assert hierarchy_changed(seen, {**seen, "New": {"UIDNEXT": 1}})
+
+
+def test_kept_connections_expire_and_only_plain_ones_are_kept() -> None:
+    assert not expired(100.0, 160.0, 60.0) and expired(100.0, 160.5, 60.0)
+
+    class _Subclassed(ImapClient):  # e.g. Gmail's clients: one run's state
+        pass
+
+    plain = ImapClient.__new__(ImapClient)
+    plain.closed = False
+    assert keepable(plain)
+    plain.closed = True
+    assert not keepable(plain)
+    other = _Subclassed.__new__(_Subclassed)
+    other.closed = False
+    assert not keepable(other)
+

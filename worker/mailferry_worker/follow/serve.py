@@ -2,7 +2,8 @@
 
 Per mailbox: take the Lease (wait while another worker holds it), run a first delta, start its change
 feed (watch.py), then loop: a change (or, polling, the interval) -> the engine's delta under the held
-Lease (store.py); idle and fed -> a heartbeat that says the destination is current. Deltas run at most
+Lease (store.py) over the connections and listings kept since the last one (sessions.py); idle and fed
+-> a heartbeat that says the destination is current. Deltas run at most
 ``concurrency`` at once over the whole batch. SIGTERM (or ``stop``): feeds close, running deltas are
 cancelled (their checkpoints make that safe), Leases are released, exit 0."""
 
@@ -28,6 +29,7 @@ from ..sync.engine import MailboxRunner
 from ..sync.run import RunSettings, backoff
 from . import metrics
 from .lagwindow import LagWindow
+from .sessions import KeptSessions
 from .store import FollowState, FollowStore
 from .watch import Feed
 from .watchplan import MailboxClock, Mode
@@ -95,6 +97,7 @@ class FollowedMailbox:
         self.wake = asyncio.Event()
         self.failures = 0  # failed deltas in a row
         self.feed: Feed | None = None
+        self.sessions: KeptSessions | None = None  # while the mailbox is served under its Lease
         self.state = FollowState(
             FollowStatus(
                 job_name=fs.job_name,
@@ -170,7 +173,9 @@ class FollowedMailbox:
             sweep_seconds=self.fs.sweep_seconds,
             backoff_base=self.run_settings.backoff_base,
             backoff_cap=self.run_settings.backoff_cap,
+            on_hierarchy=self._hierarchy_changed,
         )
+        self.sessions = KeptSessions()
         self.state.follow.since = _utc(time.time())
         feed_task = asyncio.create_task(self.feed.run())
         try:
@@ -196,15 +201,29 @@ class FollowedMailbox:
             feed_task.cancel()
             with contextlib.suppress(BaseException):
                 await feed_task
+            sessions, self.sessions = self.sessions, None
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(sessions.close())
+
+    def _hierarchy_changed(self) -> None:
+        if self.sessions is not None:
+            self.sessions.forget_listings()
 
     async def _delta(self, lease: MailboxLease) -> None:
+        sessions = self.sessions
+        assert sessions is not None
+        if self.feed is None or not self.feed.watching:
+            sessions.forget_listings()  # no feed to say that folders changed: list both sides again
         async with self.deltas:
             started = time.time()
             self.state.arrival = self.clock.start(started)
             store = FollowStore(self.store, self.name, lease, self.state)
             store.run_started = started
-            result = await MailboxRunner(self.name, store, self.secrets, self.run_settings).run()
+            runner = MailboxRunner(self.name, store, self.secrets, self.run_settings, sessions)
+            result = await runner.run()
         ok = result.outcome in ("synced", "suspended")
+        if not ok:
+            sessions.forget_listings()
         metrics.DELTAS.labels(result.outcome).inc()
         self.clock.finished(time.time(), ok)
         self.state.arrival = None

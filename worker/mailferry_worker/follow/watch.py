@@ -1,9 +1,10 @@
 """One mailbox's change feed on the source: NOTIFY, else IDLE on INBOX plus a STATUS sweep, else none.
 
-The feed only says *that* the mailbox changed (and when it first saw it); the follower then runs the
+The feed only says *that* the mailbox changed (and when it first saw it), and whether its folders
+themselves changed (``on_hierarchy``: the follower's kept listings are stale); the follower then runs the
 engine's delta, which finds *what* changed from the checkpoints. A lost connection is opened again with
 exponential back-off and full jitter; the time it went down counts as a change (something may have
-arrived unseen), so a delta runs once the feed is back."""
+arrived unseen, folders too), so a delta runs once the feed is back."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ from mailferry_imap.parser import Response
 
 from ..sync.run import backoff
 from . import metrics
-from .watchplan import NOTIFY_SET, Mode, choose_mode, is_change, sweep_changes
+from .watchplan import (
+    NOTIFY_SET,
+    Mode,
+    choose_mode,
+    hierarchy_changed,
+    is_change,
+    is_hierarchy_change,
+    sweep_changes,
+)
 
 Log = Callable[..., None]
 
@@ -37,9 +46,11 @@ class Feed:
         sweep_seconds: float,
         backoff_base: float = 1.0,
         backoff_cap: float = 60.0,
+        on_hierarchy: Callable[[], None] | None = None,
     ) -> None:
         self.connector = connector
         self.on_change = on_change
+        self.on_hierarchy = on_hierarchy or (lambda: None)
         self.log = log
         self.modes: tuple[Mode, ...] = tuple(modes)
         self.idle_seconds = idle_seconds
@@ -73,6 +84,7 @@ class Feed:
                 attempt = 0
                 self.log("follow_feed", mode=self.mode)
                 if down_since is not None:
+                    self.on_hierarchy()
                     self.on_change(down_since)  # whatever arrived while the feed was down
                     down_since = None
                 await self._watch(client)
@@ -136,20 +148,28 @@ class Feed:
             if self.mode == "idle":
                 wait = max(0.5, min(wait, next_sweep - time.monotonic()))
             seen_at: list[float] = []
-            await client.idle(functools.partial(_note, seen=seen_at), wait)
+            renamed: list[bool] = []
+            await client.idle(functools.partial(_note, seen=seen_at, renamed=renamed), wait)
+            if renamed:
+                self.on_hierarchy()
             if seen_at:
                 self.on_change(seen_at[0])
             if self.mode == "idle" and time.monotonic() >= next_sweep:
                 at = time.time()
                 now_status = await self._sweep_status(client)
+                if hierarchy_changed(self._statuses, now_status):
+                    self.on_hierarchy()
                 if sweep_changes(self._statuses, now_status):
                     self.on_change(at)
                 self._statuses = now_status
                 next_sweep = time.monotonic() + self.sweep_seconds
 
 
-def _note(resp: Response, seen: list[float]) -> bool:
-    """An IDLE callback: remember when the first change was seen; True ends the IDLE."""
+def _note(resp: Response, seen: list[float], renamed: list[bool]) -> bool:
+    """An IDLE callback: remember when the first change was seen (and a folder change); True ends the
+    IDLE."""
+    if is_hierarchy_change(resp.line):
+        renamed.append(True)
     if is_change(resp.line):
         seen.append(time.time())
         return True

@@ -4,7 +4,8 @@
   else IDLE (RFC 2177) on INBOX with a STATUS sweep of the other folders, else ``poll`` (a delta every
   poll interval: rounds, without the Job).
 - ``is_change``: whether an unsolicited response means the mailbox changed (new mail, expunge, flags,
-  a folder created/renamed/deleted, a STATUS that differs from the last one seen).
+  a folder created/renamed/deleted, a STATUS that differs from the last one seen); ``is_hierarchy_change``
+  and ``hierarchy_changed``: whether the folders themselves changed (the kept listings are stale).
 - ``MailboxClock``: the per-mailbox state machine (dirty since, running, heartbeat) that decides when
   a delta runs and when the follower may confirm the mailbox caught up.
 """
@@ -53,6 +54,18 @@ def is_change(line: bytes) -> bool:
     if not kind or kind in _QUIET or kind == "RECENT":
         return False
     return kind in ("EXISTS", "EXPUNGE", "FETCH", "VANISHED", "STATUS", "LIST")
+
+
+def is_hierarchy_change(line: bytes) -> bool:
+    """A NOTIFY MailboxName event (RFC 5465 section 5.4): a folder created, renamed or deleted (an
+    untagged LIST); the kept folder listings are stale then."""
+    return response_kind(line) == "LIST"
+
+
+def hierarchy_changed(before: Mapping[str, object], after: Mapping[str, object]) -> bool:
+    """Two STATUS sweeps name different folders (one created, renamed or deleted). The first sweep
+    (``before`` empty) is a baseline."""
+    return bool(before) and set(before) != set(after)
 
 
 def sweep_changes(

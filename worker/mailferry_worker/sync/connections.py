@@ -1,14 +1,16 @@
 """A mailbox run's IMAP connections: the two sides' connectors as the run settings say, logins retried
-with backoff while the server's refusal is transient, and each side's folder listing."""
+with backoff while the server's refusal is transient, each side's folder listing, and where a run's
+connections come from and go back to (``Sessions``: a round's own, or a follower's kept ones)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol
 
 from mailferry_api.mailboxsync import MailboxSyncSpec
 from mailferry_imap.client import FolderInfo, ImapClient
-from mailferry_imap.credentials import Connector, SecretSource, connectors
+from mailferry_imap.credentials import Connector, SecretSource, Side, connectors
 from mailferry_imap.errors import ImapError
 
 from ..lease import MailboxLease
@@ -45,5 +47,42 @@ async def open_retrying(c: Connector, settings: RunSettings, log: Callable[..., 
             await asyncio.sleep(delay)
 
 
-async def listing(c: ImapClient) -> tuple[list[FolderInfo], tuple[str, str | None]]:
+Listing = tuple[list[FolderInfo], tuple[str, str | None]]  # folders, (namespace prefix, delimiter)
+
+
+async def listing(c: ImapClient) -> Listing:
     return await c.list_folders(), await c.namespace()
+
+
+class Sessions(Protocol):
+    """Where a run's logged-in connections and folder listings come from, and where they go after it."""
+
+    async def take(self, c: Connector) -> ImapClient | None:
+        """A logged-in connection of ``c``'s side to use instead of a new login (None: log in)."""
+        ...
+
+    async def give_back(self, side: Side, client: ImapClient) -> None:
+        """The run is done with ``client`` (a closed one is dropped)."""
+        ...
+
+    async def listing(self, side: Side, client: ImapClient) -> Listing: ...
+
+    def forget_listings(self) -> None:
+        """The folder hierarchy may have changed: list again next time."""
+        ...
+
+
+class OwnSessions:
+    """A round's run: its own logins, closed at its end; both sides listed once per run."""
+
+    async def take(self, c: Connector) -> ImapClient | None:
+        return None
+
+    async def give_back(self, side: Side, client: ImapClient) -> None:
+        await client.close()
+
+    async def listing(self, side: Side, client: ImapClient) -> Listing:
+        return await listing(client)
+
+    def forget_listings(self) -> None:
+        return None

@@ -34,7 +34,7 @@ from ..gmail.source import gmail_connector
 from ..lease import AlreadyRunning, LeaseLost
 from ..plan import FolderPlan, plan_folders
 from . import readiness
-from .connections import connectors_for, listing, open_retrying
+from .connections import OwnSessions, Sessions, connectors_for, open_retrying
 from .folder import FolderSync
 from .folderstate import MailboxCounters
 from .mirror import Mirror
@@ -54,10 +54,19 @@ class _GiveUp(Exception):
 
 
 class MailboxRunner(StatusKeeper):
-    def __init__(self, name: str, store: StatusStore, secrets: SecretSource, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: StatusStore,
+        secrets: SecretSource,
+        settings: RunSettings,
+        sessions: Sessions | None = None,
+    ) -> None:
         super().__init__(name, store)
         self.secrets = secrets
         self.settings = settings
+        # A round's run logs in and lists for itself; a follower lends the connections it keeps (follow/).
+        self.sessions: Sessions = sessions or OwnSessions()
         self.spec: MailboxSyncSpec | None = None
         self._dest_names: set[str] = set()
         self._stop = False
@@ -186,10 +195,11 @@ class MailboxRunner(StatusKeeper):
         try:
             src, dst = await open_both(self._open(src_c), self._open(dst_c))
             (src_folders, (sprefix, _)), (dst_folders, (dprefix, ddelim)) = await asyncio.gather(
-                listing(src), listing(dst)
+                self.sessions.listing("source", src), self.sessions.listing("destination", dst)
             )
         except ImapError as exc:
             await close_all((src, dst))
+            self.sessions.forget_listings()
             permanent = isinstance(exc, AuthenticationFailed | TLSError) or not exc.transient
             return self._fail(exc, "permanent" if permanent else "transient")
         assert src is not None and dst is not None
@@ -214,6 +224,7 @@ class MailboxRunner(StatusKeeper):
                 await self._deletions_report(mirrored)
         except ImapError as exc:
             await close_all((src, dst))
+            self.sessions.forget_listings()
             return self._fail(exc, "transient" if exc.transient else "permanent")
         queue: asyncio.Queue[FolderPlan] = asyncio.Queue()
         for p in plans:
@@ -241,6 +252,8 @@ class MailboxRunner(StatusKeeper):
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
+        if errors or self.folder_errors:
+            self.sessions.forget_listings()  # a folder gone or failing: the next run lists both sides again
         for e in errors:
             if isinstance(e, ImapError) and not e.transient:
                 return self._fail(e, "permanent")
@@ -255,16 +268,33 @@ class MailboxRunner(StatusKeeper):
         src_c, _ = connectors_for(spec, self.secrets, self.settings, None)
         src_c = gmail_connector(src_c, self.ckpts)
         try:
-            src = await src_c.open()
+            src = await self._take_or_open(src_c)
         except ImapError:
             return False
         try:
-            return await all_unchanged(src, spec, self.ckpts)
+            listed = await self.sessions.listing("source", src)
+            return await all_unchanged(src, spec, self.ckpts, listed)
+        except ImapError:
+            return False
         finally:
-            await src.close()
+            await self.sessions.give_back("source", src)
+
+    async def _take_or_open(self, c: Connector) -> ImapClient:
+        return await self.sessions.take(c) or await c.open()
 
     async def _open(self, c: Connector) -> ImapClient:
-        return await open_retrying(c, self.settings, self.log)
+        return await self.sessions.take(c) or await open_retrying(c, self.settings, self.log)
+
+    async def _give_back(self, src: ImapClient | None, dst: ImapClient | None) -> None:
+        # A connection an exchange broke (lost, cancelled mid-way) closed itself; kept ones are usable.
+        if src is not None:
+            await self.sessions.give_back("source", src)
+        if dst is not None:
+            await self.sessions.give_back("destination", dst)
+
+    def _dest_created(self, name: str) -> None:
+        self._dest_names.add(name)
+        self.sessions.forget_listings()  # a kept destination listing lacks it
 
     async def _worker(
         self,
@@ -281,7 +311,7 @@ class MailboxRunner(StatusKeeper):
                 # An extra connection pair: servers cap connections per user (Dovecot [LIMIT], Gmail 15,
                 # Microsoft 20). If the server refuses one, sync with fewer instead of failing the mailbox.
                 try:
-                    src, dst = await open_both(src_c.open(), dst_c.open())
+                    src, dst = await open_both(self._take_or_open(src_c), self._take_or_open(dst_c))
                 except ImapError as exc:
                     if not exc.transient:
                         raise
@@ -352,7 +382,7 @@ class MailboxRunner(StatusKeeper):
                         if self.status.phase == "Throttled":
                             self.status.phase = "Syncing"
         finally:
-            await close_all((src, dst))
+            await self._give_back(src, dst)
 
     async def _folder(
         self, src: ImapClient, dst: ImapClient, plan: FolderPlan, spec: MailboxSyncSpec, full: bool
@@ -371,7 +401,7 @@ class MailboxRunner(StatusKeeper):
                 full_match=full,
                 checkpoint=self.checkpoint_soon,
                 dest_exists=lambda n: n in self._dest_names,
-                dest_created=self._dest_names.add,
+                dest_created=self._dest_created,
                 log=lambda ev, **kw: self.log(ev, **kw),
                 counters=self.counters,
                 placed=self.placed.get(plan.source),

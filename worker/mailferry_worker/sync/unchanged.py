@@ -10,17 +10,23 @@ from mailferry_imap.client import ImapClient
 from mailferry_imap.errors import ImapError
 
 from ..plan import FolderPlan, folder_unchanged, plan_folders
+from .connections import Listing, listing
 
 
-async def all_unchanged(src: ImapClient, spec: MailboxSyncSpec, ckpts: dict[str, FolderCheckpoint]) -> bool:
-    """True when the source proves every selected folder unchanged since its checkpoint.
+async def all_unchanged(
+    src: ImapClient,
+    spec: MailboxSyncSpec,
+    ckpts: dict[str, FolderCheckpoint],
+    listed: Listing | None = None,
+) -> bool:
+    """True when the source proves every selected folder unchanged since its checkpoint (``listed``: the
+    source's folders and namespace when known already, else listed here).
 
     Any doubt (an error, a new folder, a folder without a finished checkpoint) means False: the
     normal path then runs and reports errors properly.
     """
     try:
-        folders = await src.list_folders()
-        prefix, _ = await src.namespace()
+        folders, (prefix, _) = listed or await listing(src)
         plans = plan_folders(folders, [], spec.folders, source_prefix=prefix)
         if not plans or any((ck := ckpts.get(p.source)) is None or ck.last_sync_time is None for p in plans):
             return False
