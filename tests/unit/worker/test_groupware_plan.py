@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from fixtures.groupware_data import contact, event
 from mailferry_api.groupware import CollectionCheckpoint
 from mailferry_worker.groupware import items, plan, protocol
+from mailferry_worker.groupware.collection import CollectionSync
+from mailferry_worker.groupware.dav import Collection, DavError
 
 
 def ckpt(**kw: object) -> CollectionCheckpoint:
@@ -139,3 +142,94 @@ def test_collection_totals_per_mailbox_and_per_migration() -> None:
     total = migration_totals(views)
     assert total is not None and total.calendars.items == 20 and total.contacts.failed == 2
     assert migration_totals(views[2:]) is None  # a migration without contacts/calendars shows none
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_item_shape_agrees_with_the_full_parse_on_generated_items(seed: int) -> None:
+    """The copy path's cheap scan sees the UID and components the full parse sees."""
+    rng = random.Random(seed)
+    for kind, (_, data) in (
+        ("calendars", event(rng, seed, recurring=seed % 2 == 0, uid=f"ev-{seed}")),
+        ("contacts", contact(rng, seed, uid=f"urn:uuid:c-{seed}")),
+    ):
+        full, quick = items.facts(kind, data), items.shape(kind, data)  # type: ignore[arg-type]
+        assert (quick.uid, quick.components) == (full.uid, full.components)
+
+
+def test_item_shape_reads_folded_escaped_and_quoted_uids_like_the_full_parse() -> None:
+    data = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\n"
+        "BEGIN:VTIMEZONE\r\nTZID:Z\r\nBEGIN:STANDARD\r\nDTSTART:19700101T000000\r\n"
+        "TZOFFSETFROM:+0000\r\nTZOFFSETTO:+0000\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\n"
+        'BEGIN:VTODO\r\nUID;X-NOTE="a:b":long-uid-\r\n with\\,comma\r\nDTSTAMP:20260101T000000Z\r\n'
+        "SUMMARY:x\r\nEND:VTODO\r\nEND:VCALENDAR\r\n"
+    )
+    quick, full = items.shape("calendars", data), items.facts("calendars", data)
+    assert quick.uid == full.uid == "long-uid-with,comma"
+    assert quick.components == full.components == {"VTODO"}
+
+
+@pytest.mark.parametrize(
+    "kind,data,why",
+    [
+        ("calendars", "BEGIN:VCALENDAR\r\nthis is not\r\n", "without a value"),
+        ("calendars", "BEGIN:VCALENDAR\r\nX-A:b\r\n", "no END"),
+        ("contacts", "FN:garbage", "before BEGIN"),
+        ("contacts", "BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", "starts with"),
+        ("calendars", "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nEND:VCALENDAR\r\n", "does not close"),
+        ("contacts", "BEGIN:VCARD\r\nUID:a\r\nEND:VCARD\r\nBEGIN:VCARD\r\nEND:VCARD\r\n", "after END"),
+        (
+            "calendars",
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:b\r\nEND:VEVENT\r\n"
+            "END:VCALENDAR\r\n",
+            "2 UIDs",
+        ),
+    ],
+)
+def test_item_shape_refuses_what_is_not_one_item(kind: str, data: str, why: str) -> None:
+    with pytest.raises(items.BadItem, match=why):
+        items.shape(kind, data)  # type: ignore[arg-type]
+
+
+class _FailingDestination:
+    """A destination that answers every PUT with a server error (some servers 5xx what they cannot read)."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+
+    def member_url(self, collection_url: str, name: str) -> str:
+        return collection_url + name
+
+    async def put(self, kind: str, url: str, data: str) -> bool:
+        self.puts += 1
+        raise DavError("PUT: HTTP 500", "DavUnavailable", transient=True)
+
+
+def _sync_with(dst: _FailingDestination, kind: str = "calendars") -> CollectionSync:
+    from mailferry_api.groupware import Groupware
+
+    async def save() -> None:
+        return None
+
+    coll = Collection(kind, "http://d/c/", "C", None, True, {"VEVENT"})  # type: ignore[arg-type]
+    side = {"type": "dav", "url": "http://d/"}
+    options = Groupware.model_validate({"source": side, "destination": side})
+    checkpoint = CollectionCheckpoint(name=f"{kind}/c", kind=kind, source="s", destination="d")
+    return CollectionSync(None, dst, coll, coll, checkpoint, options, save)  # type: ignore[arg-type]
+
+
+def test_a_server_error_on_a_broken_item_is_that_item_s_error_not_a_retry() -> None:
+    """The copy path only scans (items.shape); a 5xx makes it parse in full, and a parameter with an
+    unterminated quote is the item's fault: reported per item, the round goes on."""
+    dst = _FailingDestination()
+    sync = _sync_with(dst, "contacts")
+    broken = 'BEGIN:VCARD\r\nVERSION:3.0\r\nUID:c1\r\nFN:x\r\nEMAIL;TYPE="a:b\r\nEND:VCARD\r\n'
+    asyncio.run(sync._put("c1.vcf", broken))
+    assert dst.puts == 1 and [e.reason for e in sync.errors] == ["BadItem"] and sync.ckpt.failed == 1
+
+
+def test_a_server_error_on_a_sound_item_is_retried() -> None:
+    _, data = event(random.Random(2), 2, recurring=False, uid="ok-2")
+    with pytest.raises(DavError) as err:
+        asyncio.run(_sync_with(_FailingDestination())._put("ok-2.ics", data))
+    assert err.value.transient

@@ -169,7 +169,7 @@ class CollectionSync:
     async def _put(self, name: str, data: str) -> None:
         c = self.ckpt
         try:
-            facts = it.facts(self.kind, data)
+            facts = it.shape(self.kind, data)  # the copy needs UID and components, not a full parse
         except it.BadItem as exc:
             return self._item_error(name, None, "BadItem", str(exc))
         why = it.unsupported(
@@ -182,6 +182,8 @@ class CollectionSync:
         try:
             created = await self.dst.put(self.kind, url, data)
         except DavError as exc:
+            if exc.transient and self._unparsable(name, facts.uid, data):
+                return  # a server that answers 5xx to content it cannot read: the item, not the server
             if exc.transient or exc.reason not in PERMANENT_ITEM_REASONS:
                 raise
             if exc.reason == "ComponentNotSupported":
@@ -189,7 +191,7 @@ class CollectionSync:
             else:
                 c.failed += 1
             return self._item_error(name, facts.uid, exc.reason, exc.message)
-        except ValueError as exc:  # a cloud side's mapping could not read what items.facts accepted
+        except ValueError as exc:  # a cloud side's mapping could not read what items.shape accepted
             c.failed += 1
             return self._item_error(name, facts.uid, "BadItem", f"{type(exc).__name__}: {str(exc)[:300]}")
         c.copied += 1
@@ -200,6 +202,17 @@ class CollectionSync:
             )
         if created and c.mode == "syncToken" and c.sync_token:
             c.items += 1  # a delta's new item (a first copy and ETag mode count the listing)
+
+    def _unparsable(self, name: str, uid: str | None, data: str) -> bool:
+        """The full parse, only after a failed write (the copy path scans, items.shape): True, with the
+        per-item error, when the item itself is broken."""
+        try:
+            it.facts(self.kind, data)
+        except it.BadItem as exc:
+            self.ckpt.failed += 1
+            self._item_error(name, uid, "BadItem", str(exc))
+            return True
+        return False
 
     async def _delete(self, names: list[str]) -> None:
         for name in names:

@@ -8,6 +8,7 @@ Both are imported on first use: a no-op round parses nothing, and they cost ~0.7
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -112,8 +113,73 @@ def facts(kind: CollectionKind, data: str) -> ItemFacts:
     return ical_facts(data) if kind == "calendars" else vcard_facts(data)
 
 
+@dataclass
+class ItemShape:
+    """What a copy needs to know of an item before writing it (no fingerprint: that is verify's and ETag
+    mode's, which parse in full)."""
+
+    uid: str | None
+    components: set[str]
+
+
+_ESCAPED = re.compile(r"\\([\\,;nN])")
+
+
+def _value(line: str) -> str:
+    """A content line's value: after the first ':' outside a quoted parameter (RFC 5545 §3.1)."""
+    quoted = False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == ":" and not quoted:
+            return _ESCAPED.sub(lambda m: "\n" if m.group(1) in "nN" else m.group(1), line[i + 1 :])
+    raise BadItem(f"a content line without a value: {line[:80]!r}")
+
+
+def shape(kind: CollectionKind, data: str) -> ItemShape:
+    """The item's UID and components from its content lines alone (unfolded, BEGIN/END balanced, one
+    UID), ~20x cheaper than a full parse: the copy path runs this per item, and the destination server
+    still parses what it stores (a value it refuses comes back as a per-item DavRequestRejected)."""
+    outer = "VCALENDAR" if kind == "calendars" else "VCARD"
+    what = "iCalendar" if kind == "calendars" else "vCard"
+    lines = data.replace("\r\n", "\n").replace("\r", "\n").replace("\n ", "").replace("\n\t", "").split("\n")
+    stack: list[str] = []
+    uids: set[str] = set()
+    comps: set[str] = set()
+    closed = False
+    for line in lines:
+        if not line.strip():
+            continue
+        if ":" not in line:
+            raise BadItem(f"a content line without a value: {line[:80]!r}")
+        if closed:
+            raise BadItem(f"content after END:{outer}")
+        name = line.split(":", 1)[0].split(";", 1)[0].strip().upper()
+        if name == "BEGIN":
+            comp = _value(line).strip().upper()
+            if not stack and comp != outer:
+                raise BadItem(f"not {what}: starts with BEGIN:{comp}")
+            if len(stack) == 1 and kind == "calendars" and comp != "VTIMEZONE":
+                comps.add(comp)
+            stack.append(comp)
+        elif name == "END":
+            comp = _value(line).strip().upper()
+            if not stack or stack.pop() != comp:
+                raise BadItem(f"END:{comp} does not close the open component")
+            closed = not stack
+        elif not stack:
+            raise BadItem(f"not {what}: a line before BEGIN:{outer}")
+        elif name == "UID" and len(stack) == (2 if kind == "calendars" else 1) and stack[-1] != "VTIMEZONE":
+            uids.add(_value(line).strip())
+    if not closed:
+        raise BadItem(f"no END:{outer}")
+    if len(uids) > 1:
+        raise BadItem(f"one calendar object holds {len(uids)} UIDs (RFC 4791 §4.1 allows one)")
+    return ItemShape(next(iter(uids), None), comps if kind == "calendars" else {"VCARD"})
+
+
 def unsupported(
-    kind: CollectionKind, item: ItemFacts, size: int, dest_components: set[str], max_bytes: int
+    kind: CollectionKind, item: ItemFacts | ItemShape, size: int, dest_components: set[str], max_bytes: int
 ) -> str | None:
     """Why the destination cannot hold `item` (a reason for the per-item report), or None."""
     if size > max_bytes:
