@@ -11,6 +11,8 @@ import base64
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,12 @@ from fixtures.groupware_cloud import GOOGLE_ROOT, GRAPH_ROOT, FakeGoogle, FakeGr
 from fixtures.groupware_data import PNG_HEAD, address_book, calendar, contact, event
 from fixtures.groupware_setup import GroupwareMailbox, groupware_mailbox
 from fixtures.radicale import RadicalePair
+from mailferry_api.mailboxsync import MailboxSyncSpec
 from mailferry_imap.credentials import DirSecrets
+from mailferry_worker import cli
 from mailferry_worker.checkpoint import FileStatusStore
 from mailferry_worker.groupware.runner import GroupwareResult, GroupwareRunner
+from mailferry_worker.groupware.verify import CollectionReport, verify_mailboxsync_collections
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,12 +45,18 @@ def _mailbox(
     return mbx
 
 
+@contextmanager
+def _routes(fake: FakeGoogle | FakeGraph, host: str) -> Iterator[None]:
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()  # Radicale is real
+        router.route(host=host).mock(side_effect=fake.handle)
+        router.route(host="photos.test").mock(side_effect=fake.handle)
+        yield
+
+
 def _round(mbx: GroupwareMailbox, fake: FakeGoogle | FakeGraph, host: str) -> GroupwareResult:
     async def go() -> GroupwareResult:
-        with respx.mock(assert_all_called=False) as router:
-            router.route(host="127.0.0.1").pass_through()  # Radicale is real
-            router.route(host=host).mock(side_effect=fake.handle)
-            router.route(host="photos.test").mock(side_effect=fake.handle)
+        with _routes(fake, host):
             store = FileStatusStore(mbx.status_dir)
             return await GroupwareRunner(mbx.name, store, DirSecrets(mbx.secrets_dir)).run()
 
@@ -366,3 +377,165 @@ def test_radicale_into_graph(radicale_pair: RadicalePair, tmp_path: Path) -> Non
     assert len(fake.in_calendar(work)) == 9
     assert gone not in _names(fake.in_calendar(work), "singleValueExtendedProperties")
     assert book
+
+
+# ------------------------------------------------------------------------------------------------ verify
+
+
+def _cli_verify(
+    mbx: GroupwareMailbox, fake: FakeGoogle | FakeGraph, host: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
+    """`mailferry verify --json` of this mailbox, in-process (so the cloud API is the contract fake)."""
+    argv = ["verify", "--mailboxsync", mbx.name, "--json", "--status-dir", str(mbx.status_dir)]
+    with _routes(fake, host):
+        code = cli.main([*argv, "--secrets-dir", str(mbx.secrets_dir)])
+    captured = capsys.readouterr()
+    assert "GroupwareTypeNotSupported" not in captured.out + captured.err
+    return code, json.loads(captured.out)
+
+
+def _verify(mbx: GroupwareMailbox, fake: FakeGoogle | FakeGraph, host: str) -> list[CollectionReport]:
+    spec = MailboxSyncSpec.model_validate(json.loads(mbx.status_file.read_text())["spec"])
+
+    async def go() -> list[CollectionReport]:
+        with _routes(fake, host):
+            return await verify_mailboxsync_collections(spec, DirSecrets(mbx.secrets_dir))
+
+    return asyncio.run(go())
+
+
+def _uid(name: str) -> str:
+    return name.rsplit(".", 1)[0]
+
+
+def test_verify_radicale_into_google(
+    radicale_pair: RadicalePair, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = "vgoogle@example.com"
+    radicale_pair.source.add_user(user)
+    book = radicale_pair.source.seed(
+        user, "book", "contacts", address_book(6, seed=12, groups=2), "Address book"
+    )
+    radicale_pair.source.seed(user, "work", "calendars", calendar(8, seed=13, recurring_share=0.5), "Work")
+    mbx = _mailbox(tmp_path, radicale_pair, user, {}, {"type": "google", "url": GOOGLE_ROOT})
+    fake = FakeGoogle()
+    assert _round(mbx, fake, "google.test").outcome == "synced"
+
+    code, report = _cli_verify(mbx, fake, "google.test", capsys)
+    assert code == 0 and report["differences"] == 0, report
+    contacts, events = report["collections"]
+    assert (contacts["sourceCount"], contacts["destinationCount"]) == (8, 6)
+    groups = {_uid(n) for n, d in radicale_pair.source.members(user, book).items() if "KIND:group" in d}
+    assert {p["uid"] for p in contacts["partial"]} == groups and contacts["partialCount"] == 2
+    assert all("group card" in p["reason"] for p in contacts["partial"])
+    assert (events["sourceCount"], events["destinationCount"], events["partial"]) == (8, 8, [])
+
+    # Behind mailferry's back: an event renamed, a contact's email dropped, one deleted, one doubled.
+    uids = {
+        next(d["value"] for d in p["clientData"] if d["key"] == "uid"): rid for rid, p in fake.people.items()
+    }
+    first, second, third = (uids[u] for u in sorted(uids)[:3])
+    fake.people[first]["emailAddresses"] = fake.people[first]["emailAddresses"][:1]
+    fake.remove_person(second)
+    copy = {k: v for k, v in fake.people[third].items() if k not in ("resourceName", "etag", "metadata")}
+    fake.add_person(copy, photo=fake.photos[third])
+    renamed = sorted(fake.events_of("Work").values(), key=lambda e: e["iCalUID"])[0]
+    renamed["summary"] = "Renamed behind mailferry's back"
+
+    code, report = _cli_verify(mbx, fake, "google.test", capsys)
+    contacts, events = report["collections"]
+    assert code == 1 and report["differences"] == 4, report
+    assert contacts["changed"] == [sorted(uids)[0]] and contacts["changedFields"] == {
+        sorted(uids)[0]: ["emails"]
+    }
+    assert contacts["missing"] == [sorted(uids)[1]] and contacts["duplicated"] == [sorted(uids)[2]]
+    assert contacts["extra"] == [] and contacts["partialCount"] == 2
+    assert events["changed"] == [renamed["iCalUID"]] and events["changedFields"] == {
+        renamed["iCalUID"]: ["master/summary"]
+    }
+    assert events["missing"] == events["duplicated"] == events["extra"] == []
+
+
+def test_verify_radicale_into_graph(radicale_pair: RadicalePair, tmp_path: Path) -> None:
+    user = "vgraph@example.com"
+    radicale_pair.source.add_user(user)
+    book = radicale_pair.source.seed(user, "book", "contacts", address_book(5, seed=14, groups=1), "Contacts")
+    cal = radicale_pair.source.seed(
+        user, "work", "calendars", calendar(8, seed=15, recurring_share=0.5), "Work"
+    )
+    mbx = _mailbox(tmp_path, radicale_pair, user, {}, {"type": "microsoft", "url": GRAPH_ROOT})
+    fake = FakeGraph()
+    assert _round(mbx, fake, "graph.test").outcome == "synced"
+
+    contacts, events = _verify(mbx, fake, "graph.test")
+    assert [contacts.differences, events.differences] == [0, 0], (contacts.to_dict(), events.to_dict())
+    assert (contacts.source_count, contacts.dest_count, events.source_count, events.dest_count) == (
+        6,
+        5,
+        8,
+        8,
+    )
+    [(group_uid, why)] = contacts.partial.items()  # Graph has no groups: the group card, reported apart
+    assert (
+        "KIND:group" in radicale_pair.source.members(user, book)[group_uid + ".vcf"] and "group card" in why
+    )
+    src_events = radicale_pair.source.members(user, cal)
+    assert set(events.partial) == {_uid(n) for n in src_events}  # ATTACH by URI: compared on what is held
+    assert all("ATTACH by URI" in r for r in events.partial.values())
+
+    by_uid = {
+        next(p["value"] for p in c["singleValueExtendedProperties"] if "mailferryUid" in p["id"]): c
+        for c in list(fake.contacts.values()) + list(fake.events.values())
+    }
+    card_uids = sorted(u for u in by_uid if u + ".vcf" in radicale_pair.source.members(user, book))
+    event_uids = sorted(u for u in by_uid if u + ".ics" in src_events)
+    by_uid[card_uids[0]]["emailAddresses"] = by_uid[card_uids[0]]["emailAddresses"][1:]
+    fake.remove_contact(by_uid[card_uids[1]]["id"])
+    doubled = by_uid[card_uids[2]]
+    fake.add_contact(
+        {k: v for k, v in doubled.items() if k not in ("id", "_folder", "changeKey")},
+        photo=fake.photos[doubled["id"]],
+    )
+    by_uid[event_uids[0]]["subject"] = "Renamed behind mailferry's back"
+    fake.remove_event(by_uid[event_uids[1]]["id"])
+
+    contacts, events = _verify(mbx, fake, "graph.test")
+    assert (contacts.changed, contacts.changed_fields) == ([card_uids[0]], {card_uids[0]: ["emails"]})
+    assert (contacts.missing, contacts.duplicated, contacts.extra) == ([card_uids[1]], [card_uids[2]], [])
+    assert (events.changed, events.changed_fields) == ([event_uids[0]], {event_uids[0]: ["master/summary"]})
+    assert (events.missing, events.duplicated, events.extra) == ([event_uids[1]], [], [])
+    assert contacts.differences + events.differences == 5 and len(events.partial) == 8
+
+
+def test_verify_google_people_into_radicale(radicale_pair: RadicalePair, tmp_path: Path) -> None:
+    user = "vpeople@example.com"
+    fake = FakeGoogle()
+    fake.groups["contactGroups/g1"] = "Friends"
+    for i in range(5):
+        fake.add_person(
+            {
+                "names": [{"displayName": f"P{i} Q", "givenName": f"P{i}", "familyName": "Q"}],
+                "emailAddresses": [{"value": f"p{i}@example.com", "type": "work"}],
+                "phoneNumbers": [{"value": f"+49 {i}", "type": "mobile"}],
+                "birthdays": [{"date": {"month": 4, "day": 1 + i}}],
+                "memberships": [{"contactGroupMembership": {"contactGroupResourceName": "contactGroups/g1"}}],
+            },
+            photo=PNG_HEAD + b"\x02" if i % 2 else None,
+        )
+    mbx = _mailbox(tmp_path, radicale_pair, user, {"type": "google", "url": GOOGLE_ROOT}, {})
+    doc = json.loads(mbx.status_file.read_text())
+    doc["spec"]["content"] = ["contacts"]
+    mbx.status_file.write_text(json.dumps(doc))
+    assert _round(mbx, fake, "google.test").outcome == "synced"
+    [clean] = _verify(mbx, fake, "google.test")
+    assert (clean.differences, clean.source_count, clean.dest_count, clean.partial) == (0, 5, 5, {})
+
+    dst, path = radicale_pair.destination, f"/{user}/contacts/"
+    cards = dst.members(user, path)
+    first, second = sorted(cards)[:2]
+    dst.put(user, path + first, cards[first].replace("FN:", "FN:Not "), "contacts")
+    dst.delete(user, path + second)
+    dst.put(user, path + "extra.vcf", contact(random.Random(1), 50, uid="only-here")[1], "contacts")
+    [report] = _verify(mbx, fake, "google.test")
+    assert (report.changed, report.changed_fields) == ([_uid(first)], {_uid(first): ["fn"]})
+    assert (report.missing, report.extra, report.duplicated) == ([_uid(second)], ["only-here"], [])
