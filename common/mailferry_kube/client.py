@@ -223,6 +223,15 @@ class KubeApi:
             "PUT", self.lease_path(namespace, name), params={"fieldManager": self.field_manager}, json=body
         )
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> dict[str, Any]:
+        """DELETE only while the Lease still has ``resource_version`` (else HTTP 409: written since)."""
+        options = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"resourceVersion": resource_version},
+        }
+        return await self._request("DELETE", self.lease_path(namespace, name), json=options)
+
     async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._request(
             "POST",

@@ -3,6 +3,12 @@
 ``KubeStatusStore`` merge-patches ``/status`` through the Kubernetes API with field manager
 ``mailferry-worker``; ``FileStatusStore`` keeps the same document in a JSON file (development).
 The engine only sees the ``StatusStore`` protocol.
+
+A worker reads a MailboxSync before it takes the mailbox's lease (the Lease's owner is the MailboxSync's
+uid) and plans from that read. Both stores make the first write after such a read conditional on the
+MailboxSync being as read (its resourceVersion; the file's text): a write in between (the previous
+holder's last status) raises StatusMoved before this worker has written anything, and the caller reads
+again under the lease. So a mailbox costs one read, not a second one under the lease "in case".
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from .logs import log
 
 # Optional fields the worker clears with an explicit null (merge-patch removes them).
 NULLABLE = ("lastError", "throttle")
+
+
+class StatusMoved(Exception):
+    """The MailboxSync changed between the read taken before the lease and this worker's first write:
+    nothing was written; read it again (under the lease) and start over."""
 
 
 class StatusStore(Protocol):
@@ -56,11 +67,17 @@ class KubeStatusStore:
         self._uids: dict[str, str] = {}
         self._versions: dict[str, str] = {}  # resourceVersion after this worker's last read or write
         self._leases: dict[str, KubeLease] = {}
+        self._read_unheld: set[str] = set()  # read before the lease: the next write checks it (module doc)
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
         obj = await self.api.get_mailboxsync(self.namespace, name)
         self._uids[name] = obj.get("metadata", {}).get("uid", "")
         self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
+        lease = self._leases.get(name)
+        if lease is not None and lease.held:
+            self._read_unheld.discard(name)
+        else:
+            self._read_unheld.add(name)
         spec = MailboxSyncSpec.model_validate(obj.get("spec") or {})
         status = MailboxSyncStatus.model_validate(obj.get("status") or {})
         return spec, status, obj.get("metadata", {}).get("generation")
@@ -78,10 +95,13 @@ class KubeStatusStore:
                         self.namespace, name, status_patch(status), self._versions.get(name)
                     )
                     self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
+                    self._read_unheld.discard(name)
                     return
                 except KubeError as exc:
                     if exc.status != 409:
                         raise
+                    if name in self._read_unheld:
+                        raise StatusMoved(f"MailboxSync {name} changed since it was read") from None
                     lease = self._leases.get(name)
                     if lease is not None:
                         await lease.confirm()
@@ -109,12 +129,15 @@ class FileStatusStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._read: dict[str, str] = {}  # the file's text as loaded, until the next save checks it
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
-        doc = json.loads(self.path(name).read_text())
+        text = self.path(name).read_text()
+        self._read[name] = text
+        doc = json.loads(text)
         return (
             MailboxSyncSpec.model_validate(doc["spec"]),
             MailboxSyncStatus.model_validate(doc.get("status") or {}),
@@ -123,7 +146,10 @@ class FileStatusStore:
 
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         p = self.path(name)
-        doc = json.loads(p.read_text())
+        text = p.read_text()
+        if self._read.pop(name, text) != text:
+            raise StatusMoved(f"{p.name} changed since it was read")
+        doc = json.loads(text)
         doc["status"] = status.to_api()
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))

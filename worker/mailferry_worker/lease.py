@@ -4,11 +4,15 @@ Kubernetes may run a Job's pod twice (a node gone NotReady, a retry Job while th
 person running the worker by hand); two writers of one mailbox duplicate every message they both copy.
 
 - API store: a ``coordination.k8s.io/v1`` Lease named after the MailboxSync (``mailboxsync.<name>``),
-  owned by it. Every write of the Lease is a PUT with the resourceVersion it read, so two workers can
-  never both take or renew it: the loser gets HTTP 409. A separate object rather than fields on the
-  MailboxSync because renewals then never race the checkpoint writes (which are merge patches without a
-  resourceVersion, several per second), do not wake the operator's MailboxSync watch every few seconds,
-  and ``kubectl get lease`` shows the holder with the standard fields.
+  owned by it, that exists only while held (or after a holder died holding it). Taking a free mailbox is
+  one POST (create); the API server lets only one create of a name succeed, the others get HTTP 409
+  AlreadyExists and go the slow way: read, decide (held or expired), PUT with the resourceVersion read.
+  Renewals are such PUTs too and the release is a DELETE preconditioned on the resourceVersion this
+  worker last wrote, so two workers can never both take, renew or free it: the loser gets HTTP 409. A
+  no-op round thus costs the Lease two requests per mailbox, not four. A separate object rather than
+  fields on the MailboxSync because renewals then never race the checkpoint writes (which are merge
+  patches without a resourceVersion, several per second), do not wake the operator's MailboxSync watch
+  every few seconds, and ``kubectl get lease`` shows the holder with the standard fields.
 - File store (development): ``fcntl.flock`` on ``<name>.lock`` next to the JSON file. The kernel drops it
   when the process dies; a stopped process keeps it, so nobody else writes meanwhile.
 
@@ -153,9 +157,16 @@ class KubeLease:
         self.duration = duration
         self._obj: dict[str, Any] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self._held = False
+        self._renewing = False  # a renewal PUT is on its way (its answer, a new resourceVersion, unseen)
 
     def check(self) -> None:
         self.validity.check()
+
+    @property
+    def held(self) -> bool:
+        """Taken and not yet released or known lost (the local view; check() also asks the clock)."""
+        return self._held and not self.validity.lost
 
     def _body(self, spec: dict[str, Any]) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -185,11 +196,40 @@ class KubeLease:
             self._obj = None
         return (self._obj or {}).get("spec") or {}
 
+    def _spec(self, now: datetime, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration,
+            "acquireTime": micro_time(now),
+            "renewTime": micro_time(now),
+            "leaseTransitions": transitions,
+        }
+
+    def _held_since(self, started: float) -> None:
+        self._held = True
+        self.validity.renewed(started)
+        self._renewer = asyncio.create_task(self._renew_loop())
+
     async def acquire(self) -> None:
-        """Take the Lease. Held by someone else: wait while it may have died (a pod killed without giving
-        the Lease back, whose retry starts at once); AlreadyRunning once the holder has renewed it twice
-        since the first look (one renewal may be a dead holder's last request, still on its way), or when
-        it stays held for two durations."""
+        """Take the Lease: create it (free: one request), else take it over the slow way (_take_existing)."""
+        started = time.monotonic()
+        self._obj = None
+        try:
+            self._obj = await self.api.create_lease(
+                self.namespace, self._body(self._spec(datetime.now(UTC), 0))
+            )
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            await self._take_existing()  # AlreadyExists: held, or left by a holder that died
+            return
+        self._held_since(started)
+
+    async def _take_existing(self) -> None:
+        """Take a Lease that exists. Held by someone else: wait while it may have died (a pod killed
+        without giving the Lease back, whose retry starts at once); AlreadyRunning once the holder has
+        renewed it twice since the first look (one renewal may be a dead holder's last request, still on
+        its way), or when it stays held for two durations."""
         first = time.monotonic()
         seen: str | None = None
         renewals = 0
@@ -213,13 +253,7 @@ class KubeLease:
             left = ((until or now) - now).total_seconds()
             await asyncio.sleep(min(max(0.2, left + 0.2), self.duration / 6))
         transitions = int(old.get("leaseTransitions") or 0) + (1 if old.get("holderIdentity") else 0)
-        spec = {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.duration,
-            "acquireTime": micro_time(now),
-            "renewTime": micro_time(now),
-            "leaseTransitions": transitions,
-        }
+        spec = self._spec(now, transitions)
         try:
             if self._obj is None:
                 self._obj = await self.api.create_lease(self.namespace, self._body(spec))
@@ -229,8 +263,7 @@ class KubeLease:
             if exc.status in (409, 422) or exc.reason in ("AlreadyExists", "Conflict"):
                 raise AlreadyRunning("another worker took the mailbox's lease at the same moment") from None
             raise
-        self.validity.renewed(started)
-        self._renewer = asyncio.create_task(self._renew_loop())
+        self._held_since(started)
 
     async def _renew_loop(self) -> None:
         interval = self.duration / 6
@@ -243,6 +276,7 @@ class KubeLease:
             assert self._obj is not None
             spec = dict(self._obj.get("spec") or {})
             spec["renewTime"] = micro_time(datetime.now(UTC))
+            self._renewing = True
             try:
                 self._obj = await self.api.replace_lease(self.namespace, self.name, self._body(spec))
             except KubeError as exc:
@@ -251,6 +285,8 @@ class KubeLease:
                     break
                 log("lease_renew_failed", "warning", mailboxsync=self.mailboxsync, error=str(exc)[:200])
                 continue
+            finally:
+                self._renewing = False
             self.validity.renewed(started)
         log("lease_lost", "warning", mailboxsync=self.mailboxsync, holder=self.identity)
 
@@ -263,28 +299,32 @@ class KubeLease:
             raise LeaseLost("another worker holds the mailbox's lease now: this one stops writing")
 
     async def release(self) -> None:
-        """Free the lease for the next round's worker at once (only while still ours: RV-checked).
+        """Free the lease for the next round's worker at once: DELETE it while still ours (RV-checked).
 
-        Read first: a renewal cancelled mid-request may have changed the Lease (and its resourceVersion)
-        without this worker seeing the answer; a release that failed on that would leave the next
-        worker waiting out the whole duration."""
+        A renewal cancelled mid-request may have changed the Lease (and its resourceVersion) without this
+        worker seeing the answer; a release that failed on that would leave the next worker waiting out
+        the whole duration. So the Lease is read first then, and after a 409."""
+        held, in_flight, self._held = self._held, self._renewing, False
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(BaseException):
                 await self._renewer
-        if self._obj is None or self.validity.lost:
-            return
+        if not held or self._obj is None or self.validity.lost:
+            return  # never taken (the holder's Lease, read while waiting, is not ours to delete), or lost
         with contextlib.suppress(KubeError):
-            for _ in range(3):
-                spec = dict(await self._read())
-                if self._obj is None or spec.get("holderIdentity") != self.identity:
-                    break
-                spec["holderIdentity"] = None
-                spec["renewTime"] = micro_time(datetime.now(UTC))
+            for attempt in range(3):
+                if in_flight or attempt:
+                    spec = await self._read()
+                    if self._obj is None or spec.get("holderIdentity") != self.identity:
+                        break
                 try:
-                    await self.api.replace_lease(self.namespace, self.name, self._body(spec))
+                    await self.api.delete_lease(
+                        self.namespace, self.name, self._obj["metadata"]["resourceVersion"]
+                    )
                     break
                 except KubeError as exc:
+                    if exc.status == 404:
+                        break
                     if exc.status != 409:
                         raise
         self._obj = None

@@ -58,10 +58,11 @@ Nothing else (credentials arrive as volumes). */}}
 - apiGroups: [mailferry.io]
   resources: [mailboxsyncs/status]
   verbs: [patch]
-# One writer per mailbox: a Lease per MailboxSync, taken and renewed with resourceVersion checks.
+# One writer per mailbox: a Lease per MailboxSync, taken, renewed and deleted (released) with
+# resourceVersion checks.
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, create, update]
+  verbs: [get, create, update, delete]
 # DeletionsHeld: an Event on the MailboxSync when the deletion safety cap holds removals back.
 - apiGroups: [""]
   resources: [events]

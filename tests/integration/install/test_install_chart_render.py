@@ -194,6 +194,7 @@ def test_namespaced_mode_roles_in_each_watched_namespace() -> None:
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "delete"),
         ("", "events", "create"),
     }
 

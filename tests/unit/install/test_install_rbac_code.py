@@ -197,6 +197,7 @@ def test_worker_rbac_matches_its_calls() -> None:
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "delete"),
         ("", "events", "create"),
     }
     assert granted(base_rules("mailferry-worker")) == needs

@@ -4,10 +4,12 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 from mailferry_api.common import ErrorInfo
 from mailferry_api.imap import default_secret_key
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus
-from mailferry_worker.checkpoint import FileStatusStore, status_patch
+from mailferry_worker.checkpoint import FileStatusStore, StatusMoved, status_patch
 from mailferry_worker.sync.batch import exit_code
 from mailferry_worker.sync.run import MailboxResult, backoff
 
@@ -51,6 +53,33 @@ def test_file_store_roundtrip(tmp_path: Path) -> None:
         st.phase = "Syncing"
         await store.save("mb", st)
         assert (await store.load("mb"))[1].phase == "Syncing"
+
+    asyncio.run(go())
+
+
+def test_file_store_first_write_after_a_read_needs_the_file_unchanged(tmp_path: Path) -> None:
+    spec = {
+        "source": {"username": "a@x", "endpoint": {"host": "h", "auth": {"secretRef": {"name": "s"}}}},
+        "destination": {"username": "a@y", "endpoint": {"host": "h2", "auth": {"secretRef": {"name": "d"}}}},
+    }
+    path = tmp_path / "mb.json"
+    path.write_text(json.dumps({"spec": spec}))
+    store = FileStatusStore(tmp_path)
+
+    async def go() -> None:
+        _, st, _ = await store.load("mb")
+        # Another worker wrote between this one's read and its lock.
+        path.write_text(json.dumps({"spec": spec, "status": {"phase": "Synced", "round": 4}}))
+        st.phase = "Syncing"
+        with pytest.raises(StatusMoved):
+            await store.save("mb", st)
+        assert json.loads(path.read_text())["status"]["round"] == 4
+        _, st, _ = await store.load("mb")
+        st.phase = "Syncing"
+        await store.save("mb", st)
+        st.phase = "Synced"
+        await store.save("mb", st)  # later writes are this worker's own: no check
+        assert json.loads(path.read_text())["status"] == {**st.to_api()}
 
     asyncio.run(go())
 

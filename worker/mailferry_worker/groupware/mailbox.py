@@ -1,5 +1,6 @@
 """One MailboxSync of a batch: its mail (the sync engine), then its contacts and calendars, as
-`spec.content` says. The MailboxSync is read once for both: the mail engine gets the copy read here."""
+`spec.content` says. The mail engine plans from the copy read here (its first write checks it is still
+current, checkpoint.py); contacts and calendars read it again under their own hold of the lease."""
 
 from __future__ import annotations
 
@@ -44,14 +45,15 @@ async def run_mailbox(
     except Exception:  # the mail runner reads it again and reports why it cannot (MailboxSyncUnreadable)
         return await MailboxRunner(name, store, secrets, settings).run()
     spec = loaded[0]
-    shared = PreloadedStore(store, name, loaded)
     if "mail" in spec.content:
+        shared = PreloadedStore(store, name, loaded)
         mail = await MailboxRunner(name, shared, secrets, settings).run()  # type: ignore[arg-type]
     else:
         mail = MailboxResult(name, "synced")
     if not wanted_kinds(spec) or mail.outcome in ("config", "suspended", "busy", "lost"):
         return mail
-    groupware = await GroupwareRunner(name, shared, secrets, settings.ca_file).run()  # type: ignore[arg-type]
+    # Contacts/calendars read the MailboxSync again under their lease (the read above preceded it).
+    groupware = await GroupwareRunner(name, store, secrets, settings.ca_file).run()
     if groupware.outcome == "transient" and mail.outcome == "synced":
         return replace(mail, outcome="transient", reason=groupware.reason)
     if groupware.outcome in ("busy", "lost"):

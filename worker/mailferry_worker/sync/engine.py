@@ -27,7 +27,7 @@ from mailferry_imap.errors import (
 )
 from mailferry_kube.client import KubeError
 
-from ..checkpoint import StatusStore
+from ..checkpoint import StatusMoved, StatusStore
 from ..clients import close_all, open_both
 from ..gmail.destination import gmail_dest_connector
 from ..gmail.source import gmail_connector
@@ -103,7 +103,12 @@ class MailboxRunner(StatusKeeper):
             return MailboxResult(self.name, "transient", "LeaseUnavailable")
         self.lease = lease
         try:
-            # Read again under the lease: the status read before may predate another worker's last write.
+            try:
+                # On the read taken before the lease: the store's first write fails (StatusMoved) if it
+                # was stale, and that write comes before any other (checkpoint.py).
+                return await self._run_held(*loaded)
+            except StatusMoved:
+                self.log("status_moved_reread")
             loaded = await self._load()
             if isinstance(loaded, MailboxResult):
                 return loaded

@@ -1,0 +1,210 @@
+"""The one-writer Lease (mailferry_worker/lease.py) against a real API server: a free mailbox is taken
+with one create and freed with one preconditioned delete; a held Lease is never taken twice; a dead
+holder's Lease is taken over after it expires, and the dead holder can neither write on (fencing) nor
+delete the new holder's Lease; a Lease left by an older worker (released, not deleted) is still taken.
+And the status store's check that the read taken before the Lease is still current at the first write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from fixtures.kubeapi import KubeAPI
+from mailferry_kube.client import KubeApi, KubeError, connection
+from mailferry_worker.checkpoint import KubeStatusStore, StatusMoved
+from mailferry_worker.lease import AlreadyRunning, KubeLease, LeaseLost, lease_name
+
+SHORT = 6  # seconds: renewed every second, so a waiting worker gives up after about two
+LONG = 120  # no renewal during the test: its requests are exactly the ones counted
+
+
+class CountingApi(KubeApi):
+    """The project's client, recording the method of every request it sends."""
+
+    methods: list[str]
+
+    async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+        self.methods.append(method)
+        return await super()._request(method, url, **kw)
+
+
+@pytest.fixture
+async def api(kube: KubeAPI) -> AsyncIterator[CountingApi]:
+    client = CountingApi(*connection(str(kube.kubeconfig)))
+    client.methods = []
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _lease(api: KubeApi, namespace: str, box: str, identity: str, duration: int = LONG) -> KubeLease:
+    return KubeLease(api, namespace, box, "0c9f3a52-7e51-4b7e-9d0f-5a3d2b1c4e6f", duration, identity)
+
+
+async def _stored(api: KubeApi, namespace: str, box: str) -> dict[str, Any] | None:
+    try:
+        return await api.get_lease(namespace, lease_name(box))
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+async def test_free_mailbox_taken_with_one_create_and_freed_with_one_delete(
+    api: CountingApi, namespace: str
+) -> None:
+    lease = _lease(api, namespace, "box", "pod-a/1/aa")
+    await lease.acquire()
+    assert api.methods == ["POST"]
+    held = await _stored(api, namespace, "box")
+    assert held is not None and held["spec"]["holderIdentity"] == "pod-a/1/aa"
+    assert held["metadata"]["ownerReferences"][0]["kind"] == "MailboxSync"
+    lease.check()
+    api.methods.clear()
+    await lease.release()
+    assert api.methods == ["DELETE"]
+    assert await _stored(api, namespace, "box") is None
+    # The next round's worker takes it the same way.
+    again = _lease(api, namespace, "box", "pod-b/1/bb")
+    await again.acquire()
+    await again.release()
+    assert await _stored(api, namespace, "box") is None
+
+
+async def test_workers_at_once_one_holds_the_others_give_up(api: CountingApi, namespace: str) -> None:
+    workers = [_lease(api, namespace, "twins", f"pod-{i}/1/{i:02x}", SHORT) for i in range(3)]
+    outcomes = await asyncio.gather(*(w.acquire() for w in workers), return_exceptions=True)
+    holders = [w for w, outcome in zip(workers, outcomes, strict=True) if outcome is None]
+    assert len(holders) == 1, outcomes
+    assert all(isinstance(o, AlreadyRunning) for o in outcomes if o is not None), outcomes
+    holder = holders[0]
+    holder.check()  # renewed all along the others' wait
+    stored = await _stored(api, namespace, "twins")
+    assert stored is not None and stored["spec"]["holderIdentity"] == holder.identity
+    for w in workers:
+        await w.release()  # the losers' release frees nothing
+    assert await _stored(api, namespace, "twins") is None
+
+
+async def test_dead_holder_taken_over_after_expiry_and_fenced(api: CountingApi, namespace: str) -> None:
+    dead = _lease(api, namespace, "killed", "pod-old/1/0d", SHORT)
+    await dead.acquire()
+    assert dead._renewer is not None
+    dead._renewer.cancel()  # the pod died: no more renewals, no release
+    successor = _lease(api, namespace, "killed", "pod-new/1/0e", SHORT)
+    await successor.acquire()  # waits out the dead holder's Lease, then takes it
+    stored = await _stored(api, namespace, "killed")
+    assert stored is not None
+    assert stored["spec"]["holderIdentity"] == "pod-new/1/0e"
+    assert stored["spec"]["leaseTransitions"] == 1
+    with pytest.raises(LeaseLost):
+        dead.check()  # its own validity ended before the successor could take the mailbox
+    dead.validity.lost = False  # even when its clock says otherwise, its release deletes nothing:
+    dead._renewer = None
+    await dead.release()  # DELETE at its old resourceVersion: 409, then it reads someone else holds it
+    stored = await _stored(api, namespace, "killed")
+    assert stored is not None and stored["spec"]["holderIdentity"] == "pod-new/1/0e"
+    successor.check()
+    await successor.release()
+    assert await _stored(api, namespace, "killed") is None
+
+
+async def test_release_after_an_unseen_write_still_frees_the_lease(
+    api: CountingApi, kube: KubeAPI, namespace: str
+) -> None:
+    lease = _lease(api, namespace, "unseen", "pod-a/1/aa")
+    await lease.acquire()
+    # A renewal whose answer this worker never saw (cancelled mid-request): a new resourceVersion.
+    obj = await api.get_lease(namespace, lease_name("unseen"))
+    obj["spec"]["renewTime"] = obj["spec"]["acquireTime"]
+    kube.kubectl("replace", "-f", "-", "-n", namespace, input=json.dumps(obj))
+    api.methods.clear()
+    await lease.release()
+    assert api.methods == ["DELETE", "GET", "DELETE"]
+    assert await _stored(api, namespace, "unseen") is None
+
+
+async def test_lease_released_by_an_older_worker_is_taken(
+    api: CountingApi, kube: KubeAPI, namespace: str
+) -> None:
+    # Workers before the delete-on-release kept the Lease with no holder.
+    kube.apply(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease_name("older"), "namespace": namespace},
+            "spec": {"leaseDurationSeconds": LONG, "leaseTransitions": 3},
+        },
+        namespace,
+    )
+    lease = _lease(api, namespace, "older", "pod-a/1/aa")
+    await lease.acquire()
+    assert api.methods == ["POST", "GET", "PUT"]
+    stored = await _stored(api, namespace, "older")
+    assert stored is not None and stored["spec"]["holderIdentity"] == "pod-a/1/aa"
+    await lease.release()
+    assert await _stored(api, namespace, "older") is None
+
+
+def _endpoint(secret: str) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": 1143, "security": "none", "auth": {"secretRef": {"name": secret}}}
+
+
+async def test_status_read_before_the_lease_is_written_only_if_unchanged(
+    api: CountingApi, kube: KubeAPI, namespace: str
+) -> None:
+    """The engine plans from the read taken before the lease; the store's first write proves it current."""
+    kube.apply(
+        {
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "MailboxSync",
+            "metadata": {"name": "moved"},
+            "spec": {
+                "source": {"username": "a@example.test", "endpoint": _endpoint("s")},
+                "destination": {"username": "a@example.test", "endpoint": _endpoint("d")},
+            },
+        },
+        namespace,
+    )
+    store = KubeStatusStore(api, namespace, LONG)
+    _, status, _ = await store.load("moved")
+    lease = store.lease("moved")
+    await lease.acquire()
+    api.methods.clear()
+    status.phase = "Syncing"
+    await store.save("moved", status)  # unchanged since the read: one PATCH, no second read
+    assert api.methods == ["PATCH"]
+    await lease.release()
+
+    # The previous holder's last write lands between this worker's read and its lease.
+    _, status, _ = await store.load("moved")
+    kube.kubectl(
+        "patch",
+        "mailboxsyncs.mailferry.io",
+        "moved",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Synced", "round": 7}}),
+    )
+    lease = store.lease("moved")
+    await lease.acquire()
+    status.phase = "Syncing"
+    with pytest.raises(StatusMoved):
+        await store.save("moved", status)
+    stored = kube.get("mailboxsyncs.mailferry.io", "moved", namespace)["status"]
+    assert (stored["phase"], stored["round"]) == ("Synced", 7), "the stale plan wrote nothing"
+    _, status, _ = await store.load("moved")  # under the lease
+    assert status.round == 7
+    status.phase = "Syncing"
+    await store.save("moved", status)
+    assert kube.get("mailboxsyncs.mailferry.io", "moved", namespace)["status"]["phase"] == "Syncing"
+    await lease.release()
