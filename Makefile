@@ -114,7 +114,8 @@ clean:
 # bench: time mailferry vs mbsync and doveadm backup (imapc) on a generated corpus; prints PASS/MISS
 # per target and writes docs/benchmarks.md. Never fails on a missed target. BENCH_ARGS="--repeat 1 ..."
 # Then contacts/calendars: mailferry vs vdirsyncer on Radicale (tests/bench/groupware.py), items/s and
-# HTTP requests for a first copy, a no-op round and a round of changes. BENCH_GROUPWARE_ARGS="--events 500"
+# HTTP requests for first copies (alternating, medians), a no-op round and a round of changes.
+# BENCH_GROUPWARE_ARGS="--events 500 --repeat 1"
 # Then the ESP event endpoint (tests/bench/esp_events.py): verified events/s per provider and its peak RSS.
 # BENCH_ESP_ARGS="--requests 6000 --concurrency 32"
 BENCH_ARGS ?=
