@@ -122,7 +122,7 @@ async def test_release_after_an_unseen_write_still_frees_the_lease(
     await lease.acquire()
     # A renewal whose answer this worker never saw (cancelled mid-request): a new resourceVersion.
     obj = await api.get_lease(namespace, lease_name("unseen"))
-    obj["spec"]["renewTime"] = obj["spec"]["acquireTime"]
+    obj["spec"]["renewTime"] = "2030-01-01T00:00:00.000000Z"
     kube.kubectl("replace", "-f", "-", "-n", namespace, input=json.dumps(obj))
     api.methods.clear()
     await lease.release()
