@@ -209,9 +209,11 @@ class BenchServers:
             (self.workdir / side).mkdir()
         self.source = Dovecot(self.workdir / "source", "bench-src")
         self.destination = Dovecot(self.workdir / "destination", "bench-dst")
-        # Each fixture Dovecot has its own test CA: one bundle lets every tool verify both servers.
-        self.ca_bundle = self.workdir / "ca-bundle.pem"
+        # Each fixture Dovecot has its own test CA: one bundle lets every tool verify both servers. It sits
+        # in the destination's world-readable runtime dir: doveadm reads it after dropping to the mail user.
+        self.ca_bundle = self.destination.runtime / "ca-bundle.pem"
         self.ca_bundle.write_bytes(self.source.ca_cert.read_bytes() + self.destination.ca_cert.read_bytes())
+        self.ca_bundle.chmod(0o644)
         self.mail_dir = mail_dir if mail_dir is not None else default_mail_dir(corpus)
         self._moved: list[Path] = []
         if self.mail_dir is not None:
