@@ -48,13 +48,13 @@ class AppendPipeline:
             if it.internaldate:
                 buf += b' "' + it.internaldate.encode() + b'"'
             buf += b" {%d+}\r\n" % len(it.data)
-            c._writer.write(bytes(buf))
-            buf.clear()
+            c._send(buf)  # gathered with the literal (and the next ones) into one transport write
+            buf = bytearray()
             # Registered before the first literal goes out: a failure from here on leaves it unknown.
             if tag not in self.outstanding:
                 self.outstanding.append(tag)
             await c._write_literal(it.data)
-        c._writer.write(b"\r\n")
+        c._send(b"\r\n")
         await c._drain()
         return tag
 

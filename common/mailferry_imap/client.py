@@ -143,7 +143,7 @@ class ImapClient(ImapConnection):
                 tags[tag] = mb
                 wire[utf7.encode(mb)] = mb
                 buf += tag + b" STATUS " + mailbox_arg(mb) + b" " + wanted + b"\r\n"
-            self._writer.write(bytes(buf))
+            self._send(buf)
             await self._drain()
             pending = set(tags)
             while pending:

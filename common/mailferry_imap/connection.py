@@ -60,6 +60,7 @@ class ImapConnection:
     ) -> None:
         self._reader = ResponseReader(reader, read_timeout)
         self._writer = writer
+        self._out = bytearray()  # gathered for the next transport write (see _send)
         self._raw_reader = reader
         self.read_timeout = read_timeout
         self.host = host
@@ -135,6 +136,7 @@ class ImapConnection:
 
     def _abort(self) -> None:
         self.closed = True
+        self._out = bytearray()
         with contextlib.suppress(Exception):
             self._writer.close()
 
@@ -197,7 +199,31 @@ class ImapConnection:
         self._tag += 1
         return b"M%d" % self._tag
 
+    def _send(self, data: bytes | bytearray) -> bool:
+        """Queue ``data`` for the wire; returns whether queued data went to the transport.
+
+        A command's line and its small literals are gathered and handed to the transport together, up
+        to WRITE_CHUNK at a time: each transport write is a send() of its own and, over TLS, a record
+        and an encryption call of its own (a MULTIAPPEND of 100 small messages was 200 of each, and as
+        many wake-ups of the server's TLS proxy). ``_drain`` hands over what is left.
+        """
+        if len(data) >= WRITE_CHUNK:
+            self._flush()
+            self._writer.write(data)
+            return True
+        self._out += data
+        if len(self._out) >= WRITE_CHUNK:
+            self._flush()
+            return True
+        return False
+
+    def _flush(self) -> None:
+        if self._out:
+            out, self._out = self._out, bytearray()
+            self._writer.write(out)  # handed over, never touched again: the transport may keep a view
+
     async def _drain(self) -> None:
+        self._flush()
         try:
             async with asyncio.timeout(self.read_timeout):
                 await self._writer.drain()
@@ -210,9 +236,8 @@ class ImapConnection:
         if self.write_guard is not None:
             self.write_guard()  # each message of a MULTIAPPEND: a lease lost mid-command aborts it
         if isinstance(data, bytes):
-            self._writer.write(data)
-            if len(data) > WRITE_CHUNK:
-                await self._drain()
+            if self._send(data):
+                await self._drain()  # bounded: at most WRITE_CHUNK more than the transport holds
             return
         f = data.file if isinstance(data, Spool) else data
         f.seek(0)
@@ -220,7 +245,7 @@ class ImapConnection:
             chunk = f.read(WRITE_CHUNK)
             if not chunk:
                 break
-            self._writer.write(chunk)
+            self._send(chunk)
             await self._drain()
 
     def _literal_plus(self, size: int) -> bool:
@@ -257,8 +282,8 @@ class ImapConnection:
                 size = len(data)
                 plus = self._literal_plus(size)
                 buf += b" {%d+}\r\n" % size if plus else b" {%d}\r\n" % size
-                self._writer.write(bytes(buf))
-                buf.clear()
+                self._send(buf)
+                buf = bytearray()
                 if not plus:
                     await self._drain()
                     done = await self._await_continuation(tag, untagged, on_untagged)
@@ -274,7 +299,7 @@ class ImapConnection:
             else:
                 buf += b" " + part
         buf += b"\r\n"
-        self._writer.write(bytes(buf))
+        self._send(buf)
         await self._drain()
         collected = 0
         while True:
@@ -351,7 +376,7 @@ class ImapConnection:
         connection's read timeout (the server answers DONE within it, or the connection is dead)."""
         async with self._holding():
             tag = self._next_tag()
-            self._writer.write(tag + b" IDLE\r\n")
+            self._send(tag + b" IDLE\r\n")
             await self._drain()
             seen = False
             while True:  # up to the continuation (a NO/BAD: the server refuses to idle here)
@@ -384,7 +409,7 @@ class ImapConnection:
                 seen = on_untagged(resp) or seen
             try:
                 if ended is None:
-                    self._writer.write(b"DONE\r\n")
+                    self._send(b"DONE\r\n")
                     await self._drain()
                 while ended is None:
                     resp = await (pending or self._read())
@@ -437,7 +462,7 @@ class ImapConnection:
     async def _auth_exchange(self, parts: list[bytes], first: bytes | None) -> Completion:
         async with self._lock:
             tag = self._next_tag()
-            self._writer.write(tag + b" " + b" ".join(parts) + b"\r\n")
+            self._send(tag + b" " + b" ".join(parts) + b"\r\n")
             await self._drain()
             sent_first = first is None
             while True:
@@ -446,7 +471,7 @@ class ImapConnection:
                     return self._completion(resp, [])
                 if resp.is_continuation:
                     # first challenge: send the initial response; later (XOAUTH2 error JSON): empty line.
-                    self._writer.write((first if not sent_first and first is not None else b"") + b"\r\n")
+                    self._send((first if not sent_first and first is not None else b"") + b"\r\n")
                     sent_first = True
                     await self._drain()
                     continue
