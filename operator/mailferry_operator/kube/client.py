@@ -19,7 +19,9 @@ from mailferry_api.common import API_GROUP, API_VERSION
 from mailferry_api.problems import Problem
 from mailferry_kube.client import MERGE_PATCH, KubeApi, KubeError
 
+from .. import settings
 from ..mailmigration.spec_checks import decode_values
+from . import bulk
 from .consent import consent_problem
 
 FIELD_MANAGER = "mailferry-operator"
@@ -48,6 +50,7 @@ async def api() -> KubeApi:
 
 async def close() -> None:
     global _api
+    await bulk.close()
     if _api is not None:
         await _api.close()
         _api = None
@@ -59,14 +62,10 @@ def _custom(namespace: str, plural: str, name: str = "") -> str:
 
 
 async def create_custom(namespace: str, plural: str, body: Mapping[str, Any]) -> bool:
-    """Create; False if it already exists (409)."""
-    try:
-        await (await api()).request("POST", _custom(namespace, plural), dict(body))
-    except KubeError as exc:
-        if exc.status == 409:
-            return False
-        raise
-    return True
+    """Create; False if it already exists (409). On bulk.py's cheaper path: this is the call made
+    10,000 times at a migration's start, `create_concurrency` at a time."""
+    creator = await bulk.creator(FIELD_MANAGER, settings.current().create_concurrency)
+    return await creator.create(_custom(namespace, plural), body)
 
 
 async def patch_custom(namespace: str, plural: str, name: str, patch: Mapping[str, Any]) -> None:

@@ -211,7 +211,8 @@ async def migration_daemon(
             for task in pending:
                 task.cancel()
             if not stopped:  # let a burst of watch events settle; rest longer after a costly pass
-                await asyncio.sleep(pipeline.pass_pause(spent))
+                creating = rt.ensuring is not None and not rt.ensuring.done()
+                await asyncio.sleep(pipeline.pass_pause(spent, creating))
     finally:
         for background in (rt.validation, rt.ensuring):
             if background is not None:

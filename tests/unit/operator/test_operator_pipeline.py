@@ -73,8 +73,14 @@ def test_the_daemon_rests_in_proportion_to_a_costly_pass() -> None:
     assert pass_pause(0.01) == 0.5  # a small migration: as before
     assert pass_pause(0.4) == pytest.approx(1.2)  # 10,000 mailboxes: the pass is at most a quarter
     assert pass_pause(30.0) == 2.0  # a pass stuck on the API server: Jobs still start within seconds
+    # while MailboxSyncs are created: the first batches' quick passes as before, a pass over thousands
+    # rests ten times its length, at most 5 s
+    assert pass_pause(0.01, creating=True) == 0.5
+    assert pass_pause(0.2, creating=True) == pytest.approx(2.0)
+    assert pass_pause(0.4, creating=True) == pytest.approx(4.0)
+    assert pass_pause(3.0, creating=True) == 5.0
 
 
-def test_validation_leads_the_creates_by_two_rounds_of_jobs() -> None:
-    assert validation_lead(50, 4) == 400
-    assert validation_lead(0, 0) == 2  # never nothing: the first batch is always tested at once
+def test_validation_leads_the_creates_by_one_round_of_jobs() -> None:
+    assert validation_lead(50, 4) == 200
+    assert validation_lead(0, 0) == 1  # never nothing: the first batch is always tested at once
