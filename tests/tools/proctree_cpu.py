@@ -63,7 +63,7 @@ class CpuSampler(threading.Thread):
         self.samples: list[tuple[float, dict[str, float]]] = []
         self.t0 = time.monotonic()
         self.base: dict[str, float] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def start_clock(self) -> None:
         """From now on: seconds and CPU are counted from this moment."""
@@ -72,13 +72,13 @@ class CpuSampler(threading.Thread):
         self.samples = []
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             now = tree_cpu(os.getpid(), self.name_of)
             since = {k: max(0.0, v - self.base.get(k, 0.0)) for k, v in now.items()}
             self.samples.append((time.monotonic() - self.t0, since))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
     def at(self, seconds: float) -> dict[str, float]:
