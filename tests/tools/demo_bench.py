@@ -60,6 +60,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def count_mailboxsyncs(kube: d.KubeAPI) -> int:
+    """The same count through kubectl, for harnesses without a Poller (tests/chaos/load.py)."""
+    path = f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs?limit=1"
+    data = json.loads(kube.kubectl("get", "--raw", path).stdout)
+    return len(data.get("items", [])) + int(data.get("metadata", {}).get("remainingItemCount") or 0)
+
+
 class Poller:
     """The harness's reads, on one kept-alive HTTPS connection: a kubectl run per read (Go start-up and
     API discovery, ~12 runs a second) took a large share of the 2 cores the measured processes share."""
