@@ -74,6 +74,17 @@ def _dt(ev: Any, prop: str) -> date | datetime | None:
     return None if value is None else value.dt
 
 
+def event_end(ev: Any, start: date | datetime) -> date | datetime:
+    """DTEND, else DTSTART + DURATION, else RFC 5545 §3.6.1's default: one day for a date, none for a time."""
+    end = _dt(ev, "DTEND")
+    if end is not None:
+        return end
+    dur = ev.get("DURATION")
+    if dur is not None:
+        return start + dur.dt
+    return start + (timedelta(0) if isinstance(start, datetime) else timedelta(days=1))
+
+
 def _tzname(moment: datetime) -> str:
     key = getattr(moment.tzinfo, "key", None)
     if key:
@@ -166,19 +177,10 @@ def _google_event(ev: Any, lost: list[str]) -> dict[str, Any]:
     for prop, key in (("SUMMARY", "summary"), ("DESCRIPTION", "description"), ("LOCATION", "location")):
         if ev.get(prop) is not None:
             body[key] = str(ev.get(prop))
-    start, end = _dt(ev, "DTSTART"), _dt(ev, "DTEND")
+    start = _dt(ev, "DTSTART")
     if start is not None:
         body["start"] = google_time(start)
-        if end is None:
-            dur = ev.get("DURATION")
-            end = start + (
-                dur.dt
-                if dur is not None
-                else timedelta(days=1)
-                if not isinstance(start, datetime)
-                else timedelta(0)
-            )
-        body["end"] = google_time(end)
+        body["end"] = google_time(event_end(ev, start))
     organizer, attendees = _people(ev)
     if organizer:
         body["organizer"] = {"email": organizer[0], **({"displayName": organizer[1]} if organizer[1] else {})}

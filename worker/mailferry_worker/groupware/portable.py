@@ -29,7 +29,7 @@ from typing import Any, Literal
 from mailferry_api.groupware import CollectionKind
 
 from .cardmap import Card, graph_from_card, parse_vcard
-from .eventmap import SERIES_HORIZON_DAYS, google_series, graph_series
+from .eventmap import SERIES_HORIZON_DAYS, event_end, google_series, graph_series
 
 Projection = dict[str, Hashable]
 DestinationType = Literal["dav", "google-people", "google-calendar", "graph"]
@@ -203,16 +203,7 @@ def occurrences(ev: Any) -> tuple[str, ...]:
 def _component(ev: Any) -> dict[str, Hashable]:
     start = ev.get("DTSTART")
     first = start.dt if start is not None else None
-    end: date | datetime | None = ev.get("DTEND").dt if ev.get("DTEND") is not None else None
-    if end is None and first is not None:
-        dur = ev.get("DURATION")
-        end = first + (
-            dur.dt
-            if dur is not None
-            else timedelta(days=1)
-            if not isinstance(first, datetime)
-            else timedelta(0)
-        )
+    end = event_end(ev, first) if first is not None else None
     attendees = [
         (_email(a), str(a.params.get("PARTSTAT", "NEEDS-ACTION")).upper())
         for a in _listed(ev.get("ATTENDEE"))
