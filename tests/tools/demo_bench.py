@@ -63,7 +63,11 @@ def cpu_seconds(pid: int) -> float:
 def count_mailboxsyncs(kube: d.KubeAPI) -> int:
     """The same count through kubectl, for harnesses without a Poller (tests/chaos/load.py)."""
     path = f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs?limit=1"
-    data = json.loads(kube.kubectl("get", "--raw", path).stdout)
+    return listed_count(json.loads(kube.kubectl("get", "--raw", path).stdout))
+
+
+def listed_count(data: dict[str, Any]) -> int:
+    """The size of a list answered with limit=1: its items + remainingItemCount."""
     return len(data.get("items", [])) + int(data.get("metadata", {}).get("remainingItemCount") or 0)
 
 
@@ -84,8 +88,7 @@ class Poller:
 
     def count_mailboxsyncs(self) -> int:
         """One cheap list call (limit=1): items + remainingItemCount."""
-        data = self.get(f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs?limit=1")
-        return len(data.get("items", [])) + int(data.get("metadata", {}).get("remainingItemCount") or 0)
+        return listed_count(self.get(f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs?limit=1"))
 
     def migration_status(self) -> dict[str, Any]:
         found = self.get(f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailmigrations/{NAME}")
