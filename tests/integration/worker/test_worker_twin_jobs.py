@@ -7,7 +7,9 @@ the mailbox's Lease, and the Job asks Kubernetes for no replacement pod while on
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,8 +64,22 @@ def test_retry_job_while_the_previous_pod_still_runs(
             if first_log.exists() and "sync_started" in first_log.read_text():
                 break
             time.sleep(0.01)
-        kube.kubectl("delete", "job", "acme-r1-b0", "-n", namespace, "--wait=false")
-        kube.apply(_job(namespace, "acme-r1-b0-retry", spec, "twinjob"), namespace=namespace)
+        # Paused under its Lease (a node that stopped answering), the first pod cannot finish before the
+        # retry's pod starts, however fast the copy and however slow Python starts here.
+        (first_pod,) = runner.running.values()
+        os.kill(first_pod.proc.pid, signal.SIGSTOP)
+        try:
+            kube.kubectl("delete", "job", "acme-r1-b0", "-n", namespace, "--wait=false")
+            kube.apply(_job(namespace, "acme-r1-b0-retry", spec, "twinjob"), namespace=namespace)
+            retry_log = tmp_path / "pods" / f"{namespace}_acme-r1-b0-retry.log"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                text = retry_log.read_text() if retry_log.exists() else ""
+                if "lease_wait" in text or "already_running" in text:
+                    break
+                time.sleep(0.05)
+        finally:
+            os.kill(first_pod.proc.pid, signal.SIGCONT)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             job = kube.get("jobs.batch", "acme-r1-b0-retry", namespace)
