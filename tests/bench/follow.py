@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "tests" / "tools")]
 
 import demolib as d  # noqa: E402
-from tests.bench.delta_round import descendants, dovecot_cpu, own_cpu, status_kb  # noqa: E402
+from tests.bench.delta_round import api_requests, descendants, diff, dovecot_cpu, own_cpu, status_kb  # noqa: E402
 
 from chaos.faultproxy import FaultProxy  # noqa: E402
 from fixtures.dovecot import Dovecot, make_message  # noqa: E402
@@ -53,7 +53,11 @@ NS = "bench"
 NAME = "follow"
 METRICS_PORT = 9102  # what the operator gives a follower (one follower here: no clash on this host)
 # Enough Dovecot processes for one IDLE/NOTIFY connection per mailbox plus the deltas and the delivery.
+# Each of those imap processes wants an inotify instance, and the kernel gives a user 128
+# (fs.inotify.max_user_instances): past that, Dovecot looks for changes every mailbox_idle_check_interval
+# instead (30 s by default), which would measure this host's limit, not the follower. Checked every second.
 DOVECOT_LIMITS = """
+mailbox_idle_check_interval = 1s
 default_process_limit = 6000
 default_client_limit = 12000
 service imap {
@@ -261,6 +265,8 @@ def main() -> int:
             if b"follow" in Path(f"/proc/{pid}/cmdline").read_bytes() and b"mailferry-worker" in
             Path(f"/proc/{pid}/cmdline").read_bytes()
         )  # fmt: skip
+        apiserver = next(pr.pid for pr in kube._procs if pr.name == "kube-apiserver")
+        requests0, acpu0 = api_requests(kube), own_cpu(apiserver)
         cpu0, dcpu0, t_start = own_cpu(follower), dovecot_cpu(src) + dovecot_cpu(dst), time.monotonic()
         deliveries: list[Delivery] = []
         sender = threading.Thread(target=deliver, args=(src, users, args.rate, args.seconds, deliveries))
@@ -290,6 +296,12 @@ def main() -> int:
         figures["drain_seconds"] = round(time.monotonic() - delivered_at, 1)
         figures["worker_cpu_seconds"] = round(own_cpu(follower) - cpu0, 2)
         figures["dovecot_cpu_seconds"] = round(dovecot_cpu(src) + dovecot_cpu(dst) - dcpu0, 2)
+        figures["apiserver_cpu_seconds"] = round(own_cpu(apiserver) - acpu0, 2)
+        # The requests the follower (and the operator beside it) made per delivered message; the bench's
+        # own polling (GET mailmigrations, kubectl discovery) is in it.
+        requests = diff(api_requests(kube), requests0)
+        figures["api_requests_per_message"] = round(sum(requests.values()) / max(1, len(deliveries)), 2)
+        figures["api_requests"] = dict(sorted(requests.items(), key=lambda kv: -kv[1]))
         per_message = 1000 * figures["worker_cpu_seconds"] / max(1, len(deliveries))
         figures["worker_cpu_per_message_ms"] = round(per_message, 2)
         figures["worker_peak_rss_mb"] = round(status_kb(follower, "VmHWM") / 1024, 1)

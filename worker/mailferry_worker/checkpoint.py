@@ -39,6 +39,11 @@ class StatusMoved(Exception):
 class StatusStore(Protocol):
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]: ...
 
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        """The MailboxSync as this store last read or wrote it (no request when it has it), with the next
+        write conditional on it: StatusMoved if anyone wrote in between; ``load`` then reads it again."""
+        ...
+
     async def save(self, name: str, status: MailboxSyncStatus) -> None: ...
 
     def lease(self, name: str) -> MailboxLease:
@@ -66,21 +71,33 @@ class KubeStatusStore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._uids: dict[str, str] = {}
         self._versions: dict[str, str] = {}  # resourceVersion after this worker's last read or write
+        self._kept: dict[str, dict[str, Any]] = {}  # the object of that read or write (load_kept)
         self._leases: dict[str, KubeLease] = {}
         self._read_unheld: set[str] = set()  # read before the lease: the next write checks it (module doc)
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
         obj = await self.api.get_mailboxsync(self.namespace, name)
+        self._keep(name, obj)
         self._uids[name] = obj.get("metadata", {}).get("uid", "")
-        self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
         lease = self._leases.get(name)
         if lease is not None and lease.held:
             self._read_unheld.discard(name)
         else:
             self._read_unheld.add(name)
-        spec = MailboxSyncSpec.model_validate(obj.get("spec") or {})
-        status = MailboxSyncStatus.model_validate(obj.get("status") or {})
-        return spec, status, obj.get("metadata", {}).get("generation")
+        return _parsed(obj)
+
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        # A follower's delta: it holds the Lease, so the object it wrote last is current unless the
+        # operator changed it; the conditional first write finds that out for free.
+        obj = self._kept.get(name)
+        if obj is None:
+            return await self.load(name)
+        self._read_unheld.add(name)
+        return _parsed(obj)
+
+    def _keep(self, name: str, obj: dict[str, Any]) -> None:
+        self._kept[name] = obj
+        self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
 
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         lock = self._locks.setdefault(name, asyncio.Lock())
@@ -94,7 +111,7 @@ class KubeStatusStore:
                     obj = await self.api.patch_mailboxsync_status(
                         self.namespace, name, status_patch(status), self._versions.get(name)
                     )
-                    self._versions[name] = obj.get("metadata", {}).get("resourceVersion", "")
+                    self._keep(name, obj)
                     self._read_unheld.discard(name)
                     return
                 except KubeError as exc:
@@ -105,8 +122,7 @@ class KubeStatusStore:
                     lease = self._leases.get(name)
                     if lease is not None:
                         await lease.confirm()
-                    fresh = await self.api.get_mailboxsync(self.namespace, name)
-                    self._versions[name] = fresh.get("metadata", {}).get("resourceVersion", "")
+                    self._keep(name, await self.api.get_mailboxsync(self.namespace, name))
             raise KubeError(f"MailboxSync {name}: status kept changing under this worker", 409, "Conflict")
 
     def lease(self, name: str) -> MailboxLease:
@@ -144,6 +160,9 @@ class FileStatusStore:
             None,
         )
 
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        return await self.load(name)  # a local file: reading it costs nothing worth keeping
+
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         p = self.path(name)
         text = p.read_text()
@@ -166,6 +185,12 @@ class FileStatusStore:
             reason=reason,
             message=message,
         )
+
+
+def _parsed(obj: dict[str, Any]) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+    spec = MailboxSyncSpec.model_validate(obj.get("spec") or {})
+    status = MailboxSyncStatus.model_validate(obj.get("status") or {})
+    return spec, status, obj.get("metadata", {}).get("generation")
 
 
 def event_body(ref: dict[str, str], type_: str, reason: str, message: str) -> dict[str, Any]:

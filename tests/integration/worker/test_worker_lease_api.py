@@ -2,7 +2,8 @@
 with one create and freed with one preconditioned delete; a held Lease is never taken twice; a dead
 holder's Lease is taken over after it expires, and the dead holder can neither write on (fencing) nor
 delete the new holder's Lease; a Lease left by an older worker (released, not deleted) is still taken.
-And the status store's check that the read taken before the Lease is still current at the first write.
+And the status store's check that the read taken before the Lease (or the object a follower kept from
+its last write) is still current at the first write.
 """
 
 from __future__ import annotations
@@ -207,4 +208,55 @@ async def test_status_read_before_the_lease_is_written_only_if_unchanged(
     status.phase = "Syncing"
     await store.save("moved", status)
     assert kube.get("mailboxsyncs.mailferry.io", "moved", namespace)["status"]["phase"] == "Syncing"
+    await lease.release()
+
+
+async def test_kept_read_costs_no_request_and_an_outside_change_is_read_again(
+    api: CountingApi, kube: KubeAPI, namespace: str
+) -> None:
+    """A follower's delta starts from the object its last write returned (no GET); if the operator changed
+    the MailboxSync since, the delta's first write raises StatusMoved, writes nothing, and the next read is
+    a real one that sees the change."""
+    kube.apply(
+        {
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "MailboxSync",
+            "metadata": {"name": "kept"},
+            "spec": {
+                "source": {"username": "a@example.test", "endpoint": _endpoint("s")},
+                "destination": {"username": "a@example.test", "endpoint": _endpoint("d")},
+            },
+        },
+        namespace,
+    )
+    store = KubeStatusStore(api, namespace, LONG)
+    await store.load("kept")
+    lease = store.lease("kept")
+    await lease.acquire()
+    _, status, _ = await store.load_kept("kept")
+    status.phase, status.round = "Synced", 3
+    await store.save("kept", status)
+
+    api.methods.clear()
+    _, status, _ = await store.load_kept("kept")
+    assert api.methods == [], "a kept read sent a request"
+    assert (status.phase, status.round) == ("Synced", 3), "the kept object is the last write's answer"
+    status.phase = "Syncing"
+    await store.save("kept", status)
+    assert api.methods == ["PATCH"]
+
+    # The operator suspends the mailbox between two deltas.
+    kube.kubectl("patch", "mailboxsyncs.mailferry.io", "kept", "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"suspend": True}}))  # fmt: skip
+    spec, status, _ = await store.load_kept("kept")
+    assert not spec.suspend  # not seen yet: the first write finds out
+    status.phase = "Synced"
+    with pytest.raises(StatusMoved):
+        await store.save("kept", status)
+    assert kube.get("mailboxsyncs.mailferry.io", "kept", namespace)["status"]["phase"] == "Syncing"
+    spec, status, _ = await store.load("kept")
+    assert spec.suspend
+    status.phase = "Synced"
+    await store.save("kept", status)  # read under the lease: written
+    assert kube.get("mailboxsyncs.mailferry.io", "kept", namespace)["status"]["phase"] == "Synced"
     await lease.release()

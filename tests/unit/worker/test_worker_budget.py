@@ -35,6 +35,9 @@ class MemoryStore:
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
         return self.spec, self.status.model_copy(deep=True), 1
 
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        return await self.load(name)
+
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         self.saved.append(status.model_copy(deep=True))
 

@@ -175,6 +175,9 @@ class _Store:
         )
         return spec, self.status.model_copy(deep=True), 1
 
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        return await self.load(name)
+
     async def save(self, name: str, status: MailboxSyncStatus) -> None:
         self.saved.append(status.to_api())
 

@@ -66,10 +66,22 @@ class FollowStore:
         self.lent = LentLease(lease)
         self.state = state
         self._uids: dict[str, int] | None = None
+        self._loads = 0
         self.run_started: float | None = None  # wall time the delta started (it saw every earlier change)
 
     async def load(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
-        spec, status, generation = await self.inner.load(name)
+        # A delta's first read is the object the follower last wrote (no request); a read after
+        # StatusMoved (the operator changed it meanwhile) is a real one.
+        first, self._loads = self._loads == 0, self._loads + 1
+        return self._started(await (self.inner.load_kept(name) if first else self.inner.load(name)))
+
+    async def load_kept(self, name: str) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        return self._started(await self.inner.load_kept(name))
+
+    def _started(
+        self, loaded: tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]
+    ) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]:
+        spec, status, generation = loaded
         self._uids = {f.name: f.last_uid for f in status.folders}
         return spec, status, generation
 

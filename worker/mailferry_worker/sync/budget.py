@@ -99,7 +99,13 @@ class BudgetedStore:
         await self.inner.event(name, type_, reason, message)
 
     async def load(self, name: str) -> Loaded:
-        spec, status, generation = await self.inner.load(name)
+        return self._started(name, await self.inner.load(name))
+
+    async def load_kept(self, name: str) -> Loaded:
+        return self._started(name, await self.inner.load_kept(name))
+
+    def _started(self, name: str, loaded: Loaded) -> Loaded:
+        spec, status, generation = loaded
         totals = status.totals
         copied_bytes, copied = (totals.bytes, totals.copied) if totals else (0, 0)
         self.runs[name] = _Run(spec, copied_bytes, copied, copied_bytes, time.monotonic())

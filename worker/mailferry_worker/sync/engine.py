@@ -148,7 +148,7 @@ class MailboxRunner(StatusKeeper):
             self.log("sync_started", clean_previous=clean, attempt=status.attempts)
             try:
                 result = await self._sync(spec, clean)
-                await self.flush()
+                await self.settle()  # the write below carries the last checkpoints
             except LeaseLost:
                 raise
             except KubeError as exc:

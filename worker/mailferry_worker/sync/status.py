@@ -43,6 +43,7 @@ class StatusKeeper:
         self._save_lock = asyncio.Lock()
         self._saving: asyncio.Task[None] | None = None
         self._save_again = False
+        self._superseded = False  # settle(): the pending checkpoint rides on the caller's next write
         self._hurry = asyncio.Event()
         self._save_error: KubeError | LeaseLost | None = None
         self.lease: MailboxLease | None = None
@@ -79,7 +80,9 @@ class StatusKeeper:
 
     async def checkpoint_soon(self) -> None:
         """Write the checkpoint without stalling the copy: at most one write in flight, coalesced, and
-        at most one every CHECKPOINT_INTERVAL seconds (the latest state; flush() writes it at once).
+        at most one every CHECKPOINT_INTERVAL seconds, the first too (the latest state; flush() writes
+        it at once, settle() leaves it to the run's final write). A run shorter than the interval (a
+        follower's delta, a small round) so writes its checkpoints once, with its phase, not twice.
 
         Safe because recovery never trusts the checkpoint alone: after an unclean stop every folder is
         matched against the destination before anything is re-sent (phase is not Synced until the
@@ -96,22 +99,37 @@ class StatusKeeper:
 
     async def _save_loop(self) -> None:
         while True:
+            # Each write costs the API server (and etcd) a status update: pace them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), CHECKPOINT_INTERVAL)
+            if self._superseded:
+                return
             self._save_again = False
             try:
                 await self.save()
             except (KubeError, LeaseLost) as exc:
                 self._save_error = exc
                 return
-            # Each write costs the API server (and etcd) a status update: pace them.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), CHECKPOINT_INTERVAL)
             if not self._save_again:
                 return
 
     async def flush(self) -> None:
+        """The pending checkpoint written now."""
+        await self._end_saving(superseded=False)
+
+    async def settle(self) -> None:
+        """No checkpoint write left pending, because the caller's next write carries them all: one
+        already in flight is waited for, one still waiting is dropped."""
+        await self._end_saving(superseded=True)
+
+    async def _end_saving(self, superseded: bool) -> None:
         if self._saving is not None:
+            self._superseded = superseded
             self._hurry.set()
-            await self._saving
+            try:
+                await self._saving
+            finally:
+                self._superseded = False
         if self._save_error is not None:
             raise self._save_error
 
