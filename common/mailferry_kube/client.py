@@ -12,6 +12,7 @@ body, so Secrets read or written through this client cannot leak into logs, Even
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import ssl
@@ -27,6 +28,7 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FIELD_MANAGER = "mailferry-worker"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+CLOSE_GRACE = 5.0  # seconds close() waits for requests whose callers were cancelled
 
 
 class KubeError(Exception):
@@ -128,6 +130,7 @@ class KubeApi:
             timeout=timeout,
             limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
+        self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
 
     @classmethod
     def from_env(cls, kubeconfig: str | None = None, **options: Any) -> KubeApi:
@@ -135,10 +138,28 @@ class KubeApi:
         return cls(*connection(kubeconfig), **options)
 
     async def close(self) -> None:
+        if self._in_flight:  # requests whose callers were cancelled: let them end first
+            await asyncio.wait(self._in_flight, timeout=CLOSE_GRACE)
         await self.http.aclose()
 
     async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
-        """Send; map every failure to KubeError (see the module doc for what its message may hold)."""
+        """Send; map every failure to KubeError (see the module doc for what its message may hold).
+
+        The request runs in a task of its own that a cancelled caller leaves to finish: httpcore 1.0.9
+        loses a pool slot for good to a request cancelled while it waits for a connection
+        (encode/httpcore#1093), and a follower, which cancels Lease renewals and deltas as a matter of
+        course, would end with every request failing on PoolTimeout against a healthy API server."""
+        task = asyncio.ensure_future(self._send(method, url, **kw))
+        self._in_flight.add(task)
+        task.add_done_callback(self._ended)
+        return await asyncio.shield(task)
+
+    def _ended(self, task: asyncio.Future[dict[str, Any]]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody waits for any more is not logged as unhandled
+
+    async def _send(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
         try:
             resp = await self.http.request(method, url, **kw)
         except httpx.HTTPError as exc:
