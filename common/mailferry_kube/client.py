@@ -28,6 +28,7 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 FIELD_MANAGER = "mailferry-worker"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+MAX_CONNECTIONS = 50  # to the API server, per client
 CLOSE_GRACE = 5.0  # seconds close() waits for requests whose callers were cancelled
 
 
@@ -128,7 +129,10 @@ class KubeApi:
             verify=verify,
             headers=headers,
             timeout=timeout,
-            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            # Every connection kept: with fewer kept than allowed, a busy worker (a follower renewing a
+            # thousand Leases) opens and closes TLS connections all the time, on both sides' CPU.
+            limits=limits
+            or httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
         )
         self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
 

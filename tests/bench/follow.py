@@ -292,7 +292,7 @@ def main() -> int:
         def caught_up() -> bool:
             return total_messages(src) == total_messages(dst)
 
-        d.wait_for(caught_up, 600, "every delivered message on the destination")
+        d.wait_for(caught_up, 1800, "every delivered message on the destination")
         figures["drain_seconds"] = round(time.monotonic() - delivered_at, 1)
         figures["worker_cpu_seconds"] = round(own_cpu(follower) - cpu0, 2)
         figures["dovecot_cpu_seconds"] = round(dovecot_cpu(src) + dovecot_cpu(dst) - dcpu0, 2)

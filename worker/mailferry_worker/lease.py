@@ -31,6 +31,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import random
 import secrets
 import socket
 import time
@@ -46,6 +47,7 @@ from .logs import log
 
 LEASE_PREFIX = "mailboxsync."
 MAX_NAME = 253
+RENEW_JITTER = 0.7  # a renewal comes after 70-100 % of a sixth of the duration
 
 
 class AlreadyRunning(Exception):
@@ -268,7 +270,9 @@ class KubeLease:
     async def _renew_loop(self) -> None:
         interval = self.duration / 6
         while not self.validity.lost:
-            await asyncio.sleep(interval)
+            # Jittered (never later than a sixth): a follower takes a thousand Leases within seconds,
+            # and renewing them in step would queue a thousand PUTs at once every interval.
+            await asyncio.sleep(interval * random.uniform(RENEW_JITTER, 1.0))
             started = time.monotonic()
             if started >= self.validity.until:
                 self.validity.lost = True  # lapsed (this process was paused): never renew a lapsed lease
