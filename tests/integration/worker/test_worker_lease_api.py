@@ -157,15 +157,12 @@ def _endpoint(secret: str) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": 1143, "security": "none", "auth": {"secretRef": {"name": secret}}}
 
 
-async def test_status_read_before_the_lease_is_written_only_if_unchanged(
-    api: CountingApi, kube: KubeAPI, namespace: str
-) -> None:
-    """The engine plans from the read taken before the lease; the store's first write proves it current."""
+def _mailboxsync(kube: KubeAPI, namespace: str, name: str) -> None:
     kube.apply(
         {
             "apiVersion": "mailferry.io/v1alpha1",
             "kind": "MailboxSync",
-            "metadata": {"name": "moved"},
+            "metadata": {"name": name},
             "spec": {
                 "source": {"username": "a@example.test", "endpoint": _endpoint("s")},
                 "destination": {"username": "a@example.test", "endpoint": _endpoint("d")},
@@ -173,6 +170,13 @@ async def test_status_read_before_the_lease_is_written_only_if_unchanged(
         },
         namespace,
     )
+
+
+async def test_status_read_before_the_lease_is_written_only_if_unchanged(
+    api: CountingApi, kube: KubeAPI, namespace: str
+) -> None:
+    """The engine plans from the read taken before the lease; the store's first write proves it current."""
+    _mailboxsync(kube, namespace, "moved")
     store = KubeStatusStore(api, namespace, LONG)
     _, status, _ = await store.load("moved")
     lease = store.lease("moved")
@@ -217,18 +221,7 @@ async def test_kept_read_costs_no_request_and_an_outside_change_is_read_again(
     """A follower's delta starts from the object its last write returned (no GET); if the operator changed
     the MailboxSync since, the delta's first write raises StatusMoved, writes nothing, and the next read is
     a real one that sees the change."""
-    kube.apply(
-        {
-            "apiVersion": "mailferry.io/v1alpha1",
-            "kind": "MailboxSync",
-            "metadata": {"name": "kept"},
-            "spec": {
-                "source": {"username": "a@example.test", "endpoint": _endpoint("s")},
-                "destination": {"username": "a@example.test", "endpoint": _endpoint("d")},
-            },
-        },
-        namespace,
-    )
+    _mailboxsync(kube, namespace, "kept")
     store = KubeStatusStore(api, namespace, LONG)
     await store.load("kept")
     lease = store.lease("kept")
