@@ -251,3 +251,41 @@ def test_kept_connections_expire_and_only_plain_ones_are_kept() -> None:
     other.closed = False
     assert not keepable(other)
 
+
+async def test_a_delta_whose_lease_lapsed_leaves_its_change_waiting_for_the_next_holder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Lease that lapses while a delta waits for its turn (renewals stuck on a busy API server) makes the
+    run raise LeaseLost before it writes anything. The change must stay waiting and the clock must not
+    think a delta still runs: once the Lease is taken again, the next delta copies what arrived."""
+    from mailferry_worker.follow import serve
+    from mailferry_worker.follow.sessions import KeptSessions
+    from mailferry_worker.sync.run import RunSettings
+
+    class LapsedRunner:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        async def run(self) -> Any:
+            raise LeaseLost("lapsed while waiting")
+
+    monkeypatch.setattr(serve, "MailboxRunner", LapsedRunner)
+    no_secrets: Any = None  # never read: the runner is replaced
+    box = serve.FollowedMailbox(
+        "box",
+        _Store(_status(INBOX=1)),
+        no_secrets,
+        RunSettings(),
+        serve.FollowSettings(),
+        asyncio.Semaphore(1),
+    )
+    box.sessions = KeptSessions()
+    box.clock.watching = True
+    box.clock.changed(100.0)
+    box.clock.last_run_end = 90.0
+    assert box.clock.due(101.0, "notify")
+    with pytest.raises(LeaseLost):
+        await box._delta(_Lease())
+    assert box.clock.running_since is None, "the clock still thinks the lapsed delta runs"
+    assert box.clock.dirty_since == 100.0, "the change was forgotten"
+    assert box.clock.due(200.0, "notify")

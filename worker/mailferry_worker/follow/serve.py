@@ -176,6 +176,8 @@ class FollowedMailbox:
             on_hierarchy=self._hierarchy_changed,
         )
         self.sessions = KeptSessions()
+        # Whatever arrived while this follower did not hold the Lease (or before it ever did) is unseen.
+        self.clock.changed(time.time())
         self.state.follow.since = _utc(time.time())
         feed_task = asyncio.create_task(self.feed.run())
         try:
@@ -220,7 +222,14 @@ class FollowedMailbox:
             store = FollowStore(self.store, self.name, lease, self.state)
             store.run_started = started
             runner = MailboxRunner(self.name, store, self.secrets, self.run_settings, sessions)
-            result = await runner.run()
+            try:
+                result = await runner.run()
+            except BaseException:
+                # (a Lease lost before the run took it): the change stays waiting, and the clock must
+                # not think a delta still runs, or none would start again once the Lease is back.
+                self.clock.finished(time.time(), False)
+                self.state.arrival = None
+                raise
         ok = result.outcome in ("synced", "suspended")
         if not ok:
             sessions.forget_listings()
