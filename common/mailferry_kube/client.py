@@ -1,4 +1,4 @@
-"""The project's one Kubernetes API client: small, async, httpx; in-cluster config or KUBECONFIG.
+"""The project's one Kubernetes API client: small, async, aiohttp; in-cluster config or KUBECONFIG.
 
 Used by the worker (`mailferry-worker sync`, `mailferry verify`) and, through the operator's thin
 `mailferry_operator.kube.client`, by both operator handlers. It lives here because the worker never
@@ -12,15 +12,15 @@ body, so Secrets read or written through this client cannot leak into logs, Even
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import json
 import os
 import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from mailferry_api.common import API_GROUP, API_VERSION
 
@@ -29,7 +29,7 @@ FIELD_MANAGER = "mailferry-worker"
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 MAX_CONNECTIONS = 50  # to the API server, per client
-CLOSE_GRACE = 5.0  # seconds close() waits for requests whose callers were cancelled
+CONNECT_TIMEOUT = 10.0
 
 
 class KubeError(Exception):
@@ -41,6 +41,27 @@ class KubeError(Exception):
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.detail = ""  # the API's own Status message, cut short
+
+
+def api_error(method: str, path: str, status: int, raw: bytes) -> KubeError:
+    """The API's Status reason and message (cut short); never the rest of the answer."""
+    reason = message = ""
+    try:
+        data = json.loads(raw)
+        reason, message = str(data.get("reason") or ""), str(data.get("message") or "")
+    except (ValueError, AttributeError):
+        pass
+    error = KubeError(f"{method} {path}: HTTP {status} {message[:300]}", status, reason or str(status))
+    error.detail = message[:300]
+    return error
+
+
+def _query(params: dict[str, Any]) -> dict[str, str]:
+    """aiohttp takes strings only: booleans as the API server spells them, None left out."""
+    return {
+        k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items() if v is not None
+    }
 
 
 def _ssl_context(cfg_dir: Path, cluster: dict[str, Any], user: dict[str, Any]) -> ssl.SSLContext:
@@ -109,7 +130,15 @@ def connection(kubeconfig: str | None = None) -> tuple[str, ssl.SSLContext, str 
 
 
 class KubeApi:
-    """One connection pool to one API server. POST/PATCH/PUT through `request` carry `field_manager`."""
+    """Kept-alive connections to one API server. POST/PATCH/PUT through `request` carry `field_manager`.
+
+    On aiohttp (C-parsed HTTP/1.1; Kopf's own client, so the operator loads it anyway): httpx spent most
+    of a busy follower's CPU in its pool's scan of queued requests, and httpcore 1.0.9 loses a pool slot
+    for good to a request cancelled while it waits for a connection (encode/httpcore#1093), which a
+    follower, cancelling Lease renewals and deltas as a matter of course, did all the time. aiohttp's
+    connector queues waiters in a deque and drops a cancelled one (tests/unit/api/test_kube_client_cancel.py).
+    The session is made on first use: aiohttp binds it to the running loop.
+    """
 
     def __init__(
         self,
@@ -118,66 +147,78 @@ class KubeApi:
         token: str | None = None,
         *,
         field_manager: str = FIELD_MANAGER,
-        timeout: httpx.Timeout | float = 30.0,
-        limits: httpx.Limits | None = None,
+        timeout: float = 30.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        connections: int = MAX_CONNECTIONS,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.server = server.rstrip("/")
         self.field_manager = field_manager
-        self.http = httpx.AsyncClient(
-            base_url=self.server,
-            verify=verify,
-            headers=headers,
-            timeout=timeout,
-            # Every connection kept: with fewer kept than allowed, a busy worker (a follower renewing a
-            # thousand Leases) opens and closes TLS connections all the time, on both sides' CPU.
-            limits=limits
-            or httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
-        )
-        self._in_flight: set[asyncio.Future[dict[str, Any]]] = set()
+        self._headers = {"Accept": JSON} | ({"Authorization": f"Bearer {token}"} if token else {})
+        self._tls = verify  # aiohttp: True = the default checks, False = none, or the context given
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self._connect_timeout = connect_timeout
+        self._connections = max(1, connections)
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_env(cls, kubeconfig: str | None = None, **options: Any) -> KubeApi:
-        """Configured by `connection()`; `options` go to the constructor (field_manager, timeout, limits)."""
+        """From `connection()`; `options` go to the constructor (field_manager, timeout, connections)."""
         return cls(*connection(kubeconfig), **options)
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=self._tls),
+                timeout=self._timeout,
+                headers=self._headers,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
+                raise_for_status=False,
+            )
+        return self._session
+
     async def close(self) -> None:
-        if self._in_flight:  # requests whose callers were cancelled: let them end first
-            await asyncio.wait(self._in_flight, timeout=CLOSE_GRACE)
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
-        """Send; map every failure to KubeError (see the module doc for what its message may hold).
-
-        The request runs in a task of its own that a cancelled caller leaves to finish: httpcore 1.0.9
-        loses a pool slot for good to a request cancelled while it waits for a connection
-        (encode/httpcore#1093), and a follower, which cancels Lease renewals and deltas as a matter of
-        course, would end with every request failing on PoolTimeout against a healthy API server."""
-        task = asyncio.ensure_future(self._send(method, url, **kw))
-        self._in_flight.add(task)
-        task.add_done_callback(self._ended)
-        return await asyncio.shield(task)
-
-    def _ended(self, task: asyncio.Future[dict[str, Any]]) -> None:
-        self._in_flight.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure nobody waits for any more is not logged as unhandled
-
-    async def _send(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout: float | None = None,
+    ) -> tuple[int, bytes]:
+        """(status, raw answer) for any status; KubeError when there was no answer."""
+        kw: dict[str, Any] = {}
+        if params:
+            kw["params"] = _query(params)
+        if body is not None:
+            kw["data"] = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+            kw["headers"] = {"Content-Type": content_type}
+        if timeout is not None:
+            kw["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout)
         try:
-            resp = await self.http.request(method, url, **kw)
-        except httpx.HTTPError as exc:
+            async with self._http().request(method, self.server + path, **kw) as resp:
+                return resp.status, await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             name = type(exc).__name__
-            raise KubeError(f"{method} {url}: API server unreachable: {name}", None, name) from None
-        if resp.status_code >= 400:
-            try:
-                data = resp.json()
-                reason, msg = str(data.get("reason") or ""), str(data.get("message") or "")
-            except (ValueError, AttributeError):
-                reason, msg = "", ""
-            reason = reason or resp.reason_phrase
-            raise KubeError(f"{method} {url}: HTTP {resp.status_code} {msg[:300]}", resp.status_code, reason)
-        result: dict[str, Any] = resp.json() if resp.content else {}
+            raise KubeError(f"{method} {path}: API server unreachable: {name}", None, name) from None
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        status, raw = await self._call(method, path, params, body, content_type, timeout)
+        if status >= 400:
+            raise api_error(method, path, status, raw)
+        result: dict[str, Any] = json.loads(raw) if raw else {}
         return result
 
     async def request(
@@ -194,12 +235,24 @@ class KubeApi:
         writes), `timeout` (seconds) instead of the client's."""
         if method in ("POST", "PATCH", "PUT"):
             params.setdefault("fieldManager", self.field_manager)
-        kw: dict[str, Any] = {"params": params or None}
-        if body is not None:
-            kw |= {"json": body, "headers": {"Content-Type": content_type}}
-        if timeout is not None:
-            kw["timeout"] = timeout
-        return await self._request(method, path, **kw)
+        return await self._json(method, path, params, body, content_type, timeout)
+
+    async def create(self, path: str, body: bytes) -> bool:
+        """POST an already serialised object to the collection at `path`; False if it exists (409).
+        The answer is not parsed: at a migration's start this is called 10,000 times and nobody reads it."""
+        status, raw = await self._call("POST", path, {"fieldManager": self.field_manager}, body)
+        if status == 409:
+            return False
+        if status >= 400:
+            raise api_error("POST", path, status, raw)
+        return True
+
+    async def text(self, path: str, **params: Any) -> str:
+        """GET a plain-text resource (a pod's log)."""
+        status, raw = await self._call("GET", path, params)
+        if status >= 400:
+            raise api_error("GET", path, status, raw)
+        return raw.decode(errors="replace")
 
     # ------------------------------------------------------------------ the worker's own calls
     @staticmethod
@@ -212,7 +265,7 @@ class KubeApi:
         return cls._namespaced(f"{API_GROUP}/{API_VERSION}", "mailboxsyncs", namespace, name)
 
     async def get_mailboxsync(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self._request("GET", self.mailboxsync_path(namespace, name))
+        return await self.request("GET", self.mailboxsync_path(namespace, name))
 
     async def patch_mailboxsync_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
@@ -221,12 +274,8 @@ class KubeApi:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return await self._request(
-            "PATCH",
-            self.mailboxsync_path(namespace, name) + "/status",
-            params={"fieldManager": self.field_manager},
-            json=body,
-            headers={"Content-Type": MERGE_PATCH},
+        return await self.request(
+            "PATCH", self.mailboxsync_path(namespace, name) + "/status", body, MERGE_PATCH
         )
 
     # One coordination.k8s.io Lease per MailboxSync: one writer per mailbox (mailferry_worker/lease.py).
@@ -235,18 +284,14 @@ class KubeApi:
         return cls._namespaced("coordination.k8s.io/v1", "leases", namespace, name)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self._request("GET", self.lease_path(namespace, name))
+        return await self.request("GET", self.lease_path(namespace, name))
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._request(
-            "POST", self.lease_path(namespace), params={"fieldManager": self.field_manager}, json=body
-        )
+        return await self.request("POST", self.lease_path(namespace), body)
 
     async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         """PUT with body.metadata.resourceVersion: HTTP 409 when someone else wrote the Lease meanwhile."""
-        return await self._request(
-            "PUT", self.lease_path(namespace, name), params={"fieldManager": self.field_manager}, json=body
-        )
+        return await self.request("PUT", self.lease_path(namespace, name), body)
 
     async def delete_lease(self, namespace: str, name: str, resource_version: str) -> dict[str, Any]:
         """DELETE only while the Lease still has ``resource_version`` (else HTTP 409: written since)."""
@@ -255,18 +300,13 @@ class KubeApi:
             "apiVersion": "v1",
             "preconditions": {"resourceVersion": resource_version},
         }
-        return await self._request("DELETE", self.lease_path(namespace, name), json=options)
+        return await self.request("DELETE", self.lease_path(namespace, name), options)
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._request(
-            "POST",
-            f"/api/v1/namespaces/{namespace}/events",
-            params={"fieldManager": self.field_manager},
-            json=body,
-        )
+        return await self.request("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, bytes]:
-        obj = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        obj = await self.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
         data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         data.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
         return data

@@ -18,8 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
-
 from fixtures.kubeapi import find_bin_dir, start_envtest
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
 from mailferry_kube.client import KubeApi
@@ -42,8 +40,8 @@ SPEC = MailMigrationSpec.model_validate(
 async def run(kubeconfig: Path, namespace: str, n: int, concurrency: int, pool: int) -> tuple[float, float]:
     api = KubeApi.from_env(
         str(kubeconfig),
-        timeout=httpx.Timeout(60.0, connect=10.0),
-        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        timeout=60.0,
+        connections=pool,
     )
     await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
     template = mailbox_sync_template("bench", SPEC)

@@ -89,15 +89,13 @@ class Cluster:
         return await self._items(f"/api/v1/namespaces/{self.namespace}/pods", selector)
 
     async def pod_log(self, pod: str, tail: int | None) -> str:
-        params = {"tailLines": str(tail)} if tail else {}
-        resp = await self.api.http.get(f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", params=params)
-        if resp.status_code >= 400:
-            try:
-                message = str(resp.json().get("message") or "")
-            except ValueError:
-                message = resp.reason_phrase
-            raise LogUnavailable(f"pod {pod}: HTTP {resp.status_code} {message[:300]}")
-        return resp.text
+        params = {"tailLines": tail} if tail else {}
+        try:
+            return await self.api.text(f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", **params)
+        except KubeError as exc:
+            if exc.status is None:
+                raise
+            raise LogUnavailable(f"pod {pod}: HTTP {exc.status} {exc.detail}") from None
 
 
 class LogUnavailable(Exception):

@@ -9,11 +9,10 @@ Failures raise `KubeError` (status None: no answer). Nothing here logs request o
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from mailferry_api.common import API_GROUP, API_VERSION
 from mailferry_api.problems import Problem
@@ -21,11 +20,11 @@ from mailferry_kube.client import MERGE_PATCH, KubeApi, KubeError
 
 from .. import settings
 from ..mailmigration.spec_checks import decode_values
-from . import bulk
 from .consent import consent_problem
 
 FIELD_MANAGER = "mailferry-operator"
 SECRET_SHARE_SECONDS = 2.0
+MIN_CONNECTIONS = 24
 
 _api: KubeApi | None = None
 _lock = asyncio.Lock()
@@ -38,19 +37,15 @@ async def api() -> KubeApi:
         if _api is None:
             _api = KubeApi.from_env(
                 field_manager=FIELD_MANAGER,
-                timeout=httpx.Timeout(60.0, connect=10.0),
-                # httpcore scans every pooled connection on each request and response (an idle
-                # check per TLS connection). tests/tools/bench_kube_pool.py on the envtest API server:
-                # 48 creates at once on up to 64 connections 4.2 ms CPU each, 80-200/s; 16 on 24:
-                # 1.3-1.5 ms each, 280-480/s
-                limits=httpx.Limits(max_connections=24, max_keepalive_connections=24),
+                timeout=60.0,
+                # the MailboxSync creates at a migration's start run `create_concurrency` at a time
+                connections=max(MIN_CONNECTIONS, settings.current().create_concurrency),
             )
         return _api
 
 
 async def close() -> None:
     global _api
-    await bulk.close()
     if _api is not None:
         await _api.close()
         _api = None
@@ -62,10 +57,10 @@ def _custom(namespace: str, plural: str, name: str = "") -> str:
 
 
 async def create_custom(namespace: str, plural: str, body: Mapping[str, Any]) -> bool:
-    """Create; False if it already exists (409). On bulk.py's cheaper path: this is the call made
-    10,000 times at a migration's start, `create_concurrency` at a time."""
-    creator = await bulk.creator(FIELD_MANAGER, settings.current().create_concurrency)
-    return await creator.create(_custom(namespace, plural), body)
+    """Create; False if it already exists (409). The call made 10,000 times at a migration's start,
+    `create_concurrency` at a time: the body is serialised once here and the answer is not parsed."""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return await (await api()).create(_custom(namespace, plural), data)
 
 
 async def patch_custom(namespace: str, plural: str, name: str, patch: Mapping[str, Any]) -> None:

@@ -29,9 +29,9 @@ class CountingApi(KubeApi):
 
     methods: list[str]
 
-    async def _request(self, method: str, url: str, **kw: Any) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, *args: Any, **kw: Any) -> tuple[int, bytes]:
         self.methods.append(method)
-        return await super()._request(method, url, **kw)
+        return await super()._call(method, path, *args, **kw)
 
 
 @pytest.fixture

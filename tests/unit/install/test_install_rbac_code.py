@@ -1,6 +1,6 @@
 """The RBAC we ship matches the Kubernetes calls the code makes.
 
-Scans operator/ and worker/ for the API calls (the REST paths given to the shared httpx client in
+Scans operator/ and worker/ for the API calls (the REST paths given to the shared HTTP client in
 mailferry_kube.client, client-library `*_namespaced_*` calls should one come back, Kopf decorators,
 Kopf's own writes) and compares the (group, resource, verb) set with the rules in
 deploy/base/rbac.yaml (the chart renders the same rules: tests/integration/install compares them).
@@ -135,7 +135,7 @@ def operator_needs(code: str) -> set[Grant]:
 def worker_needs(code: str) -> set[Grant]:
     needs: set[Grant] = set()
     calls = re.findall(
-        r'_request\(\s*"(GET|PATCH|POST|DELETE|PUT)",\s*(self\.(?:mailboxsync|lease)_path\([^)]*\)|f?"[^"]*")'
+        r'\.request\(\s*"(GET|PATCH|POST|DELETE|PUT)",\s*(self\.(?:mailboxsync|lease)_path\([^)]*\)|f?"[^"]*")'
         r'(\s*\+\s*"/status")?',
         code,
     )

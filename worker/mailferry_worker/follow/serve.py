@@ -36,7 +36,7 @@ from .watchplan import MailboxClock, Mode
 
 TICK = 5.0  # longest sleep of a mailbox's loop without a change (heartbeats, polls, a lost lease)
 # API reads/writes of the follower's own (start, heartbeats) at once: 1,000 mailboxes starting together
-# would queue past the client's pool (PoolTimeout) on a busy API server.
+# would queue past the client's timeout waiting for a connection on a busy API server.
 API_CONCURRENCY = 16
 STOP_GRACE = 20.0  # seconds the mailboxes get to give their Leases back after SIGTERM
 
