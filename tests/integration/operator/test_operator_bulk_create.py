@@ -1,5 +1,5 @@
-"""The operator's bulk create path (`kube.bulk`, behind `kube.client.create_custom`) on the real API
-server: many MailboxSyncs at once are created with the operator's field manager, a second create of
+"""The operator's create path for many objects at once (`kube.client.create_custom`: serialised once,
+the answer not parsed) on the real API server: many MailboxSyncs at once are created with the operator's field manager, a second create of
 one says False (409), a refused one raises KubeError with the API's status and reason and no body."""
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import pytest
 
 from fixtures.kubeapi import KubeAPI
 from mailferry_kube.client import KubeError
-from mailferry_operator.kube import bulk, client
+from mailferry_operator.kube import client
 
 
 @pytest.fixture
 def operator_client(kube: KubeAPI, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     monkeypatch.setattr(client, "_api", None)
-    monkeypatch.setattr(bulk, "_creator", None)
     yield
 
 
