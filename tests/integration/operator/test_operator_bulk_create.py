@@ -1,6 +1,7 @@
 """The operator's create path for many objects at once (`kube.client.create_custom`: serialised once,
-the answer not parsed) on the real API server: many MailboxSyncs at once are created with the operator's field manager, a second create of
-one says False (409), a refused one raises KubeError with the API's status and reason and no body."""
+the answer not parsed) on the real API server: many MailboxSyncs at once are created with the operator's
+field manager, a second create of one says False (409), a refused one raises KubeError with the API's
+status and reason and no body."""
 
 from __future__ import annotations
 
