@@ -145,15 +145,6 @@ async def test_a_short_run_writes_its_checkpoint_once_with_its_final_status() ->
     assert store.writes == [("Synced", 5)]
 
 
-async def test_flush_writes_the_pending_checkpoint_now() -> None:
-    store = _Saves()
-    keeper = _keeper(store)
-    _advance(keeper, 7)
-    await keeper.checkpoint_soon()
-    await keeper.flush()
-    assert store.writes == [("Syncing", 7)]
-
-
 async def test_a_long_run_checkpoints_every_interval_coalesced(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(status_module, "CHECKPOINT_INTERVAL", 0.05)
     store = _Saves()

@@ -80,9 +80,9 @@ class StatusKeeper:
 
     async def checkpoint_soon(self) -> None:
         """Write the checkpoint without stalling the copy: at most one write in flight, coalesced, and
-        at most one every CHECKPOINT_INTERVAL seconds, the first too (the latest state; flush() writes
-        it at once, settle() leaves it to the run's final write). A run shorter than the interval (a
-        follower's delta, a small round) so writes its checkpoints once, with its phase, not twice.
+        at most one every CHECKPOINT_INTERVAL seconds, the first too (the latest state; settle() leaves
+        it to the run's final write). A run shorter than the interval (a follower's delta, a small
+        round) so writes its checkpoints once, with its phase, not twice.
 
         Safe because recovery never trusts the checkpoint alone: after an unclean stop every folder is
         matched against the destination before anything is re-sent (phase is not Synced until the
@@ -113,18 +113,11 @@ class StatusKeeper:
             if not self._save_again:
                 return
 
-    async def flush(self) -> None:
-        """The pending checkpoint written now."""
-        await self._end_saving(superseded=False)
-
     async def settle(self) -> None:
         """No checkpoint write left pending, because the caller's next write carries them all: one
         already in flight is waited for, one still waiting is dropped."""
-        await self._end_saving(superseded=True)
-
-    async def _end_saving(self, superseded: bool) -> None:
         if self._saving is not None:
-            self._superseded = superseded
+            self._superseded = True
             self._hurry.set()
             try:
                 await self._saving
