@@ -206,21 +206,6 @@ class KubeApi:
             name = type(exc).__name__
             raise KubeError(f"{method} {path}: API server unreachable: {name}", None, name) from None
 
-    async def _json(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, Any] | None = None,
-        body: Any = None,
-        content_type: str = JSON,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        status, raw = await self._call(method, path, params, body, content_type, timeout)
-        if status >= 400:
-            raise api_error(method, path, status, raw)
-        result: dict[str, Any] = json.loads(raw) if raw else {}
-        return result
-
     async def request(
         self,
         method: str,
@@ -235,7 +220,11 @@ class KubeApi:
         writes), `timeout` (seconds) instead of the client's."""
         if method in ("POST", "PATCH", "PUT"):
             params.setdefault("fieldManager", self.field_manager)
-        return await self._json(method, path, params, body, content_type, timeout)
+        status, raw = await self._call(method, path, params, body, content_type, timeout)
+        if status >= 400:
+            raise api_error(method, path, status, raw)
+        result: dict[str, Any] = json.loads(raw) if raw else {}
+        return result
 
     async def create(self, path: str, body: bytes) -> bool:
         """POST an already serialised object to the collection at `path`; False if it exists (409).
