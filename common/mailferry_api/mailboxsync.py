@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .common import ApiModel, Conditions, ErrorInfo, K8sName, LocalObjectRef, SecretKey, kopf_status_field
-from .groupware import Collections, CollectionTotals, Content, Groupware, ItemErrors
+from .groupware import KINDS, CollectionKind, Collections, CollectionTotals, Content, Groupware, ItemErrors
 from .imap import ImapEndpoint, SyncOptions
 
 MailboxPhase = Literal["Pending", "Syncing", "Synced", "Throttled", "Failed"]
@@ -47,6 +47,12 @@ class MailboxSyncSpec(SyncOptions):
     """What to move: mail, contacts, calendars."""
     groupware: Groupware | None = None
     """Where contacts and calendars are."""
+
+    def groupware_kinds(self) -> list[CollectionKind]:
+        """The kinds of collection to copy: those `content` names, once `groupware` says where they are."""
+        if self.groupware is None:
+            return []
+        return [k for k in KINDS if k in self.content]
 
 
 class FolderCheckpoint(ApiModel):

@@ -6,12 +6,14 @@ import base64
 import json
 import time
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from mailferry_api import egress
 
 from .errors import AuthenticationFailed, ConnectionFailed, Throttled
+
+if TYPE_CHECKING:  # httpx is loaded on the first token request: password logins never need it
+    import httpx
 
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_SCOPE = "https://mail.google.com/"
@@ -95,6 +97,8 @@ class TokenSource:
             return self.static_token.strip()
         if self._token and time.time() < self._expires - 60:
             return self._token
+        import httpx
+
         own = client is None
         http = client or httpx.AsyncClient(timeout=self.timeout)
         try:

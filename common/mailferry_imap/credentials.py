@@ -6,9 +6,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from mailferry_api.imap import ImapEndpoint, default_secret_key
 from mailferry_api.mailboxsync import MailboxSide
@@ -17,6 +15,9 @@ from mailferry_kube.client import KubeApi, KubeError
 from .auth import TokenSource
 from .client import ImapClient
 from .errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    import httpx
 
 Side = Literal["source", "destination"]
 

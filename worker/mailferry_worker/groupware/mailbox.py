@@ -12,7 +12,6 @@ from mailferry_imap.credentials import SecretSource
 from ..checkpoint import StatusStore
 from ..sync.engine import MailboxRunner
 from ..sync.run import MailboxResult, RunSettings
-from .runner import GroupwareRunner, wanted_kinds
 
 Loaded = tuple[MailboxSyncSpec, MailboxSyncStatus, int | None]
 
@@ -50,8 +49,10 @@ async def run_mailbox(
         mail = await MailboxRunner(name, shared, secrets, settings).run()  # type: ignore[arg-type]
     else:
         mail = MailboxResult(name, "synced")
-    if not wanted_kinds(spec) or mail.outcome in ("config", "suspended", "busy", "lost"):
+    if not spec.groupware_kinds() or mail.outcome in ("config", "suspended", "busy", "lost"):
         return mail
+    from .runner import GroupwareRunner  # here: a mail-only round never loads the DAV clients (httpx)
+
     # Contacts/calendars read the MailboxSync again under their lease (the read above preceded it).
     groupware = await GroupwareRunner(name, store, secrets, settings.ca_file).run()
     if groupware.outcome == "transient" and mail.outcome == "synced":

@@ -11,7 +11,6 @@ import httpx
 
 from mailferry_api.conditions import set_condition
 from mailferry_api.groupware import (
-    KINDS,
     MAX_COLLECTIONS,
     MAX_ITEM_ERRORS,
     CollectionCheckpoint,
@@ -111,12 +110,6 @@ async def open_pair(
     return src, dst
 
 
-def wanted_kinds(spec: MailboxSyncSpec) -> list[CollectionKind]:
-    if spec.groupware is None:
-        return []
-    return [k for k in KINDS if k in spec.content]
-
-
 class GroupwareRunner:
     def __init__(
         self, name: str, store: StatusStore, secrets: SecretSource, ca_file: str | None = None
@@ -150,7 +143,7 @@ class GroupwareRunner:
 
     async def _run(self) -> GroupwareResult:
         spec, self.status, _ = await self.store.load(self.name)
-        kinds = wanted_kinds(spec)
+        kinds = spec.groupware_kinds()
         if not kinds or spec.suspend:
             return GroupwareResult("none")
         assert spec.groupware is not None

@@ -24,7 +24,7 @@ from .google import GoogleCalendar
 from .graph import Graph
 from .people import GooglePeople
 from .plan import destination_name
-from .runner import Side_, open_pair, wanted_kinds
+from .runner import Side_, open_pair
 
 MAX_LISTED = 50
 
@@ -231,7 +231,7 @@ async def verify_mailboxsync_collections(
     spec: MailboxSyncSpec, secrets: SecretSource, ca_file: str | None = None, ignore_extra: bool = False
 ) -> list[CollectionReport]:
     """The collections of one MailboxSync, with the credentials its worker uses."""
-    kinds = wanted_kinds(spec)
+    kinds = spec.groupware_kinds()
     if not kinds:
         return []
     src, dst = await open_pair(spec, secrets, ca_file)
