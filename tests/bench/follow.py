@@ -8,8 +8,8 @@ while; a third of the way in every proxied connection is cut and new ones refuse
 thirds in the source Dovecot restarts. Then:
 
   - lag end to end: the destination's SAVEDATE (when the APPEND landed, whole seconds) minus the moment
-    the message was delivered to the source; p50/p95/p99 over every message, and over the messages
-    delivered after the faults (does lag recover?);
+    the message was delivered to the source; p50/p95/p99 over every message, over the messages
+    delivered after the faults, and per 10 s of delivery (does lag recover, and how fast?);
   - lag as the follower measured it (first seen -> APPEND confirmed), from its /metrics histogram;
   - lost / duplicated: every delivered message by Subject, source count vs destination count;
   - worker RSS (peak) and CPU seconds during delivery; Dovecot and API server CPU beside it;
@@ -51,6 +51,7 @@ from fixtures.kubeapi import find_bin_dir, start_envtest  # noqa: E402
 
 NS = "bench"
 NAME = "follow"
+WINDOW = 10  # seconds of delivery per row of lag_by_delivery_window
 METRICS_PORT = 9102  # what the operator gives a follower (one follower here: no clash on this host)
 # Enough Dovecot processes for one IDLE/NOTIFY connection per mailbox plus the deltas and the delivery.
 # Each of those imap processes wants an inotify instance, and the kernel gives a user 128
@@ -267,7 +268,9 @@ def main() -> int:
         )  # fmt: skip
         apiserver = next(pr.pid for pr in kube._procs if pr.name == "kube-apiserver")
         requests0, acpu0 = api_requests(kube), own_cpu(apiserver)
-        cpu0, dcpu0, t_start = own_cpu(follower), dovecot_cpu(src) + dovecot_cpu(dst), time.monotonic()
+        cpu0, t_start = own_cpu(follower), time.monotonic()
+        src_cpu0, dst_cpu0 = dovecot_cpu(src), dovecot_cpu(dst)
+        t_wall0 = time.time()
         deliveries: list[Delivery] = []
         sender = threading.Thread(target=deliver, args=(src, users, args.rate, args.seconds, deliveries))
         sender.start()
@@ -282,6 +285,7 @@ def main() -> int:
             print(f"network cut: {cut} connections reset, new ones refused for 3 s", flush=True)
             time.sleep(max(0.0, args.seconds / 3 - 3))
             fault_times.append(time.time())
+            src_cpu0 -= dovecot_cpu(src)  # the restarted master counts from zero: keep what the old one spent
             src.restart()
             print("source Dovecot restarted", flush=True)
         sender.join()
@@ -295,7 +299,7 @@ def main() -> int:
         d.wait_for(caught_up, 1800, "every delivered message on the destination")
         figures["drain_seconds"] = round(time.monotonic() - delivered_at, 1)
         figures["worker_cpu_seconds"] = round(own_cpu(follower) - cpu0, 2)
-        figures["dovecot_cpu_seconds"] = round(dovecot_cpu(src) + dovecot_cpu(dst) - dcpu0, 2)
+        figures["dovecot_cpu_seconds"] = round(dovecot_cpu(src) - src_cpu0 + dovecot_cpu(dst) - dst_cpu0, 2)
         figures["apiserver_cpu_seconds"] = round(own_cpu(apiserver) - acpu0, 2)
         # The requests the follower (and the operator beside it) made per delivered message; the bench's
         # own polling (GET mailmigrations, kubectl discovery) is in it.
@@ -310,6 +314,7 @@ def main() -> int:
         # lag end to end, lost, duplicated
         sent = {x.subject: x for x in deliveries}
         lags, after_faults, lost, duplicated = [], [], 0, 0
+        by_window: dict[int, list[float]] = {}  # lag by when the message was delivered: does it recover?
         last_fault = max(fault_times) if fault_times else 0.0
         for u, f in sorted(by_box):
             on_src = Counter(s for s, _ in subjects(src, u, f) if s)
@@ -322,11 +327,16 @@ def main() -> int:
                 if s in sent and saved is not None:
                     lag = max(0.0, saved + 0.5 - sent[s].at)  # SAVEDATE is whole seconds: +/- 0.5 s
                     lags.append(lag)
+                    by_window.setdefault(int((sent[s].at - t_wall0) // WINDOW), []).append(lag)
                     if sent[s].at > last_fault + 10:
                         after_faults.append(lag)
         figures["lost"], figures["duplicated"] = lost, duplicated
         figures["lag_end_to_end"] = percentiles(lags)
         figures["lag_after_faults"] = percentiles(after_faults)
+        figures["fault_seconds"] = [round(t - t_wall0, 1) for t in fault_times]
+        figures["lag_by_delivery_window"] = {
+            f"{w * WINDOW}-{(w + 1) * WINDOW} s": percentiles(v) for w, v in sorted(by_window.items())
+        }
         figures["lag_follower_histogram"] = histogram_quantiles(scrape())
         figures["status_lag_max_seconds"] = (d.migration(kube, NS, NAME).get("status") or {}).get("lag")
         jobs_after = sorted(j["metadata"]["name"] for j in d.worker_jobs(kube, NS, NAME))
