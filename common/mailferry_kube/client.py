@@ -172,6 +172,8 @@ class KubeApi:
                 timeout=self._timeout,
                 headers=self._headers,
                 cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
+                # No trust_env: it reads ~/.netrc in a thread on every request, and an entry for the API
+                # server's host would replace the bearer token. HTTPS_PROXY is therefore not followed.
                 raise_for_status=False,
             )
         return self._session
