@@ -37,11 +37,11 @@ class KubeError(Exception):
     unreachable, kubeconfig unusable); `reason` is the API's Status reason (NotFound, Forbidden, ...),
     else the transport error's type name, else KubeconfigUnusable."""
 
-    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+    def __init__(self, message: str, status: int | None = None, reason: str = "", detail: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
-        self.detail = ""  # the API's own Status message, cut short
+        self.detail = detail  # the API's own Status message, cut short
 
 
 def api_error(method: str, path: str, status: int, raw: bytes) -> KubeError:
@@ -52,9 +52,8 @@ def api_error(method: str, path: str, status: int, raw: bytes) -> KubeError:
         reason, message = str(data.get("reason") or ""), str(data.get("message") or "")
     except (ValueError, AttributeError):
         pass
-    error = KubeError(f"{method} {path}: HTTP {status} {message[:300]}", status, reason or str(status))
-    error.detail = message[:300]
-    return error
+    message = message[:300]
+    return KubeError(f"{method} {path}: HTTP {status} {message}", status, reason or str(status), message)
 
 
 def _query(params: dict[str, Any]) -> dict[str, str]:
@@ -156,7 +155,6 @@ class KubeApi:
         self._headers = {"Accept": JSON} | ({"Authorization": f"Bearer {token}"} if token else {})
         self._tls = verify  # aiohttp: True = the default checks, False = none, or the context given
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
-        self._connect_timeout = connect_timeout
         self._connections = max(1, connections)
         self._session: aiohttp.ClientSession | None = None
 
@@ -174,7 +172,6 @@ class KubeApi:
                 cookie_jar=aiohttp.DummyCookieJar(),  # the API server sets none
                 # No trust_env: it reads ~/.netrc in a thread on every request, and an entry for the API
                 # server's host would replace the bearer token. HTTPS_PROXY is therefore not followed.
-                raise_for_status=False,
             )
         return self._session
 
@@ -200,7 +197,7 @@ class KubeApi:
             kw["data"] = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
             kw["headers"] = {"Content-Type": content_type}
         if timeout is not None:
-            kw["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout)
+            kw["timeout"] = aiohttp.ClientTimeout(total=timeout, sock_connect=self._timeout.sock_connect)
         try:
             async with self._http().request(method, self.server + path, **kw) as resp:
                 return resp.status, await resp.read()
