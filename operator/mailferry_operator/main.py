@@ -79,9 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=settings.current().log_level,
         choices=["debug", "info", "warning", "error"],
     )
-    p.add_argument(
-        "--log-format", default=settings.current().log_format, choices=["text", "json"]
-    )
+    p.add_argument("--log-format", default=settings.current().log_format, choices=["text", "json"])
     args = p.parse_args(argv)
     if not args.all_namespaces and not _namespaces(args):
         p.error("give --namespace NS (or MAILFERRY_WATCH_NAMESPACES) or --all-namespaces")

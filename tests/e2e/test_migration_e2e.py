@@ -163,9 +163,13 @@ def test_twenty_mailboxes_bulk_delta_lag_and_complete(
     print(_verify(kube, namespace, org))
 
     # the Jobs: per contract, owned, restricted, no credential literals
+    # only the last two rounds' Jobs are kept: the older ones went with their pods (rounds.prunable_jobs)
+    last = st["round"]["number"]
     jobs = d.worker_jobs(kube, namespace, NAME)
     names = {j["metadata"]["name"] for j in jobs}
-    assert {"acme-r1-b0", "acme-r1-b1", "acme-r1-b2", "acme-r1-b3"} <= names
+    assert {f"acme-r{last}-b{b}" for b in range(4)} <= names
+    kept = {int(j["metadata"]["labels"]["mailferry.io/round"]) for j in jobs}
+    assert kept <= {last - 1, last}, f"Jobs of rounds {sorted(kept)} kept after round {last}"
     for job in jobs:
         assert re.fullmatch(r"acme-r\d+-b\d+", job["metadata"]["name"])
         assert job["metadata"]["ownerReferences"][0]["kind"] == "MailMigration"

@@ -13,17 +13,28 @@ from .views import JobView, MailboxView
 
 
 def totals(mailboxes: Iterable[MailboxView]) -> Totals:
-    t = Totals()
+    # Summed in locals, the model built once: a pydantic attribute write costs ~1.4 us, and a pass over
+    # 10,000 mailboxes made 80,000 of them.
+    messages = copied = skipped = failed = deleted = moved = expected_bytes = copied_bytes = 0
     for m in mailboxes:
-        t.expected_messages += m.messages
-        t.copied_messages += m.copied
-        t.skipped_messages += m.skipped
-        t.failed_messages += m.failed
-        t.deleted_messages += m.deleted
-        t.moved_messages += m.moved
-        t.expected_bytes += m.expected_bytes
-        t.copied_bytes += m.bytes
-    return t
+        messages += m.messages
+        copied += m.copied
+        skipped += m.skipped
+        failed += m.failed
+        deleted += m.deleted
+        moved += m.moved
+        expected_bytes += m.expected_bytes
+        copied_bytes += m.bytes
+    return Totals(
+        expected_messages=messages,
+        copied_messages=copied,
+        skipped_messages=skipped,
+        failed_messages=failed,
+        deleted_messages=deleted,
+        moved_messages=moved,
+        expected_bytes=expected_bytes,
+        copied_bytes=copied_bytes,
+    )
 
 
 def collection_totals(mailboxes: Iterable[MailboxView]) -> CollectionTotals | None:
@@ -44,36 +55,35 @@ def lag(
     `since` (when the migration started copying); a followed mailbox counts its follower's lag
     (followplan.mailbox_lag). pendingMessages = sum of the mailboxes' lag.pendingMessages.
     Failed mailboxes are left out: they are reported on their own and would pin the lag forever."""
-    result = Lag()
+    worst, pending, mode = 0, 0, "rounds"
     for m in mailboxes:
         if m.source in failed or m.name in failed:
             continue
         followed = followplan.mailbox_lag(m, now)  # follow mode: what its follower measured
         reference = m.last_sync_time or since
         if followed is not None:
-            result.max_seconds = max(result.max_seconds, followed)
-            result.mode = "follow"
+            worst = max(worst, followed)
+            mode = "follow"
         elif reference is not None:
-            result.max_seconds = max(result.max_seconds, max(0, int((now - reference).total_seconds())))
-        result.pending_messages += m.pending_messages
-    return result
+            worst = max(worst, int((now - reference).total_seconds()))
+        pending += m.pending_messages
+    return Lag(max_seconds=worst, pending_messages=pending, mode=mode)
 
 
 def mailbox_counts(mailboxes: Iterable[MailboxView], failed: Collection[str]) -> MailboxCounts:
-    c = MailboxCounts()
+    counts = {"synced": 0, "syncing": 0, "failed": 0, "pending": 0}
+    total = 0
     for m in mailboxes:
-        c.total += 1
-        if m.source in failed or m.name in failed:
-            c.failed += 1
+        total += 1
+        if m.source in failed or m.name in failed or m.phase == "Failed":
+            counts["failed"] += 1
         elif m.phase == "Synced":
-            c.synced += 1
+            counts["synced"] += 1
         elif m.phase in ("Syncing", "Throttled"):
-            c.syncing += 1
-        elif m.phase == "Failed":
-            c.failed += 1
+            counts["syncing"] += 1
         else:
-            c.pending += 1
-    return c
+            counts["pending"] += 1
+    return MailboxCounts(total=total, **counts)
 
 
 def job_counts(jobs: Iterable[JobView]) -> JobCounts:

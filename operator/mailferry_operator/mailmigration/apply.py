@@ -273,6 +273,17 @@ async def create_jobs(
             )
 
 
+async def prune_jobs(rt: Runtime, namespace: str, names: list[str], logger: Logger) -> None:
+    """Delete finished Jobs of older rounds (rounds.prunable_jobs) and their pods; the next passes stop
+    counting them at once (observe._job_views), not when the watch shows them gone."""
+    deleted = 0
+    for job in names:
+        rt.deleted_jobs[job] = time.monotonic()
+        deleted += await kube.delete_job(namespace, job)
+    if deleted:
+        logger.info("deleted %d finished Job(s) of earlier rounds, the oldest %s", deleted, names[0])
+
+
 async def write_status(rt: Runtime, namespace: str, name: str, status: MailMigrationStatus) -> None:
     """Patch only what changed since the last write (a merge patch of the difference)."""
     new_status = status_dict(status)

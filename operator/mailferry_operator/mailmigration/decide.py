@@ -18,7 +18,7 @@ from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, Round
 from . import aggregate, budgets, finalsync, followplan
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
-from .rounds import drive_round
+from .rounds import drive_round, prunable_jobs
 from .views import ANNOTATION_RETRY_FAILED, MailboxView
 
 # Ready holds when these hold (and nothing is Stalled or Reconciling): `with_ready`.
@@ -181,6 +181,7 @@ def decide(snap: Snapshot) -> Plan:
     st.round = rnd if rnd.number > 0 else st.round
     if completed and rnd.kind == "follow":
         plan.stop_jobs = followplan.to_stop(jobs, rnd.number)  # SIGTERM: they give the Leases back
+    plan.prune_jobs = prunable_jobs(jobs, rnd.number)
 
     # --- aggregates
     all_views = list(views.values())

@@ -147,6 +147,7 @@ async def reconcile_once(
     for job in plan.stop_jobs:  # follow mode completed: the followers stop and give their Leases back
         if await kube.delete_job(namespace, job):
             logger.info("deleted follower Job %s", job)
+    await apply.prune_jobs(rt, namespace, plan.prune_jobs, logger)
     await apply.write_status(rt, namespace, name, plan.status)
     apply.send_events(body, [*rt.events, *plan.events])
     rt.events.clear()

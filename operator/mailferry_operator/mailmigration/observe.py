@@ -58,6 +58,7 @@ class Runtime:
     probed: set[str] = field(default_factory=set)  # MailboxSync names tested so far
     wake: asyncio.Event | None = None
     created_jobs: dict[str, tuple[float, JobView]] = field(default_factory=dict)
+    deleted_jobs: dict[str, float] = field(default_factory=dict)  # Job name -> when this daemon deleted it
     last_status: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)  # found while reading (inventory rows skipped)
 
@@ -307,10 +308,14 @@ def _validation_state(rt: Runtime) -> ValidationState:
 
 
 def _job_views(rt: Runtime, index: kopf.Index[Any, Any], namespace: str, name: str) -> list[JobView]:
-    """The index's Jobs plus the ones this daemon created that the index does not show yet."""
-    jobs: list[JobView] = store_values(index, (namespace, name))
-    seen = {j.name for j in jobs}
+    """The index's Jobs plus the ones this daemon created that the index does not show yet, less the
+    ones it deleted that the index still shows."""
     mono = time.monotonic()
+    for job_name, at in list(rt.deleted_jobs.items()):
+        if mono - at > CREATED_JOB_MEMORY_SECONDS:
+            rt.deleted_jobs.pop(job_name, None)
+    jobs: list[JobView] = [j for j in store_values(index, (namespace, name)) if j.name not in rt.deleted_jobs]
+    seen = {j.name for j in jobs}
     for job_name, (at, view) in list(rt.created_jobs.items()):
         if job_name in seen or mono - at > CREATED_JOB_MEMORY_SECONDS:
             rt.created_jobs.pop(job_name, None)

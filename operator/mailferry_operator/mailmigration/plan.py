@@ -98,6 +98,7 @@ class Plan:
     status: MailMigrationStatus
     create_jobs: list[JobPlan] = field(default_factory=list)
     stop_jobs: list[str] = field(default_factory=list)  # follower Jobs to delete (follow mode completed)
+    prune_jobs: list[str] = field(default_factory=list)  # finished Jobs of old rounds (rounds.prunable_jobs)
     events: list[Event] = field(default_factory=list)
     requeue_after: float = IDLE_REQUEUE
     validation: ValidationPlan | None = None

@@ -22,7 +22,20 @@ PERMANENT_REASONS = frozenset(
     {"AuthenticationFailed", "AuthorizationFailed", "ConfigurationError", "MailboxNotFound", "SecretNotFound"}
 )
 
+# Finished Jobs of older rounds are deleted (with their pods): a round every 15 minutes for weeks leaves
+# a Job per batch each time (10,000 mailboxes: 19,200 a day), and every pass reads them all.
+KEPT_ROUNDS = 2  # the current round's Jobs and the one's before stay: their pods' logs are still wanted
+PRUNED_PER_PASS = 50  # a burst of deletes must not hold up the pass that starts the next round's Jobs
+
 MarkFailed = Callable[[MailboxView, str, str], None]
+
+
+def prunable_jobs(jobs: Sequence[JobView], current_round: int, limit: int = PRUNED_PER_PASS) -> list[str]:
+    """Finished Jobs of rounds before the last KEPT_ROUNDS, oldest first, at most `limit`. A Job still
+    running is never deleted, whatever its round."""
+    old = [j for j in jobs if j.finished and j.round <= current_round - KEPT_ROUNDS]
+    old.sort(key=lambda j: (j.round, j.batch, j.attempt))
+    return [j.name for j in old[:limit]]
 
 
 def retry_backoff(attempts: int) -> float:

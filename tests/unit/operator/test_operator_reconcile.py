@@ -10,7 +10,12 @@ from mailferry_api.conditions import get_condition, set_condition
 from mailferry_api.mailmigration import MailMigrationSpec, MailMigrationStatus
 from mailferry_operator.mailmigration.decide import decide
 from mailferry_operator.mailmigration.plan import Plan, Snapshot
-from mailferry_operator.mailmigration.rounds import MAX_JOB_ATTEMPTS, retry_backoff
+from mailferry_operator.mailmigration.rounds import (
+    MAX_JOB_ATTEMPTS,
+    PRUNED_PER_PASS,
+    prunable_jobs,
+    retry_backoff,
+)
 from mailferry_operator.mailmigration.views import JobView, MailboxView
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -162,6 +167,27 @@ def test_full_lifecycle_bulk_delta_final() -> None:
     assert cond(plan, "Ready") == ("True", "Completed")
     final = step(spec, plan.status, views, jobs, t4 + timedelta(hours=1))
     assert final.create_jobs == [] and final.status.phase == "Completed"
+    # round 3 is the last: round 1's Jobs go, rounds 2 and 3 keep theirs (their pods' logs)
+    assert final.prune_jobs == ["acme-r1-b0", "acme-r1-b1", "acme-r1-b2"]
+
+
+def test_only_finished_jobs_of_rounds_before_the_last_two_are_pruned_oldest_first() -> None:
+    def job(round_: int, batch: int, attempt: int = 0, done: bool = True) -> JobView:
+        view = JobView(
+            f"acme-r{round_}-b{batch}-a{attempt}", round_, batch, attempt, (f"m{batch}",), active=True
+        )
+        return finish(view, attempt == 0, T0) if done else view
+
+    jobs = [job(3, 0, done=False), job(2, 1), job(1, 1, 1), job(1, 1), job(1, 2, done=False), job(2, 0)]
+    assert prunable_jobs(jobs, 3) == ["acme-r1-b1-a0", "acme-r1-b1-a1"]  # failed or not; never one running
+    assert prunable_jobs(jobs, 4) == ["acme-r1-b1-a0", "acme-r1-b1-a1", "acme-r2-b0-a0", "acme-r2-b1-a0"]
+    assert prunable_jobs(jobs, 2) == [] == prunable_jobs(jobs, 0)
+    many = [job(1, b) for b in range(PRUNED_PER_PASS + 30)]
+    first = prunable_jobs(many, 5)
+    assert first == [j.name for j in many[:PRUNED_PER_PASS]]  # a bounded burst per pass, the rest next
+    assert prunable_jobs([j for j in many if j.name not in first], 5) == [
+        j.name for j in many[PRUNED_PER_PASS:]
+    ]
 
 
 def test_permanent_failure_of_one_mailbox_others_go_on() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from tests.bench.delta_round import changed_users, count_requests, diff
+from tests.bench.delta_round import changed_users, count_requests, diff, peer_sample
 
 METRICS = """\
 # HELP apiserver_request_total [STABLE] Counter of apiserver requests
@@ -40,3 +40,12 @@ def test_one_percent_is_every_hundredth_mailbox_and_never_none() -> None:
     assert changed_users(users, 0) == ["u0", "u100", "u200"]
     assert changed_users(users[:5], 0) == ["u0"]
     assert changed_users(users[:5], 7) == ["u0"]
+
+
+def test_the_peer_sample_is_spread_over_all_mailboxes_and_has_the_size_asked() -> None:
+    users = [f"u{i}" for i in range(10_000)]
+    sample = peer_sample(users, 1000)
+    assert len(sample) == 1000 and len(set(sample)) == 1000
+    assert sample[:2] == ["u0", "u10"] and sample[-1] == "u9990"
+    assert peer_sample(users[:7], 3) == ["u0", "u2", "u4"]
+    assert peer_sample(users[:7], 0) == users[:7] == peer_sample(users[:7], 99)

@@ -263,7 +263,7 @@ async def test_a_delta_whose_lease_lapsed_leaves_its_change_waiting_for_the_next
     from mailferry_worker.sync.run import RunSettings
 
     class LapsedRunner:
-        def __init__(self, *args: Any) -> None:
+        def __init__(self, *args: Any, **kw: Any) -> None:
             pass
 
         async def run(self) -> Any:

@@ -221,7 +221,9 @@ class FollowedMailbox:
             self.state.arrival = self.clock.start(started)
             store = FollowStore(self.store, self.name, lease, self.state)
             store.run_started = started
-            runner = MailboxRunner(self.name, store, self.secrets, self.run_settings, sessions)
+            runner = MailboxRunner(
+                self.name, store, self.secrets, self.run_settings, sessions, noop_unheld=False
+            )
             try:
                 result = await runner.run()
             except BaseException:

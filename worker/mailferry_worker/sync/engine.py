@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from datetime import datetime
 
 from mailferry_api.common import ErrorInfo
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncSpec, MailboxSyncStatus
@@ -61,8 +62,12 @@ class MailboxRunner(StatusKeeper):
         secrets: SecretSource,
         settings: RunSettings,
         sessions: Sessions | None = None,
+        noop_unheld: bool = True,
     ) -> None:
         super().__init__(name, store)
+        # A round's run proves a no-op before it takes the lease (_noop_unheld); a follower holds its
+        # Leases all along, and its writes stay fenced by them.
+        self.noop_unheld = noop_unheld
         self.secrets = secrets
         self.settings = settings
         # A round's run logs in and lists for itself; a follower lends the connections it keeps (follow/).
@@ -74,6 +79,7 @@ class MailboxRunner(StatusKeeper):
         self.placed: dict[str, dict[int, int]] = {}
         self.mirror_looks: dict[str, SelectInfo] = {}  # source folder -> the mirror pass's SELECT
         self.pacer: Pacer | None = None  # set per run from the sides' budgets (sync/pacing.py)
+        self._source_changed = False  # _noop_unheld saw changes on the source (for the same read)
 
     async def _load(self) -> tuple[MailboxSyncSpec, MailboxSyncStatus, int | None] | MailboxResult:
         try:
@@ -85,13 +91,25 @@ class MailboxRunner(StatusKeeper):
         return with_presets(spec, spec.source.endpoint, spec.destination.endpoint), status, generation
 
     async def run(self) -> MailboxResult:
-        """Take the mailbox's lease, sync under it, give it back. Without the lease nothing is written."""
+        """Take the mailbox's lease, sync under it, give it back. Without the lease nothing is written to
+        the destination, and the status only when a no-op proves nothing needs writing (_noop_unheld)."""
         loaded = await self._load()
         if isinstance(loaded, MailboxResult):
             return loaded
         if loaded[0].suspend:
             self.log("suspended")
             return MailboxResult(self.name, "suspended")
+        try:
+            noop = await self._noop_unheld(*loaded)
+        except StatusMoved:  # written since the read: the lease path reads it again
+            self.log("status_moved_reread")
+            self._source_changed = False
+            loaded = await self._load()
+            if isinstance(loaded, MailboxResult):
+                return loaded
+            noop = None
+        if noop is not None:
+            return noop
         lease = self.store.lease(self.name)
         try:
             await lease.acquire()
@@ -122,18 +140,13 @@ class MailboxRunner(StatusKeeper):
     async def _run_held(
         self, spec: MailboxSyncSpec, status: MailboxSyncStatus, generation: int | None
     ) -> MailboxResult:
-        self.spec, self.status = spec, status
         if spec.suspend:
             self.log("suspended")
             return MailboxResult(self.name, "suspended")
-        self.ckpts = {f.name: f for f in status.folders}
-        self.counters = MailboxCounters(Counter(status.skip_reasons), status.flag_errors)
-        started = now()
+        started = self._begin(spec, status, generation)
         clean = status.phase == "Synced"
-        status.attempts += 1
-        status.observed_generation = generation
-        status.job_name = self.settings.job_name
-        if clean and self.ckpts and await self._quick_noop(spec):
+        changed, self._source_changed = self._source_changed, False
+        if clean and self.ckpts and not changed and await self._quick_noop(spec):
             # Nothing changed on the source since a clean finish: no destination connection, one write.
             self.log("sync_started", clean_previous=clean, attempt=status.attempts, noop=True)
             result = MailboxResult(self.name, "synced")
@@ -154,6 +167,43 @@ class MailboxRunner(StatusKeeper):
             except KubeError as exc:
                 self.log("status_write_failed", "error", error=str(exc)[:300])
                 return MailboxResult(self.name, "transient", "StatusWriteFailed")
+        return await self._finish(result, started)
+
+    def _begin(self, spec: MailboxSyncSpec, status: MailboxSyncStatus, generation: int | None) -> datetime:
+        """This run's status, from the MailboxSync as read; returns when the run started."""
+        self.spec, self.status = spec, status
+        self.ckpts = {f.name: f for f in status.folders}
+        self.counters = MailboxCounters(Counter(status.skip_reasons), status.flag_errors)
+        status.attempts += 1
+        status.observed_generation = generation
+        status.job_name = self.settings.job_name
+        return now()
+
+    async def _noop_unheld(
+        self, spec: MailboxSyncSpec, status: MailboxSyncStatus, generation: int | None
+    ) -> MailboxResult | None:
+        """A delta round's common case without the lease: after a clean finish, one source connection
+        proves every folder unchanged since its checkpoint, and the status says so in one write.
+
+        The lease guards writes to the destination, and none happens here. The status write is
+        conditional on the MailboxSync being as read (checkpoint.py): if anyone wrote since, it fails
+        (StatusMoved) and the caller takes the lease and starts over. A holder still working cannot
+        make the claim false: unchanged since the checkpoint it wrote means nothing was left to copy.
+        A no-op round so costs the API a read and a write per mailbox, not a Lease create and delete
+        too. None: the source changed, or any doubt (the caller takes the lease and syncs)."""
+        if not self.noop_unheld or status.phase != "Synced" or not status.folders:
+            return None
+        self.ckpts = {f.name: f for f in status.folders}
+        if not await self._quick_noop(spec):
+            self._source_changed = True  # the lease path need not ask the source again
+            return None
+        started = self._begin(spec, status, generation)
+        self.log("sync_started", clean_previous=True, attempt=status.attempts, noop=True, leased=False)
+        return await self._finish(MailboxResult(self.name, "synced"), started)
+
+    async def _finish(self, result: MailboxResult, started: datetime) -> MailboxResult:
+        """The run's last write: its outcome, and on success when it started and which round it was."""
+        status = self.status
         if result.outcome == "synced":
             status.phase = "Synced"
             status.last_sync_time = started

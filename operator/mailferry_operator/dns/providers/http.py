@@ -29,4 +29,3 @@ async def request(kind: str, send: Callable[[], Awaitable[httpx.Response]], what
             "ProviderAuthFailed", f"{kind}: {what} -> HTTP {resp.status_code}: check the credentials"
         )
     return resp
-
