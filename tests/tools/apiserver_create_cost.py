@@ -3,7 +3,7 @@
 Why a MailMigration's start cannot make 10,000 MailboxSyncs in 30 s on 2 cores: each create costs the
 kube-apiserver a fixed amount of CPU, whatever the client does. For each kind below this starts a fresh
 local API server, creates N objects with the same bodies (those the operator builds, 8 at a time on
-kept-alive connections, as `operator/.../kube/bulk.py` does) and prints the API server's CPU seconds
+kept-alive connections, as the operator does: `KubeApi.create`) and prints the API server's CPU seconds
 per create (utime + stime from /proc):
 
   - configmap: a ConfigMap holding the same spec as a string (a built-in type, no CRD machinery);
@@ -14,6 +14,11 @@ per create (utime + stime from /proc):
 
     python tests/tools/apiserver_create_cost.py [--creates 3000] [--kinds configmap,mailboxsync]
     python tests/tools/apiserver_create_cost.py --pprof /tmp/api.pprof --kinds mailboxsync   # go tool pprof
+    python tests/tools/apiserver_create_cost.py --kinds mailboxsync --status-patches 2   # + status writes
+
+`--status-patches K` then merge-patches each MailboxSync's status K times (what a worker writes at the end
+of a no-op round: six folder checkpoints, three conditions) and prints the API server's CPU per patch: the
+floor of a delta round's cost per mailbox while every mailbox's status is written.
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests")]
 
 from fixtures.kubeapi import KubeAPI, find_bin_dir, start_envtest  # noqa: E402
+from mailferry_api.conditions import set_condition  # noqa: E402
+from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus  # noqa: E402
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec  # noqa: E402
 from mailferry_operator.mailmigration.resources import mailbox_sync_body, mailbox_sync_template  # noqa: E402
+from mailferry_worker.checkpoint import status_patch  # noqa: E402
 
 CRD = REPO / "crds" / "mailboxsyncs.mailferry.io.yaml"
 NS = "cost"
@@ -89,23 +97,48 @@ def bodies(n: int) -> list[dict[str, Any]]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def noop_status(attempt: int) -> dict[str, Any]:
+    """A no-op round's status write, as the worker sends it (checkpoint.status_patch)."""
+    st = MailboxSyncStatus(phase="Synced", round=attempt, attempts=attempt, job_name=f"cost-r{attempt}-b0")
+    st.folders = [
+        FolderCheckpoint(
+            name=f, destination=f, uid_validity=1_700_000_000, last_uid=2, uid_next=3, highest_mod_seq=5,
+            dest_uid_validity=1_700_000_001, dest_uid_next=3, floor_uid=2, owned="1:2", messages=2, copied=2,
+            bytes=1600,
+        )
+        for f in ("INBOX", "Sent", "Drafts", "Archive", "Projects", "Receipts")
+    ]  # fmt: skip
+    for kind in ("Ready", "Synced", "Stalled"):
+        value = "False" if kind == "Stalled" else "True"
+        st.conditions = set_condition(st.conditions, kind, value, "Synced", "copied 0 message(s) in this run")
+    return {"status": status_patch(st)}
 
 
-async def create_all(kube: KubeAPI, path: str, objects: list[dict[str, Any]]) -> None:
+async def patch_statuses(kube: KubeAPI, path: str, names: list[str], times: int) -> None:
+    requests = [
+        (f"{path}/{name}/status", json.dumps(noop_status(k + 1)).encode())
+        for k in range(times)
+        for name in names
+    ]
+    await send_all(kube, "PATCH", requests, "application/merge-patch+json", "mailferry-worker")
+
+
+async def send_all(
+    kube: KubeAPI, method: str, requests: list[tuple[str, bytes]], content_type: str, manager: str
+) -> None:
+    """Each (path, body), IN_FLIGHT at a time on kept-alive connections; exit on any error."""
     ctx = ssl.create_default_context(cafile=str(kube.ca_file))
-    headers = {"Authorization": f"Bearer {kube.token}", "Content-Type": "application/json"}
-    work = iter([json.dumps(o, separators=(",", ":")).encode() for o in objects])
+    headers = {"Authorization": f"Bearer {kube.token}", "Content-Type": content_type}
+    work = iter(requests)
     connector = aiohttp.TCPConnector(limit=IN_FLIGHT, ssl=ctx)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one_connection() -> None:
-            for data in work:
-                url = kube.server + path
-                params = {"fieldManager": "mailferry-operator"}
-                async with session.post(url, data=data, headers=headers, params=params) as resp:
+            for path, data in work:
+                params = {"fieldManager": manager}
+                async with session.request(
+                    method, kube.server + path, data=data, headers=headers, params=params
+                ) as resp:
                     text = await resp.text()
                     if resp.status >= 300:
                         raise SystemExit(f"HTTP {resp.status}: {text[:300]}")
@@ -113,8 +146,19 @@ async def create_all(kube: KubeAPI, path: str, objects: list[dict[str, Any]]) ->
         await asyncio.gather(*(one_connection() for _ in range(IN_FLIGHT)))
 
 
-def measure(kind: str, n: int, pprof: Path | None) -> tuple[float, float]:
-    """(API server CPU ms per create, seconds of wall time) for n creates of `kind`."""
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def create_all(kube: KubeAPI, path: str, objects: list[dict[str, Any]]) -> None:
+    requests = [(path, json.dumps(o, separators=(",", ":")).encode()) for o in objects]
+    await send_all(kube, "POST", requests, "application/json", "mailferry-operator")
+
+
+def measure(kind: str, n: int, pprof: Path | None, patches: int = 0) -> tuple[float, float, float | None]:
+    """(API server CPU ms per create, seconds of wall time, ms per status patch) for n creates of `kind`
+    and then `patches` status patches of each (None: none asked, or a ConfigMap)."""
     root = Path(tempfile.mkdtemp(prefix="mf-create-cost-"))
     args = ["--profiling=true"] if pprof else []
     kube = start_envtest(root / "kube", find_bin_dir(), apiserver_args=args)
@@ -147,7 +191,13 @@ def measure(kind: str, n: int, pprof: Path | None) -> tuple[float, float]:
         cpu1, t1 = cpu_seconds(apiserver), time.monotonic()
         if profiler:
             profiler.wait()
-        return 1000 * (cpu1 - cpu0) / n, t1 - t0
+        per_patch = None
+        if patches and shape is not None:
+            names = [o["metadata"]["name"] for o in objects]
+            cpu2 = cpu_seconds(apiserver)
+            asyncio.run(patch_statuses(kube, path, names, patches))
+            per_patch = 1000 * (cpu_seconds(apiserver) - cpu2) / (n * patches)
+        return 1000 * (cpu1 - cpu0) / n, t1 - t0, per_patch
     finally:
         kube.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -158,13 +208,15 @@ def main() -> int:
     p.add_argument("--creates", type=int, default=3000)
     p.add_argument("--kinds", default=",".join(CRDS), help=f"comma-separated, of {', '.join(CRDS)}")
     p.add_argument("--pprof", type=Path, help="also write a 15 s CPU profile of the API server here")
+    p.add_argument("--status-patches", type=int, default=0, help="then patch each one's status this often")
     args = p.parse_args()
     print(f"{args.creates} creates per kind, {IN_FLIGHT} in flight; load average {os.getloadavg()[0]:.1f}")
-    print("| created | API server CPU per create | wall s |")
-    print("|---|---|---|")
+    print("| created | API server CPU per create | wall s | per status patch |")
+    print("|---|---|---|---|")
     for kind in args.kinds.split(","):
-        ms, wall = measure(kind.strip(), args.creates, args.pprof)
-        print(f"| {kind} | {ms:.2f} ms | {wall:.1f} |", flush=True)
+        ms, wall, patch = measure(kind.strip(), args.creates, args.pprof, args.status_patches)
+        per_patch = "-" if patch is None else f"{patch:.2f} ms"
+        print(f"| {kind} | {ms:.2f} ms | {wall:.1f} | {per_patch} |", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -6,6 +6,7 @@ import email.utils
 import imaplib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.mailrun import quote_folder
-from fixtures.dovecot import Dovecot, make_message
+from fixtures.dovecot import Dovecot, DovecotPair, make_message
 from fixtures.kubeapi import KubeAPI
 from mailferry_imap import utf7
 
@@ -129,6 +130,32 @@ def user_mailboxsync(
         {key: "pw-dst"},
         **options,
     )
+
+
+def pair_box(
+    kube: KubeAPI,
+    namespace: str,
+    pair: DovecotPair,
+    tmp: Path,
+    name: str,
+    folders: dict[str, int],
+    **options: Any,
+) -> tuple[str, Mailbox, int]:
+    """A new user on both Dovecots of `pair` (pw-src / pw-dst), `folders` of mail on the source
+    (bulk_corpus), and its MailboxSync `name`: (user, mailbox, messages)."""
+    user = f"{name}-{secrets.token_hex(3)}@example.test"
+    pair.source.add_user(user, "pw-src")
+    pair.destination.add_user(user, "pw-dst")
+    total = bulk_corpus(pair.source, user, folders)
+    return user, pair_mailboxsync(kube, namespace, pair, tmp, name, user, **options), total
+
+
+def pair_mailboxsync(
+    kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str, user: str, **options: Any
+) -> Mailbox:
+    """``user_mailboxsync`` from the source to the destination of `pair` (Secret files under tmp/secrets)."""
+    source, destination = endpoint(pair.source, "src-creds"), endpoint(pair.destination, "dst-creds")
+    return user_mailboxsync(kube, namespace, name, user, source, destination, tmp / "secrets", **options)
 
 
 def worker_env(

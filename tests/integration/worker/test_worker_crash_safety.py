@@ -21,21 +21,7 @@ FOLDERS = {"INBOX": 900, "Archive": 300, "Work/Reports": 300, "Ünï": 150}
 def _setup(
     kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str
 ) -> tuple[str, dict[str, str], int]:
-    src, dst = pair.source, pair.destination
-    user = f"{name}-{secrets.token_hex(3)}@example.test"
-    src.add_user(user, "pw-src")
-    dst.add_user(user, "pw-dst")
-    total = h.bulk_corpus(src, user, FOLDERS, size=3000)
-    h.user_mailboxsync(
-        kube,
-        namespace,
-        name,
-        user,
-        h.endpoint(src, "src-creds"),
-        h.endpoint(dst, "dst-creds"),
-        tmp / "secrets",
-        connectionsPerMailbox=2,
-    )
+    user, _box, total = h.pair_box(kube, namespace, pair, tmp, name, FOLDERS, connectionsPerMailbox=2)
     env = h.worker_env(kube, namespace, [name], tmp / "secrets", None, MAILFERRY_MAX_RETRIES="6")
     return user, env, total
 

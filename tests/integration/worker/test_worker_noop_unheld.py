@@ -8,7 +8,6 @@ read and the no-op write sends the run the Lease way, where it reads again.
 from __future__ import annotations
 
 import json
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,20 +28,12 @@ FOLDERS = {"INBOX": 12, "Archive": 4}
 OTHER = "other-pod/1/cafe"
 
 
-def _box(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str) -> tuple[str, h.Mailbox]:
-    user = f"{name}-{secrets.token_hex(3)}@example.test"
-    pair.source.add_user(user, "pw-src")
-    pair.destination.add_user(user, "pw-dst")
-    h.bulk_corpus(pair.source, user, FOLDERS)
-    box = h.user_mailboxsync(
-        kube,
-        namespace,
-        name,
-        user,
-        h.endpoint(pair.source, "src-creds"),
-        h.endpoint(pair.destination, "dst-creds"),
-        tmp / "secrets",
-    )
+def _copied(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str) -> tuple[str, h.Mailbox]:
+    """A new mailbox, copied by round 1 (its MailboxSync Synced: the next round may be a no-op)."""
+    user, box, _total = h.pair_box(kube, namespace, pair, tmp, name, FOLDERS)
+    code, err = _round(kube, namespace, name, box.secrets_dir, 1)
+    assert code == 0, err[-2000:]
+    assert box.status()["phase"] == "Synced" and box.status()["round"] == 1
     return user, box
 
 
@@ -81,10 +72,7 @@ def test_noop_round_takes_no_lease_and_a_changed_mailbox_still_does(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
 ) -> None:
     name = "unheld"
-    user, box = _box(kube, namespace, dovecot_pair, tmp_path, name)
-    code, err = _round(kube, namespace, name, box.secrets_dir, 1)
-    assert code == 0, err[-2000:]
-    assert box.status()["phase"] == "Synced" and box.status()["round"] == 1
+    user, box = _copied(kube, namespace, dovecot_pair, tmp_path, name)
 
     # Someone else holds the Lease (a stuck pod of an earlier round, say): a no-op needs none.
     uid = kube.get("mailboxsyncs.mailferry.io", name, namespace)["metadata"]["uid"]
@@ -144,9 +132,7 @@ async def test_a_write_between_the_read_and_the_noop_write_sends_the_run_the_lea
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
 ) -> None:
     name = "moved"
-    _user, box = _box(kube, namespace, dovecot_pair, tmp_path, name)
-    code, err = _round(kube, namespace, name, box.secrets_dir, 1)
-    assert code == 0, err[-2000:]
+    _user, box = _copied(kube, namespace, dovecot_pair, tmp_path, name)
 
     api = KubeApi(*connection(str(kube.kubeconfig)))
     try:

@@ -95,15 +95,7 @@ def test_workers_at_once_file_store(dovecot_pair: DovecotPair, tmp_path: Path, w
 
 def _kube_box(kube: KubeAPI, namespace: str, pair: DovecotPair, tmp: Path, name: str) -> tuple[str, Any]:
     user = _user(pair, name)
-    h.user_mailboxsync(
-        kube,
-        namespace,
-        name,
-        user,
-        h.endpoint(pair.source, "src-creds"),
-        h.endpoint(pair.destination, "dst-creds"),
-        tmp / "secrets",
-    )
+    h.pair_mailboxsync(kube, namespace, pair, tmp, name, user)
     return user, tmp / "secrets"
 
 
