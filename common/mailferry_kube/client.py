@@ -277,9 +277,14 @@ class KubeApi:
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", self.lease_path(namespace), body)
 
-    async def replace_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """PUT with body.metadata.resourceVersion: HTTP 409 when someone else wrote the Lease meanwhile."""
-        return await self.request("PUT", self.lease_path(namespace, name), body)
+    async def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """PUT with body.metadata.resourceVersion: HTTP 409 when someone else wrote the Lease meanwhile.
+        `timeout`: seconds, instead of the client's (a renewal must not outlast the Lease's validity)."""
+        if timeout is not None:
+            timeout = max(0.5, timeout)
+        return await self.request("PUT", self.lease_path(namespace, name), body, timeout=timeout)
 
     async def delete_lease(self, namespace: str, name: str, resource_version: str) -> dict[str, Any]:
         """DELETE only while the Lease still has ``resource_version`` (else HTTP 409: written since)."""

@@ -77,11 +77,18 @@ def main() -> int:
     try:
         asyncio.run(session(args.port, args.read_timeout, args.user, password))
     except ImapError as exc:
-        out.update(ok=False, error=type(exc).__name__, reason=exc.reason, transient=exc.transient,
-                   message=str(exc))
+        out.update(
+            ok=False, error=type(exc).__name__, reason=exc.reason, transient=exc.transient, message=str(exc)
+        )
     except BaseException as exc:
-        out.update(ok=False, error=type(exc).__name__, reason=None, untyped=True, message=str(exc)[:500],
-                   traceback=traceback.format_exc()[-2000:])
+        out.update(
+            ok=False,
+            error=type(exc).__name__,
+            reason=None,
+            untyped=True,
+            message=str(exc)[:500],
+            traceback=traceback.format_exc()[-2000:],
+        )
     out["seconds"] = round(time.monotonic() - t0, 3)
     out["baseline_rss_mb"] = round(base, 1)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)

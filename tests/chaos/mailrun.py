@@ -115,8 +115,9 @@ def compare(src: Dovecot, dst: Dovecot, user: str) -> Diff:
         dup += sum(extra.values())
         if missing or extra:
             detail.append(f"{folder}: missing={sum(missing.values())} extra={sum(extra.values())}")
-    return Diff(sum(sum(c.values()) for c in s.values()), sum(sum(c.values()) for c in d.values()), lost, dup,
-                detail)
+    return Diff(
+        sum(sum(c.values()) for c in s.values()), sum(sum(c.values()) for c in d.values()), lost, dup, detail
+    )
 
 
 def quote_folder(name: str) -> str:
@@ -208,8 +209,9 @@ class WorkerRun:
     def run(self, **env: str) -> subprocess.CompletedProcess[str]:
         """One worker run. A run still going after ``hang_seconds`` counts as a hang: its asyncio task
         stacks are dumped (SIGUSR1), it is killed, and it returns exit code HUNG."""
-        p = subprocess.Popen(self.argv(), env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+        p = subprocess.Popen(
+            self.argv(), env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             out, err = p.communicate(timeout=self.hang_seconds)
             code = p.returncode

@@ -47,7 +47,12 @@ from .logs import log
 
 LEASE_PREFIX = "mailboxsync."
 MAX_NAME = 253
-RENEW_JITTER = 0.7  # a renewal comes after 70-100 % of a sixth of the duration
+# Renewed every third of the duration, retried every twelfth after a failure: the validity (three quarters)
+# then leaves room for at least three more tries. A follower holds a thousand Leases for hours, and their
+# renewals were most of the API server's requests when it renewed every sixth.
+RENEW_EVERY = 1 / 3
+RETRY_EVERY = 1 / 12
+RENEW_JITTER = 0.7  # a renewal comes after 70-100 % of its interval
 
 
 class AlreadyRunning(Exception):
@@ -153,7 +158,7 @@ class KubeLease:
         self.name = lease_name(mailboxsync)
         self.owner_uid = owner_uid
         self.identity = identity or holder_identity()
-        # Renewed every sixth of the duration; trusted for three quarters of it after the start of the
+        # Renewed every third of the duration; trusted for three quarters of it after the start of the
         # last successful renewal (the rest absorbs clock skew against the next holder's expiry check).
         self.validity = Validity(float(duration), max(1.0, duration / 4))
         self.duration = duration
@@ -268,10 +273,10 @@ class KubeLease:
         self._held_since(started)
 
     async def _renew_loop(self) -> None:
-        interval = self.duration / 6
+        interval = self.duration * RENEW_EVERY
         while not self.validity.lost:
-            # Jittered (never later than a sixth): a follower takes a thousand Leases within seconds,
-            # and renewing them in step would queue a thousand PUTs at once every interval.
+            # Jittered (never later than the interval): a follower takes a thousand Leases within
+            # seconds, and renewing them in step would queue a thousand PUTs at once every interval.
             await asyncio.sleep(interval * random.uniform(RENEW_JITTER, 1.0))
             started = time.monotonic()
             if started >= self.validity.until:
@@ -280,19 +285,37 @@ class KubeLease:
             assert self._obj is not None
             spec = dict(self._obj.get("spec") or {})
             spec["renewTime"] = micro_time(datetime.now(UTC))
-            self._renewing = True
+            self._renewing = True  # until an answer says what became of this PUT
             try:
-                self._obj = await self.api.replace_lease(self.namespace, self.name, self._body(spec))
+                # A PUT that hangs must not outlast the validity: the tries after it need the time.
+                self._obj = await self.api.replace_lease(
+                    self.namespace, self.name, self._body(spec), timeout=self.validity.until - started
+                )
             except KubeError as exc:
-                if exc.status in (404, 409):
+                interval = self.duration * RETRY_EVERY
+                if exc.status in (404, 409) and not await self._still_ours(exc.status):
                     self.validity.lost = True  # someone else wrote (took) it, or deleted it
                     break
                 log("lease_renew_failed", "warning", mailboxsync=self.mailboxsync, error=str(exc)[:200])
                 continue
-            finally:
-                self._renewing = False
+            self._renewing = False
             self.validity.renewed(started)
+            interval = self.duration * RENEW_EVERY
         log("lease_lost", "warning", mailboxsync=self.mailboxsync, holder=self.identity)
+
+    async def _still_ours(self, status: int) -> bool:
+        """After a 409 on a renewal: an earlier renewal whose answer never came may have landed (its new
+        resourceVersion unseen). Still held by this worker: keep what is read and renew from it."""
+        if status != 409:
+            return False
+        try:
+            spec = await self._read()
+        except KubeError:
+            return False
+        if self._obj is None or spec.get("holderIdentity") != self.identity:
+            return False
+        self._renewing = False
+        return True
 
     async def confirm(self) -> None:
         """Read the Lease: LeaseLost unless this worker still holds it."""

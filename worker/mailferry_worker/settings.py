@@ -34,7 +34,7 @@ class WorkerSettings:
     lease_seconds: int = env(
         "MAILFERRY_LEASE_SECONDS",
         30,
-        "a mailbox's lease (one writer per mailbox): renewed every sixth of it; a worker that could not "
+        "a mailbox's lease (one writer per mailbox): renewed every third of it; a worker that could not "
         "renew for three quarters of it stops writing",
     )
     follow_modes: tuple[str, ...] = env(

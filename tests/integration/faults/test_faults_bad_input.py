@@ -26,8 +26,15 @@ def _conditions(kube: KubeAPI, kind: str, namespace: str, name: str) -> dict[str
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
 
-def _wait_condition(kube: KubeAPI, namespace: str, name: str, type_: str, status: str,
-                    kind: str = "mailmigrations.mailferry.io", timeout: float = 90) -> dict[str, Any]:
+def _wait_condition(
+    kube: KubeAPI,
+    namespace: str,
+    name: str,
+    type_: str,
+    status: str,
+    kind: str = "mailmigrations.mailferry.io",
+    timeout: float = 90,
+) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         c = _conditions(kube, kind, namespace, name).get(type_)
         return c if c and c.get("status") == status and c.get("reason") else None
@@ -55,8 +62,12 @@ def test_semantically_bad_migrations_get_reasons_and_the_operator_stays_up(
         kube,
         d.secret_manifest("no-key", namespace, {"someone_else_example.test": "x"}),
         d.secret_manifest("good", namespace, {key: pw}),
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "bad-rows", "namespace": namespace},
-         "data": {"mailboxes": bad_rows}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "bad-rows", "namespace": namespace},
+            "data": {"mailboxes": bad_rows},
+        },
         _migration("missing-secret", namespace, dovecot_pair, "does-not-exist", mailboxes=[good_user]),
         _migration("secret-without-key", namespace, dovecot_pair, "no-key", mailboxes=[good_user]),
         _migration("bad-inventory", namespace, dovecot_pair, "good", inventory_configmap="bad-rows"),
@@ -112,12 +123,17 @@ def test_two_dnscutovers_for_one_domain_conflict_is_reported(
 ) -> None:
     def cutover(name: str) -> dict[str, Any]:
         return {
-            "apiVersion": "mailferry.io/v1alpha1", "kind": "DnsCutover",
+            "apiVersion": "mailferry.io/v1alpha1",
+            "kind": "DnsCutover",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
                 "domain": "twice.example.test",
-                "provider": {"type": "powerdns", "secretRef": {"name": "pdns"}, "zone": "twice.example.test",
-                             "powerdns": {"apiUrl": "http://127.0.0.1:9", "serverId": "localhost"}},
+                "provider": {
+                    "type": "powerdns",
+                    "secretRef": {"name": "pdns"},
+                    "zone": "twice.example.test",
+                    "powerdns": {"apiUrl": "http://127.0.0.1:9", "serverId": "localhost"},
+                },
                 "targetPhase": "Planned",
                 "records": {"mx": [{"host": "mx.new.example.test", "priority": 10}]},
             },
@@ -162,12 +178,26 @@ def test_failed_validation_backs_off_and_a_retry_request_tests_at_once(
     print(f"first: {first['reason']}: {first['message'][:300]}")
     assert first["reason"] == "NoMailboxReachable" and "tested again in 30s" in first["message"], first
 
-    kube.kubectl("annotate", "mailmigrations.mailferry.io/locked", "-n", namespace,
-                 "mailferry.io/retry-failed=1", "--overwrite")
+    kube.kubectl(
+        "annotate",
+        "mailmigrations.mailferry.io/locked",
+        "-n",
+        namespace,
+        "mailferry.io/retry-failed=1",
+        "--overwrite",
+    )
 
     def warnings() -> list[str] | None:
-        out = kube.kubectl("get", "events", "-n", namespace, "-o", "json", "--field-selector",
-                           "involvedObject.name=locked,reason=NoMailboxReachable").stdout
+        out = kube.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--field-selector",
+            "involvedObject.name=locked,reason=NoMailboxReachable",
+        ).stdout
         msgs = [e.get("message", "") for e in json.loads(out)["items"] for _ in range(e.get("count") or 1)]
         return msgs if len(msgs) >= 2 else None
 
@@ -178,8 +208,14 @@ def test_failed_validation_backs_off_and_a_retry_request_tests_at_once(
 
     # the fix: the right password, then a new request value; validated without waiting for the back-off
     d.apply(kube, d.secret_manifest("wrong", namespace, {user.replace("@", "_"): "right-" + namespace}))
-    kube.kubectl("annotate", "mailmigrations.mailferry.io/locked", "-n", namespace,
-                 "mailferry.io/retry-failed=2", "--overwrite")
+    kube.kubectl(
+        "annotate",
+        "mailmigrations.mailferry.io/locked",
+        "-n",
+        namespace,
+        "mailferry.io/retry-failed=2",
+        "--overwrite",
+    )
     ok = _wait_condition(kube, namespace, "locked", "Validated", "True")
     print(f"after the fix: {ok['reason']}")
     assert operator.alive()

@@ -32,15 +32,22 @@ def test_destination_quota_full_then_raised_loses_nothing(
     dst.add_user(user, "pw-dst")
     total = corpus(src, user, {"INBOX": 300, "Archive": 100}, size=5000)  # ~2 MB: twice the quota
     run = WorkerRun(
-        tmp_path, "full", user, endpoint("127.0.0.1", src.port), endpoint("127.0.0.1", dst.port),
-        "pw-src", "pw-dst",
+        tmp_path,
+        "full",
+        user,
+        endpoint("127.0.0.1", src.port),
+        endpoint("127.0.0.1", dst.port),
+        "pw-src",
+        "pw-dst",
     )
     cp = run.run()
     st = run.status()
     rejected = sum(1 for e in events(cp.stderr) if e.get("event") == "append_rejected")
     full = compare(src, dst, user)
-    print(f"quota 1M: exit={cp.returncode} phase={st.get('phase')} lastError={st.get('lastError')} "
-          f"append_rejected={rejected} {full}")
+    print(
+        f"quota 1M: exit={cp.returncode} phase={st.get('phase')} lastError={st.get('lastError')} "
+        f"append_rejected={rejected} {full}"
+    )
     print(json.dumps({k: st.get(k) for k in ("totals", "skipReasons")}))
 
     dst.extra_config = QUOTA.format(limit="100M")

@@ -51,8 +51,16 @@ def good_server() -> Iterator[HostileImap]:
 
 def probe(port: int, followup: int) -> dict[str, Any]:
     cp = subprocess.run(
-        [sys.executable, str(PROBE), "--port", str(port), "--followup-port", str(followup), "--read-timeout",
-         "3"],
+        [
+            sys.executable,
+            str(PROBE),
+            "--port",
+            str(port),
+            "--followup-port",
+            str(followup),
+            "--read-timeout",
+            "3",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -22,8 +22,12 @@ NETPOL_DIR = REPO / "deploy" / "networkpolicy"
 
 def _restricted_namespace(kube: KubeAPI, namespace: str) -> None:
     kube.kubectl(
-        "label", "namespace", namespace, "--overwrite",
-        "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
+        "label",
+        "namespace",
+        namespace,
+        "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
     )
 
 
@@ -41,8 +45,12 @@ def _worker_job(namespace: str) -> dict[str, Any]:
 
 def _pod_from(job: dict[str, Any], name: str) -> dict[str, Any]:
     tmpl = copy.deepcopy(job["spec"]["template"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **tmpl.get("metadata", {})},
-            "spec": tmpl["spec"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, **tmpl.get("metadata", {})},
+        "spec": tmpl["spec"],
+    }
 
 
 def _create(kube: KubeAPI, namespace: str, obj: dict[str, Any]) -> tuple[int, str]:

@@ -43,9 +43,14 @@ def _mailbox(
     pair.destination.add_user(user, "pw-dst")
     total = corpus(pair.source, user, FOLDERS)
     run = WorkerRun(
-        tmp, name, user,
-        endpoint("127.0.0.1", sp.port, read_timeout=5), endpoint("127.0.0.1", dp.port, read_timeout=5),
-        "pw-src", "pw-dst", connectionsPerMailbox=2,
+        tmp,
+        name,
+        user,
+        endpoint("127.0.0.1", sp.port, read_timeout=5),
+        endpoint("127.0.0.1", dp.port, read_timeout=5),
+        "pw-src",
+        "pw-dst",
+        connectionsPerMailbox=2,
     )
     return user, run, total
 

@@ -253,3 +253,46 @@ async def test_kept_read_costs_no_request_and_an_outside_change_is_read_again(
     await store.save("kept", status)  # read under the lease: written
     assert kube.get("mailboxsyncs.mailferry.io", "kept", namespace)["status"]["phase"] == "Synced"
     await lease.release()
+
+
+class LostAnswerApi(CountingApi):
+    """The first renewal reaches the API server, but its answer never comes back (a cut connection)."""
+
+    lost = 1
+    timeouts: list[float | None]
+
+    async def replace_lease(
+        self, namespace: str, name: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        self.timeouts.append(timeout)
+        answer = await super().replace_lease(namespace, name, body, timeout)
+        if self.lost:
+            self.lost -= 1
+            raise KubeError(
+                "PUT lease: API server unreachable: ServerDisconnectedError", None, "Disconnected"
+            )
+        return answer
+
+
+async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(kube: KubeAPI, namespace: str) -> None:
+    """The renewal landed but this worker never saw its new resourceVersion: the next renewal's 409 is
+    checked against the Lease (still ours), not taken for a takeover, and the Lease stays held."""
+    api = LostAnswerApi(*connection(str(kube.kubeconfig)))
+    api.methods, api.timeouts = [], []
+    try:
+        lease = _lease(api, namespace, "unseen-renewal", "pod-a/1/ab", SHORT)
+        await lease.acquire()
+        # renewals every 1.4-2 s: the lost one, the 409 and read, the one after; past the first validity
+        await asyncio.sleep(SHORT)
+        lease.check()
+        assert api.methods[:5] == ["POST", "PUT", "PUT", "GET", "PUT"], api.methods
+        stored = await _stored(api, namespace, "unseen-renewal")
+        assert stored is not None and stored["spec"]["holderIdentity"] == "pod-a/1/ab"
+        # no renewal may hang past the validity it is meant to extend
+        assert api.timeouts and all(t is not None and 0 < t <= SHORT * 0.75 for t in api.timeouts), (
+            api.timeouts
+        )
+        await lease.release()
+        assert await _stored(api, namespace, "unseen-renewal") is None
+    finally:
+        await api.close()
