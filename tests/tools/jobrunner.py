@@ -153,10 +153,19 @@ class JobRunner:
                 self._launch(job)
 
     # ------------------------------------------------------------------ pods
-    def _secret_files(self, namespace: str, secret_name: str, target: Path, items: list[Any] | None) -> None:
-        secret = self.core.read_namespaced_secret(secret_name, namespace)
+    def _secret_files(
+        self, namespace: str, secret_name: str, target: Path, items: list[Any] | None, optional: bool
+    ) -> None:
+        """A Secret volume as the kubelet writes it: one file per key (or per listed item); a listed key
+        the Secret lacks is skipped, and an optional Secret that does not exist is an empty directory."""
         target.mkdir(parents=True, exist_ok=True)
         target.chmod(0o700)
+        try:
+            secret = self.core.read_namespaced_secret(secret_name, namespace)
+        except ApiException as exc:
+            if exc.status == 404 and optional:
+                return
+            raise
         data = secret.data or {}
         mapping = {i.key: i.path for i in items} if items else {k: k for k in data}
         for key, path in mapping.items():
@@ -178,7 +187,9 @@ class JobRunner:
             local = workdir / "root" / m.mount_path.lstrip("/")
             mounts[m.mount_path.rstrip("/")] = local
             if vol is not None and vol.secret is not None:
-                self._secret_files(ns, vol.secret.secret_name, local, vol.secret.items)
+                self._secret_files(
+                    ns, vol.secret.secret_name, local, vol.secret.items, bool(vol.secret.optional)
+                )
             else:
                 local.mkdir(parents=True, exist_ok=True)
         env: dict[str, str] = {

@@ -251,7 +251,12 @@ async def create_jobs(
     wanted = rt.ensure_wanted
     ready = pipeline.ready_gate(wanted, rt.ensured_key, running, rt.ready_for, rt.ready)
     for job in pipeline.startable(plan.create_jobs, ready):
-        made = await kube.create_job(namespace, job_body(name, uid, namespace, spec, job))
+        # the batch's inventory rows: its pod's Secret volumes hold only their keys (all of them if one is
+        # unknown here, which a Job planned from this inventory never names)
+        known = all(m in rt.names for m in job.mailboxes)
+        entries = [rt.names[m] for m in job.mailboxes] if known else None
+        manifest = job_body(name, uid, namespace, spec, job, entries=entries)
+        made = await kube.create_job(namespace, manifest)
         rt.created_jobs[job.name] = (
             time.monotonic(),
             JobView(job.name, job.round, job.batch, job.attempt, job.mailboxes, active=True),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mailferry_api.common import GROUP_VERSION, LocalObjectRef
+from mailferry_api.common import GROUP_VERSION, SECRET_KEY_PATTERN, LocalObjectRef
 from mailferry_api.mailboxsync import MailboxSide, MailboxSyncSpec
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
 
@@ -109,6 +110,44 @@ def mailbox_sync_body(
     }
 
 
+SECRET_KEY = re.compile(SECRET_KEY_PATTERN)  # what a Secret's data key may be
+
+
+def secret_keys(spec: MailMigrationSpec, side: str, entries: Sequence[MailboxEntry]) -> list[str] | None:
+    """The keys of a side's Secret that the worker of a batch (`entries`) may read; None: all of them.
+
+    With password auth a mailbox reads its secretKey, else the key named after its source login (the
+    IMAP fallback) or after this side's login (the contacts/calendars fallback). Other methods read a
+    few fixed keys (master user, OAuth2 settings): their whole Secret is mounted, as before."""
+    mail = spec.source if side == "source" else spec.destination
+    groupware = spec.groupware.source if spec.groupware and side == "source" else None
+    if spec.groupware and side == "destination":
+        groupware = spec.groupware.destination
+    methods = {mail.auth.method, *([groupware.auth.method] if groupware and groupware.auth else [])}
+    if methods != {"password"}:
+        return None
+    keys: dict[str, None] = {}  # in order, once each
+    for entry in entries:
+        login = entry.source if side == "source" else entry.destination or entry.source
+        for key in (entry.secret_key, default_secret_key(entry.source), default_secret_key(login)):
+            # A name no Secret can hold (a login with '+', say) is left out: listed, it would make the
+            # API refuse the whole Job, and its mailbox reports MissingSecret either way.
+            if key and len(key) <= 253 and SECRET_KEY.match(key) and key not in (".", ".."):
+                keys[key] = None
+    return list(keys)
+
+
+def secret_volume(name: str, secret: str, keys: list[str] | None) -> dict[str, Any]:
+    """A Secret volume; with `keys`, only those (a batch's pod sees its own mailboxes' passwords, not the
+    10,000 others', and the kubelet writes 100 files, not 10,000). A listed key the Secret lacks (a
+    fallback nobody set) is skipped: `optional`; a missing Secret then shows as MissingSecret per mailbox."""
+    source: dict[str, Any] = {"secretName": secret, "defaultMode": 0o400}
+    if keys is not None:
+        source["items"] = [{"key": key, "path": key} for key in keys]
+        source["optional"] = True
+    return {"name": name, "secret": source}
+
+
 def job_body(
     migration: str,
     uid: str,
@@ -116,11 +155,13 @@ def job_body(
     spec: MailMigrationSpec,
     job: JobPlan,
     install: settings.OperatorSettings | None = None,
+    entries: Sequence[MailboxEntry] | None = None,
 ) -> dict[str, Any]:
     """A batch/v1 Job per docs/job-contract.md: restricted pod security, Secret volumes, no secrets inline.
 
     `install` (default: this operator's settings) supplies what the installation decides: the image and
-    ServiceAccount when the spec names none, and MAILFERRY_WORKER_POD (pull secrets, scheduling, labels)."""
+    ServiceAccount when the spec names none, and MAILFERRY_WORKER_POD (pull secrets, scheduling, labels).
+    `entries`: the batch's inventory rows; given, each Secret volume holds only their keys (secret_keys)."""
     worker = spec.worker
     install = install or settings.current()
     pod = install.worker_pod_overrides
@@ -210,17 +251,16 @@ def job_body(
                     },
                     "containers": [container],
                     "volumes": [
-                        {
-                            "name": "source-secret",
-                            "secret": {"secretName": spec.source.auth.secret_ref.name, "defaultMode": 0o400},
-                        },
-                        {
-                            "name": "destination-secret",
-                            "secret": {
-                                "secretName": spec.destination.auth.secret_ref.name,
-                                "defaultMode": 0o400,
-                            },
-                        },
+                        secret_volume(
+                            "source-secret",
+                            spec.source.auth.secret_ref.name,
+                            None if entries is None else secret_keys(spec, "source", entries),
+                        ),
+                        secret_volume(
+                            "destination-secret",
+                            spec.destination.auth.secret_ref.name,
+                            None if entries is None else secret_keys(spec, "destination", entries),
+                        ),
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from mailferry_operator.mailmigration.batching import plan_batches
 from mailferry_operator.mailmigration.durations import parse_duration
@@ -103,3 +104,63 @@ def test_peering_replicas_do_not_tie_on_priority() -> None:
     assert len(priorities) == 20
     assert peering_priority(parse_args([*replica_args, "--priority", "7"])) == 7
     assert peering_priority(parse_args(["--namespace", "mail"])) == 0
+
+
+def _batch_volumes(over: dict[str, Any], entries: list[Any] | None) -> dict[str, dict[str, Any]]:
+    from mailferry_api.mailmigration import MailMigrationSpec
+    from mailferry_operator.mailmigration.plan import JobPlan
+    from mailferry_operator.mailmigration.resources import job_body
+
+    ep = {"host": "imap.test", "port": 993, "auth": {"secretRef": {"name": "creds"}}}
+    spec = MailMigrationSpec.model_validate({"source": ep, "destination": {**ep, "host": "dst.test"}, **over})
+    plan = JobPlan(name="m-r1-b0", round=1, batch=0, attempt=0, mailboxes=("a", "b"))
+    body = job_body("m", "uid-1", "ns", spec, plan, entries=entries)
+    return {v["name"]: v.get("secret", {}) for v in body["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_a_batch_pod_mounts_only_its_mailboxes_password_keys() -> None:
+    from mailferry_api.mailmigration import MailboxEntry
+
+    entries = [
+        MailboxEntry(source="ann@old.test", destination="ann@new.test"),
+        MailboxEntry(source="bob@old.test", secret_key="bob-key"),
+        MailboxEntry(source="c+d@old.test"),  # no Secret can hold "c+d_old.test": not listed
+    ]
+    volumes = _batch_volumes({}, entries)
+    src, dst = volumes["source-secret"], volumes["destination-secret"]
+    # each mailbox's secretKey, its source-login fallback, and this side's login (contacts/calendars)
+    assert [i["key"] for i in src["items"]] == ["ann_old.test", "bob-key", "bob_old.test"]
+    assert [i["key"] for i in dst["items"]] == ["ann_old.test", "ann_new.test", "bob-key", "bob_old.test"]
+    assert all(i["path"] == i["key"] for i in src["items"] + dst["items"])
+    assert src["optional"] is True and src["defaultMode"] == 0o400  # an unset fallback key is no error
+
+
+def test_other_auth_methods_and_unknown_batches_mount_the_whole_secret() -> None:
+    from mailferry_api.mailmigration import MailboxEntry
+
+    entries = [MailboxEntry(source="ann@old.test")]
+    master = {
+        "auth": {
+            "method": "master-user",
+            "secretRef": {"name": "m"},
+            "masterUserKey": "u",
+            "masterPasswordKey": "p",
+        }
+    }
+    ep = {"host": "imap.test", "port": 993}
+    volumes = _batch_volumes({"source": {**ep, **master}}, entries)
+    assert "items" not in volumes["source-secret"] and "items" in volumes["destination-secret"]
+    # contacts/calendars on the destination with OAuth2 while its mail uses passwords: all its keys
+    oauth = {
+        "method": "xoauth2",
+        "secretRef": {"name": "app"},
+        "oauth2": {"provider": "microsoft", "clientId": "c", "tenantId": "t", "clientSecretKey": "secret"},
+    }
+    dav = {"type": "dav", "url": "https://dav.test/"}
+    groupware = {"source": dav, "destination": {**dav, "auth": oauth}}
+    volumes = _batch_volumes({"groupware": groupware, "content": ["mail", "contacts"]}, entries)
+    assert "items" in volumes["source-secret"] and "items" not in volumes["destination-secret"]
+    no_entries = _batch_volumes({}, None)
+    assert all(
+        "items" not in v and "optional" not in v for k, v in no_entries.items() if k.endswith("secret")
+    )
