@@ -111,6 +111,7 @@ def mailbox_sync_body(
 
 
 SECRET_KEY = re.compile(SECRET_KEY_PATTERN)  # what a Secret's data key may be
+MAX_LISTED_KEYS = 400  # more (a follower Job serving thousands of mailboxes): the whole Secret is mounted
 
 
 def secret_keys(spec: MailMigrationSpec, side: str, entries: Sequence[MailboxEntry]) -> list[str] | None:
@@ -134,6 +135,10 @@ def secret_keys(spec: MailMigrationSpec, side: str, entries: Sequence[MailboxEnt
             # API refuse the whole Job, and its mailbox reports MissingSecret either way.
             if key and len(key) <= 253 and SECRET_KEY.match(key) and key not in (".", ".."):
                 keys[key] = None
+    if len(keys) > MAX_LISTED_KEYS:
+        return (
+            None  # a follower's batch of thousands: the Job would grow by 60 bytes a key, past etcd's limit
+        )
     return list(keys)
 
 

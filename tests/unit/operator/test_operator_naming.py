@@ -137,6 +137,7 @@ def test_a_batch_pod_mounts_only_its_mailboxes_password_keys() -> None:
 
 def test_other_auth_methods_and_unknown_batches_mount_the_whole_secret() -> None:
     from mailferry_api.mailmigration import MailboxEntry
+    from mailferry_operator.mailmigration.resources import MAX_LISTED_KEYS
 
     entries = [MailboxEntry(source="ann@old.test")]
     master = {
@@ -160,6 +161,10 @@ def test_other_auth_methods_and_unknown_batches_mount_the_whole_secret() -> None
     groupware = {"source": dav, "destination": {**dav, "auth": oauth}}
     volumes = _batch_volumes({"groupware": groupware, "content": ["mail", "contacts"]}, entries)
     assert "items" in volumes["source-secret"] and "items" not in volumes["destination-secret"]
+    # a follower's batch of thousands: listing every key would swell the Job towards etcd's size limit
+    many = [MailboxEntry(source=f"u{i}@old.test") for i in range(MAX_LISTED_KEYS + 1)]
+    assert all("items" not in v for k, v in _batch_volumes({}, many).items() if k.endswith("secret"))
+    assert len(_batch_volumes({}, many[:MAX_LISTED_KEYS])["source-secret"]["items"]) == MAX_LISTED_KEYS
     no_entries = _batch_volumes({}, None)
     assert all(
         "items" not in v and "optional" not in v for k, v in no_entries.items() if k.endswith("secret")
