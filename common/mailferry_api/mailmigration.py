@@ -218,6 +218,12 @@ class MailMigrationSpec(SyncOptions):
     """After the bulk copy: rounds (a delta round of Jobs every deltaInterval) or follow (long-running
     follower Jobs, one per batch, that watch the source with IMAP NOTIFY or IDLE and copy each change as
     it happens; a server with neither is polled every deltaInterval). docs/follow.md."""
+    noop_status_interval: Duration = "0s"
+    """How often a mailbox that a delta round proves unchanged rewrites its MailboxSync status. 0s
+    (default): every round. With e.g. 1h it is rewritten only once its last write is older than 30-60 min
+    (spread by name); in between, its round's Job completing is the proof: the migration's round and lag
+    count it, the MailboxSync keeps its last write. For thousands of mailboxes, where a status write
+    costs the API server more than the whole IMAP check (docs/job-contract.md)."""
     approval: Approval = Approval()
     """Review the scan before copying."""
     suspend: bool = False

@@ -231,6 +231,7 @@ class JobRunner:
 
     def _launch(self, job: Any, previous: Running | None = None) -> None:
         ns, name, uid = job.metadata.namespace, job.metadata.name, job.metadata.uid
+        started = _now()  # like the Job controller: startTime before any pod runs (the operator relies on it)
         workdir = Path(tempfile.mkdtemp(prefix=f"mf-pod-{name[:40]}-"))
         workdir.chmod(0o700)
         try:
@@ -268,7 +269,7 @@ class JobRunner:
         if previous is None:
             status: dict[str, Any] = {"active": 1, "ready": 1}
             if job.status is None or job.status.start_time is None:
-                status["startTime"] = _now()
+                status["startTime"] = started
             self._patch_status(ns, name, status)
         log.info("Job %s/%s: started %s (pid %d)", ns, name, argv[:2], proc.pid)
 

@@ -24,6 +24,12 @@ class WorkerSettings:
     round: int = env("MAILFERRY_ROUND", 0, "the delta round this Job runs (0: bulk)")
     mailbox_concurrency: int = env("MAILFERRY_MAILBOX_CONCURRENCY", 4, "mailboxes copied at once per Job")
     job_name: str = env("MAILFERRY_JOB_NAME", "", "the Job's name (recorded in status)")
+    noop_status_seconds: int = env(
+        "MAILFERRY_NOOP_STATUS_SECONDS",
+        0,
+        "a delta round under spec.noopStatusInterval: a mailbox proved unchanged rewrites its status only "
+        "this rarely, the Job's exit 0 proving it in between (0: every round; sync/noopproof.py)",
+    )
     budget: str = env(
         "MAILFERRY_BUDGET",
         "",

@@ -15,7 +15,7 @@ from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
 from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
 from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
 
-from . import aggregate, budgets, finalsync, followplan
+from . import aggregate, budgets, finalsync, followplan, proofs
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round, prunable_jobs
@@ -39,7 +39,7 @@ def decide(snap: Snapshot) -> Plan:
     plan = Plan(status=st)
     events = plan.events
     gen = snap.generation
-    views = snap.mailboxes
+    views = proofs.overlay(snap.mailboxes, snap.jobs)  # no-op mailboxes a Job proved without a write
     names = sorted(views)
 
     def note(type_: str, reason: str, message: str) -> None:
@@ -119,6 +119,9 @@ def decide(snap: Snapshot) -> Plan:
             retrying = progress.retrying
             if rnd.kind == "follow":  # long-running follower Jobs instead of one-shot ones (followplan.py)
                 progress.pending = [replace(p, follow=True) for p in progress.pending]
+            quiet = proofs.noop_status_seconds(spec, rnd.kind)
+            if quiet:  # a mailbox proved unchanged is not rewritten each round (proofs.py)
+                progress.pending = [replace(p, noop_status_seconds=quiet) for p in progress.pending]
             if progress.requeue_after is not None:
                 plan.requeue_after = min(plan.requeue_after, progress.requeue_after)
             if not spec.suspend:

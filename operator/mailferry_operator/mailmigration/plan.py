@@ -24,6 +24,9 @@ class JobPlan:
     mailboxes: tuple[str, ...]
     share: JobShare | None = None  # its part of the budgets (budgets.schedule); None: not scheduled yet
     follow: bool = False  # a long-running follower (`mailferry-worker follow`, deltaMode: follow)
+    # A delta round's Job under spec.noopStatusInterval: its success proves the mailboxes it did not write
+    # unchanged (proofs.py), and a mailbox proved unchanged rewrites its status only this rarely.
+    noop_status_seconds: int = 0
 
 
 @dataclass(frozen=True)

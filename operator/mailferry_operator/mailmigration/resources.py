@@ -20,6 +20,7 @@ from .plan import JobPlan
 from .views import (
     ANNOTATION_SPEC_HASH,
     ENV_BUDGET,
+    ENV_NOOP_STATUS,
     LABEL_APP,
     LABEL_ATTEMPT,
     LABEL_BATCH,
@@ -193,6 +194,8 @@ def job_body(
         env[ENV_BUDGET] = job.share.to_json()
     if install.egress_allow:  # the token URLs the installer allows reach the worker too
         env["MAILFERRY_EGRESS_ALLOW"] = ",".join(install.egress_allow)
+    if job.noop_status_seconds > 0:  # its success proves what it did not write (proofs.py)
+        env[ENV_NOOP_STATUS] = str(job.noop_status_seconds)
     if job.follow:  # a follower (docs/follow.md): polls where the source has neither NOTIFY nor IDLE
         env.update(FOLLOW_ENV)
         env["MAILFERRY_FOLLOW_POLL_SECONDS"] = str(parse_duration(spec.delta_interval))

@@ -28,6 +28,7 @@ ANNOTATION_SPEC_HASH = "mailferry.io/spec-hash"
 ANNOTATION_APPROVED = "mailferry.io/approved"
 ANNOTATION_RETRY_FAILED = "mailferry.io/retry-failed"
 ENV_BUDGET = "MAILFERRY_BUDGET"  # a Job's share of the migration's budgets (mailferry_api.budgets.JobShare)
+ENV_NOOP_STATUS = "MAILFERRY_NOOP_STATUS_SECONDS"  # spec.noopStatusInterval, on a delta round's Jobs
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -69,6 +70,9 @@ class MailboxView:
     bytes: int = picked("status.totals.bytes")
     expected_bytes: int = picked("status.totals.expected_bytes")
     attempts: int = picked("status.attempts")
+    suspend: bool = picked("spec.suspend")
+    generation: str = meta("generation")
+    observed_generation: int | None = picked("status.observed_generation")
     error_reason: str = picked("status.last_error.reason")
     error_message: str = picked("status.last_error.message", limit=1024)
     collection_totals: CollectionTotals | None = picked("status.collection_totals")
@@ -97,6 +101,8 @@ class JobView:
     finished_at: datetime | None = None
     created_at: datetime | None = None
     share: JobShare | None = None  # what it was handed of the budgets (None: made before budgets)
+    started_at: datetime | None = None  # status.startTime: before any of its pods ran
+    noop_status_seconds: int = 0  # > 0: its success proves the mailboxes it did not write (proofs.py)
 
     @property
     def finished(self) -> bool:
@@ -109,6 +115,7 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     status = body.get("status") or {}
     mailboxes: tuple[str, ...] = ()
     share: JobShare | None = None
+    noop_status_seconds = 0
     containers = (((body.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     for container in containers:
         for env in container.get("env") or []:
@@ -116,6 +123,8 @@ def job_view(body: Mapping[str, Any]) -> JobView:
                 mailboxes = tuple(n for n in str(env.get("value") or "").split(",") if n)
             elif env.get("name") == ENV_BUDGET:
                 share = JobShare.from_json(str(env.get("value") or ""))
+            elif env.get("name") == ENV_NOOP_STATUS:
+                noop_status_seconds = _int(env.get("value"))
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     succeeded = "Complete" in conditions or "SuccessCriteriaMet" in conditions
     failed = "Failed" in conditions or "FailureTarget" in conditions
@@ -135,4 +144,6 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         finished_at=finished_at,
         created_at=parse_time(meta.get("creationTimestamp")),
         share=share,
+        started_at=parse_time(status.get("startTime")),
+        noop_status_seconds=noop_status_seconds,
     )

@@ -39,6 +39,7 @@ from .connections import OwnSessions, Sessions, connectors_for, open_retrying
 from .folder import FolderSync
 from .folderstate import MailboxCounters
 from .mirror import Mirror
+from .noopproof import may_leave_status
 from .pacing import Pacer, pacer_for
 from .run import MailboxResult, RunSettings, backoff, now
 from .status import StatusKeeper
@@ -197,9 +198,22 @@ class MailboxRunner(StatusKeeper):
         if not await self._quick_noop(spec):
             self._source_changed = True  # the lease path need not ask the source again
             return None
+        every = self.settings.noop_status_seconds
+        leave = may_leave_status(self.name, spec, status, generation, every, now())  # the status as read
         started = self._begin(spec, status, generation)
         self.log("sync_started", clean_previous=True, attempt=status.attempts, noop=True, leased=False)
+        if leave:  # the Job's exit 0 proves it (noopproof.py); a batch that cannot exit 0 writes it
+            self.log("noop_proved", written=False)
+            return MailboxResult(self.name, "proved", write_proof=lambda: self._write_proof(started))
         return await self._finish(MailboxResult(self.name, "synced"), started)
+
+    async def _write_proof(self, started: datetime) -> MailboxResult:
+        """The status write a proved no-op left out, when its batch will not exit 0."""
+        try:
+            return await self._finish(MailboxResult(self.name, "synced"), started)
+        except StatusMoved:  # written since the read: this run proves nothing now, the retry looks again
+            self.log("status_moved_reread")
+            return MailboxResult(self.name, "transient", "StatusMoved")
 
     async def _finish(self, result: MailboxResult, started: datetime) -> MailboxResult:
         """The run's last write: its outcome, and on success when it started and which round it was."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -10,7 +11,8 @@ from typing import Any, Literal
 from .. import settings
 
 # busy: another worker holds the mailbox (AlreadyRunning); lost: this one lost its lease mid-way (LeaseLost).
-Outcome = Literal["synced", "permanent", "transient", "config", "suspended", "busy", "lost"]
+# proved: unchanged, its status not rewritten: the Job's exit 0 says so (sync/noopproof.py).
+Outcome = Literal["synced", "proved", "permanent", "transient", "config", "suspended", "busy", "lost"]
 
 
 def now() -> datetime:
@@ -25,6 +27,10 @@ class MailboxResult:
     copied: int = 0
     bytes: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    # "proved": the status write it left out, for a batch whose exit code cannot prove it
+    write_proof: Callable[[], Awaitable[MailboxResult]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -37,6 +43,7 @@ class RunSettings:
     connections: int | None = None  # overrides spec.connectionsPerMailbox
     ca_file: str | None = None
     egress_allow: tuple[str, ...] = ()  # OAuth2 token URLs the installation allows
+    noop_status_seconds: int = 0  # > 0: a mailbox proved unchanged may leave its status as is (noopproof)
 
     @classmethod
     def from_env(cls, **kw: Any) -> RunSettings:
@@ -46,6 +53,7 @@ class RunSettings:
             backoff_base=env.backoff_base,
             ca_file=env.ca_file or None,
             egress_allow=env.egress_allow,
+            noop_status_seconds=env.noop_status_seconds,
             **kw,
         )
 
