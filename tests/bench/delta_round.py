@@ -14,6 +14,10 @@ own: bulk, no-op, 1 % changed.
     python tests/bench/delta_round.py [--mailboxes 300] [--batch-size 50] [--jobs 4]
     python tests/bench/delta_round.py --mailboxes 10000     # the issue's figure: on a QUIET machine only
     python tests/bench/delta_round.py --mailboxes 10000 --peer-sample 1000  # peers over every 10th mailbox
+    python tests/bench/delta_round.py --noop-status-interval 1h   # + the same two rounds under that spec
+
+`--noop-status-interval D` then sets `spec.noopStatusInterval: D` (a proved no-op's status left unwritten,
+its Job's success the proof) and measures a no-op round and a 1 % round again, in the same run.
 """
 
 from __future__ import annotations
@@ -351,6 +355,7 @@ def main() -> int:
         help="run the peers over every k-th mailbox only, this many in all (0: all): each peer command"
         " serves one mailbox, so their cost per mailbox does not depend on how many share the Dovecot",
     )
+    p.add_argument("--noop-status-interval", help="then two more rounds under spec.noopStatusInterval")
     p.add_argument("--json", type=Path, help="write the figures here as JSON")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args()
@@ -427,6 +432,23 @@ def main() -> int:
         missing = [u for u in changed if d.folder_counts(dst, u).get("INBOX", 0) != PER_FOLDER + 1]
         print(f"  changed mailboxes carried over: {len(changed) - len(missing)}/{len(changed)}")
         figures["mailferry"] = {"bulk": bulk.__dict__, "noop": noop.__dict__, "one_percent": one_pct.__dict__}
+        if args.noop_status_interval:
+            every = args.noop_status_interval
+            patch = json.dumps({"spec": {"noopStatusInterval": every}})
+            kube.kubectl("patch", "mailmigrations.mailferry.io", NAME, "-n", NS, "--type=merge", "-p", patch)
+            quiet = meter.measure_round(4, timeout)
+            report(f"no-op delta round, noopStatusInterval {every} (round 4)", n, quiet)
+            changed = changed_users(users, 3)
+            deliver(src, changed, "delta mail, quiet")
+            quiet_pct = meter.measure_round(5, timeout)
+            report(
+                f"delta round with {len(changed)} mailboxes changed, noopStatusInterval {every} (round 5)",
+                n,
+                quiet_pct,
+            )
+            missing = [u for u in changed if d.folder_counts(dst, u).get("INBOX", 0) != PER_FOLDER + 1]
+            print(f"  changed mailboxes carried over: {len(changed) - len(missing)}/{len(changed)}")
+            figures["mailferry"] |= {"noop_quiet": quiet.__dict__, "one_percent_quiet": quiet_pct.__dict__}
         if not args.skip_peers:
             sample = peer_sample(users, args.peer_sample)
             if len(sample) < n:
