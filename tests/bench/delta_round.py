@@ -308,8 +308,13 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------ peers
 def mbsync_script(src: Dovecot, dst: Dovecot, users: list[str], work: Path) -> str:
-    shim = SimpleNamespace(
-        source=src, destination=dst, corpus=SimpleNamespace(password=src.users.__getitem__)
+    shim = SimpleNamespace(  # what Mbsync reads of the bench's Servers (harness.py), plain IMAP
+        source=src,
+        destination=dst,
+        corpus=SimpleNamespace(password=src.users.__getitem__),
+        tls=False,
+        imap_host=lambda server: server.host,
+        imap_port=lambda server: server.port,
     )
     peer = Mbsync(shim, work / "mbsync")  # type: ignore[arg-type]
     lines = [f'"{MBSYNC_BIN}" -q -c "{peer.config(u)}" -a' for u in users]

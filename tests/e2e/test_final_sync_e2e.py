@@ -124,19 +124,10 @@ def _dnscutover(namespace: str) -> dict[str, Any]:
 def test_mail_delivered_to_the_old_mx_during_the_drain_is_copied_before_completed(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, stack: None
 ) -> None:
-    org = d.make_org(3, domain=f"{namespace}.test")
-    d.add_org_users(dovecot_pair.source, dovecot_pair.destination, org)
-    d.seed_org(dovecot_pair.source, org, 3)
-    d.apply(
-        kube,
-        d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
-        d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
-        # no delta round by the clock: only the final round can carry the late message
-        d.migration_manifest(
-            NAME, namespace, dovecot_pair.source, dovecot_pair.destination, org.addresses, deltaInterval="1h"
-        ),
-        _dnscutover(namespace),
-    )
+    pair = (dovecot_pair.source, dovecot_pair.destination)
+    org = d.seeded_org(*pair, 3, 3, f"{namespace}.test")
+    # no delta round by the clock: only the final round can carry the late message
+    d.apply(kube, *d.org_migration(NAME, namespace, *pair, org, deltaInterval="1h"), _dnscutover(namespace))
     st = _held(kube, namespace, "WaitingForSwitch", timeout=150)
     assert "DnsCutover acme-dns" in _why(st)
     d.wait_for(lambda: _status(kube, namespace).get("phase") == "InSync", 150, "bulk copy (InSync)")

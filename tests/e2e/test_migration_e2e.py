@@ -49,12 +49,7 @@ def _org(pair: DovecotPair, namespace: str, n: int, per_mailbox: int, wrong: tup
 
 
 def _apply(kube: KubeAPI, namespace: str, pair: DovecotPair, org: d.Org, **spec: Any) -> None:
-    d.apply(
-        kube,
-        d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
-        d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
-        d.migration_manifest(NAME, namespace, pair.source, pair.destination, org.addresses, **spec),
-    )
+    d.apply(kube, *d.org_migration(NAME, namespace, pair.source, pair.destination, org, **spec))
 
 
 def _status(kube: KubeAPI, namespace: str) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def _time(text: str) -> datetime:
 
 def _round_done(kube: KubeAPI, namespace: str, number: int, timeout: float = 120) -> dict[str, Any]:
     """The migration's status once round `number` has completed (the next may have started since)."""
+
     def check() -> dict[str, Any] | None:
         st = _status(kube, namespace)
         rnd = st.get("round") or {}
@@ -68,18 +69,10 @@ def _round_done(kube: KubeAPI, namespace: str, number: int, timeout: float = 120
 def test_unchanged_mailboxes_cost_no_status_write_and_the_final_round_writes_them_all(
     kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, stack: None
 ) -> None:
-    org = d.make_org(4, domain=f"{namespace}.test")
-    d.add_org_users(dovecot_pair.source, dovecot_pair.destination, org)
-    d.seed_org(dovecot_pair.source, org, 3)
-    d.apply(
-        kube,
-        d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
-        d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
-        d.migration_manifest(
-            NAME, namespace, dovecot_pair.source, dovecot_pair.destination, org.addresses,
-            batchSize=2, deltaInterval="5s", noopStatusInterval="1h",
-        ),
-    )  # fmt: skip
+    pair = (dovecot_pair.source, dovecot_pair.destination)
+    org = d.seeded_org(*pair, 4, 3, f"{namespace}.test")
+    quiet = {"batchSize": 2, "deltaInterval": "5s", "noopStatusInterval": "1h"}
+    d.apply(kube, *d.org_migration(NAME, namespace, *pair, org, **quiet))
     _round_done(kube, namespace, 1, timeout=150)
     bulk = _syncs(kube, namespace)
     assert {o["status"]["round"] for o in bulk.values()} == {1}

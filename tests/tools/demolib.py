@@ -192,6 +192,26 @@ def migration_manifest(
     }
 
 
+def seeded_org(src: Dovecot, dst: Dovecot, n: int, per_mailbox: int, domain: str) -> Org:
+    """`n` users on both servers, `per_mailbox` messages each on the source (seed_org)."""
+    org = make_org(n, domain=domain)
+    add_org_users(src, dst, org)
+    seed_org(src, org, per_mailbox)
+    return org
+
+
+def org_migration(
+    name: str, namespace: str, src: Dovecot, dst: Dovecot, org: Org, **spec: Any
+) -> list[dict[str, Any]]:
+    """A MailMigration of every mailbox of `org` and its two credential Secrets (`<name>-source`,
+    `<name>-destination`), ready for `apply`."""
+    return [
+        secret_manifest(f"{name}-source", namespace, credentials(org)),
+        secret_manifest(f"{name}-destination", namespace, credentials(org)),
+        migration_manifest(name, namespace, src, dst, org.addresses, **spec),
+    ]
+
+
 def cutover_manifest(name: str, namespace: str, domain: str, **spec: Any) -> dict[str, Any]:
     """A minimal valid DnsCutover (RFC 2136 on loopback, one MX); `spec` adds or overrides fields."""
     return {

@@ -8,7 +8,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from tests.bench.delta_round import changed_users, count_requests, diff, peer_sample
+from types import SimpleNamespace
+
+from tests.bench.delta_round import (
+    changed_users,
+    count_requests,
+    diff,
+    doveadm_script,
+    mbsync_script,
+    peer_sample,
+)
 
 METRICS = """\
 # HELP apiserver_request_total [STABLE] Counter of apiserver requests
@@ -49,3 +58,18 @@ def test_the_peer_sample_is_spread_over_all_mailboxes_and_has_the_size_asked() -
     assert sample[:2] == ["u0", "u10"] and sample[-1] == "u9990"
     assert peer_sample(users[:7], 3) == ["u0", "u2", "u4"]
     assert peer_sample(users[:7], 0) == users[:7] == peer_sample(users[:7], 99)
+
+
+def test_the_peer_loops_name_each_mailbox_once_against_both_servers(tmp_path: Path) -> None:
+    """The loops the bench runs (not run here): one command per mailbox, the source's address and port."""
+    src = SimpleNamespace(host="127.0.0.1", port=1143, users={"a@x.test": "pw-a", "b@x.test": "pw-b"})
+    dst = SimpleNamespace(host="127.0.0.1", port=2143, conf=tmp_path / "dovecot.conf")
+    users = ["a@x.test", "b@x.test"]
+    mbsync = mbsync_script(src, dst, users, tmp_path)  # type: ignore[arg-type]
+    assert mbsync.count(" -a") == 2
+    config = (tmp_path / "mbsync" / "a@x.test.mbsyncrc").read_text()
+    assert "Port 1143" in config and "Port 2143" in config and "Pass pw-a" in config
+    doveadm = doveadm_script(src, dst, users)  # type: ignore[arg-type]
+    assert (
+        doveadm.count("backup") == 2 and "'imapc_port=1143'" in doveadm and "'imapc_password=pw-b'" in doveadm
+    )
