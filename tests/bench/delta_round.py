@@ -270,16 +270,18 @@ def shell_loop(script: str, work: Path, servers: list[Dovecot]) -> Window:
     dovecot0 = sum(dovecot_cpu(s) for s in servers)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while proc.poll() is None:
-        peak = max([peak, *(status_kb(p, "VmRSS") for p in descendants(proc.pid))])
-        time.sleep(0.2)
+    errors = work / "loop.stderr"
+    with errors.open("wb") as err:  # a file, not a pipe: 1,000 mbsync warnings would fill a pipe and block
+        proc = subprocess.Popen(["bash", str(path)], stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        while proc.poll() is None:
+            peak = max([peak, *(status_kb(p, "VmRSS") for p in descendants(proc.pid))])
+            time.sleep(0.2)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     tool_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode:
-        print(f"  loop exited {proc.returncode}: {proc.stderr.read().decode()[-400:] if proc.stderr else ''}")
+        print(f"  loop exited {proc.returncode}: {errors.read_text(errors='replace')[-400:]}")
     return Window(
         seconds=seconds,
         cpu={"tool": tool_cpu, "dovecot": sum(dovecot_cpu(s) for s in servers) - dovecot0},
