@@ -122,9 +122,9 @@ def secret_keys(spec: MailMigrationSpec, side: str, entries: Sequence[MailboxEnt
     IMAP fallback) or after this side's login (the contacts/calendars fallback). Other methods read a
     few fixed keys (master user, OAuth2 settings): their whole Secret is mounted, as before."""
     mail = spec.source if side == "source" else spec.destination
-    groupware = spec.groupware.source if spec.groupware and side == "source" else None
-    if spec.groupware and side == "destination":
-        groupware = spec.groupware.destination
+    groupware = None
+    if spec.groupware is not None:
+        groupware = spec.groupware.source if side == "source" else spec.groupware.destination
     methods = {mail.auth.method, *([groupware.auth.method] if groupware and groupware.auth else [])}
     if methods != {"password"}:
         return None
@@ -136,11 +136,8 @@ def secret_keys(spec: MailMigrationSpec, side: str, entries: Sequence[MailboxEnt
             # API refuse the whole Job, and its mailbox reports MissingSecret either way.
             if key and len(key) <= 253 and SECRET_KEY.match(key) and key not in (".", ".."):
                 keys[key] = None
-    if len(keys) > MAX_LISTED_KEYS:
-        return (
-            None  # a follower's batch of thousands: the Job would grow by 60 bytes a key, past etcd's limit
-        )
-    return list(keys)
+    # a follower's batch of thousands: the Job would grow by 60 bytes a key, past etcd's limit
+    return None if len(keys) > MAX_LISTED_KEYS else list(keys)
 
 
 def secret_volume(name: str, secret: str, keys: list[str] | None) -> dict[str, Any]:
