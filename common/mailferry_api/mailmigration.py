@@ -208,6 +208,10 @@ class MailMigrationSpec(SyncOptions):
     groupware: Groupware | None = Field(default=None, description="where contacts and calendars are")
     batch_size: int = Field(default=10, ge=1, le=1000)
     """Mailboxes per worker Job."""
+    delta_batch_size: int | None = Field(default=None, ge=1, le=1000)
+    """Mailboxes per worker Job in the rounds after the bulk copy (delta, final, follow); unset: batchSize.
+    A delta round over thousands of unchanged mailboxes spends much of each Job on starting it, so larger
+    Jobs there make the round cheaper. A round keeps the size it started with (status.round.batchSize)."""
     max_concurrent_jobs: int = Field(default=2, ge=1, le=200)
     """Worker Jobs running at once."""
     budgets: Budgets = Budgets()
@@ -403,6 +407,9 @@ class RoundStatus(ApiModel):
     """When the round started."""
     completed_at: datetime | None = None
     """When every mailbox finished the round."""
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
+    """Mailboxes per worker Job in this round, fixed when it started: a spec changed mid-round must not
+    shift its batches (Jobs are matched to batches by number)."""
 
 
 class CutoverHoldStatus(ApiModel):

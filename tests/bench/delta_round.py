@@ -15,9 +15,12 @@ own: bulk, no-op, 1 % changed.
     python tests/bench/delta_round.py --mailboxes 10000     # the issue's figure: on a QUIET machine only
     python tests/bench/delta_round.py --mailboxes 10000 --peer-sample 1000  # peers over every 10th mailbox
     python tests/bench/delta_round.py --noop-status-interval 1h   # + the same two rounds under that spec
+    python tests/bench/delta_round.py --noop-status-interval 1h --delta-batch-size 200  # + two more
 
 `--noop-status-interval D` then sets `spec.noopStatusInterval: D` (a proved no-op's status left unwritten,
 its Job's success the proof) and measures a no-op round and a 1 % round again, in the same run.
+`--delta-batch-size K` then adds `spec.deltaBatchSize: K` (Jobs of K mailboxes after the bulk copy) and
+measures the two rounds once more.
 """
 
 from __future__ import annotations
@@ -349,6 +352,20 @@ def report(title: str, n: int, w: Window) -> None:
             print(f"    {count:7d}  {key}")
 
 
+def extra_rounds(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any]]]:
+    """(key, label, spec patch) of each pair of extra rounds (no-op, then 1 %), settings adding up."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    spec: dict[str, Any] = {}
+    if args.noop_status_interval:
+        spec["noopStatusInterval"] = args.noop_status_interval
+        out.append(("quiet", f"noopStatusInterval {args.noop_status_interval}", dict(spec)))
+    if args.delta_batch_size:
+        spec["deltaBatchSize"] = args.delta_batch_size
+        label = ", ".join(f"{k} {v}" for k, v in spec.items())
+        out.append(("large_jobs", label, dict(spec)))
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mailboxes", type=int, default=300)
@@ -363,6 +380,11 @@ def main() -> int:
         " serves one mailbox, so their cost per mailbox does not depend on how many share the Dovecot",
     )
     p.add_argument("--noop-status-interval", help="then two more rounds under spec.noopStatusInterval")
+    p.add_argument(
+        "--delta-batch-size",
+        type=int,
+        help="then two more rounds with spec.deltaBatchSize (and the interval)",
+    )
     p.add_argument("--json", type=Path, help="write the figures here as JSON")
     p.add_argument("--keep", action="store_true")
     args = p.parse_args()
@@ -439,23 +461,26 @@ def main() -> int:
         missing = [u for u in changed if d.folder_counts(dst, u).get("INBOX", 0) != PER_FOLDER + 1]
         print(f"  changed mailboxes carried over: {len(changed) - len(missing)}/{len(changed)}")
         figures["mailferry"] = {"bulk": bulk.__dict__, "noop": noop.__dict__, "one_percent": one_pct.__dict__}
-        if args.noop_status_interval:
-            every = args.noop_status_interval
-            patch = json.dumps({"spec": {"noopStatusInterval": every}})
-            kube.kubectl("patch", "mailmigrations.mailferry.io", NAME, "-n", NS, "--type=merge", "-p", patch)
-            quiet = meter.measure_round(4, timeout)
-            report(f"no-op delta round, noopStatusInterval {every} (round 4)", n, quiet)
-            changed = changed_users(users, 3)
-            deliver(src, changed, "delta mail, quiet")
-            quiet_pct = meter.measure_round(5, timeout)
+        number = 4
+        for key, label, patch in extra_rounds(args):
+            kube.kubectl(
+                "patch", "mailmigrations.mailferry.io", NAME, "-n", NS, "--type=merge",
+                "-p", json.dumps({"spec": patch}),
+            )  # fmt: skip
+            quiet = meter.measure_round(number, timeout)
+            report(f"no-op delta round, {label} (round {number})", n, quiet)
+            changed = changed_users(users, number - 1)
+            deliver(src, changed, f"delta mail, {key}")
+            quiet_pct = meter.measure_round(number + 1, timeout)
             report(
-                f"delta round with {len(changed)} mailboxes changed, noopStatusInterval {every} (round 5)",
+                f"delta round with {len(changed)} mailboxes changed, {label} (round {number + 1})",
                 n,
                 quiet_pct,
             )
             missing = [u for u in changed if d.folder_counts(dst, u).get("INBOX", 0) != PER_FOLDER + 1]
             print(f"  changed mailboxes carried over: {len(changed) - len(missing)}/{len(changed)}")
-            figures["mailferry"] |= {"noop_quiet": quiet.__dict__, "one_percent_quiet": quiet_pct.__dict__}
+            figures["mailferry"] |= {f"noop_{key}": quiet.__dict__, f"one_percent_{key}": quiet_pct.__dict__}
+            number += 2
         if not args.skip_peers:
             sample = peer_sample(users, args.peer_sample)
             if len(sample) < n:

@@ -2,7 +2,8 @@
 operator as a process and the job runner running the real worker.
 
 While nothing changes, delta rounds complete without one MailboxSync status write (each Job's success
-proves its mailboxes unchanged), and the migration's lag counts those rounds; a mailbox given new mail is
+proves its mailboxes unchanged), and the migration's lag counts those rounds; under `spec.deltaBatchSize`
+the delta rounds run one Job for what the bulk copy split in two; a mailbox given new mail is
 copied and written as always; the final round after `complete: true` writes every MailboxSync again, and
 `mailferry verify` is clean.
 """
@@ -50,6 +51,23 @@ def _syncs(kube: KubeAPI, namespace: str) -> dict[str, dict[str, Any]]:
     return {str(o["spec"]["source"]["username"]): o for o in items}
 
 
+def _env(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def _job_sizes(kube: KubeAPI, namespace: str) -> dict[tuple[str, int], int]:
+    """(round, batch) -> mailboxes in its Job (first attempts)."""
+    out: dict[tuple[str, int], int] = {}
+    for j in d.worker_jobs(kube, namespace, NAME):
+        labels = j["metadata"]["labels"]
+        if labels.get("mailferry.io/attempt", "0") != "0":
+            continue
+        out[(labels["mailferry.io/round"], int(labels["mailferry.io/batch"]))] = len(
+            _env(j)["MAILFERRY_MAILBOXSYNCS"].split(",")
+        )
+    return out
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -71,11 +89,12 @@ def test_unchanged_mailboxes_cost_no_status_write_and_the_final_round_writes_the
 ) -> None:
     pair = (dovecot_pair.source, dovecot_pair.destination)
     org = d.seeded_org(*pair, 4, 3, f"{namespace}.test")
-    quiet = {"batchSize": 2, "deltaInterval": "5s", "noopStatusInterval": "1h"}
+    quiet = {"batchSize": 2, "deltaBatchSize": 4, "deltaInterval": "5s", "noopStatusInterval": "1h"}
     d.apply(kube, *d.org_migration(NAME, namespace, *pair, org, **quiet))
     _round_done(kube, namespace, 1, timeout=150)
     bulk = _syncs(kube, namespace)
     assert {o["status"]["round"] for o in bulk.values()} == {1}
+    assert sorted(_job_sizes(kube, namespace).items())[:2] == [(("1", 0), 2), (("1", 1), 2)]
 
     # Delta rounds with nothing to copy: no MailboxSync is written, yet the lag follows the rounds.
     st = _round_done(kube, namespace, 5)
@@ -83,12 +102,12 @@ def test_unchanged_mailboxes_cost_no_status_write_and_the_final_round_writes_the
     for user, obj in quiet.items():
         assert obj["metadata"]["resourceVersion"] == bulk[user]["metadata"]["resourceVersion"], user
     worker_jobs = d.worker_jobs(kube, namespace, NAME)
-    delta_env = [
-        {e["name"]: e.get("value") for e in j["spec"]["template"]["spec"]["containers"][0]["env"]}
-        for j in worker_jobs
-        if j["metadata"]["labels"]["mailferry.io/round"] != "1"
-    ]
+    delta_env = [_env(j) for j in worker_jobs if j["metadata"]["labels"]["mailferry.io/round"] != "1"]
     assert delta_env and all(env.get("MAILFERRY_NOOP_STATUS_SECONDS") == "3600" for env in delta_env)
+    # deltaBatchSize after the bulk copy: one Job of 4 per round; the round records the size it runs with
+    delta_sizes = {k: n for k, n in _job_sizes(kube, namespace).items() if k[0] != "1"}
+    assert delta_sizes and set(delta_sizes.values()) == {4} and {b for _, b in delta_sizes} == {0}
+    assert st["round"]["batchSize"] == 4, st["round"]
     # The lag counts from the last rounds' Jobs, not from the statuses (the bulk copy's): counted from
     # those it would be at least their age when the current round started.
     oldest = min(_time(o["status"]["lastSyncTime"]) for o in quiet.values())

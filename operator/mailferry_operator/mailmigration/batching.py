@@ -4,6 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mailferry_api.mailmigration import MailMigrationSpec, RoundKind, RoundStatus
+
+
+def round_batch_size(spec: MailMigrationSpec, kind: RoundKind) -> int:
+    """Mailboxes per Job in a round of this kind starting now: the bulk copy's batchSize, after it
+    deltaBatchSize when set (a no-op round's Job costs mostly its start, so fewer, larger ones)."""
+    if kind == "bulk":
+        return spec.batch_size
+    return spec.delta_batch_size or spec.batch_size
+
+
+def batch_size_of(spec: MailMigrationSpec, rnd: RoundStatus) -> int:
+    """The size the round started with; a round from before it was recorded: the spec's."""
+    return rnd.batch_size or round_batch_size(spec, rnd.kind)
+
 
 def plan_batches(names: Iterable[str], batch_size: int) -> list[list[str]]:
     """Sorted names in chunks of `batch_size`.

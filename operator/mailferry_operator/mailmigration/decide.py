@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from mailferry_api.budgets import Estimate, JobShare
 from mailferry_api.common import MAX_ERRORS, MAX_HISTORY, HistoryEntry
 from mailferry_api.conditions import get_condition, is_true, set_condition, with_ready
-from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundStatus
+from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundKind, RoundStatus
 
 from . import aggregate, budgets, finalsync, followplan, proofs
+from .batching import batch_size_of, round_batch_size
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round, prunable_jobs
@@ -107,14 +108,16 @@ def decide(snap: Snapshot) -> Plan:
     if validated and approved and not completed:
         # --- start the first round
         if rnd.number == 0 and not spec.suspend:
-            rnd = RoundStatus(number=1, kind="bulk", started_at=now)
+            rnd = RoundStatus(
+                number=1, kind="bulk", started_at=now, batch_size=round_batch_size(spec, "bulk")
+            )
             note("Normal", "RoundStarted", "round 1 (bulk copy) started")
 
         # --- drive the current round
         if rnd.number > 0 and rnd.completed_at is None:
             n = rnd.number
             progress = drive_round(
-                snap.name, n, spec.batch_size, views, jobs, failed_sources, tested, now, mark_failed
+                snap.name, n, batch_size_of(spec, rnd), views, jobs, failed_sources, tested, now, mark_failed
             )
             retrying = progress.retrying
             if rnd.kind == "follow":  # long-running follower Jobs instead of one-shot ones (followplan.py)
@@ -171,8 +174,13 @@ def decide(snap: Snapshot) -> Plan:
                     interval = followplan.next_round_after(rnd.kind, interval)
                 due = (rnd.started_at or now) + timedelta(seconds=interval)
                 if may_finish or retry_now or now >= due:
-                    kind = "final" if may_finish else "follow" if follow else "delta"
-                    rnd = RoundStatus(number=rnd.number + 1, kind=kind, started_at=now)
+                    kind: RoundKind = "final" if may_finish else "follow" if follow else "delta"
+                    rnd = RoundStatus(
+                        number=rnd.number + 1,
+                        kind=kind,
+                        started_at=now,
+                        batch_size=round_batch_size(spec, kind),
+                    )
                     note("Normal", "RoundStarted", f"round {rnd.number} ({kind}) started")
                     plan.requeue_after = 0.0
                 else:
