@@ -20,6 +20,9 @@ per create (utime + stime from /proc):
 conditions) and K times more as a no-op round's end does, and prints the API server's CPU per one of
 those K: the floor of a delta round's cost per mailbox while every mailbox's status is written.
 `--small-patches`: those K carry only what a no-op changes (round, lastSyncTime, attempts, jobName).
+`--reads`: then the API server's CPU per MailboxSync read, each one read as a worker could: a GET (read
+from etcd), a GET with resourceVersion=0 (from the watch cache) and a LIST of 200 names at a time by a
+label holding the name (`labelSelector=... in (...)`, from the watch cache).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from mailferry_worker.checkpoint import status_patch  # noqa: E402
 CRD = REPO / "crds" / "mailboxsyncs.mailferry.io.yaml"
 NS = "cost"
 IN_FLIGHT = 8
+NAME_LABEL = "cost.test/name"
+LIST_NAMES = 200
 ENDPOINT = {"host": "127.0.0.1", "port": 1143, "security": "none", "auth": {"secretRef": {"name": "creds"}}}
 
 
@@ -94,6 +99,7 @@ def bodies(n: int) -> list[dict[str, Any]]:
             MailboxEntry(source=f"user{i}@example.test"), template,
         )  # fmt: skip
         body["metadata"].pop("ownerReferences")  # no MailMigration here
+        body["metadata"]["labels"][NAME_LABEL] = body["metadata"]["name"]  # for --reads' LIST by names
         out.append(body)
     return out
 
@@ -146,9 +152,9 @@ async def send_all(
 
         async def one_connection() -> None:
             for path, data in work:
-                params = {"fieldManager": manager}
+                params = {"fieldManager": manager} if method != "GET" else None
                 async with session.request(
-                    method, kube.server + path, data=data, headers=headers, params=params
+                    method, kube.server + path, data=data or None, headers=headers, params=params
                 ) as resp:
                     text = await resp.text()
                     if resp.status >= 300:
@@ -162,17 +168,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def read_all(kube: KubeAPI, path: str, names: list[str], how: str) -> None:
+    if how == "list":
+        requests = [
+            (f"{path}?labelSelector={NAME_LABEL}+in+({','.join(names[i : i + LIST_NAMES])})", b"")
+            for i in range(0, len(names), LIST_NAMES)
+        ]
+    else:
+        query = "?resourceVersion=0" if how == "get-cached" else ""
+        requests = [(f"{path}/{name}{query}", b"") for name in names]
+    await send_all(kube, "GET", requests, "application/json", "mailferry-worker")
+
+
 async def create_all(kube: KubeAPI, path: str, objects: list[dict[str, Any]]) -> None:
     requests = [(path, json.dumps(o, separators=(",", ":")).encode()) for o in objects]
     await send_all(kube, "POST", requests, "application/json", "mailferry-operator")
 
 
 def measure(
-    kind: str, n: int, pprof: Path | None, patches: int = 0, small: bool = False
-) -> tuple[float, float, float | None]:
+    kind: str, n: int, pprof: Path | None, patches: int = 0, small: bool = False, reads: bool = False
+) -> tuple[float, float, float | None, dict[str, float]]:
     """(API server CPU ms per create, seconds of wall time, ms per status patch) for n creates of `kind`
     and then `patches` status patches of each (None: none asked, or a ConfigMap). The first status
-    write (the whole status) is not counted; `small`: the counted ones carry only what a no-op changes."""
+    write (the whole status) is not counted; `small`: the counted ones carry only what a no-op changes;
+    `reads`: also ms per object read, by how (read_all)."""
     root = Path(tempfile.mkdtemp(prefix="mf-create-cost-"))
     args = ["--profiling=true"] if pprof else []
     kube = start_envtest(root / "kube", find_bin_dir(), apiserver_args=args)
@@ -206,14 +225,20 @@ def measure(
         if profiler:
             profiler.wait()
         per_patch = None
-        if patches and shape is not None:
-            names = [o["metadata"]["name"] for o in objects]
+        per_read: dict[str, float] = {}
+        names = [o["metadata"]["name"] for o in objects]
+        if (patches or reads) and shape is not None:
             asyncio.run(patch_statuses(kube, path, names, 1, noop_status))
+        for how in ("get", "get-cached", "list") if reads else ():
+            before = cpu_seconds(apiserver)
+            asyncio.run(read_all(kube, path, names, how))
+            per_read[how] = 1000 * (cpu_seconds(apiserver) - before) / n
+        if patches and shape is not None:
             cpu2 = cpu_seconds(apiserver)
             body = small_noop_status if small else noop_status
             asyncio.run(patch_statuses(kube, path, names, patches, lambda k: body(k + 1)))
             per_patch = 1000 * (cpu_seconds(apiserver) - cpu2) / (n * patches)
-        return 1000 * (cpu1 - cpu0) / n, t1 - t0, per_patch
+        return 1000 * (cpu1 - cpu0) / n, t1 - t0, per_patch, per_read
     finally:
         kube.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -226,16 +251,18 @@ def main() -> int:
     p.add_argument("--pprof", type=Path, help="also write a 15 s CPU profile of the API server here")
     p.add_argument("--status-patches", type=int, default=0, help="then patch each one's status this often")
     p.add_argument("--small-patches", action="store_true", help="status patches of a no-op's changes only")
+    p.add_argument("--reads", action="store_true", help="then ms per read: GET, cached GET, LIST by names")
     args = p.parse_args()
     print(f"{args.creates} creates per kind, {IN_FLIGHT} in flight; load average {os.getloadavg()[0]:.1f}")
-    print("| created | API server CPU per create | wall s | per status patch |")
-    print("|---|---|---|---|")
+    print("| created | API server CPU per create | wall s | per status patch | per read |")
+    print("|---|---|---|---|---|")
     for kind in args.kinds.split(","):
-        ms, wall, patch = measure(
-            kind.strip(), args.creates, args.pprof, args.status_patches, args.small_patches
+        ms, wall, patch, reads = measure(
+            kind.strip(), args.creates, args.pprof, args.status_patches, args.small_patches, args.reads
         )
         per_patch = "-" if patch is None else f"{patch:.2f} ms"
-        print(f"| {kind} | {ms:.2f} ms | {wall:.1f} | {per_patch} |", flush=True)
+        per_read = ", ".join(f"{how} {v:.2f} ms" for how, v in reads.items()) or "-"
+        print(f"| {kind} | {ms:.2f} ms | {wall:.1f} | {per_patch} | {per_read} |", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -51,7 +51,11 @@ def open_batch(args: argparse.Namespace) -> Batch | None:
         except (KubeError, OSError, ValueError, KeyError) as exc:
             log("config_error", "error", error=f"cannot configure API access: {exc}"[:300])
             return None
-        store = KubeStatusStore(api, args.namespace, settings.current().lease_seconds)
+        # A round's run reads each MailboxSync first from the API server's watch cache (checkpoint.py); a
+        # follower reads once per mailbox for hours of serving it: from etcd.
+        store = KubeStatusStore(
+            api, args.namespace, settings.current().lease_seconds, first_read_cached=args.command == "sync"
+        )
     # The Job's share of the migration's budgets, and the mailboxes' own budgets across Jobs.
     share = JobShare.from_json(settings.current().budget)
     set_job_share(share)

@@ -3,7 +3,7 @@ with one create and freed with one preconditioned delete; a held Lease is never 
 holder's Lease is taken over after it expires, and the dead holder can neither write on (fencing) nor
 delete the new holder's Lease; a Lease left by an older worker (released, not deleted) is still taken.
 And the status store's check that the read taken before the Lease (or the object a follower kept from
-its last write) is still current at the first write.
+its last write) is still current at the first write, also when that read came from the watch cache.
 """
 
 from __future__ import annotations
@@ -25,19 +25,38 @@ LONG = 120  # no renewal during the test: its requests are exactly the ones coun
 
 
 class CountingApi(KubeApi):
-    """The project's client, recording the method of every request it sends."""
+    """The project's client, recording the method (and the query) of every request it sends."""
 
-    methods: list[str]
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.methods: list[str] = []
+        self.queries: list[tuple[str, dict[str, Any]]] = []
 
     async def _call(self, method: str, path: str, *args: Any, **kw: Any) -> tuple[int, bytes]:
         self.methods.append(method)
+        self.queries.append((method, dict(args[0] or {}) if args else {}))
         return await super()._call(method, path, *args, **kw)
+
+
+class LaggingCacheApi(CountingApi):
+    """A watch cache behind etcd: a cached read answers with `cache[name]` (an older copy), or 404."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.cache: dict[str, dict[str, Any] | None] = {}
+
+    async def get_mailboxsync(self, namespace: str, name: str, cached: bool = False) -> dict[str, Any]:
+        if cached and name in self.cache:
+            old = self.cache[name]
+            if old is None:
+                raise KubeError("not in the watch cache yet", 404, "NotFound")
+            return old
+        return await super().get_mailboxsync(namespace, name, cached)
 
 
 @pytest.fixture
 async def api(kube: KubeAPI) -> AsyncIterator[CountingApi]:
-    client = CountingApi(*connection(str(kube.kubeconfig)))
-    client.methods = []
+    client = LaggingCacheApi(*connection(str(kube.kubeconfig)))
     try:
         yield client
     finally:
@@ -278,7 +297,7 @@ async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(kube: KubeAPI, na
     """The renewal landed but this worker never saw its new resourceVersion: the next renewal's 409 is
     checked against the Lease (still ours), not taken for a takeover, and the Lease stays held."""
     api = LostAnswerApi(*connection(str(kube.kubeconfig)))
-    api.methods, api.timeouts = [], []
+    api.timeouts = []
     try:
         lease = _lease(api, namespace, "unseen-renewal", "pod-a/1/ab", SHORT)
         await lease.acquire()
@@ -296,3 +315,47 @@ async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(kube: KubeAPI, na
         assert await _stored(api, namespace, "unseen-renewal") is None
     finally:
         await api.close()
+
+
+async def test_a_rounds_first_read_comes_from_the_watch_cache_and_a_stale_one_writes_nothing(
+    api: LaggingCacheApi, kube: KubeAPI, namespace: str
+) -> None:
+    """A round's Job reads each MailboxSync first from the watch cache (resourceVersion=0), every later
+    time from etcd. A cached copy older than etcd's is never written over: the conditional write fails
+    (StatusMoved) and the reread that follows comes from etcd."""
+    _mailboxsync(kube, namespace, "cached")
+    store = KubeStatusStore(api, namespace, LONG, first_read_cached=True)
+    await store.load("cached")
+    await store.load("cached")
+    reads = [q for m, q in api.queries if m == "GET"]
+    assert reads == [{"resourceVersion": "0"}, {}], "the first read from the cache, the next from etcd"
+    follower = KubeStatusStore(api, namespace, LONG)  # a follower's store: every read from etcd
+    api.queries.clear()
+    await follower.load("cached")
+    assert [q for m, q in api.queries if m == "GET"] == [{}]
+
+    # The cache lags a write: the first read gets the older copy, its write fails, the reread is current.
+    api.cache["cached"] = await api.get_mailboxsync(namespace, "cached")
+    kube.kubectl(
+        "patch", "mailboxsyncs.mailferry.io", "cached", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": {"phase": "Synced", "round": 7}}),
+    )  # fmt: skip
+    stale = KubeStatusStore(api, namespace, LONG, first_read_cached=True)
+    _, status, _ = await stale.load("cached")
+    assert status.round != 7, "the cached copy predates the write"
+    status.phase, status.round = "Synced", 8
+    with pytest.raises(StatusMoved):
+        await stale.save("cached", status)
+    stored = kube.get("mailboxsyncs.mailferry.io", "cached", namespace)["status"]
+    assert (stored["phase"], stored["round"]) == ("Synced", 7), "the stale read wrote nothing"
+    _, status, _ = await stale.load("cached")
+    assert status.round == 7, "the reread after StatusMoved comes from etcd"
+    status.round = 8
+    await stale.save("cached", status)
+    assert kube.get("mailboxsyncs.mailferry.io", "cached", namespace)["status"]["round"] == 8
+
+    # Not in the cache yet (just created): read from etcd at once.
+    api.cache["cached"] = None
+    fresh = KubeStatusStore(api, namespace, LONG, first_read_cached=True)
+    _, status, _ = await fresh.load("cached")
+    assert status.round == 8
