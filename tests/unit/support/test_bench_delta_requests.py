@@ -15,6 +15,7 @@ from tests.bench.delta_round import (
     count_requests,
     diff,
     doveadm_script,
+    extra_rounds,
     mbsync_script,
     peer_sample,
 )
@@ -73,3 +74,20 @@ def test_the_peer_loops_name_each_mailbox_once_against_both_servers(tmp_path: Pa
     assert (
         doveadm.count("backup") == 2 and "'imapc_port=1143'" in doveadm and "'imapc_password=pw-b'" in doveadm
     )
+
+
+def test_the_extra_rounds_add_their_settings_up() -> None:
+    """Each pair of extra rounds keeps the settings of the pair before it, so rounds 6-7 differ from 4-5 by
+    deltaBatchSize alone."""
+    both = SimpleNamespace(noop_status_interval="1h", delta_batch_size=200)
+    assert extra_rounds(both) == [
+        ("quiet", "noopStatusInterval 1h", {"noopStatusInterval": "1h"}),
+        (
+            "large_jobs",
+            "noopStatusInterval 1h, deltaBatchSize 200",
+            {"noopStatusInterval": "1h", "deltaBatchSize": 200},
+        ),
+    ]
+    only_jobs = SimpleNamespace(noop_status_interval=None, delta_batch_size=100)
+    assert extra_rounds(only_jobs) == [("large_jobs", "deltaBatchSize 100", {"deltaBatchSize": 100})]
+    assert extra_rounds(SimpleNamespace(noop_status_interval=None, delta_batch_size=None)) == []
