@@ -156,7 +156,9 @@ bench-operator: deps
 # bench-delta: one no-op delta round and one with 1 % of the mailboxes changed (N mailboxes x 6 folders,
 # operator + API server + job runner): wall time, CPU/mailbox per process, API requests/mailbox, peak RSS,
 # then mbsync and doveadm backup loops over the same mailboxes (tests/bench/delta_round.py; a benchmark,
-# not a test). BENCH_DELTA_ARGS="--mailboxes 10000" for the issue's figure, on a quiet machine.
+# not a test). The issue's figure, on a quiet machine (about an hour): BENCH_DELTA_ARGS="--mailboxes 10000
+# --peer-sample 1000 --noop-status-interval 1h --delta-batch-size 200" (the last two: extra rounds under
+# those settings, same run).
 BENCH_DELTA_ARGS ?=
 .PHONY: bench-delta
 bench-delta: deps
