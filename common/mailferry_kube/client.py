@@ -256,10 +256,9 @@ class KubeApi:
         """`cached`: from the API server's watch cache (resourceVersion=0), which may lag etcd a little;
         a fifth of a read from etcd in the API server's CPU (docs/benchmarks.md). Only for a read whose
         every use is checked later: a write conditional on its resourceVersion."""
-        path = self.mailboxsync_path(namespace, name)
         if cached:
-            return await self.request("GET", path, resourceVersion="0")
-        return await self.request("GET", path)
+            return await self.request("GET", self.mailboxsync_path(namespace, name), resourceVersion="0")
+        return await self.request("GET", self.mailboxsync_path(namespace, name))
 
     async def patch_mailboxsync_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
