@@ -70,6 +70,14 @@ def _without_cel(node: Any) -> Any:
     return node
 
 
+def _without_defaults(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_without_defaults(v) for v in node]
+    return node
+
+
 def _schemaless(crd: dict[str, Any]) -> dict[str, Any]:
     version = crd["spec"]["versions"][0]
     free = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -85,6 +93,7 @@ CRDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]] | None] = {
     "configmap": None,
     "cr-no-schema": _schemaless,
     "cr-no-cel": _without_cel,
+    "cr-no-defaults": _without_defaults,
     "mailboxsync": lambda crd: crd,
 }
 

@@ -10,6 +10,7 @@ import functools
 from dataclasses import dataclass
 
 from mailferry_api.envsettings import env, load, table
+from mailferry_api.eventloop import SETTING_DOC as EVENT_LOOP_DOC
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class WorkerSettings:
     lease_seconds: int = env(
         "MAILFERRY_LEASE_SECONDS",
         30,
-        "a mailbox's lease (one writer per mailbox): renewed every third of it; a worker that could not "
-        "renew for three quarters of it stops writing",
+        "a mailbox's lease (one writer per mailbox): renewed every third of it (every twelfth after a failed "
+        "try); a worker that could not renew for three quarters of it stops writing",
     )
     follow_modes: tuple[str, ...] = env(
         "MAILFERRY_FOLLOW_MODES",
@@ -78,6 +79,7 @@ class WorkerSettings:
     )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
+    event_loop: str = env("MAILFERRY_EVENT_LOOP", "uvloop", EVENT_LOOP_DOC + "; the operator passes its own")
     egress_allow: tuple[str, ...] = env(
         "MAILFERRY_EGRESS_ALLOW",
         (),
