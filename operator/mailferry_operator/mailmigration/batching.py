@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from mailferry_api.mailmigration import MailMigrationSpec, RoundKind, RoundStatus
 
@@ -13,6 +14,12 @@ def round_batch_size(spec: MailMigrationSpec, kind: RoundKind) -> int:
     if kind == "bulk":
         return spec.batch_size
     return spec.delta_batch_size or spec.batch_size
+
+
+def started_round(spec: MailMigrationSpec, number: int, kind: RoundKind, now: datetime) -> RoundStatus:
+    """Round `number` starting now, with the batch size it keeps until it ends (Jobs are matched to
+    batches by number: a size changed mid-round would shift them)."""
+    return RoundStatus(number=number, kind=kind, started_at=now, batch_size=round_batch_size(spec, kind))
 
 
 def batch_size_of(spec: MailMigrationSpec, rnd: RoundStatus) -> int:

@@ -16,7 +16,7 @@ from mailferry_api.conditions import get_condition, is_true, set_condition, with
 from mailferry_api.mailmigration import MailboxError, MailMigrationStatus, RoundKind, RoundStatus
 
 from . import aggregate, budgets, finalsync, followplan, proofs
-from .batching import batch_size_of, round_batch_size
+from .batching import batch_size_of, started_round
 from .durations import parse_duration, validation_retry_delay
 from .plan import IDLE_REQUEUE, Event, Plan, Snapshot, ValidationPlan
 from .rounds import drive_round, prunable_jobs
@@ -108,9 +108,7 @@ def decide(snap: Snapshot) -> Plan:
     if validated and approved and not completed:
         # --- start the first round
         if rnd.number == 0 and not spec.suspend:
-            rnd = RoundStatus(
-                number=1, kind="bulk", started_at=now, batch_size=round_batch_size(spec, "bulk")
-            )
+            rnd = started_round(spec, 1, "bulk", now)
             note("Normal", "RoundStarted", "round 1 (bulk copy) started")
 
         # --- drive the current round
@@ -175,12 +173,7 @@ def decide(snap: Snapshot) -> Plan:
                 due = (rnd.started_at or now) + timedelta(seconds=interval)
                 if may_finish or retry_now or now >= due:
                     kind: RoundKind = "final" if may_finish else "follow" if follow else "delta"
-                    rnd = RoundStatus(
-                        number=rnd.number + 1,
-                        kind=kind,
-                        started_at=now,
-                        batch_size=round_batch_size(spec, kind),
-                    )
+                    rnd = started_round(spec, rnd.number + 1, kind, now)
                     note("Normal", "RoundStarted", f"round {rnd.number} ({kind}) started")
                     plan.requeue_after = 0.0
                 else:
