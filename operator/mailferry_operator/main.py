@@ -13,14 +13,10 @@ and Jobs, so the only finalizer is the one Kopf needs to stop a MailMigration's 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import random
 import sys
 from collections.abc import Sequence
-
-from mailferry_api import eventloop
 
 from . import settings
 
@@ -125,15 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     namespaces = [] if args.all_namespaces else _namespaces(args)
     activities.clusterwide = bool(args.all_namespaces)
-    loop = settings.current().event_loop
     log.info(
-        "mailferry-operator starting: %s, %s, metrics :%s, event loop %s",
+        "mailferry-operator starting: %s, %s, metrics :%s",
         "all namespaces" if args.all_namespaces else f"namespaces {','.join(namespaces)}",
         f"peering {args.peering}" if args.peering else "standalone",
         args.metrics_port or "off",
-        eventloop.resolved_name(loop),
     )
-    operator = kopf.operator(
+    kopf.run(
         clusterwide=bool(args.all_namespaces),
         namespaces=namespaces,
         standalone=not args.peering,
@@ -141,8 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         priority=peering_priority(args),
         liveness_endpoint=liveness,
     )
-    with contextlib.suppress(asyncio.CancelledError):  # as kopf.run: a cancelled operator has stopped
-        eventloop.run(operator, loop)
     return 0
 
 

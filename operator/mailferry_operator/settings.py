@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailferry_api.envsettings import env, load, table
-from mailferry_api.eventloop import SETTING_DOC as EVENT_LOOP_DOC
 from mailferry_api.version import DEFAULT_IMAGE
 
 # What MAILFERRY_WORKER_POD may hold, with the JSON type each must have: pod metadata, then pod spec fields.
@@ -57,9 +56,6 @@ class OperatorSettings:
     liveness_port: int = env("MAILFERRY_LIVENESS_PORT", 8081, "Kopf liveness `/healthz` port (0: off)")
     log_level: str = env("MAILFERRY_LOG_LEVEL", "info", "debug, info, warning or error")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "text", "text or json")
-    event_loop: str = env(
-        "MAILFERRY_EVENT_LOOP", "uvloop", EVENT_LOOP_DOC + "; also set on worker Jobs when not `uvloop`"
-    )
     create_concurrency: int = env(
         "MAILFERRY_CREATE_CONCURRENCY", 8, "MailboxSync creates in flight at once, per operator"
     )

@@ -13,12 +13,12 @@ holds a mailbox of the batch (AlreadyRunning) or took it over (LeaseLost): this 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mailferry_api import eventloop
 from mailferry_imap.credentials import DirSecrets
 
 from . import settings
@@ -69,13 +69,7 @@ async def _sync(args: argparse.Namespace) -> int:
     names, store = batch.names, batch.store
     run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     start = time.monotonic()
-    log(
-        "batch_started",
-        mailboxsyncs=names,
-        namespace=args.namespace,
-        round=args.round,
-        event_loop=eventloop.running_loop_name(),
-    )
+    log("batch_started", mailboxsyncs=names, namespace=args.namespace, round=args.round)
     try:
         code, results = await run_batch(
             names, store, DirSecrets(Path(args.secrets_dir)), run, args.concurrency
@@ -99,13 +93,12 @@ async def _sync(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    loop = settings.current().event_loop
     if args.command == "sync":
-        return eventloop.run(_sync(args), loop)
+        return asyncio.run(_sync(args))
     if args.command == "follow":
         from .follow.cli import follow
 
-        return eventloop.run(follow(args), loop)
+        return asyncio.run(follow(args))
     return EXIT_CONFIG
 
 

@@ -10,7 +10,6 @@ import functools
 from dataclasses import dataclass
 
 from mailferry_api.envsettings import env, load, table
-from mailferry_api.eventloop import SETTING_DOC as EVENT_LOOP_DOC
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,6 @@ class WorkerSettings:
     )
     ca_file: str = env("MAILFERRY_CA_FILE", "", "CA bundle for IMAP TLS (default: the system's)")
     log_format: str = env("MAILFERRY_LOG_FORMAT", "json", "json (one object per line) or text")
-    event_loop: str = env("MAILFERRY_EVENT_LOOP", "uvloop", EVENT_LOOP_DOC + "; the operator passes its own")
     egress_allow: tuple[str, ...] = env(
         "MAILFERRY_EGRESS_ALLOW",
         (),

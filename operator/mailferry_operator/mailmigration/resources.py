@@ -191,8 +191,6 @@ def job_body(
         env[ENV_BUDGET] = job.share.to_json()
     if install.egress_allow:  # the token URLs the installer allows reach the worker too
         env["MAILFERRY_EGRESS_ALLOW"] = ",".join(install.egress_allow)
-    if install.event_loop != "uvloop":  # the installer's way back to the standard loop reaches Jobs too
-        env["MAILFERRY_EVENT_LOOP"] = install.event_loop
     if job.noop_status_seconds > 0:  # its success proves what it did not write (proofs.py)
         env[ENV_NOOP_STATUS] = str(job.noop_status_seconds)
     if job.follow:  # a follower (docs/follow.md): polls where the source has neither NOTIFY nor IDLE

@@ -95,30 +95,6 @@ def test_job_body_is_plain_json_with_worker_resources() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-def test_the_operators_way_back_to_the_standard_event_loop_reaches_its_jobs() -> None:
-    """MAILFERRY_EVENT_LOOP=asyncio on the operator is set on every worker Job; the default sets nothing."""
-    import dataclasses
-
-    from mailferry_api.envsettings import load
-    from mailferry_api.mailmigration import MailMigrationSpec
-    from mailferry_operator.mailmigration.plan import JobPlan
-    from mailferry_operator.mailmigration.resources import job_body
-    from mailferry_operator.settings import OperatorSettings
-
-    endpoint = {"host": "imap.example.test", "auth": {"secretRef": {"name": "creds"}}}
-    spec = MailMigrationSpec.model_validate({"source": endpoint, "destination": endpoint})
-    plan = JobPlan(name="m-r1-b0", round=1, batch=0, attempt=0, mailboxes=("a",))
-    default = load(OperatorSettings, {})
-
-    def env_of(install: OperatorSettings) -> dict[str, str]:
-        body = job_body("m", "uid-1", "ns", spec, plan, install=install)
-        return {e["name"]: e.get("value") for e in body["spec"]["template"]["spec"]["containers"][0]["env"]}
-
-    assert default.event_loop == "uvloop"
-    assert "MAILFERRY_EVENT_LOOP" not in env_of(default)
-    assert env_of(dataclasses.replace(default, event_loop="asyncio"))["MAILFERRY_EVENT_LOOP"] == "asyncio"
-
-
 def test_peering_replicas_do_not_tie_on_priority() -> None:
     """Kopf pauses all operators sharing the top priority: replicas with the same args must differ."""
     from mailferry_operator.main import parse_args, peering_priority

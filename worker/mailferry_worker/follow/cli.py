@@ -8,7 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-from mailferry_api import eventloop
 from mailferry_imap.credentials import DirSecrets
 
 from .. import settings
@@ -33,14 +32,7 @@ async def follow(args: argparse.Namespace) -> int:
     run = RunSettings.from_env(round=args.round, job_name=args.job_name, connections=args.connections)
     fs = FollowSettings.from_env(args.job_name)
     start = time.monotonic()
-    log(
-        "follow_started",
-        mailboxsyncs=len(names),
-        namespace=args.namespace,
-        round=args.round,
-        modes=fs.modes,
-        event_loop=eventloop.running_loop_name(),
-    )
+    log("follow_started", mailboxsyncs=len(names), namespace=args.namespace, round=args.round, modes=fs.modes)
     try:
         code = await follow_batch(
             names, store, DirSecrets(Path(args.secrets_dir)), run, fs, args.concurrency, stop
