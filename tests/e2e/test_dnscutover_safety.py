@@ -12,6 +12,7 @@ seconds; every other built-in gate runs with its real rule."""
 from __future__ import annotations
 
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,14 @@ def test_no_gates_the_builtins_hold_the_switch_and_what_others_wrote_survives(
     try:
         kube.apply(body, namespace)
         wait_dc(kube, namespace, "cut", phase_is("Staged"), "Staged", 90, operator=op)
-        # someone adds a verification string at the apex mid-cutover (the whole RRset, as a UI does)
+        # someone adds a verification string at the apex mid-cutover (the whole RRset, as a UI does),
+        # once the staged SPF is served: the Staged status is saved before the records are written, and a
+        # write within milliseconds of the operator's own is PowerDNS's to order (no conditional write)
+        deadline = time.monotonic() + 30
+        while _txt(powerdns_shared, zone, "") == [spf] and time.monotonic() < deadline:
+            time.sleep(0.2)
         current = [v for v in _txt(powerdns_shared, zone, "")]
+        assert current != [spf], "the staged SPF was never served"
         pd.set_rrset(zone, "@", "TXT", OLD_TTL, [*current, "MS=ms12345"])  # same TTL: only a value added
         obj = wait_dc(kube, namespace, "cut", in_phase("Switched"), "Switched", 180, operator=op)
         st = obj["status"]

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 
 from mailferry_api.common import API_GROUP, API_VERSION
-from mailferry_api.dnscutover import DNS_PHASES, DnsCutoverSpec, DnsCutoverStatus, GateStatus
+from mailferry_api.dnscutover import DNS_PHASES, DnsCutoverSpec, DnsCutoverStatus, GateStatus, RRset
 
 from .. import metrics
 from ..dns import dkim as dkimlib
@@ -157,6 +157,16 @@ def _gate_metrics(lbl: dict[str, str], phase: str, gates: list[GateStatus]) -> N
             )
 
 
+async def _others_kept_now(live: Live, spec: DnsCutoverSpec, rr: RRset) -> RRset:
+    """`rr` with what others hold in a shared RRset (the apex TXT, `_dmarc` TXT) *now*: the pass computed
+    it from the zone as read at its start, and a value someone added since (the status is saved before
+    the writes) would be lost. Re-read just before the write, the window left is one round trip to the
+    provider (none of their APIs can make a write conditional on the values this merge kept)."""
+    if ph.shared_value(rr.name, rr.type, spec.domain) is None:
+        return rr
+    return ph.keep_foreign(rr, await live.provider.get(rr.name, rr.type, fresh=True), spec.domain)
+
+
 async def run(
     live: Live,
     spec: DnsCutoverSpec,
@@ -172,7 +182,7 @@ async def run(
             await save_status(live.namespace, live.name, action.status)
             saved(action.status)
         elif isinstance(action, dc.WriteRRset):
-            rr = action.rrset
+            rr = await _others_kept_now(live, spec, action.rrset)
             await live.provider.replace(rr)
             log.info(
                 "%s/%s: wrote %s %s (%d record(s), ttl %d)",

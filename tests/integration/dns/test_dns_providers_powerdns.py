@@ -224,3 +224,48 @@ async def test_disabled_records_survive_a_change_and_its_rollback(powerdns: Powe
         assert powerdns.query(zone, "TXT").answer[0].ttl == 3600
     finally:
         await prov.aclose()
+
+
+@pytest.mark.parametrize("kind", ["powerdns", "rfc2136"])
+async def test_a_value_added_after_the_pass_read_the_zone_survives_its_write(
+    powerdns: PowerDNS, kind: str
+) -> None:
+    """The pass computes the apex TXT from the zone as it read it, then saves its status and writes. A
+    verification string someone adds in between is read again just before the write and kept (apply.run);
+    a non-shared RRset (the MX) is written as computed."""
+    from mailferry_api.dnscutover import DnsCutoverSpec, DnsCutoverStatus
+    from mailferry_operator.dns import phases as ph
+    from mailferry_operator.dnscutover import apply
+    from mailferry_operator.dnscutover import draft as dc
+    from mailferry_operator.dnscutover.observe import Live
+
+    zone = new_zone(powerdns)
+    prov = both_providers(powerdns, zone)[0 if kind == "powerdns" else 1]
+    spec = DnsCutoverSpec.model_validate(
+        {
+            "domain": zone.rstrip("."),
+            "provider": {"type": "powerdns", "secretRef": {"name": "p"}, "powerdns": {"apiUrl": "http://x"}},
+            "records": {"mx": [{"host": "mx1.dest.test", "priority": 10}]},
+        }
+    )
+    try:
+        await prov.check_zone()
+        read = await prov.get(zone, "TXT")  # the pass's read (PowerDNS: the zone is read once per pass)
+        assert read is not None
+        wanted = ph.keep_foreign(
+            RRset(name=zone, type="TXT", ttl=300, records=['"hello"', '"v=spf1 include:spf.dest.test -all"']),
+            read,
+            spec.domain,
+        )
+        powerdns.set_rrset(zone, "@", "TXT", 3600, ["v=spf1 -all", "hello", "MS=ms12345"])  # someone else
+        mx = RRset(name=zone, type="MX", ttl=300, records=["10 mx1.dest.test."])
+        decision = dc.Decision(DnsCutoverStatus(), [dc.WriteRRset(wanted), dc.WriteRRset(mx)])
+        await apply.run(Live("ns", "cut", "uid", prov), spec, decision)
+        assert sorted(powerdns.answer(zone, "TXT")) == [
+            "MS=ms12345",
+            "hello",
+            "v=spf1 include:spf.dest.test -all",
+        ]
+        assert powerdns.answer(zone, "MX") == ["10 mx1.dest.test."]
+    finally:
+        await prov.aclose()

@@ -34,7 +34,10 @@ class DnsProvider(Protocol):
     kind: str
     zone: str  # absolute, lower-case
 
-    async def get(self, name: str, rtype: str) -> RRset | None: ...
+    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
+        """The served RRset (None: none). A provider may answer a pass's reads from one read of the zone;
+        `fresh`: read it now (just before a write that keeps what others wrote)."""
+        ...
 
     async def replace(self, rrset: RRset) -> None: ...
 

@@ -200,7 +200,8 @@ class CloudflareProvider:
             record_attrs=attrs,
         )
 
-    async def get(self, name: str, rtype: str) -> RRset | None:
+    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
+        """Every call reads the provider (`fresh` changes nothing here)."""
         name, rtype = fqdn(name), rtype.upper()
         recs = await self._records(name, rtype)
         return self._rrset(name, rtype, recs) if recs else None

@@ -105,8 +105,10 @@ class PowerDnsProvider:
         self._cache = None
         await self._zone()
 
-    async def get(self, name: str, rtype: str) -> RRset | None:
+    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
+        if fresh:
+            self._cache = None
         for rr in (await self._zone()).get("rrsets", []):
             if rr["name"].lower() == name and rr["type"] == rtype:
                 records = [r["content"] for r in rr.get("records", []) if not r.get("disabled")]

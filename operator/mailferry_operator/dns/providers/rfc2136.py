@@ -193,7 +193,8 @@ class Rfc2136Provider:
                 return dns.rdataset.Rdataset(rrs.rdclass, rrs.rdtype, ttl=rrs.ttl) | rrs  # copy
         return None
 
-    async def get(self, name: str, rtype: str) -> RRset | None:
+    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
+        """Every call reads the provider (`fresh` changes nothing here)."""
         name, rtype = fqdn(name), rtype.upper()
 
         async def once() -> RRset | None:

@@ -207,7 +207,8 @@ class Route53Provider:
                 params["identifier"] = ident
         return found
 
-    async def get(self, name: str, rtype: str) -> RRset | None:
+    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
+        """Every call reads the provider (`fresh` changes nothing here)."""
         name, rtype = fqdn(name), rtype.upper()
         found = await self._record_sets(name, rtype)
         for rrs in found:
