@@ -9,6 +9,7 @@ per create (utime + stime from /proc):
   - configmap: a ConfigMap holding the same spec as a string (a built-in type, no CRD machinery);
   - cr-no-schema: a MailboxSync under a CRD whose spec and status preserve unknown fields (no schema,
     no defaults, no CEL): what any custom resource costs;
+  - cr-no-defaults: the real MailboxSync CRD without its defaults;
   - cr-no-cel: the real MailboxSync CRD without its CEL rules;
   - mailboxsync: the real CRD (crds/mailboxsyncs.mailferry.io.yaml).
 
@@ -62,20 +63,17 @@ LIST_NAMES = 200
 ENDPOINT = {"host": "127.0.0.1", "port": 1143, "security": "none", "auth": {"secretRef": {"name": "creds"}}}
 
 
-def _without_cel(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_cel(v) for k, v in node.items() if k != "x-kubernetes-validations"}
-    if isinstance(node, list):
-        return [_without_cel(v) for v in node]
-    return node
+def _without(key: str) -> Callable[[Any], Any]:
+    """A CRD transform dropping every `key` of its schema (CEL rules, defaults)."""
 
+    def drop(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: drop(v) for k, v in node.items() if k != key}
+        if isinstance(node, list):
+            return [drop(v) for v in node]
+        return node
 
-def _without_defaults(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _without_defaults(v) for k, v in node.items() if k != "default"}
-    if isinstance(node, list):
-        return [_without_defaults(v) for v in node]
-    return node
+    return drop
 
 
 def _schemaless(crd: dict[str, Any]) -> dict[str, Any]:
@@ -92,8 +90,8 @@ def _schemaless(crd: dict[str, Any]) -> dict[str, Any]:
 CRDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]] | None] = {
     "configmap": None,
     "cr-no-schema": _schemaless,
-    "cr-no-cel": _without_cel,
-    "cr-no-defaults": _without_defaults,
+    "cr-no-cel": _without("x-kubernetes-validations"),
+    "cr-no-defaults": _without("default"),
     "mailboxsync": lambda crd: crd,
 }
 
