@@ -15,6 +15,7 @@ from mailferry_api.dnscutover import DNS_PHASES, DnsCutoverSpec, DnsCutoverStatu
 from .. import metrics
 from ..dns import dkim as dkimlib
 from ..dns import phases as ph
+from ..dns.providers.base import Keep
 from ..kube import client as kube
 from ..mtasts import policy as mtasts
 from . import draft as dc
@@ -157,14 +158,14 @@ def _gate_metrics(lbl: dict[str, str], phase: str, gates: list[GateStatus]) -> N
             )
 
 
-async def _others_kept_now(live: Live, spec: DnsCutoverSpec, rr: RRset) -> RRset:
-    """`rr` with what others hold in a shared RRset (the apex TXT, `_dmarc` TXT) *now*: the pass computed
-    it from the zone as read at its start, and a value someone added since (the status is saved before
-    the writes) would be lost. Re-read just before the write, the window left is one round trip to the
-    provider (none of their APIs can make a write conditional on the values this merge kept)."""
+def _others_kept(spec: DnsCutoverSpec, rr: RRset) -> Keep | None:
+    """For a shared RRset (the apex TXT, `_dmarc` TXT): `rr` with what others hold in it when the provider
+    writes. The pass computed `rr` from the zone as read at its start, and a value someone added since
+    (the status is saved before the writes) would be lost. RFC 2136 makes the write conditional on the
+    provider's read; the REST APIs leave one round trip in which a concurrent write is overwritten."""
     if ph.shared_value(rr.name, rr.type, spec.domain) is None:
-        return rr
-    return ph.keep_foreign(rr, await live.provider.get(rr.name, rr.type, fresh=True), spec.domain)
+        return None
+    return lambda current: ph.keep_foreign(rr, current, spec.domain)
 
 
 async def run(
@@ -182,8 +183,7 @@ async def run(
             await save_status(live.namespace, live.name, action.status)
             saved(action.status)
         elif isinstance(action, dc.WriteRRset):
-            rr = await _others_kept_now(live, spec, action.rrset)
-            await live.provider.replace(rr)
+            rr = await live.provider.replace(action.rrset, _others_kept(spec, action.rrset))
             log.info(
                 "%s/%s: wrote %s %s (%d record(s), ttl %d)",
                 live.namespace,

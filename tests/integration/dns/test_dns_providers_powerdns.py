@@ -269,3 +269,33 @@ async def test_a_value_added_after_the_pass_read_the_zone_survives_its_write(
         assert powerdns.answer(zone, "MX") == ["10 mx1.dest.test."]
     finally:
         await prov.aclose()
+
+
+async def test_rfc2136_a_value_written_between_its_read_and_its_update_is_kept(powerdns: PowerDNS) -> None:
+    """Someone writes the apex TXT right after the provider read it for a merge: the UPDATE's prerequisite
+    (the RRset as read) fails, the next attempt reads again, and the merge keeps their value."""
+    from mailferry_operator.dns import phases as ph
+
+    zone = new_zone(powerdns)
+    prov = Rfc2136Provider(powerdns.host, powerdns.port, zone, retry=FAST)
+    mine = RRset(name=zone, type="TXT", ttl=300, records=['"hello"', '"v=spf1 include:spf.dest.test -all"'])
+    seen: list[list[str]] = []
+
+    def keep(current: RRset | None) -> RRset:
+        assert current is not None
+        seen.append(sorted(current.records))
+        if len(seen) == 1:  # another writer, between this read and the UPDATE it prepares
+            powerdns.set_rrset(zone, "@", "TXT", 3600, ["v=spf1 -all", "hello", "MS=ms12345"])
+        return ph.keep_foreign(mine, current, zone.rstrip("."))
+
+    try:
+        wrote = await prov.replace(mine, keep)
+        assert len(seen) == 2 and '"MS=ms12345"' in seen[1], seen  # the first UPDATE was refused
+        assert sorted(powerdns.answer(zone, "TXT")) == [
+            "MS=ms12345",
+            "hello",
+            "v=spf1 include:spf.dest.test -all",
+        ]
+        assert sorted(wrote.records) == ['"MS=ms12345"', '"hello"', '"v=spf1 include:spf.dest.test -all"']
+    finally:
+        await prov.aclose()

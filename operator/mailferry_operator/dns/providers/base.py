@@ -20,6 +20,14 @@ from mailferry_api.problems import ProblemError
 from ... import metrics
 
 T = TypeVar("T")
+Keep = Callable[[RRset | None], RRset]  # the RRset as the provider holds it -> the RRset to write
+
+
+def to_write(rrset: RRset, keep: Keep | None, current: RRset | None) -> RRset:
+    """What replace() writes: `rrset`, or what `keep` makes of it given the provider's current RRset."""
+    return rrset if keep is None else keep(current)
+
+
 log = logging.getLogger(__name__)
 
 
@@ -34,12 +42,13 @@ class DnsProvider(Protocol):
     kind: str
     zone: str  # absolute, lower-case
 
-    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
-        """The served RRset (None: none). A provider may answer a pass's reads from one read of the zone;
-        `fresh`: read it now (just before a write that keeps what others wrote)."""
-        ...
+    async def get(self, name: str, rtype: str) -> RRset | None: ...
 
-    async def replace(self, rrset: RRset) -> None: ...
+    async def replace(self, rrset: RRset, keep: Keep | None = None) -> RRset:
+        """Make the provider hold `rrset`; returns what it wrote. `keep`: given the RRset as the provider
+        holds it when it writes (read again on every attempt), the RRset to write instead: what others
+        added to a shared RRset stays. RFC 2136 makes the write conditional on that read."""
+        ...
 
     async def check_zone(self) -> None:
         """Raise ProviderError(ZoneNotFound / ProviderUnreachable / ...) when the zone is not usable."""

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from mailferry_api.dnscutover import RecordAttrs, RRset
 
 from ..rrset import fqdn, parse_record, record_digest, record_ttls, split_txt
-from .base import ProviderError, RetryPolicy, with_retries
+from .base import Keep, ProviderError, RetryPolicy, to_write, with_retries
 from .http import request
 
 # Cloudflare's "automatic" TTL, and what resolvers are served for it (its DNS documentation: 300 s).
@@ -200,8 +200,7 @@ class CloudflareProvider:
             record_attrs=attrs,
         )
 
-    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
-        """Every call reads the provider (`fresh` changes nothing here)."""
+    async def get(self, name: str, rtype: str) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
         recs = await self._records(name, rtype)
         return self._rrset(name, rtype, recs) if recs else None
@@ -233,13 +232,18 @@ class CloudflareProvider:
         body = {"deletes": deletes, "patches": patches, "posts": posts}
         return {k: v for k, v in body.items() if v}
 
-    async def replace(self, rrset: RRset) -> None:
+    async def replace(self, rrset: RRset, keep: Keep | None = None) -> RRset:
+        """One batch (no conditional write: what someone writes between the read and it is overwritten)."""
         name, rtype = fqdn(rrset.name), rrset.type.upper()
         zid = await self._zone_id()
+        asked = rrset
 
         async def once() -> None:
+            nonlocal rrset
             # Re-read on every attempt: a batch that timed out may have been applied already.
-            body = self.batch(name, rtype, await self._records(name, rtype), rrset)
+            recs = await self._records(name, rtype)
+            rrset = to_write(asked, keep, self._rrset(name, rtype, recs) if recs else None)
+            body = self.batch(name, rtype, recs, rrset)
             if not body:
                 return
             await self._call(
@@ -252,3 +256,4 @@ class CloudflareProvider:
             )
 
         await with_retries(self.kind, f"batch {name} {rtype}", once, self.retry)
+        return rrset

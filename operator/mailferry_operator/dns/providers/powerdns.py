@@ -14,7 +14,7 @@ import httpx
 from mailferry_api.dnscutover import RRset
 
 from ..rrset import canonical_record, fqdn
-from .base import ProviderError, RetryPolicy, with_retries
+from .base import Keep, ProviderError, RetryPolicy, to_write, with_retries
 from .http import request
 
 _SERVER_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -105,10 +105,8 @@ class PowerDnsProvider:
         self._cache = None
         await self._zone()
 
-    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
+    async def get(self, name: str, rtype: str) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
-        if fresh:
-            self._cache = None
         for rr in (await self._zone()).get("rrsets", []):
             if rr["name"].lower() == name and rr["type"] == rtype:
                 records = [r["content"] for r in rr.get("records", []) if not r.get("disabled")]
@@ -117,21 +115,26 @@ class PowerDnsProvider:
                 return RRset(name=name, type=rtype, ttl=int(rr.get("ttl", 0)), records=records)
         return None
 
-    async def _disabled(self, name: str, rtype: str) -> tuple[list[str], int]:
-        """The RRset's disabled records (not served, so not part of get()) and its TTL, read fresh."""
+    async def _disabled(self, name: str, rtype: str) -> tuple[list[str], int, RRset | None]:
+        """The RRset's disabled records (not served, so not part of get()), its TTL and the served RRset,
+        read fresh."""
         self._cache = None
         for rr in (await self._zone()).get("rrsets", []):
             if rr["name"].lower() == name and rr["type"] == rtype:
-                return [r["content"] for r in rr.get("records", []) if r.get("disabled")], int(
-                    rr.get("ttl", 0)
+                return (
+                    [r["content"] for r in rr.get("records", []) if r.get("disabled")],
+                    int(rr.get("ttl", 0)),
+                    await self.get(name, rtype),  # from the same read
                 )
-        return [], 0
+        return [], 0, None
 
-    async def replace(self, rrset: RRset) -> None:
+    async def replace(self, rrset: RRset, keep: Keep | None = None) -> RRset:
         """REPLACE the served records; records someone disabled stay as they are (mailferry never wrote
-        them: a rollback must find them again), so an RRset of only disabled records is kept, not deleted."""
+        them: a rollback must find them again), so an RRset of only disabled records is kept, not deleted.
+        No conditional write here: what someone writes between the read and the PATCH is overwritten."""
         name, rtype = fqdn(rrset.name), rrset.type.upper()
-        disabled, ttl_now = await self._disabled(name, rtype)
+        disabled, ttl_now, current = await self._disabled(name, rtype)
+        rrset = to_write(rrset, keep, current)
         self._cache = None
         records = [{"content": canonical_record(rtype, r), "disabled": False} for r in rrset.records]
         records += [{"content": c, "disabled": True} for c in disabled]
@@ -161,3 +164,4 @@ class PowerDnsProvider:
                 )
 
         await with_retries(self.kind, f"PATCH {name} {rtype}", once, self.retry, write=True)
+        return rrset

@@ -35,7 +35,7 @@ import dns.update
 from mailferry_api.dnscutover import RRset
 
 from ..rrset import fqdn, parse_record
-from .base import ProviderError, RetryPolicy, with_retries
+from .base import Keep, ProviderError, RetryPolicy, to_write, with_retries
 
 TRANSIENT_RCODES = {
     dns.rcode.REFUSED,
@@ -45,6 +45,12 @@ TRANSIENT_RCODES = {
     dns.rcode.NXDOMAIN,
     dns.rcode.YXDOMAIN,
 }
+
+
+def _as_rrset(name: str, rtype: str, rds: dns.rdataset.Rdataset | None) -> RRset | None:
+    if rds is None or len(rds) == 0:
+        return None
+    return RRset(name=name, type=rtype, ttl=rds.ttl, records=[rd.to_text() for rd in rds])
 
 
 class Rfc2136Provider:
@@ -193,25 +199,26 @@ class Rfc2136Provider:
                 return dns.rdataset.Rdataset(rrs.rdclass, rrs.rdtype, ttl=rrs.ttl) | rrs  # copy
         return None
 
-    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
-        """Every call reads the provider (`fresh` changes nothing here)."""
+    async def get(self, name: str, rtype: str) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
 
         async def once() -> RRset | None:
-            rds = await self._read(name, rtype)
-            if rds is None or len(rds) == 0:
-                return None
-            return RRset(name=name, type=rtype, ttl=rds.ttl, records=[rd.to_text() for rd in rds])
+            return _as_rrset(name, rtype, await self._read(name, rtype))
 
         return await with_retries(self.kind, f"query {name} {rtype}", once, self.retry)
 
-    async def replace(self, rrset: RRset) -> None:
+    async def replace(self, rrset: RRset, keep: Keep | None = None) -> RRset:
+        """One UPDATE whose prerequisite is the RRset as read just before it: a change someone makes in
+        between fails it (NXRRSET), and the next attempt reads again (and `keep` sees the change)."""
         name, rtype = fqdn(rrset.name), rrset.type.upper()
         rdtype = dns.rdatatype.from_text(rtype)
-        wanted = [parse_record(rtype, r) for r in rrset.records]
+        asked = rrset
 
         async def once() -> None:
+            nonlocal rrset
             current = await self._read(name, rtype)
+            rrset = to_write(asked, keep, _as_rrset(name, rtype, current))
+            wanted = [parse_record(rtype, r) for r in rrset.records]
             if (
                 current is not None
                 and len(current)
@@ -256,3 +263,4 @@ class Rfc2136Provider:
             raise ProviderError("ProviderRejected", f"rfc2136: UPDATE {name} {rtype}: {text}")
 
         await with_retries(self.kind, f"UPDATE {name} {rtype}", once, self.retry, write=True)
+        return rrset

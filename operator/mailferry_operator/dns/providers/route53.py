@@ -29,7 +29,7 @@ from botocore.credentials import Credentials
 from mailferry_api.dnscutover import RRset
 
 from ..rrset import canonical_record, fqdn, rrset_equal
-from .base import ProviderError, RetryPolicy, with_retries
+from .base import Keep, ProviderError, RetryPolicy, to_write, with_retries
 from .http import request
 
 NS = "https://route53.amazonaws.com/doc/2013-04-01/"
@@ -207,8 +207,7 @@ class Route53Provider:
                 params["identifier"] = ident
         return found
 
-    async def get(self, name: str, rtype: str, fresh: bool = False) -> RRset | None:
-        """Every call reads the provider (`fresh` changes nothing here)."""
+    async def get(self, name: str, rtype: str) -> RRset | None:
         name, rtype = fqdn(name), rtype.upper()
         found = await self._record_sets(name, rtype)
         for rrs in found:
@@ -230,12 +229,16 @@ class Route53Provider:
         ttl = int(ttl_el.text) if ttl_el is not None and ttl_el.text else 0
         return RRset(name=name, type=rtype, ttl=ttl, records=values)
 
-    async def replace(self, rrset: RRset) -> None:
+    async def replace(self, rrset: RRset, keep: Keep | None = None) -> RRset:
+        """One UPSERT (no conditional write: what someone writes between the read and it is overwritten)."""
         name, rtype = fqdn(rrset.name), rrset.type.upper()
-        want = rrset.model_copy(update={"name": name, "type": rtype})
+        asked = rrset.model_copy(update={"name": name, "type": rtype})
+        want = asked
 
         async def once() -> Any:
+            nonlocal want
             current = await self.get(name, rtype)  # re-read: an earlier attempt may have gone through
+            want = to_write(asked, keep, current)
             if rrset_equal(current, want):
                 return None
             if want.records:
@@ -255,6 +258,7 @@ class Route53Provider:
         answer = await with_retries(self.kind, f"ChangeResourceRecordSets {name} {rtype}", once, self.retry)
         if answer is not None:
             await self._wait_insync(answer, f"{name} {rtype}")
+        return want
 
     async def _wait_insync(self, answer: ET.Element, what: str) -> None:
         """Poll GetChange until the change is INSYNC on every Route 53 nameserver."""
