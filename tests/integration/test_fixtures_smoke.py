@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import json
+import socket
 import ssl
 from pathlib import Path
 
@@ -248,6 +249,27 @@ def test_powerdns_zone_via_api_and_dns_queries(powerdns: PowerDNS) -> None:
     assert (f"{zone}.", "SOA") in names and (f"{zone}.", "NS") in names
     powerdns.set_rrset(zone, "@", "A", 60, "192.0.2.11")
     assert powerdns.answer(f"{zone}.", "A") == ["192.0.2.11"]
+
+
+def test_powerdns_starts_on_new_ports_when_another_process_took_its_api_port(tmp_path: Path) -> None:
+    """Another server took the port free_port() gave between the choice and pdns's bind (CI saw it): pdns
+    logs "Address already in use", keeps running without its API, and that server answers there."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    pd = PowerDNS(tmp_path / "pd")
+    pd.webserver_port = taken.getsockname()[1]
+    pd._http.close()
+    pd._configure()
+    try:
+        pd.start()
+        assert pd.webserver_port != taken.getsockname()[1]
+        assert "Address already in use" in (tmp_path / "pd" / "pdns.log").read_text()
+        pd.create_zone("ports.test.", [("@", "TXT", 60, ["moved"])])
+        assert pd.answer("ports.test.", "TXT") == ["moved"]
+    finally:
+        pd.close()
+        taken.close()
 
 
 def test_powerdns_rfc2136_update_with_tsig(powerdns: PowerDNS) -> None:
