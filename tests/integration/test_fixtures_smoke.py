@@ -341,3 +341,26 @@ def test_kind_marker_runs_only_with_docker() -> None:
     from fixtures.markers import docker_unavailable_reason
 
     assert docker_unavailable_reason() is None
+
+
+def test_envtest_starts_on_new_ports_when_another_process_took_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd's client port was taken between free_port() and its bind: it exits at once, and the API server
+    pair starts again on new ports."""
+    from fixtures import kubeapi
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    first = iter([taken.getsockname()[1]])
+    real = kubeapi.free_port
+    monkeypatch.setattr(kubeapi, "free_port", lambda: next(first, None) or real())
+    kube = kubeapi.start_envtest(tmp_path / "kube", kubeapi.find_bin_dir())
+    try:
+        assert kube.etcd_url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+        assert "address already in use" in (tmp_path / "kube" / "etcd.log").read_text().lower()
+        assert kube.kubectl("get", "namespace", "default", "-o", "name").stdout.strip() == "namespace/default"
+    finally:
+        kube.stop()
+        taken.close()
