@@ -364,3 +364,25 @@ def test_envtest_starts_on_new_ports_when_another_process_took_one(
     finally:
         kube.stop()
         taken.close()
+
+
+def test_dovecot_starts_on_new_ports_when_another_process_took_one(tmp_path: Path) -> None:
+    """Dovecot's IMAP port was taken between free_port() and its bind: it exits, and starts again on new
+    ports."""
+    from fixtures.dovecot import Dovecot
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    (tmp_path / "dovecot").mkdir()
+    server = Dovecot(tmp_path / "dovecot", "ports")
+    server.port = taken.getsockname()[1]
+    server._write_conf()
+    try:
+        server.start()
+        assert server.port != taken.getsockname()[1]
+        with imaplib.IMAP4("127.0.0.1", server.port, timeout=5) as c:
+            assert b"IMAP4rev1" in c.capability()[1][0]
+    finally:
+        server.destroy()
+        taken.close()
