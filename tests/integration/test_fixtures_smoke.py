@@ -386,3 +386,20 @@ def test_dovecot_starts_on_new_ports_when_another_process_took_one(tmp_path: Pat
     finally:
         server.destroy()
         taken.close()
+
+
+def test_prometheus_starts_on_a_new_port_when_another_process_took_it(tmp_path: Path) -> None:
+    """Prometheus's listen port was taken between free_port() and its bind: it exits, and starts again."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    (tmp_path / "prom").mkdir()
+    prom = Prometheus(tmp_path / "prom", "ports")
+    prom.port = taken.getsockname()[1]
+    try:
+        prom.start()
+        assert prom.port != taken.getsockname()[1] and prom.url.endswith(f":{prom.port}")
+        assert prom.query_value('up{job="testdata"}') == 1.0
+    finally:
+        prom.close()
+        taken.close()
