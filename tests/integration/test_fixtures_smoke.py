@@ -6,6 +6,7 @@ import imaplib
 import json
 import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.query
@@ -251,25 +252,32 @@ def test_powerdns_zone_via_api_and_dns_queries(powerdns: PowerDNS) -> None:
     assert powerdns.answer(f"{zone}.", "A") == ["192.0.2.11"]
 
 
-def test_powerdns_starts_on_new_ports_when_another_process_took_its_api_port(tmp_path: Path) -> None:
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process holds (listening), as if it took it between free_port() and a server's bind."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield int(taken.getsockname()[1])
+
+
+def test_powerdns_starts_on_new_ports_when_another_process_took_its_api_port(
+    tmp_path: Path, taken_port: int
+) -> None:
     """Another server took the port free_port() gave between the choice and pdns's bind (CI saw it): pdns
     logs "Address already in use", keeps running without its API, and that server answers there."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
     pd = PowerDNS(tmp_path / "pd")
-    pd.webserver_port = taken.getsockname()[1]
+    pd.webserver_port = taken_port
     pd._http.close()
     pd._configure()
     try:
         pd.start()
-        assert pd.webserver_port != taken.getsockname()[1]
+        assert pd.webserver_port != taken_port
         assert "Address already in use" in (tmp_path / "pd" / "pdns.log").read_text()
         pd.create_zone("ports.test.", [("@", "TXT", 60, ["moved"])])
         assert pd.answer("ports.test.", "TXT") == ["moved"]
     finally:
         pd.close()
-        taken.close()
 
 
 def test_powerdns_rfc2136_update_with_tsig(powerdns: PowerDNS) -> None:
@@ -344,62 +352,52 @@ def test_kind_marker_runs_only_with_docker() -> None:
 
 
 def test_envtest_starts_on_new_ports_when_another_process_took_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_port: int
 ) -> None:
     """etcd's client port was taken between free_port() and its bind: it exits at once, and the API server
     pair starts again on new ports."""
     from fixtures import kubeapi
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    first = iter([taken.getsockname()[1]])
+    first = iter([taken_port])
     real = kubeapi.free_port
     monkeypatch.setattr(kubeapi, "free_port", lambda: next(first, None) or real())
     kube = kubeapi.start_envtest(tmp_path / "kube", kubeapi.find_bin_dir())
     try:
-        assert kube.etcd_url != f"http://127.0.0.1:{taken.getsockname()[1]}"
+        assert kube.etcd_url != f"http://127.0.0.1:{taken_port}"
         assert "address already in use" in (tmp_path / "kube" / "etcd.log").read_text().lower()
         assert kube.kubectl("get", "namespace", "default", "-o", "name").stdout.strip() == "namespace/default"
     finally:
         kube.stop()
-        taken.close()
 
 
-def test_dovecot_starts_on_new_ports_when_another_process_took_one(tmp_path: Path) -> None:
+def test_dovecot_starts_on_new_ports_when_another_process_took_one(tmp_path: Path, taken_port: int) -> None:
     """Dovecot's IMAP port was taken between free_port() and its bind: it exits, and starts again on new
     ports."""
     from fixtures.dovecot import Dovecot
 
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
     (tmp_path / "dovecot").mkdir()
     server = Dovecot(tmp_path / "dovecot", "ports")
-    server.port = taken.getsockname()[1]
+    server.port = taken_port
     server._write_conf()
     try:
         server.start()
-        assert server.port != taken.getsockname()[1]
+        assert server.port != taken_port
         with imaplib.IMAP4("127.0.0.1", server.port, timeout=5) as c:
             assert b"IMAP4rev1" in c.capability()[1][0]
     finally:
         server.destroy()
-        taken.close()
 
 
-def test_prometheus_starts_on_a_new_port_when_another_process_took_it(tmp_path: Path) -> None:
+def test_prometheus_starts_on_a_new_port_when_another_process_took_it(
+    tmp_path: Path, taken_port: int
+) -> None:
     """Prometheus's listen port was taken between free_port() and its bind: it exits, and starts again."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
     (tmp_path / "prom").mkdir()
     prom = Prometheus(tmp_path / "prom", "ports")
-    prom.port = taken.getsockname()[1]
+    prom.port = taken_port
     try:
         prom.start()
-        assert prom.port != taken.getsockname()[1] and prom.url.endswith(f":{prom.port}")
+        assert prom.port != taken_port and prom.url.endswith(f":{prom.port}")
         assert prom.query_value('up{job="testdata"}') == 1.0
     finally:
         prom.close()
-        taken.close()

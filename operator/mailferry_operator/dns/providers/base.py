@@ -20,15 +20,13 @@ from mailferry_api.problems import ProblemError
 from ... import metrics
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Keep = Callable[[RRset | None], RRset]  # the RRset as the provider holds it -> the RRset to write
 
 
 def to_write(rrset: RRset, keep: Keep | None, current: RRset | None) -> RRset:
     """What replace() writes: `rrset`, or what `keep` makes of it given the provider's current RRset."""
     return rrset if keep is None else keep(current)
-
-
-log = logging.getLogger(__name__)
 
 
 class ProviderError(ProblemError):

@@ -115,7 +115,7 @@ class PowerDnsProvider:
                 return RRset(name=name, type=rtype, ttl=int(rr.get("ttl", 0)), records=records)
         return None
 
-    async def _disabled(self, name: str, rtype: str) -> tuple[list[str], int, RRset | None]:
+    async def _fresh(self, name: str, rtype: str) -> tuple[list[str], int, RRset | None]:
         """The RRset's disabled records (not served, so not part of get()), its TTL and the served RRset,
         read fresh."""
         self._cache = None
@@ -133,7 +133,7 @@ class PowerDnsProvider:
         them: a rollback must find them again), so an RRset of only disabled records is kept, not deleted.
         No conditional write here: what someone writes between the read and the PATCH is overwritten."""
         name, rtype = fqdn(rrset.name), rrset.type.upper()
-        disabled, ttl_now, current = await self._disabled(name, rtype)
+        disabled, ttl_now, current = await self._fresh(name, rtype)
         rrset = to_write(rrset, keep, current)
         self._cache = None
         records = [{"content": canonical_record(rtype, r), "disabled": False} for r in rrset.records]
