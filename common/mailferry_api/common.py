@@ -50,9 +50,10 @@ class ApiModel(BaseModel):
         use_attribute_docstrings=True,
     )
 
-    def to_api(self) -> dict[str, Any]:
-        """The wire form: camelCase keys, unset optionals omitted."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    def to_api(self, *, defaults: bool = True) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optionals omitted; `defaults=False`: fields equal to
+        their defaults omitted too."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=not defaults)
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

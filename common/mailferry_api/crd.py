@@ -7,6 +7,7 @@ committed files differ from what the models give, so the two cannot drift apart.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,11 @@ class Resource:
     # Names the operator puts into label values (<= 63 characters) are refused at admission when longer,
     # instead of failing every label write with `422 Invalid` later.
     max_name: int | None = None
+    # False: the spec's defaults are the model's alone, written into the descriptions (`kubectl explain`),
+    # not applied by the API server. A stored object then holds only what its writer set: the operator
+    # creates 10,000 MailboxSyncs at a migration's start, and a defaulted object costs the API server,
+    # etcd and every watcher about a third more per create (docs/benchmarks.md, "a migration's start").
+    api_defaults: bool = True
 
     @property
     def crd_name(self) -> str:
@@ -97,6 +103,7 @@ RESOURCES: tuple[Resource, ...] = (
         kind="MailboxSync",
         plural="mailboxsyncs",
         short_names=("mbs",),
+        api_defaults=False,
         spec=MailboxSyncSpec,
         status=MailboxSyncStatus,
         columns=(
@@ -235,6 +242,28 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return _inline(raw, raw.get("$defs", {}))
 
 
+def _defaults_described(node: Any) -> Any:
+    """The schema without `default`s; a scalar default is said in its field's description instead."""
+    if isinstance(node, list):
+        return [_defaults_described(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {
+        # under "properties" the keys are field names, and one may be called "default"
+        k: {name: _defaults_described(p) for name, p in v.items()}
+        if k == "properties"
+        else _defaults_described(v)
+        for k, v in node.items()
+        if k != "default"
+    }
+    default = node.get("default")
+    if default is not None and not isinstance(default, (dict, list)):
+        said = f"Default: {json.dumps(default)}."
+        description = str(out.get("description") or "").rstrip()
+        out["description"] = f"{description} {said}" if description else said
+    return out
+
+
 def _name_rules(resource: Resource) -> list[dict[str, Any]] | None:
     if resource.max_name is None:
         return None
@@ -252,6 +281,8 @@ def _name_rules(resource: Resource) -> list[dict[str, Any]] | None:
 
 def render(resource: Resource) -> dict[str, Any]:
     spec_schema = openapi_schema(resource.spec)
+    if not resource.api_defaults:
+        spec_schema = _defaults_described(spec_schema)
     status_schema = openapi_schema(resource.status)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

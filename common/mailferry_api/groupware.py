@@ -58,7 +58,11 @@ class GroupwareEndpoint(ApiModel):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                {"rule": "self.type != 'dav' || has(self.url)", "message": "url is required for type dav"},
+                # type defaults to dav; a MailboxSync is stored without the defaults
+                {
+                    "rule": "(has(self.type) && self.type != 'dav') || has(self.url)",
+                    "message": "url is required for type dav",
+                },
             ]
         }
     }

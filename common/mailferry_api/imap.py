@@ -109,7 +109,9 @@ class ImapEndpoint(ApiModel):
         "json_schema_extra": {
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.auth.method != 'xoauth2' || has(self.auth.oauth2)",
+                    # has(): a MailboxSync is stored without the defaults (method: password)
+                    "rule": "!has(self.auth.method) || self.auth.method != 'xoauth2'"
+                    " || has(self.auth.oauth2)",
                     "message": "auth.oauth2 is required when auth.method is xoauth2",
                     "fieldPath": ".auth.oauth2",
                 },

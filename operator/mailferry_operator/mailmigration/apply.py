@@ -25,7 +25,7 @@ from ..kube import client as kube
 from . import ownership, pipeline
 from .observe import Runtime
 from .plan import Event, Plan, ValidationState
-from .resources import job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
+from .resources import for_mailbox, job_body, mailbox_sync_body, mailbox_sync_template, spec_hash
 from .validation import validate
 from .views import ANNOTATION_SPEC_HASH, JobView, MailboxView
 
@@ -154,7 +154,7 @@ async def _ensure(
                 namespace,
                 MAILBOXSYNCS,
                 sync_name,
-                {"metadata": {"annotations": want}, "spec": wanted["spec"]},
+                {"metadata": {"annotations": want}, "spec": for_mailbox(template.full, entry)},
             )
             updated += 1
             confirm(sync_name)

@@ -50,6 +50,14 @@ def mailbox_sync() -> Obj:
     }
 
 
+def sparse_mailbox_sync() -> Obj:
+    """A MailboxSync as the operator writes it: without the model's defaults (the CRD applies none)."""
+    obj = mailbox_sync()
+    for side in ("source", "destination"):
+        del obj["spec"][side]["endpoint"]["auth"]["method"]
+    return obj
+
+
 def cutover() -> Obj:
     return {
         "apiVersion": "mailferry.io/v1alpha1",
@@ -300,6 +308,23 @@ CASES = [
         mode="status",
     ),
     # --- MailboxSync ---
+    # The CEL rules hold on an object stored without defaults (absent auth.method means password,
+    # absent groupware type means dav), and the object without them is itself accepted.
+    Case(
+        "mbs-xoauth2-without-oauth2",
+        sparse_mailbox_sync,
+        _set("spec.source.endpoint.auth.method", "xoauth2"),
+        ("spec.source.endpoint.auth.oauth2", "auth.oauth2 is required when auth.method is xoauth2"),
+    ),
+    Case(
+        "mbs-groupware-dav-without-url",
+        sparse_mailbox_sync,
+        _set(
+            "spec.groupware",
+            {"source": {"url": "https://dav.example.net/"}, "destination": {"tlsVerify": True}},
+        ),
+        ("url is required for type dav",),
+    ),
     Case(
         "mbs-missing-username",
         mailbox_sync,

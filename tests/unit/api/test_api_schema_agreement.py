@@ -9,6 +9,7 @@ and the schema has no property the models lack.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import types
 from datetime import date, datetime
@@ -51,7 +52,9 @@ def _check_constraints(expected: dict[str, Any], node: dict[str, Any], path: str
         assert node.get(high) == expected["maxLen"], f"{path}: {high}"
 
 
-def _check_type(tp: Any, metadata: list[Any], node: dict[str, Any], path: str) -> int:
+def _check_type(
+    tp: Any, metadata: list[Any], node: dict[str, Any], path: str, api_defaults: bool = True
+) -> int:
     """Asserts `node` describes `tp`; returns the number of schema nodes checked."""
     tp, more = unwrap(tp)
     metadata = metadata + more
@@ -71,7 +74,7 @@ def _check_type(tp: Any, metadata: list[Any], node: dict[str, Any], path: str) -
     if origin is list:
         assert node["type"] == "array", path
         (item,) = get_args(tp)
-        return 1 + _check_type(item, [], node["items"], f"{path}[]")
+        return 1 + _check_type(item, [], node["items"], f"{path}[]", api_defaults)
     if origin is dict:
         assert node["type"] == "object", path
         key, value = get_args(tp)
@@ -79,9 +82,9 @@ def _check_type(tp: Any, metadata: list[Any], node: dict[str, Any], path: str) -
         if value is Any:
             assert node.get("x-kubernetes-preserve-unknown-fields") is True, path
             return 1
-        return 1 + _check_type(value, [], node["additionalProperties"], f"{path}{{}}")
+        return 1 + _check_type(value, [], node["additionalProperties"], f"{path}{{}}", api_defaults)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return _check_model(tp, node, path)
+        return _check_model(tp, node, path, api_defaults)
     if tp is bool:
         assert node["type"] == "boolean", path
     elif tp is int:
@@ -99,7 +102,8 @@ def _check_type(tp: Any, metadata: list[Any], node: dict[str, Any], path: str) -
     return 1
 
 
-def _check_model(model: type[BaseModel], node: dict[str, Any], path: str) -> int:
+def _check_model(model: type[BaseModel], node: dict[str, Any], path: str, api_defaults: bool = True) -> int:
+    """`api_defaults=False`: the schema declares no defaults and says the scalar ones in descriptions."""
     assert node["type"] == "object", path
     props: dict[str, Any] = node.get("properties", {})
     fields = {(info.alias or name): info for name, info in model.model_fields.items()}
@@ -111,9 +115,14 @@ def _check_model(model: type[BaseModel], node: dict[str, Any], path: str) -> int
     for alias, info in fields.items():
         sub = props[alias]
         where = f"{path}.{alias}"
-        checked += _check_type(info.annotation, list(info.metadata), sub, where)
+        checked += _check_type(info.annotation, list(info.metadata), sub, where, api_defaults)
         default = info.get_default(call_default_factory=True)
-        if isinstance(default, bool | int | float | str) and not info.is_required():
+        if not api_defaults:
+            assert "default" not in sub, f"{where}: a default the API server would apply"
+            if isinstance(default, bool | int | float | str) and not info.is_required():
+                said = f"Default: {json.dumps(default)}."
+                assert said in sub.get("description", ""), f"{where}: description lacks {said!r}"
+        elif isinstance(default, bool | int | float | str) and not info.is_required():
             assert sub.get("default") == default, f"{where}: default {sub.get('default')!r} != {default!r}"
         elif default is None:
             assert "default" not in sub, f"{where}: unexpected default"
@@ -150,7 +159,7 @@ def _drop_empty(value: Any) -> Any:
 def test_schema_matches_model(resource: crd.Resource, part: str) -> None:
     schema = _committed_schema(resource)
     model = resource.spec if part == "spec" else resource.status
-    checked = _check_model(model, schema["properties"][part], part)
+    checked = _check_model(model, schema["properties"][part], part, resource.api_defaults or part == "status")
     assert checked > 10  # the walk really went through the tree
 
 

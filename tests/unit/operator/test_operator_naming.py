@@ -3,6 +3,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 from mailferry_operator.mailmigration.batching import plan_batches
 from mailferry_operator.mailmigration.durations import parse_duration
 from mailferry_operator.mailmigration.naming import job_name, mailbox_sync_name
@@ -72,6 +74,50 @@ def test_mailbox_sync_body_from_template_equals_the_model_built_one() -> None:
         assert fast == slow
     assert slow["spec"]["destination"]["username"] == "bee@y.test" and slow["spec"]["secretKey"] == "bk"
     assert slow["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"connectionsPerMailbox": 2, "deletions": "keep", "folders": {"strategy": "all"}},
+        {"connectionsPerMailbox": 5, "skipDuplicates": True, "maxMessageBytes": 1000, "content": ["mail"]},
+        {
+            "content": ["mail", "contacts", "calendars"],
+            "groupware": {
+                "source": {"url": "https://dav.test/"},
+                "destination": {"type": "dav", "url": "https://d/"},
+            },
+            "deletionSafety": {"maxPercent": 5},
+            "folders": {"mappings": [{"from": "Old/(.*)", "to": "New/\\1"}], "specialUseAutomap": False},
+        },
+    ],
+)
+def test_a_created_mailbox_sync_omits_defaults_and_reads_back_the_same(extra: dict[str, object]) -> None:
+    """The MailboxSync CRD applies no defaults (crd.Resource.api_defaults): what the operator writes at
+    creation is read back by the model as the whole spec, and the spec-hash covers the whole spec (an
+    object created before, with every field written, keeps its hash: no patch after an upgrade)."""
+    from mailferry_api.mailboxsync import MailboxSyncSpec
+    from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+    from mailferry_operator.mailmigration.resources import (
+        mailbox_sync_body,
+        mailbox_sync_spec,
+        mailbox_sync_template,
+        spec_hash,
+    )
+
+    ep = {"host": "imap.test", "auth": {"secretRef": {"name": "s"}}}
+    spec = MailMigrationSpec.model_validate({"source": ep, "destination": ep, "mailboxes": [], **extra})
+    entry = MailboxEntry(source="a@x.test", destination="b@y.test")
+    body = mailbox_sync_body("acme", "uid-1", "ns", spec, entry, mailbox_sync_template("acme", spec))
+    full = mailbox_sync_spec("acme", spec, entry)
+    assert MailboxSyncSpec.model_validate(body["spec"]) == MailboxSyncSpec.model_validate(full)
+    assert body["metadata"]["annotations"]["mailferry.io/spec-hash"] == spec_hash(full)
+    assert "port" not in body["spec"]["source"]["endpoint"] and full["source"]["endpoint"]["port"] == 993
+    written_connections = body["spec"].get("connectionsPerMailbox")
+    assert written_connections == (
+        None if spec.connections_per_mailbox == 2 else spec.connections_per_mailbox
+    )
 
 
 def test_job_body_is_plain_json_with_worker_resources() -> None:
