@@ -9,9 +9,11 @@ per create (utime + stime from /proc):
   - configmap: a ConfigMap holding the same spec as a string (a built-in type, no CRD machinery);
   - cr-no-schema: a MailboxSync under a CRD whose spec and status preserve unknown fields (no schema,
     no defaults, no CEL): what any custom resource costs;
-  - cr-no-defaults: the real MailboxSync CRD without its defaults;
   - cr-no-cel: the real MailboxSync CRD without its CEL rules;
-  - mailboxsync: the real CRD (crds/mailboxsyncs.mailferry.io.yaml).
+  - mailboxsync: the real CRD (crds/mailboxsyncs.mailferry.io.yaml), which applies no defaults, and the
+    operator's bodies, which omit the fields equal to the model's defaults;
+  - defaulted: as before that change: the CRD rendered with the model's defaults (the API server applies
+    them) and bodies holding every field.
 
     python tests/tools/apiserver_create_cost.py [--creates 3000] [--kinds configmap,mailboxsync]
     python tests/tools/apiserver_create_cost.py --pprof /tmp/api.pprof --kinds mailboxsync   # go tool pprof
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +52,20 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests")]
 
 from fixtures.kubeapi import KubeAPI, find_bin_dir, start_envtest  # noqa: E402
+from mailferry_api import crd as mailferry_crd  # noqa: E402
 from mailferry_api.conditions import set_condition  # noqa: E402
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus  # noqa: E402
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec  # noqa: E402
-from mailferry_operator.mailmigration.resources import mailbox_sync_body, mailbox_sync_template  # noqa: E402
+from mailferry_operator.mailmigration.resources import (  # noqa: E402
+    SyncTemplate,
+    for_mailbox,
+    mailbox_sync_body,
+    mailbox_sync_template,
+)
 from mailferry_worker.checkpoint import status_patch  # noqa: E402
 
 CRD = REPO / "crds" / "mailboxsyncs.mailferry.io.yaml"
+MAILBOXSYNC = next(r for r in mailferry_crd.RESOURCES if r.kind == "MailboxSync")
 NS = "cost"
 IN_FLIGHT = 8
 NAME_LABEL = "cost.test/name"
@@ -91,20 +101,26 @@ CRDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]] | None] = {
     "configmap": None,
     "cr-no-schema": _schemaless,
     "cr-no-cel": _without("x-kubernetes-validations"),
-    "cr-no-defaults": _without("default"),
     "mailboxsync": lambda crd: crd,
+    "defaulted": lambda crd: yaml.safe_load(mailferry_crd.dump(replace(MAILBOXSYNC, api_defaults=True))),
 }
+WHOLE_BODIES = {"defaulted"}  # kinds whose bodies hold every field, defaults too
 
 
-def bodies(n: int) -> list[dict[str, Any]]:
+def _whole(body: dict[str, Any], template: SyncTemplate, entry: MailboxEntry) -> dict[str, Any]:
+    return {**body, "spec": for_mailbox(template.full, entry)}
+
+
+def bodies(n: int, whole: bool = False) -> list[dict[str, Any]]:
+    """The operator's MailboxSync bodies; `whole`: with every field, defaults too (as before)."""
     spec = MailMigrationSpec.model_validate({"source": ENDPOINT, "destination": {**ENDPOINT, "port": 2143}})
     template = mailbox_sync_template("cost", spec)
     out = []
     for i in range(n):
-        body = mailbox_sync_body(
-            "cost", "00000000-0000-0000-0000-000000000001", NS, spec,
-            MailboxEntry(source=f"user{i}@example.test"), template,
-        )  # fmt: skip
+        entry = MailboxEntry(source=f"user{i}@example.test")
+        body = mailbox_sync_body("cost", "00000000-0000-0000-0000-000000000001", NS, spec, entry, template)
+        if whole:
+            body = _whole(body, template, entry)
         body["metadata"].pop("ownerReferences")  # no MailMigration here
         body["metadata"]["labels"][NAME_LABEL] = body["metadata"]["name"]  # for --reads' LIST by names
         out.append(body)
@@ -210,7 +226,7 @@ def measure(
             (crds / CRD.name).write_text(yaml.safe_dump(shape(yaml.safe_load(CRD.read_text()))))
             kube.install_crds(crds)
         kube.kubectl("create", "namespace", NS)
-        objects = bodies(n)
+        objects = bodies(n, whole=kind in WHOLE_BODIES)
         path = f"/apis/mailferry.io/v1alpha1/namespaces/{NS}/mailboxsyncs"
         if shape is None:
             path = f"/api/v1/namespaces/{NS}/configmaps"
