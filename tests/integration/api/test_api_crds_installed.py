@@ -50,3 +50,35 @@ def test_schema_published_for_kubectl_explain(kube: KubeAPI) -> None:
     out = _explain(kube, "mailmigration.spec.source.security")
     assert "tls" in out and "starttls" in out
     assert "manualApproval" in _explain(kube, "dnscutover.spec.gates.switched.type")
+
+
+def test_a_mailbox_sync_is_stored_as_the_operator_wrote_it(kube: KubeAPI, namespace: str) -> None:
+    """The MailboxSync CRD applies no defaults (crd.Resource.api_defaults): the operator's create body,
+    which leaves out what equals the model's defaults, is stored as sent (a smaller object for the API
+    server, etcd and every watcher), the worker's model reads it as the whole spec, and `kubectl explain`
+    still states the defaults."""
+    from mailferry_api.mailboxsync import MailboxSyncSpec
+    from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec
+    from mailferry_operator.mailmigration.resources import mailbox_sync_body, mailbox_sync_spec
+
+    ep = {"host": "imap.example.test", "auth": {"secretRef": {"name": "creds"}}}
+    spec = MailMigrationSpec.model_validate(
+        {"source": ep, "destination": {**ep, "port": 143, "security": "starttls"}, "mailboxes": []}
+    )
+    entry = MailboxEntry(source="alice@example.test")
+    body = mailbox_sync_body("stored", "00000000-0000-0000-0000-000000000001", namespace, spec, entry)
+    body["metadata"].pop("ownerReferences")  # no MailMigration here
+    kube.apply(body, namespace)
+    stored = kube.get("mailboxsync", body["metadata"]["name"], namespace)
+    assert stored["spec"] == body["spec"]
+    assert (
+        "connectionsPerMailbox" not in stored["spec"] and "port" not in stored["spec"]["source"]["endpoint"]
+    )
+    read = MailboxSyncSpec.model_validate(stored["spec"])
+    assert read == MailboxSyncSpec.model_validate(mailbox_sync_spec("stored", spec, entry))
+    assert (read.connections_per_mailbox, read.source.endpoint.port, read.destination.endpoint.port) == (
+        2,
+        993,
+        143,
+    )
+    assert "Default: 2." in _explain(kube, "mailboxsync.spec.connectionsPerMailbox")
