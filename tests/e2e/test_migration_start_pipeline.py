@@ -74,3 +74,46 @@ def test_jobs_name_only_created_mailboxsyncs_and_a_refused_mailbox_waits_for_the
             assert syncs[member]["metadata"]["creationTimestamp"] <= created, (member, job_name)
         if by_source[bad] in members:  # made only once the whole test said which mailboxes passed
             assert created >= validated["lastTransitionTime"], (created, validated)
+
+
+def test_a_migration_changed_back_to_a_default_resets_every_mailboxsync(
+    kube: KubeAPI, namespace: str, dovecot_pair: DovecotPair, tmp_path: Path
+) -> None:
+    """MailboxSyncs are created without the fields equal to the model's defaults (the CRD applies none),
+    but a changed MailMigration patches every field: set back to its default, a value is reset on every
+    MailboxSync, not left as it was (a merge patch of the non-defaults only would leave 4 in place)."""
+    name = "reset"
+    org = d.make_org(3, domain=f"{namespace}.test")
+    d.add_org_users(dovecot_pair.source, dovecot_pair.destination, org)
+    operator = d.OperatorProcess(kube, [namespace], tmp_path).start()
+
+    def stored_specs(want: int) -> list[dict[str, Any]] | None:
+        items = d.get(kube, "mailboxsyncs.mailferry.io", namespace)["items"]
+        specs = [s["spec"] for s in items]
+        done = len(specs) == len(org.addresses) and all(s.get("connectionsPerMailbox") == want for s in specs)
+        return specs if done else None
+
+    try:
+        d.apply(
+            kube,
+            d.secret_manifest(f"{name}-source", namespace, d.credentials(org)),
+            d.secret_manifest(f"{name}-destination", namespace, d.credentials(org)),
+            d.migration_manifest(
+                name, namespace, dovecot_pair.source, dovecot_pair.destination, org.addresses,
+                connectionsPerMailbox=4,
+            ),
+        )  # fmt: skip
+        created = d.wait_for(lambda: stored_specs(4), 120, "MailboxSyncs with connectionsPerMailbox 4")
+        # created without what equals a default: no skipDuplicates (false), no deletions (mirror)
+        assert all("skipDuplicates" not in s and "deletions" not in s for s in created), created
+        kube.kubectl(
+            "patch", "mailmigration", name, "-n", namespace, "--type=merge",
+            "-p", '{"spec": {"connectionsPerMailbox": 2}}',
+        )  # fmt: skip
+        d.wait_for(lambda: stored_specs(2), 120, "every MailboxSync reset to connectionsPerMailbox 2")
+    finally:
+        operator.stop()
+        kube.kubectl(
+            "delete", "jobs,mailmigrations.mailferry.io,mailboxsyncs.mailferry.io", "--all", "-n", namespace,
+            "--wait=false", check=False,
+        )  # fmt: skip
