@@ -67,14 +67,12 @@ def test_jobs_stay_within_budgets_and_eta_is_shown(
     try:
         d.apply(
             kube,
-            d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
-            d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
-            d.migration_manifest(
+            *d.org_migration(
                 NAME,
                 namespace,
                 dovecot_pair.source,
                 dovecot_pair.destination,
-                org.addresses,
+                org,
                 batchSize=2,
                 maxConcurrentJobs=5,
                 connectionsPerMailbox=2,

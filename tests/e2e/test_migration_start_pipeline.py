@@ -35,18 +35,11 @@ def test_jobs_name_only_created_mailboxsyncs_and_a_refused_mailbox_waits_for_the
     try:
         d.apply(
             kube,
-            d.secret_manifest(f"{NAME}-source", namespace, d.credentials(org)),
-            d.secret_manifest(f"{NAME}-destination", namespace, d.credentials(org)),
-            d.migration_manifest(
-                NAME,
-                namespace,
-                dovecot_pair.source,
-                dovecot_pair.destination,
-                org.addresses,
-                batchSize=BATCH,
-                maxConcurrentJobs=MAILBOXES // BATCH,
+            *d.org_migration(
+                NAME, namespace, dovecot_pair.source, dovecot_pair.destination, org,
+                batchSize=BATCH, maxConcurrentJobs=MAILBOXES // BATCH,
             ),
-        )
+        )  # fmt: skip
 
         def every_job() -> list[dict[str, Any]] | None:
             jobs = d.worker_jobs(kube, namespace, NAME)
@@ -96,13 +89,10 @@ def test_a_migration_changed_back_to_a_default_resets_every_mailboxsync(
     try:
         d.apply(
             kube,
-            d.secret_manifest(f"{name}-source", namespace, d.credentials(org)),
-            d.secret_manifest(f"{name}-destination", namespace, d.credentials(org)),
-            d.migration_manifest(
-                name, namespace, dovecot_pair.source, dovecot_pair.destination, org.addresses,
-                connectionsPerMailbox=4,
+            *d.org_migration(
+                name, namespace, dovecot_pair.source, dovecot_pair.destination, org, connectionsPerMailbox=4
             ),
-        )  # fmt: skip
+        )
         created = d.wait_for(lambda: stored_specs(4), 120, "MailboxSyncs with connectionsPerMailbox 4")
         # created without what equals a default: no skipDuplicates (false), no deletions (mirror)
         assert all("skipDuplicates" not in s and "deletions" not in s for s in created), created

@@ -57,7 +57,6 @@ from mailferry_api.conditions import set_condition  # noqa: E402
 from mailferry_api.mailboxsync import FolderCheckpoint, MailboxSyncStatus  # noqa: E402
 from mailferry_api.mailmigration import MailboxEntry, MailMigrationSpec  # noqa: E402
 from mailferry_operator.mailmigration.resources import (  # noqa: E402
-    SyncTemplate,
     for_mailbox,
     mailbox_sync_body,
     mailbox_sync_template,
@@ -107,10 +106,6 @@ CRDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]] | None] = {
 WHOLE_BODIES = {"defaulted"}  # kinds whose bodies hold every field, defaults too
 
 
-def _whole(body: dict[str, Any], template: SyncTemplate, entry: MailboxEntry) -> dict[str, Any]:
-    return {**body, "spec": for_mailbox(template.full, entry)}
-
-
 def bodies(n: int, whole: bool = False) -> list[dict[str, Any]]:
     """The operator's MailboxSync bodies; `whole`: with every field, defaults too (as before)."""
     spec = MailMigrationSpec.model_validate({"source": ENDPOINT, "destination": {**ENDPOINT, "port": 2143}})
@@ -120,7 +115,7 @@ def bodies(n: int, whole: bool = False) -> list[dict[str, Any]]:
         entry = MailboxEntry(source=f"user{i}@example.test")
         body = mailbox_sync_body("cost", "00000000-0000-0000-0000-000000000001", NS, spec, entry, template)
         if whole:
-            body = _whole(body, template, entry)
+            body["spec"] = for_mailbox(template.full, entry)
         body["metadata"].pop("ownerReferences")  # no MailMigration here
         body["metadata"]["labels"][NAME_LABEL] = body["metadata"]["name"]  # for --reads' LIST by names
         out.append(body)
